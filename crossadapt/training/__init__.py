@@ -1,0 +1,40 @@
+"""Training: the Trainer base (fit / evaluate / predict with hooks), the paper's optimiser,
+teacher training and the evaluation dictionary."""
+
+from crossadapt.training.config import Target, TrainConfig
+from crossadapt.training.evaluate import (
+    MetricDict,
+    evaluate_model,
+    metrics_from_predictions,
+    predict_logits,
+    predict_proba,
+    select_target_rows,
+    target_labels,
+)
+from crossadapt.training.optim import TrainOptimizer, split_parameters
+from crossadapt.training.runtime import available_cpus, configure_threads, seed_everything
+from crossadapt.training.teacher import TeacherResult, teacher_training_rows, train_teacher
+from crossadapt.training.trainer import FitResult, Trainer, TrainingDivergedError
+
+__all__ = [
+    "FitResult",
+    "MetricDict",
+    "Target",
+    "TeacherResult",
+    "TrainConfig",
+    "TrainOptimizer",
+    "Trainer",
+    "TrainingDivergedError",
+    "available_cpus",
+    "configure_threads",
+    "evaluate_model",
+    "metrics_from_predictions",
+    "predict_logits",
+    "predict_proba",
+    "seed_everything",
+    "select_target_rows",
+    "split_parameters",
+    "target_labels",
+    "teacher_training_rows",
+    "train_teacher",
+]

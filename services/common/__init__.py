@@ -1,0 +1,1 @@
+"""Shared platform plumbing: settings, storage, operations, Celery app, gRPC helpers."""

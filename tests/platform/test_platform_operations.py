@@ -1,0 +1,81 @@
+"""Operation records on files and on Redis: atomic updates, sticky terminal states, per-unit progress."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from services.common.errors import DataLossError, NotFoundError
+from services.common.operations import (
+    FileOperationStore,
+    OperationRecord,
+    OperationState,
+    OperationStore,
+    RedisOperationStore,
+)
+
+
+@pytest.fixture(params=["files", "redis"])
+def operations(request: pytest.FixtureRequest, tmp_path: Path) -> OperationStore:
+    if request.param == "files":
+        return FileOperationStore(tmp_path / "ops")
+    redis_server = request.getfixturevalue("redis_server")
+    return RedisOperationStore(f"{redis_server.url}/3")
+
+
+def _new(store: OperationStore, units: int = 4) -> OperationRecord:
+    record = OperationRecord(id=uuid.uuid4().hex, kind="projection", units=units, params={"count": 0})
+    assert store.create(record)
+    return record
+
+
+def test_create_get_and_duplicate_ids(operations: OperationStore) -> None:
+    record = _new(operations)
+    assert operations.get(record.id) == record
+    assert not operations.create(record.model_copy(update={"kind": "other"}))
+    assert operations.get(record.id).kind == "projection"
+    assert record.id in operations.list_ids()
+    for bad in ["0" * 32, "../../etc/passwd", ""]:
+        with pytest.raises(NotFoundError):
+            operations.get(bad)
+
+
+def test_terminal_states_are_sticky(operations: OperationStore) -> None:
+    record = _new(operations)
+    running = operations.transition(record.id, {OperationState.PENDING}, state=OperationState.RUNNING)
+    assert running is not None and running.state == OperationState.RUNNING and running.updated_at >= record.updated_at
+    assert operations.transition(record.id, {OperationState.RUNNING}, state=OperationState.SUCCEEDED) is not None
+    assert operations.fail(record.id, DataLossError("late failure")) is None
+    assert operations.get(record.id).state == OperationState.SUCCEEDED and operations.get(record.id).error is None
+    other = _new(operations)
+    failed = operations.fail(other.id, DataLossError("bad shard", field="tables/x"))
+    assert failed.state == OperationState.FAILED and failed.error["field"] == "tables/x"
+
+
+def test_concurrent_updates_lose_nothing(operations: OperationStore) -> None:
+    record = _new(operations)
+
+    def bump() -> None:
+        for _ in range(10):
+            operations.update(record.id, lambda r: r.model_copy(update={"params": {"count": r.params["count"] + 1}}))
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert operations.get(record.id).params["count"] == 40
+
+
+def test_progress_is_the_mean_of_unit_fractions(operations: OperationStore) -> None:
+    record = _new(operations, units=4)
+    assert operations.progress(record) == 0.0
+    operations.set_progress(record.id, "apply:user:00000", 1.0)
+    operations.set_progress(record.id, "apply:user:00001", 0.5)
+    assert operations.progress(operations.get(record.id)) == pytest.approx(0.375)
+    done = operations.transition(record.id, {OperationState.PENDING}, state=OperationState.SUCCEEDED)
+    assert operations.progress(done) == 1.0
+    assert [operations.count_attempt(record.id, "apply:user:00000") for _ in range(3)] == [1, 2, 3]
