@@ -30,6 +30,24 @@ def _current_rss_mb() -> float:
         return peak_rss_mb()
 
 
+def _reset_peak_rss() -> bool:
+    """Resets the kernel's high-water mark (VmHWM) so earlier transients (imports, the input's draw) don't count."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_since_reset_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
 def _measure(rows: int, d_in: int, d_out: int, chunk_rows: int, seed: int) -> dict[str, Any]:
     """Runs inside the fresh subprocess."""
     import numpy as np
@@ -41,10 +59,12 @@ def _measure(rows: int, d_in: int, d_out: int, chunk_rows: int, seed: int) -> di
     table *= (1.0 / np.arange(1, d_in + 1, dtype=np.float32)) ** 0.5  # a decaying spectrum, as embeddings have
     project_table(table[:1024], d_out, seed)  # warm up BLAS threads and imports outside the timed region
     baseline_mb = _current_rss_mb()
+    peak_was_reset = _reset_peak_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     projected, report = project_table(table, d_out, seed, chunk_rows=chunk_rows)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    peak_growth_mb = max(peak_rss_mb() - baseline_mb, 0.0)
+    peak_mb = _peak_rss_since_reset_mb() if peak_was_reset else peak_rss_mb()
+    peak_growth_mb = max(peak_mb - baseline_mb, 0.0)
     output_mb = projected.nbytes / _MB
     return {
         "rows": rows, "d_in": d_in, "d_out": d_out, "kind": report.kind, "chunk_rows": chunk_rows,

@@ -8,19 +8,18 @@
 
 `ReplayController` draws r_enh * |B| rows of the training pool per streaming batch (Eq. 15). As in the
 paper, r_enh can be fixed once from Δ_shift of the training pool. Beyond the paper, `rolling=True`
-follows the stream: `observe` feeds each batch into per-feature histograms of fixed-size windows
-(`window_rows`), and whenever a window completes its divergence from the previous window is computed;
-Δ_shift is the mean over the last n - 1 adjacent pairs (n = `drift.windows`), so only one window's
-histogram and n - 1 rows of per-feature divergences are kept: nothing is recomputed over the stream.
-Windows must be large enough that stationary data measures below θ_low (see the noise floor note in
-`crossadapt.transfer.drift`); `rolling_report()` shows the per-feature picture of the recent windows.
+follows the stream: `observe` feeds each batch into `crossadapt.transfer.rolling_drift.RollingDrift`
+(histograms of fixed-size windows of `window_rows` rows); whenever a window completes, Δ_shift over the
+last n windows (n = `drift.windows`) and r_enh are updated. Both estimates apply the drift config's
+noise floor (default on, see `crossadapt.transfer.drift`), so stationary high-cardinality data reads as
+stable; the rolling value equals `measure_drift` over the same windows. `rolling_report()` shows the
+per-feature picture (corrected, raw and floor) of the recent windows.
 `set_ratio_scale(s)` multiplies r_enh by s in [0, 1] (e.g. adaptive distillation's teacher-student gap).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -33,8 +32,8 @@ from crossadapt.transfer.drift import (
     HistogramBinner,
     infer_vocab_sizes,
     measure_drift,
-    report_from_pairs,
 )
+from crossadapt.transfer.rolling_drift import RollingDrift
 
 
 class ReplayConfig(BaseModel):
@@ -53,6 +52,8 @@ class ReplayConfig(BaseModel):
     def _thresholds_ordered(self) -> ReplayConfig:
         if self.theta_low >= self.theta_high:
             raise ValueError(f"theta_low ({self.theta_low}) must be below theta_high ({self.theta_high})")
+        if self.rolling and self.drift.noise_floor != "none" and self.window_rows < 2:
+            raise ValueError("window_rows must be >= 2: the noise floor splits each window into halves")
         return self
 
 
@@ -120,11 +121,10 @@ class ReplayController:
         self._shift = initial_shift
         self._base_ratio = self._ratio_for(initial_shift) if initial_shift is not None else 0.0
         self._scale = 1.0
-        self._step = self._rows = self._windows = 0
-        self._partial = np.zeros(binner.total_slots if binner else 0, dtype=np.int64)
-        self._partial_rows = 0
-        self._last_window: np.ndarray | None = None  # [T] distribution of the latest complete window
-        self._pairs: deque[np.ndarray] = deque(maxlen=self.config.drift.windows - 1)  # each [F]
+        self._step = 0
+        self._rolling: RollingDrift | None = None  # the stream's Δ_shift estimate (rolling mode)
+        if self.config.rolling and binner is not None:
+            self._rolling = RollingDrift(binner, self.config.drift, self.config.window_rows)
         self._history: list[ReplayHistoryEntry] = []
         self._record("initial")
 
@@ -201,11 +201,15 @@ class ReplayController:
         c = self.config
         return replay_ratio(shift, c.theta_low, c.theta_high, c.max_ratio)
 
-    def _record(self, reason: Literal["initial", "window", "scale"]) -> None:
+    def _record(
+        self, reason: Literal["initial", "window", "scale"], rows: int | None = None, windows: int | None = None
+    ) -> None:
+        """History entry; `rows`/`windows` default to the stream position now."""
+        if rows is None or windows is None:
+            rows, windows = (self._rolling.rows, self._rolling.windows) if self._rolling else (0, 0)
         self._history.append(
             ReplayHistoryEntry(
-                step=self._step, rows=self._rows, windows=self._windows, shift=self._shift, ratio=self.ratio,
-                reason=reason,
+                step=self._step, rows=rows, windows=windows, shift=self._shift, ratio=self.ratio, reason=reason
             )
         )
 
@@ -217,79 +221,39 @@ class ReplayController:
         Rows fill windows of `window_rows`; a batch may complete several. Each completed window updates
         Δ_shift over the last n windows and r_enh (one history entry per window).
         """
-        if not self.config.rolling or self.binner is None:
+        if not self.config.rolling or self._rolling is None:
             raise RuntimeError("observe() needs ReplayConfig(rolling=True)")
-        rows = len(categorical) if categorical is not None else len(numerical) if numerical is not None else 0
         self._step += 1
-        if rows == 0:
-            return self.ratio
-        size = self.config.window_rows
-        slots = self.binner.slot_ids(categorical, numerical)  # [B, F]; O(B·F), independent of vocab sizes
-        # Cut the batch where windows end: first the rest of the open window, then whole windows.
-        cuts = np.arange(size - self._partial_rows, rows, size)
-        bounds = np.concatenate([[0], cuts, [rows]])
-        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            np.add.at(self._partial, slots[lo:hi].ravel(), 1)
-            self._partial_rows += hi - lo
-            self._rows += hi - lo
-            if self._partial_rows == size:
-                self._close_window()
+        for rows, windows, shift in self._rolling.observe(categorical, numerical):  # one per completed pair
+            self._shift = shift
+            self._base_ratio = self._ratio_for(shift)
+            self._record("window", rows, windows)
         return self.ratio
-
-    def _close_window(self) -> None:
-        assert self.binner is not None
-        window = self._partial / float(self._partial_rows)
-        self._partial = np.zeros_like(self._partial)
-        self._partial_rows = 0
-        self._windows += 1
-        if self._last_window is not None:
-            c = self.config.drift
-            self._pairs.append(self.binner.divergence(self._last_window, window, c.metric, c.kl_epsilon)[0])
-            self._shift = float(np.mean(self._pairs))
-            self._base_ratio = self._ratio_for(self._shift)
-            self._record("window")
-        self._last_window = window
 
     def rolling_report(self) -> DriftReport | None:
         """Per-feature table of the stream's last n windows (None before two windows completed)."""
-        if not self._pairs or self.binner is None:
-            return None
-        pairs = np.stack(self._pairs)
-        rows = (len(pairs) + 1) * self.config.window_rows
-        return report_from_pairs(pairs, self.binner, self.config.drift.metric, rows)
+        return self._rolling.report() if self._rolling else None
 
     # ----------------------------------------------------------------------- resume
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly (random stream, open window, recent pairs, history)."""
-        return {
+        state = {
             "rng": self._rng.bit_generator.state,
             "shift": self._shift,
             "base_ratio": self._base_ratio,
             "scale": self._scale,
             "step": self._step,
-            "rows": self._rows,
-            "windows": self._windows,
-            "partial": self._partial.copy(),
-            "partial_rows": self._partial_rows,
-            "last_window": None if self._last_window is None else self._last_window.copy(),
-            "pairs": [p.copy() for p in self._pairs],
             "history": [entry.model_dump() for entry in self._history],
         }
+        return {**state, **(self._rolling.state_dict() if self._rolling else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if len(state["partial"]) != len(self._partial):
-            raise ValueError(
-                f"state has {len(state['partial'])} histogram slots, this controller's binner has {len(self._partial)}"
-            )
+        if self._rolling is not None:
+            self._rolling.load_state_dict(state)  # checks the histogram layout first
         self._rng.bit_generator.state = state["rng"]
         self._shift = state["shift"]
         self._base_ratio = float(state["base_ratio"])
         self._scale = float(state["scale"])
-        self._step, self._rows, self._windows = int(state["step"]), int(state["rows"]), int(state["windows"])
-        self._partial = np.asarray(state["partial"], dtype=np.int64).copy()
-        self._partial_rows = int(state["partial_rows"])
-        last = state["last_window"]
-        self._last_window = None if last is None else np.asarray(last, dtype=np.float64).copy()
-        self._pairs = deque((np.asarray(p, dtype=np.float64) for p in state["pairs"]), maxlen=self._pairs.maxlen)
+        self._step = int(state["step"])
         self._history = [ReplayHistoryEntry.model_validate(entry) for entry in state["history"]]

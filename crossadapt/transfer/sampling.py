@@ -20,20 +20,36 @@ Choices the paper leaves open:
 - Ablations: `temporal=False` uses one block; `balanced=False` draws a uniform r-sample per block
   (without replacement), keeping the natural positive rate.
 
-Unclicked-sample augmentation for pCVR (Eq. 9) is at the end: `augment_unclicked` picks unclicked rows,
-`assemble_pcvr_sample` attaches the teacher's pCVR as soft labels.
+Unclicked-sample augmentation for pCVR (Eq. 9) lives in `crossadapt.transfer.unclicked`
+(`augment_unclicked`, `assemble_pcvr_sample`, `PcvrSample`); they are re-exported here.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-log = logging.getLogger(__name__)
+from crossadapt.transfer.sample_report import BlockReport, SampleReport, build_sample_report
+from crossadapt.transfer.unclicked import (  # noqa: F401  (PcvrSample & co. re-exported: older import paths)
+    PcvrSample,
+    _binary_labels,
+    _round_half_up,
+    assemble_pcvr_sample,
+    augment_unclicked,
+)
+
+__all__ = [
+    "BlockReport",
+    "PcvrSample",
+    "SampleReport",
+    "SampleResult",
+    "SamplingConfig",
+    "StrategicSampler",
+    "assemble_pcvr_sample",
+    "augment_unclicked",
+]
 
 
 class SamplingConfig(BaseModel):
@@ -51,67 +67,6 @@ class SamplingConfig(BaseModel):
     empty_block_policy: Literal["redistribute", "shortfall"] = "redistribute"
 
 
-class BlockReport(BaseModel):
-    """What one temporal block offered and gave. Quotas are after redistribution."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    block: int
-    rows: int
-    first_row: int = Field(description="Position of the block's first row in time order.")
-    available_pos: int
-    available_neg: int
-    quota_pos: int
-    quota_neg: int
-    drawn_pos: int
-    drawn_neg: int
-    pos_with_replacement: bool = Field(description="True where positives were oversampled (duplicates).")
-    shortfall_pos: int
-    shortfall_neg: int
-    positive_rate: float = Field(description="drawn_pos / (drawn_pos + drawn_neg); 0 when nothing drawn.")
-
-
-class SampleReport(BaseModel):
-    """Everything drawn, per block and in total; `notes` explain shortfalls and moved quotas."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source_rows: int
-    source_positive_rate: float
-    target_rows: int = Field(description="round(r * |D|), what Eq. 7-8 ask for.")
-    total_rows: int
-    unique_rows: int
-    positives: int
-    negatives: int
-    positive_rate: float
-    effective_ratio: float = Field(description="total_rows / source_rows.")
-    shortfall_pos: int
-    shortfall_neg: int
-    temporal: bool
-    balanced: bool
-    empty_block_policy: str
-    blocks: list[BlockReport]
-    notes: list[str]
-
-    def format_table(self) -> str:
-        """A plain-text table, one line per block, then the totals and the notes."""
-        header = "block   rows  avail+  avail-  quota+  quota-  drawn+  drawn-  repl  short+  short-  pos%"
-        lines = [header]
-        for b in self.blocks:
-            lines.append(
-                f"{b.block:5d} {b.rows:6d} {b.available_pos:7d} {b.available_neg:7d} {b.quota_pos:7d}"
-                f" {b.quota_neg:7d} {b.drawn_pos:7d} {b.drawn_neg:7d} {'yes' if b.pos_with_replacement else 'no':>5}"
-                f" {b.shortfall_pos:7d} {b.shortfall_neg:7d} {100 * b.positive_rate:5.1f}"
-            )
-        lines.append(
-            f"total {self.total_rows} rows of {self.source_rows} (target {self.target_rows}, effective ratio "
-            f"{self.effective_ratio:.4f}), {self.positives} pos / {self.negatives} neg, positive rate "
-            f"{100 * self.positive_rate:.1f}% (source {100 * self.source_positive_rate:.2f}%)"
-        )
-        lines.extend(f"note: {note}" for note in self.notes)
-        return "\n".join(lines)
-
-
 class SampleResult(BaseModel):
     """`indices` [n'] int64 row ids into the input, sorted by time (oversampled rows repeat)."""
 
@@ -122,10 +77,6 @@ class SampleResult(BaseModel):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _round_half_up(value: float) -> int:
-    return int(math.floor(value + 0.5))
 
 
 def _split_evenly(total: int, parts: int) -> np.ndarray:
@@ -149,24 +100,6 @@ def _spread(deficit: int, capacity: np.ndarray) -> tuple[np.ndarray, int]:
         capacity[eligible] -= take
         deficit -= int(take.sum())
     return added, deficit
-
-
-def _binary_labels(label: np.ndarray, name: str = "label", rows: np.ndarray | None = None) -> np.ndarray:
-    """label [n] -> bool [n] (True = positive); anything but 0/1 is an error naming the first bad row
-    (`rows` [n]: the original row id of each entry, when `label` is a gathered subset)."""
-    label = np.asarray(label)
-    if label.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {label.shape}")
-    positive = label == 1
-    bad = ~(positive | (label == 0))
-    if bad.any():
-        at = int(np.argmax(bad))
-        row = at if rows is None else int(rows[at])
-        raise ValueError(
-            f"{name}[{row}] = {label[at].item()!r}: labels must be 0 or 1 "
-            f"({int(bad.sum())} bad values in {len(label)} rows)"
-        )
-    return positive
 
 
 def _block_bounds(rows: int, blocks: int) -> np.ndarray:
@@ -258,7 +191,7 @@ class StrategicSampler:
             quota_pos, quota_neg = drawn_pos, drawn_neg  # uniform draw: the class split is whatever fell
         positions = np.sort(np.concatenate(picked))  # time order; oversampled duplicates sit together
         indices = positions.astype(np.int64) if rows is None else rows[positions]
-        report = _build_report(
+        report = build_sample_report(
             config,
             is_pos,
             bounds,
@@ -343,147 +276,3 @@ def _draw(rng: np.random.Generator, at: np.ndarray, quota: int, *, oversample: b
         return at, False
     extra = at[rng.integers(0, len(at), quota - len(at))]
     return np.concatenate([at, extra]), True
-
-
-def _build_report(
-    config: SamplingConfig,
-    is_pos: np.ndarray,
-    bounds: np.ndarray,
-    *,
-    available: tuple[np.ndarray, np.ndarray],
-    quota: tuple[np.ndarray, np.ndarray],
-    drawn: tuple[np.ndarray, np.ndarray],
-    shortfall: tuple[np.ndarray, np.ndarray],
-    replaced: np.ndarray,
-    unique_rows: int,
-    notes: list[str],
-) -> SampleReport:
-    rows = len(is_pos)
-    available_pos, available_neg = available
-    blocks = [
-        BlockReport(
-            block=k,
-            rows=int(bounds[k + 1] - bounds[k]),
-            first_row=int(bounds[k]),
-            available_pos=int(available_pos[k]),
-            available_neg=int(available_neg[k]),
-            quota_pos=int(quota[0][k]),
-            quota_neg=int(quota[1][k]),
-            drawn_pos=int(drawn[0][k]),
-            drawn_neg=int(drawn[1][k]),
-            pos_with_replacement=bool(replaced[k]),
-            shortfall_pos=int(shortfall[0][k]),
-            shortfall_neg=int(shortfall[1][k]),
-            positive_rate=float(drawn[0][k] / max(drawn[0][k] + drawn[1][k], 1)),
-        )
-        for k in range(len(bounds) - 1)
-    ]
-    positives, negatives = int(drawn[0].sum()), int(drawn[1].sum())
-    total = positives + negatives
-    if replaced.any():
-        notes.append(f"positives oversampled with replacement in blocks {np.flatnonzero(replaced).tolist()}")
-    return SampleReport(
-        source_rows=rows,
-        source_positive_rate=float(available_pos.sum() / rows),
-        target_rows=_round_half_up(config.ratio * rows),
-        total_rows=total,
-        unique_rows=unique_rows,
-        positives=positives,
-        negatives=negatives,
-        positive_rate=positives / max(total, 1),
-        effective_ratio=total / rows,
-        shortfall_pos=int(shortfall[0].sum()),
-        shortfall_neg=int(shortfall[1].sum()),
-        temporal=config.temporal,
-        balanced=config.balanced,
-        empty_block_policy=config.empty_block_policy,
-        blocks=blocks,
-        notes=notes,
-    )
-
-
-# --------------------------------------------------------------------------- unclicked augmentation (Eq. 9)
-
-
-class PcvrSample(BaseModel):
-    """D''_train for pCVR: indices [m] int64 row ids, labels [m] float32 (hard 0/1 conversions for the
-    clicked sample, the teacher's pCVR in [0, 1] for unclicked rows), pseudo [m] bool (True = soft label).
-    Clicked rows come first, then unclicked rows; the trainer shuffles."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
-    indices: np.ndarray
-    labels: np.ndarray
-    pseudo: np.ndarray
-
-
-def augment_unclicked(
-    clicked_indices: np.ndarray,
-    label_click: np.ndarray,
-    r_unclick: float,
-    seed: int | np.random.Generator = 0,
-) -> np.ndarray:
-    """Eq. 9's row choice: round(r_unclick * |D'_train|) unclicked rows, uniform without replacement.
-
-    clicked_indices [m] row ids of the clicked sample D'_train (duplicates count: they are sample rows);
-    label_click [n] 0/1 click labels of all rows. Returns sorted int64 row ids with label_click == 0.
-    If fewer unclicked rows exist than asked for, all are taken and a warning is logged.
-    """
-    if not (r_unclick >= 0.0 and math.isfinite(r_unclick)):
-        raise ValueError(f"r_unclick must be a finite number >= 0, got {r_unclick}")
-    clicked = _binary_labels(label_click, "label_click")
-    clicked_indices = np.asarray(clicked_indices, dtype=np.int64)
-    if clicked_indices.size:
-        if clicked_indices.min() < 0 or clicked_indices.max() >= len(clicked):
-            raise ValueError(f"clicked_indices must be row ids in [0, {len(clicked)})")
-        not_clicked = ~clicked[clicked_indices]
-        if not_clicked.any():
-            at = int(np.argmax(not_clicked))
-            raise ValueError(
-                f"clicked_indices[{at}] = row {clicked_indices[at]} has label_click 0: the sample to augment "
-                "must contain clicked rows only"
-            )
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    pool = np.flatnonzero(~clicked)
-    wanted = _round_half_up(r_unclick * len(clicked_indices))
-    if wanted > len(pool):
-        log.warning("asked for %d unclicked rows but only %d exist: taking all of them", wanted, len(pool))
-        return pool.astype(np.int64)
-    return np.sort(rng.choice(pool, wanted, replace=False, shuffle=False)).astype(np.int64)
-
-
-def assemble_pcvr_sample(
-    clicked_indices: np.ndarray,
-    conversion: np.ndarray,
-    unclicked_indices: np.ndarray,
-    teacher_pcvr: np.ndarray,
-) -> PcvrSample:
-    """D''_train = D'_train ∪ {(x_i, f_T^CVR(x_i))} (Eq. 9).
-
-    conversion [n] 0/1 labels of all rows (read only at `clicked_indices`); teacher_pcvr
-    [len(unclicked_indices)] the teacher's pCVR for the unclicked rows, in the same order.
-    """
-    clicked_indices = np.asarray(clicked_indices, dtype=np.int64)
-    unclicked_indices = np.asarray(unclicked_indices, dtype=np.int64)
-    conversion = np.asarray(conversion)
-    for name, ids in (("clicked_indices", clicked_indices), ("unclicked_indices", unclicked_indices)):
-        if ids.size and (ids.min() < 0 or ids.max() >= len(conversion)):
-            raise ValueError(f"{name} must be row ids in [0, {len(conversion)})")
-    hard = _binary_labels(conversion[clicked_indices], "conversion[clicked_indices]")
-    pcvr = np.asarray(teacher_pcvr)
-    if pcvr.ndim != 1 or len(pcvr) != len(unclicked_indices):
-        raise ValueError(
-            f"teacher_pcvr has shape {pcvr.shape}; expected ({len(unclicked_indices)},), one per unclicked row"
-        )
-    bad = ~(np.isfinite(pcvr) & (pcvr >= 0.0) & (pcvr <= 1.0))
-    if bad.any():
-        at = int(np.argmax(bad))
-        raise ValueError(
-            f"teacher_pcvr[{at}] = {pcvr[at].item()!r} (row {unclicked_indices[at]}): predictions must be finite "
-            f"probabilities in [0, 1] ({int(bad.sum())} bad values)"
-        )
-    return PcvrSample(
-        indices=np.concatenate([clicked_indices, unclicked_indices]),
-        labels=np.concatenate([hard.astype(np.float32), pcvr.astype(np.float32)]),
-        pseudo=np.concatenate([np.zeros(len(clicked_indices), bool), np.ones(len(unclicked_indices), bool)]),
-    )

@@ -114,17 +114,24 @@ def test_rolling_drops_on_a_planted_shift_and_recovers() -> None:
     assert report is not None and report.windows == 4 and report.shift == pytest.approx(windows[-1].shift)
 
 
-def test_rolling_estimate_equals_batch_measurement_of_the_last_windows() -> None:
-    """Incremental histograms fed in uneven batches give exactly Eq. 13 over the last n windows."""
-    controller = _rolling_controller()
+@pytest.mark.parametrize("noise_floor", ["crossed_halves", "none"])
+def test_rolling_estimate_equals_batch_measurement_of_the_last_windows(noise_floor: str) -> None:
+    """Incremental histograms fed in uneven batches give exactly Eq. 13 over the last n windows (and the
+    same noise floor: the rolling halves are the ones measure_drift uses)."""
+    config = ROLLING.model_copy(update={"drift": ROLLING.drift.model_copy(update={"noise_floor": noise_floor})})
+    pool_cat, pool_num = _batch(np.random.default_rng(100), 40_000)
+    controller = ReplayController.from_training_pool(config, pool_cat, pool_num, seed=0, vocab_sizes=[20, 40, 20])
     rng = np.random.default_rng(8)
     parts = [_batch(rng, rows) for rows in (1_234, 7_000, 3_333, 12_433)]  # 24,000 rows = 4 full windows + 4k
     for categorical, numerical in parts:
         controller.observe(categorical, numerical)
     categorical = np.concatenate([p[0] for p in parts])[:20_000]
     numerical = np.concatenate([p[1] for p in parts])[:20_000]
-    batch = measure_drift(categorical, numerical, ROLLING.drift, binner=controller.binner)
+    batch = measure_drift(categorical, numerical, config.drift, binner=controller.binner)
     assert controller.shift == pytest.approx(batch.shift, rel=1e-12)
+    rolling = controller.rolling_report()
+    assert rolling is not None and rolling.raw_shift == pytest.approx(batch.raw_shift, rel=1e-12)
+    assert rolling.noise_floor == noise_floor
     assert controller.history[-1].rows == 20_000 and controller.history[-1].windows == 4
 
 
