@@ -3,6 +3,8 @@
 Symbols: ``B`` batch size.
 
 Hooks (override in a subclass, FuxiCTR style):
+- :meth:`Trainer.forward` ``(batch) -> logits``: the training forward; a feature-KD trainer takes the
+  representation it compares from this same forward and keeps it for :meth:`Trainer.compute_loss`;
 - :meth:`Trainer.compute_loss` ``(batch, logits) -> loss``: distillation adds its KD terms here;
 - :meth:`Trainer.train_step` ``(batch) -> loss``: one optimiser step (override for gradient accumulation);
 - :meth:`Trainer.on_epoch_start` / :meth:`Trainer.on_epoch_end` / :meth:`Trainer.on_validation`.
@@ -119,6 +121,10 @@ class Trainer:
             raise ValueError("TrainConfig.target is 'conversion' but the batch has no conversion column")
         return batch.conversion
 
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """``[B]`` logits of the training forward (the model is already in train mode)."""
+        return self.model(batch.categorical, batch.numerical)
+
     def compute_loss(self, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         """Scalar loss for ``logits [B]``; the base is binary cross-entropy on :meth:`target`."""
         return F.binary_cross_entropy_with_logits(logits, self.target(batch).to(logits.dtype))
@@ -130,7 +136,7 @@ class Trainer:
         sync, which the loop does only every ``log_every_steps``.
         """
         self.model.train()
-        logits = self.model(batch.categorical, batch.numerical)
+        logits = self.forward(batch)
         loss = self.compute_loss(batch, logits)
         self.optimizer.zero_grad()
         loss.backward()

@@ -32,15 +32,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from crossadapt.data.batch import Batch
 from crossadapt.training import TrainConfig
 from crossadapt.training.evaluate import MetricDict, evaluate_model
-from crossadapt.transfer.codistill import AsymmetricTeacher, CoDistiller, OnlineCoDistillConfig, OnlineCoDistillResult
-from crossadapt.transfer.distill import DistillationTrainer
+from crossadapt.transfer.codistill import CoDistiller, OnlineCoDistillConfig, OnlineCoDistillResult
+from crossadapt.transfer.distill import DistillationTrainer, KDFeatures, StudentKDConfig, forward_with_features
 from crossadapt.transfer.losses import hint_mse, rkd_angle, rkd_distance, sample_rows
+from crossadapt.transfer.teacher_schedule import AsymmetricTeacher
 
 if TYPE_CHECKING:
     from crossadapt.data import SplitArrays
@@ -64,35 +65,25 @@ BaselineName = Literal["Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD"
 BASELINES: tuple[str, ...] = ("Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "Hint-KD", "RKD")
 
 
-class BaselineConfig(BaseModel):
-    """Settings shared by the baselines (paper defaults: λ = 0.7, T = 4, Adam 0.1 / 1e-3, batch 4096)."""
+class BaselineConfig(StudentKDConfig):
+    """Settings shared by the baselines (paper defaults: λ = 0.7, T = 4, Adam 0.1 / 1e-3, batch 4096).
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    ``kd_weight`` weighs each KD baseline's term; ``temperature`` is Vanilla-KD's.
+    """
 
     offline_epochs: int = Field(1, ge=1, description="Shuffled passes over the offline data.")
     stream: bool = Field(True, description="Train on D_online after the offline stage (the paper's protocol).")
-    batch_size: int = Field(4096, ge=1)
-    embedding_lr: float = Field(0.1, gt=0.0)
-    dense_lr: float = Field(1e-3, gt=0.0)
-    kd_weight: float = Field(0.7, alias="lambda", ge=0.0, description="Weight of each KD baseline's term.")
-    temperature: float = Field(4.0, gt=0.0, description="Vanilla-KD temperature.")
-    scale_kd_by_t2: bool = True
     update_teacher: bool = Field(True, description="KD baselines: the teacher steps on BCE every batch.")
     teacher_embedding_lr: float = Field(0.1, gt=0.0)
     teacher_dense_lr: float = Field(1e-3, gt=0.0)
-    hint_target: Literal["embedding", "hidden"] = "embedding"
+    hint_target: KDFeatures = "embedding"
     rkd_distance_weight: float = Field(1.0, ge=0.0, description="Park et al. use 25:50 for distance:angle.")
     rkd_angle_weight: float = Field(2.0, ge=0.0)
     rkd_max_rows: int = Field(64, ge=2, description="Rows per batch RKD compares (m² pairs, m³ triplets).")
     window_batches: int = Field(10, ge=1, description="Batches per prequential window on the stream.")
-    seed: int = 0
-    device: str = "cpu"
-    num_threads: int | None = Field(None, ge=1)
 
     def train_config(self, epochs: int = 1) -> TrainConfig:
-        return TrainConfig(batch_size=self.batch_size, embedding_lr=self.embedding_lr, dense_lr=self.dense_lr,
-                           epochs=epochs, patience=None, restore_best=False, seed=self.seed, progress=False,
-                           num_threads=self.num_threads, device=self.device)
+        return self.student_train_config(epochs=epochs)
 
     def stream_config(self) -> OnlineCoDistillConfig:
         return OnlineCoDistillConfig(batch_size=self.batch_size, window_batches=self.window_batches,
@@ -120,12 +111,12 @@ class BaselineResult:
 class _FeatureKDTrainer(DistillationTrainer, abc.ABC):
     """A student step whose forward also yields the features a KD term compares (``student_features``).
 
-    Duplicates :meth:`Trainer.train_step` only to call ``forward_with_representation`` (or capture the
-    embedding output) in the same forward; ``extra`` holds modules trained alongside (a regressor).
+    :meth:`forward` (the :class:`Trainer` hook) keeps them from the training forward itself;
+    ``extra`` holds modules trained alongside (a regressor) with their own Adam.
     """
 
-    def __init__(self, model: nn.Module, config: TrainConfig, features: Literal["embedding", "hidden"],
-                 weight: float, extra: nn.Module | None = None):
+    def __init__(self, model: nn.Module, config: TrainConfig, features: KDFeatures, weight: float,
+                 extra: nn.Module | None = None):
         super().__init__(model, config, kd_weight=0.0, temperature=1.0)
         self.teacher_features = features
         self.feature_weight = float(weight)
@@ -135,33 +126,18 @@ class _FeatureKDTrainer(DistillationTrainer, abc.ABC):
         self.extra_optimizer = (torch.optim.Adam(self.extra.parameters(), lr=config.dense_lr)
                                 if self.extra is not None else None)
 
-    def _forward(self, batch: Batch) -> torch.Tensor:
-        if self.teacher_features == "hidden":
-            logits, self.student_features = self.model.forward_with_representation(batch.categorical, batch.numerical)
-            return logits
-        captured: list[torch.Tensor] = []
-        handle = self.model.embedding.register_forward_hook(lambda m, i, out: captured.append(out))
-        try:
-            logits = self.model(batch.categorical, batch.numerical)
-        finally:
-            handle.remove()
-        self.student_features = captured[0]
+    def forward(self, batch: Batch) -> torch.Tensor:
+        logits, self.student_features = forward_with_features(self.model, batch, self.teacher_features)
         return logits
 
     def train_step(self, batch: Batch) -> torch.Tensor:
-        self.model.train()
-        logits = self._forward(batch)
-        loss = self.compute_loss(batch, logits)
-        self.optimizer.zero_grad()
         if self.extra_optimizer is not None:
             self.extra_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        loss = super().train_step(batch)
         if self.extra_optimizer is not None:
             self.extra_optimizer.step()
-        self.global_step += 1
-        self.student_features = None
-        return loss.detach()
+        self.student_features = None  # the autograd graph it holds is not needed past the step
+        return loss
 
     @abc.abstractmethod
     def feature_loss(self) -> torch.Tensor:
@@ -180,7 +156,7 @@ class HintKDTrainer(_FeatureKDTrainer):
     """Hint-KD (FitNets): BCE + λ · MSE(regressor(student features), teacher features)."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, *, weight: float, student_width: int,
-                 teacher_width: int, target: Literal["embedding", "hidden"] = "embedding"):
+                 teacher_width: int, target: KDFeatures = "embedding"):
         super().__init__(model, config, target, weight, extra=nn.Linear(student_width, teacher_width))
 
     @property
@@ -277,7 +253,7 @@ def run_vanilla_kd(teacher: nn.Module, student: nn.Module, train: "SplitArrays",
     return _kd("Vanilla-KD", trainer, teacher, train, online, config, test)
 
 
-def _feature_width(model: nn.Module, target: Literal["embedding", "hidden"], sample: "SplitArrays") -> int:
+def _feature_width(model: nn.Module, target: KDFeatures, sample: "SplitArrays") -> int:
     """``D`` (embedding width) or ``H`` (penultimate width, measured on one row)."""
     if target == "embedding":
         return int(model.embedding.embedding_dim)

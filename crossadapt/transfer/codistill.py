@@ -9,25 +9,21 @@ For each stream batch ``B_t`` (time order, never shuffled; ``t = 1, 2, ...``):
 4. if ``t mod τ = 0`` the teacher steps on the accumulated gradient and clears it (Eq. 12), first at ``t = τ``.
 
 Prequential figures: the predictions of both models on ``B_t`` are taken BEFORE either trains on it (the
-student's from its training forward when that forward is deterministic, i.e. no dropout or batch norm,
-else from a separate eval-mode forward; the teacher's are the logits of step 2). They are accumulated
-over the stream and per window of ``window_batches`` batches, with wall-clock seconds.
+student's from its training forward when that forward is deterministic, else from a separate eval-mode
+forward; the teacher's are the logits of step 2) and recorded per window of ``window_batches`` batches
+(:mod:`crossadapt.transfer.prequential`).
+
+This module is the loop; the pieces it wires live beside it and are re-exported here: the τ-step teacher
+(:class:`~crossadapt.transfer.teacher_schedule.AsymmetricTeacher`, also driven by the KD baselines with
+τ = 1) and the prequential recorder (:class:`~crossadapt.transfer.prequential.PrequentialRecorder`).
 
 API: :func:`codistill_online` runs one stream; :class:`CoDistiller` is the same loop for a stream that
 arrives in chunks (:meth:`CoDistiller.consume` per chunk, :meth:`CoDistiller.finish` once) and for the KD
 baselines' offline epochs (:meth:`CoDistiller.train_epochs`).
 
-Choices:
-- Teacher optimiser: ``"adam"`` (default; the paper trains every model with Adam, lr 0.1 embeddings /
-  1e-3 network, so Eq. 12 is read as one optimiser step on the accumulated gradient; Adam is invariant to
-  the gradient's scale, so summing vs averaging over τ does not matter) or ``"sgd"``: exactly
-  ``θ ← θ − η_T · g`` with ``g`` the SUM of the τ per-step gradients.
-- The teacher runs in eval mode: KD targets are its inference predictions, and between its steps the
-  teacher is bit-for-bit unchanged (parameters and buffers, e.g. batch-norm statistics).
-- Partial window at the end (``t_end mod τ ≠ 0``): ``partial_window="drop"`` (default) discards the
-  pending gradient of the last ``t_end mod τ`` batches, as Algorithm 1 does (the loop simply ends), so the
-  teacher only ever changes at ``t = τ, 2τ, ...``; ``"flush"`` applies it as one final teacher step. The
-  result reports which and how many batches it covered.
+Choices (the teacher's optimiser and eval mode: :mod:`crossadapt.transfer.teacher_schedule`):
+- ``partial_window``: ``"drop"`` (default, as Algorithm 1) or ``"flush"`` the ``t_end mod τ`` batches
+  pending at the end (see :meth:`AsymmetricTeacher.finish`); the result reports which and how many.
 - Ablations: ``co_evolution=False`` freezes the teacher (no gradient at all); ``asymmetric=False`` steps the
   teacher every batch (τ = 1); ``distillation=False`` sets λ = 0 (the teacher still predicts and learns).
 """
@@ -38,18 +34,23 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from crossadapt.data.batch import Batch
-from crossadapt.training import TrainConfig
-from crossadapt.training.evaluate import MetricDict, evaluate_model, metrics_from_predictions
-from crossadapt.training.optim import TrainOptimizer, split_parameters
+from crossadapt.training.evaluate import MetricDict, evaluate_model
 from crossadapt.transfer.adaptive import AdaptiveKDConfig, AdaptiveKDController
-from crossadapt.transfer.distill import DistillationTrainer
+from crossadapt.transfer.distill import DistillationTrainer, StudentKDConfig
+from crossadapt.transfer.prequential import (
+    PrequentialRecorder,
+    WindowRecord,
+    check_time_order,
+    eval_logits,
+    forward_is_deterministic,
+)
+from crossadapt.transfer.teacher_schedule import AsymmetricTeacher
 
 if TYPE_CHECKING:
     from crossadapt.data import SplitArrays
@@ -67,15 +68,14 @@ __all__ = [
 ]
 
 
-class OnlineCoDistillConfig(BaseModel):
-    """Co-distillation settings (paper defaults: τ = 10, λ = 0.7, T = 4, Adam 0.1 / 1e-3, batch 4096)."""
+class OnlineCoDistillConfig(StudentKDConfig):
+    """Co-distillation settings (paper defaults: τ = 10, λ = 0.7, T = 4, Adam 0.1 / 1e-3, batch 4096).
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    The student's fields are :class:`~crossadapt.transfer.distill.StudentKDConfig`'s: ``batch_size`` is
+    ``|B_t|``, the stream rows per step (replay rows come on top); ``seed`` seeds dropout (the replay draws
+    are seeded by the ReplayController).
+    """
 
-    batch_size: int = Field(4096, ge=1, description="|B_t|: stream rows per step (replay rows come on top).")
-    kd_weight: float = Field(0.7, alias="lambda", ge=0.0)
-    temperature: float = Field(4.0, gt=0.0)
-    scale_kd_by_t2: bool = True
     teacher_update_interval: int = Field(10, ge=1, description="τ: teacher steps at t = τ, 2τ, ...")
     co_evolution: bool = Field(True, description="False: the teacher is frozen (ablation).")
     asymmetric: bool = Field(True, description="False: the teacher steps every batch, τ = 1 (ablation).")
@@ -83,13 +83,8 @@ class OnlineCoDistillConfig(BaseModel):
     teacher_optimizer: Literal["adam", "sgd"] = "adam"
     teacher_embedding_lr: float = Field(0.1, gt=0.0, description="η_T for the teacher's embedding tables.")
     teacher_dense_lr: float = Field(1e-3, gt=0.0, description="η_T for the rest of the teacher.")
-    embedding_lr: float = Field(0.1, gt=0.0, description="Student embedding lr.")
-    dense_lr: float = Field(1e-3, gt=0.0, description="Student interaction-network lr.")
     partial_window: Literal["drop", "flush"] = Field("drop", description="What to do with < τ pending batches.")
     window_batches: int = Field(10, ge=1, description="Batches per prequential window record.")
-    seed: int = Field(0, description="Seeds dropout; the replay draws are seeded by the ReplayController.")
-    device: str = "cpu"
-    num_threads: int | None = Field(None, ge=1)
     adaptive: AdaptiveKDConfig | None = Field(None, description="Gap-driven λ and replay share; None = fixed.")
 
     @property
@@ -99,185 +94,6 @@ class OnlineCoDistillConfig(BaseModel):
     @property
     def effective_kd_weight(self) -> float:
         return self.kd_weight if self.distillation else 0.0
-
-    def student_train_config(self) -> TrainConfig:
-        return TrainConfig(batch_size=self.batch_size, embedding_lr=self.embedding_lr, dense_lr=self.dense_lr,
-                           seed=self.seed, progress=False, num_threads=self.num_threads, device=self.device,
-                           patience=None, restore_best=False)
-
-
-class AsymmetricTeacher:
-    """The teacher side of Eq. 11-12: accumulate BCE gradients every batch, step every ``interval`` batches.
-
-    Args:
-        model: the teacher CTRModel (updated in place unless ``trainable=False``).
-        interval: τ.
-        optimizer: ``"adam"`` (Adam/SparseAdam at the two lrs) or ``"sgd"`` (plain ``θ − η g``).
-        trainable: False freezes the teacher: its forward runs without autograd and nothing accumulates.
-    """
-
-    def __init__(self, model: nn.Module, *, interval: int, optimizer: Literal["adam", "sgd"],
-                 embedding_lr: float, dense_lr: float, trainable: bool = True):
-        self.model = model
-        self.interval = interval
-        self.trainable = trainable
-        self.pending = 0  # batches accumulated since the last step
-        self.update_steps: list[int] = []  # values of t at which the teacher stepped
-        self.optimizer: Any = None
-        if trainable:
-            self.optimizer = (TrainOptimizer(model, embedding_lr=embedding_lr, dense_lr=dense_lr)
-                              if optimizer == "adam" else _sgd(model, embedding_lr, dense_lr))
-            self.optimizer.zero_grad()
-
-    def logits_and_features(
-        self, batch: Batch, features: Literal["embedding", "hidden"] | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``[B]`` teacher logits in eval mode (autograd iff trainable) and, from the same forward, the
-        detached field embeddings ``[B, F, D_T]`` or penultimate representation ``[B, H_T]`` if asked."""
-        self.model.eval()
-        with torch.set_grad_enabled(self.trainable):
-            if features == "hidden":
-                logits, hidden = self.model.forward_with_representation(batch.categorical, batch.numerical)
-                return logits, hidden.detach()
-            if features == "embedding":
-                captured: list[torch.Tensor] = []
-                handle = self.model.embedding.register_forward_hook(lambda m, i, out: captured.append(out))
-                try:
-                    logits = self.model(batch.categorical, batch.numerical)
-                finally:
-                    handle.remove()
-                return logits, captured[0].detach()
-            return self.model(batch.categorical, batch.numerical), None
-
-    def accumulate(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add ``∇ BCE(logits, labels)`` to the pending gradient (Eq. 11)."""
-        if not self.trainable:
-            return
-        F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)).backward()
-        self.pending += 1
-
-    def maybe_step(self, t: int) -> bool:
-        """Eq. 12: step and clear the gradient iff ``t mod τ = 0``; True if it stepped."""
-        if self.trainable and self.pending and t % self.interval == 0:
-            return self._step(t)
-        return False
-
-    def finish(self, t: int, policy: Literal["drop", "flush"]) -> bool:
-        """End of stream: flush (step) or drop the partial window; True if it stepped."""
-        if not self.trainable or self.pending == 0:
-            return False
-        if policy == "flush":
-            return self._step(t)
-        self.optimizer.zero_grad()
-        self.pending = 0
-        return False
-
-    def _step(self, t: int) -> bool:
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        self.pending = 0
-        self.update_steps.append(t)
-        return True
-
-
-def _sgd(model: nn.Module, embedding_lr: float, dense_lr: float) -> torch.optim.SGD:
-    """Plain ``θ ← θ − η g`` with an embedding lr and a dense lr (SGD accepts sparse gradients)."""
-    sparse, dense_embedding, dense = split_parameters(model)
-    groups = [{"params": sparse + dense_embedding, "lr": embedding_lr}, {"params": dense, "lr": dense_lr}]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=dense_lr)
-
-
-def forward_is_deterministic(model: nn.Module) -> bool:
-    """True if train-mode and eval-mode forwards agree (no active dropout, no batch norm)."""
-    config = getattr(model, "config", None)
-    if config is not None and (getattr(config, "dropout", 0) or getattr(config, "batch_norm", False)):
-        return False
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            return False
-        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
-            return False
-    return True
-
-
-@dataclass
-class WindowRecord:
-    """Prequential figures of one window of stream batches (``seconds``: loop time since the start)."""
-
-    window: int
-    first_batch: int
-    last_batch: int
-    rows: int
-    seconds: float
-    student_auc: float | None
-    student_logloss: float
-    teacher_auc: float | None
-    teacher_logloss: float
-    teacher_updates: int
-    kd_weight: float
-    replay_ratio: float
-    holdout: MetricDict | None = None
-
-
-class PrequentialRecorder:
-    """Collects (label, student logit, teacher logit) of every stream row in order and per window.
-
-    Logits stay on the device inside a window (no sync per batch) and move to the host at window ends.
-    """
-
-    def __init__(self, window_batches: int):
-        self.window_batches = window_batches
-        self.windows: list[WindowRecord] = []
-        self._parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-        self._done: list[np.ndarray] = []  # [3, n_window] float32 blocks (label, student, teacher)
-        self._first_batch = 1
-
-    def add(self, labels: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> None:
-        self._parts.append((labels.detach(), student_logits.detach(), None if teacher_logits is None
-                            else teacher_logits.detach()))
-
-    @property
-    def pending_batches(self) -> int:
-        return len(self._parts)
-
-    def close_window(self, last_batch: int, seconds: float, **extra: Any) -> WindowRecord | None:
-        if not self._parts:
-            return None
-        labels = torch.cat([p[0] for p in self._parts]).float().cpu().numpy()
-        student = torch.cat([p[1] for p in self._parts]).float().cpu().numpy()
-        has_teacher = all(p[2] is not None for p in self._parts)
-        teacher = torch.cat([p[2] for p in self._parts]).float().cpu().numpy() if has_teacher else None
-        self._parts = []
-        self._done.append(np.stack([labels, student, student if teacher is None else teacher]))
-        s = _scores(labels, student)
-        t = _scores(labels, teacher) if teacher is not None else {"auc": None, "logloss": float("nan")}
-        record = WindowRecord(window=len(self.windows), first_batch=self._first_batch, last_batch=last_batch,
-                              rows=int(labels.shape[0]), seconds=seconds, student_auc=s["auc"],
-                              student_logloss=s["logloss"], teacher_auc=t["auc"], teacher_logloss=t["logloss"],
-                              **extra)
-        self.windows.append(record)
-        self._first_batch = last_batch + 1
-        return record
-
-    def totals(self) -> tuple[MetricDict, MetricDict]:
-        """Prequential metrics over every recorded row: (student, teacher)."""
-        if not self._done:
-            return {}, {}
-        allrows = np.concatenate(self._done, axis=1)
-        return _scores(allrows[0], allrows[1]), _scores(allrows[0], allrows[2])
-
-    def logits(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``[n]`` labels, student logits, teacher logits of every closed window, in stream order."""
-        if not self._done:
-            empty = np.zeros(0, np.float32)
-            return empty, empty, empty
-        allrows = np.concatenate(self._done, axis=1)
-        return allrows[0], allrows[1], allrows[2]
-
-
-def _scores(labels: np.ndarray, logits: np.ndarray) -> MetricDict:
-    probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    return metrics_from_predictions(labels, probabilities)
 
 
 @dataclass
@@ -372,7 +188,7 @@ class CoDistiller:
             aug = replace(aug, teacher_logit=teacher_logits.detach())
         student_before = None
         if record and not self.deterministic:
-            student_before = _eval_logits(self.trainer.model, aug, n)
+            student_before = eval_logits(self.trainer.model, aug, n)
         self.trainer.train_step(aug)
         if record:
             student_before = student_before if student_before is not None else self.trainer.last_logits[:n]
@@ -406,7 +222,7 @@ class CoDistiller:
 
         if self._finished:
             raise RuntimeError("this CoDistiller has finished; build a new one")
-        _check_time_order(stream)
+        check_time_order(stream)
         started = time.perf_counter() - self.seconds
         for batch in iter_batches(stream, self.config.batch_size, shuffle=False):
             self.train_batch(batch)
@@ -464,27 +280,6 @@ class CoDistiller:
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-@torch.no_grad()
-def _eval_logits(model: nn.Module, batch: Batch, rows: int) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    try:
-        return model(batch.categorical[:rows], batch.numerical[:rows]).detach()
-    finally:
-        model.train(was_training)
-
-
-def _check_time_order(stream: "SplitArrays") -> None:
-    if stream.timestamp is None or len(stream) < 2:
-        return
-    ts = np.asarray(stream.timestamp)
-    back = np.flatnonzero(ts[1:] < ts[:-1])
-    if back.size:
-        row = int(back[0]) + 1
-        raise ValueError(f"the stream is not in time order: timestamp[{row}] = {ts[row]} < timestamp[{row - 1}] = "
-                         f"{ts[row - 1]} ({back.size} such rows); the online split must be time-ordered")
 
 
 def build_codistiller(teacher: nn.Module, student: nn.Module, config: OnlineCoDistillConfig, *,

@@ -18,13 +18,17 @@ Choices:
 - ``adaptive`` (beyond the paper): every ``offline_eval_every_steps`` steps the student's LogLoss on a
   validation slice is compared with the teacher's and ``λ`` follows
   :class:`~crossadapt.transfer.adaptive.AdaptiveKDController`.
+
+Shared with the online stage and the baselines: :class:`StudentKDConfig` (the student's optimiser and KD
+settings every KD config repeats) and :func:`forward_with_features` (logits plus the features a KD term
+compares, from one forward: the teacher's in co-distillation, the student's in Hint-KD / RKD).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -41,8 +45,10 @@ if TYPE_CHECKING:
     from crossadapt.data import SplitArrays
 
 __all__ = [
+    "StudentKDConfig",
     "OfflineDistillConfig",
     "DistillationTrainer",
+    "forward_with_features",
     "PhaseRecord",
     "OfflineDistillResult",
     "cache_teacher_logits",
@@ -51,27 +57,41 @@ __all__ = [
 ]
 
 
-class OfflineDistillConfig(BaseModel):
-    """Progressive distillation settings (paper defaults: λ = 0.7, T = 4, Adam 0.1 / 1e-3, batch 4096)."""
+class StudentKDConfig(BaseModel):
+    """The student's optimiser and KD-loss settings that the offline, online and baseline configs share
+    (paper defaults: λ = 0.7, T = 4, Adam 0.1 / 1e-3, batch 4096). ``lambda`` is accepted for ``kd_weight``."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    frozen_epochs: int = Field(1, ge=0, description="Phase 1 epochs (embeddings frozen).")
-    joint_epochs: int = Field(1, ge=0, description="Phase 2 epochs (everything trains).")
-    kd_weight: float = Field(0.7, alias="lambda", ge=0.0, description="λ of Eq. 5-6.")
+    batch_size: int = Field(4096, ge=1, description="Rows per student step.")
+    kd_weight: float = Field(0.7, alias="lambda", ge=0.0, description="λ: weight of the KD term.")
     temperature: float = Field(4.0, gt=0.0, description="T: both models' logits are divided by T.")
     scale_kd_by_t2: bool = Field(True, description="Multiply the KD term by T² (Hinton).")
+    embedding_lr: float = Field(0.1, gt=0.0, description="Student embedding lr.")
+    dense_lr: float = Field(1e-3, gt=0.0, description="Student interaction-network lr.")
+    seed: int = Field(0, description="Seeds shuffling and dropout.")
+    device: str = "cpu"
+    num_threads: int | None = Field(None, ge=1)
+
+    def student_train_config(self, **overrides: Any) -> TrainConfig:
+        """The student's :class:`TrainConfig`: these settings, no early stopping, no progress bar."""
+        return TrainConfig(**{
+            "batch_size": self.batch_size, "embedding_lr": self.embedding_lr, "dense_lr": self.dense_lr,
+            "seed": self.seed, "progress": False, "num_threads": self.num_threads, "device": self.device,
+            "patience": None, "restore_best": False, **overrides,
+        })
+
+
+class OfflineDistillConfig(StudentKDConfig):
+    """Progressive distillation settings (λ of Eq. 5-6; the shared fields are :class:`StudentKDConfig`'s)."""
+
+    frozen_epochs: int = Field(1, ge=0, description="Phase 1 epochs (embeddings frozen).")
+    joint_epochs: int = Field(1, ge=0, description="Phase 2 epochs (everything trains).")
     progressive: bool = Field(True, description="False: no frozen phase (ablation), same total epochs.")
-    batch_size: int = Field(4096, ge=1)
-    embedding_lr: float = Field(0.1, gt=0.0)
-    dense_lr: float = Field(1e-3, gt=0.0)
     shuffle: bool = Field(True, description="Reshuffle D'_train every epoch (offline data has no order to keep).")
     teacher_batch_size: int = Field(65536, ge=1, description="Rows per teacher forward when caching logits.")
     eval_batch_size: int = Field(65536, ge=1)
     target: Literal["click", "conversion"] = "click"
-    seed: int = 0
-    device: str = "cpu"
-    num_threads: int | None = Field(None, ge=1)
     adaptive: AdaptiveKDConfig | None = Field(None, description="Gap-driven λ (CrossAdapt-Adaptive); None = fixed λ.")
 
     @model_validator(mode="after")
@@ -82,21 +102,8 @@ class OfflineDistillConfig(BaseModel):
 
     def train_config(self, epochs: int, seed_offset: int = 0) -> TrainConfig:
         """The :class:`TrainConfig` of one phase: fixed epochs, no early stopping."""
-        return TrainConfig(
-            batch_size=self.batch_size,
-            eval_batch_size=self.eval_batch_size,
-            embedding_lr=self.embedding_lr,
-            dense_lr=self.dense_lr,
-            epochs=max(epochs, 1),
-            target=self.target,
-            patience=None,
-            restore_best=False,
-            seed=self.seed + seed_offset,
-            shuffle=self.shuffle,
-            progress=False,
-            num_threads=self.num_threads,
-            device=self.device,
-        )
+        return self.student_train_config(eval_batch_size=self.eval_batch_size, epochs=max(epochs, 1),
+                                         target=self.target, seed=self.seed + seed_offset, shuffle=self.shuffle)
 
 
 def logloss_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -105,6 +112,28 @@ def logloss_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
     y = np.asarray(labels, dtype=np.float64)
     # -[y log σ(z) + (1-y) log σ(-z)] = softplus(z) - y z
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
+
+KDFeatures = Literal["embedding", "hidden"]
+
+
+def forward_with_features(
+    model: nn.Module, batch: Batch, features: KDFeatures | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One forward of ``model`` on ``batch``: ``[B]`` logits and, from the same pass, the features a KD term
+    compares: the field embeddings ``[B, F, D]`` (``"embedding"``, captured from ``model.embedding``), the
+    representation the scoring layer reads ``[B, H]`` (``"hidden"``) or None. Nothing is detached."""
+    if features == "hidden":
+        return model.forward_with_representation(batch.categorical, batch.numerical)
+    if features is None:
+        return model(batch.categorical, batch.numerical), None
+    captured: list[torch.Tensor] = []
+    handle = model.embedding.register_forward_hook(lambda module, inputs, out: captured.append(out))
+    try:
+        logits = model(batch.categorical, batch.numerical)
+    finally:
+        handle.remove()
+    return logits, captured[0]
 
 
 class DistillationTrainer(Trainer):
@@ -119,7 +148,7 @@ class DistillationTrainer(Trainer):
     the co-distillation loop then puts that teacher tensor in :attr:`teacher_context` before each step.
     """
 
-    teacher_features: Literal["embedding", "hidden"] | None = None
+    teacher_features: KDFeatures | None = None
 
     def __init__(
         self,

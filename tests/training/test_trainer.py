@@ -107,8 +107,15 @@ def test_embedding_and_dense_learning_rates_are_applied(dataset, make_model, fas
     table_step = (model.embedding.table.weight.detach() - table_before).abs().max(dim=1).values
     touched = torch.zeros_like(table_step, dtype=torch.bool)
     touched[(batch.categorical + model.embedding.offsets).unique()] = True
-    assert table_step[touched].max() == pytest.approx(0.1, rel=1e-4)
-    assert table_step[touched].min() > 0.095
+    # A touched row can get a (near-)zero gradient when every sample using it sits on dead ReLUs; Adam's
+    # step is lr·|g|/(|g|+eps), so the lr claim holds for rows whose gradient dwarfs eps = 1e-8.
+    grad = model.embedding.table.weight.grad
+    grad = (grad.to_dense() if grad.is_sparse else grad).abs().amax(dim=1)
+    assert not (grad[~touched] > 0).any()
+    clear = grad > 1e-6
+    assert clear[touched].float().mean() > 0.9
+    assert table_step[clear].max() == pytest.approx(0.1, rel=1e-4)
+    assert table_step[clear].min() > 0.095
     assert torch.all(table_step[~touched] == 0)
     dense_step = max((p.detach() - dense_before[n]).abs().max().item()
                      for n, p in model.named_parameters() if n in dense_before)

@@ -10,8 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from crossadapt.data import SplitArrays, iter_batches
-from crossadapt.models import build_model, parse_model_config
-from crossadapt.models.spec import CategoricalField, FeatureSpec
 from crossadapt.transfer.adaptive import AdaptiveKDConfig, AdaptiveSchedule
 from crossadapt.transfer.codistill import (
     OnlineCoDistillConfig,
@@ -20,29 +18,6 @@ from crossadapt.transfer.codistill import (
     forward_is_deterministic,
 )
 from crossadapt.transfer.replay import ReplayConfig, ReplayController
-
-SPEC = FeatureSpec(
-    categorical=(CategoricalField(name="user", vocab_size=30), CategoricalField(name="item", vocab_size=12)),
-    numerical=("price",),
-)
-
-
-def _data(n: int, seed: int = 0) -> SplitArrays:
-    rng = np.random.default_rng(seed)
-    cat = np.stack([rng.integers(0, 30, n), rng.integers(0, 12, n)], 1).astype(np.int64)
-    num = rng.standard_normal((n, 1)).astype(np.float32)
-    z = 1.2 * np.sin(cat[:, 0]) - 0.8 * (cat[:, 1] % 3 == 0) + 0.6 * num[:, 0] - 0.5
-    p = 1.0 / (1.0 + np.exp(-z))
-    label = (rng.random(n) < p).astype(np.float32)
-    return SplitArrays(categorical=cat, numerical=num, label=label, timestamp=np.arange(n, dtype=np.int64),
-                       prob=p.astype(np.float32))
-
-
-def _model(dim: int = 4, seed: int = 0, dropout: float = 0.0):
-    torch.manual_seed(seed)
-    config = parse_model_config({"architecture": "mlp", "embedding_dim": dim, "hidden_units": [8],
-                                 "dropout": dropout, "embedding_init_std": 0.05})
-    return build_model(config, SPEC)
 
 
 def _params(model) -> list[torch.Tensor]:
@@ -68,8 +43,8 @@ def _stream_step_by_step(distiller, stream: SplitArrays, batch_size: int, before
 
 
 @pytest.mark.parametrize("policy", ["drop", "flush"])
-def test_teacher_changes_only_every_tau_batches_and_partial_window_follows_policy(policy):
-    teacher, student = _model(4, 1), _model(6, 2)
+def test_teacher_changes_only_every_tau_batches_and_partial_window_follows_policy(tiny_data, tiny_model, policy):
+    teacher, student = tiny_model(4, 1), tiny_model(6, 2)
     distiller = build_codistiller(teacher, student, _config(partial_window=policy))
     changed: list[int] = []
     state = {"last": _params(teacher)}
@@ -80,7 +55,7 @@ def test_teacher_changes_only_every_tau_batches_and_partial_window_follows_polic
             changed.append(t)
         state["last"] = now
 
-    _stream_step_by_step(distiller, _data(220), 20, after=after)  # 11 batches
+    _stream_step_by_step(distiller, tiny_data(220), 20, after=after)  # 11 batches
     assert changed == [3, 6, 9]
     result = distiller.finish()
     assert result.partial_window == policy and result.partial_window_batches == 2
@@ -90,13 +65,13 @@ def test_teacher_changes_only_every_tau_batches_and_partial_window_follows_polic
     assert all(p.grad is None for p in teacher.parameters())  # nothing left pending either way
 
 
-def test_accumulated_teacher_gradient_is_the_sum_of_per_step_gradients():
-    teacher, student = _model(4, 1), _model(6, 2)
+def test_accumulated_teacher_gradient_is_the_sum_of_per_step_gradients(tiny_data, tiny_model):
+    teacher, student = tiny_model(4, 1), tiny_model(6, 2)
     theta0 = copy.deepcopy(teacher)
     lr_emb, lr_dense = 0.5, 0.05
     config = _config(teacher_optimizer="sgd", teacher_embedding_lr=lr_emb, teacher_dense_lr=lr_dense)
     distiller = build_codistiller(teacher, student, config)
-    stream = _data(60)  # exactly τ = 3 batches
+    stream = tiny_data(60)  # exactly τ = 3 batches
     _stream_step_by_step(distiller, stream, 20)
     # Manual: sum of ∇ BCE at θ0 (eval mode) over the three batches, then one plain step.
     theta0.eval()
@@ -112,13 +87,13 @@ def test_accumulated_teacher_gradient_is_the_sum_of_per_step_gradients():
     assert distiller.teacher.update_steps == [3]
 
 
-def test_stream_is_consumed_in_time_order_once_and_unordered_streams_are_rejected():
-    teacher, student = _model(4, 1), _model(6, 2)
+def test_stream_is_consumed_in_time_order_once_and_unordered_streams_are_rejected(tiny_data, tiny_model):
+    teacher, student = tiny_model(4, 1), tiny_model(6, 2)
     distiller = build_codistiller(teacher, student, _config())
     seen: list[np.ndarray] = []
     original = distiller.trainer.train_step
     distiller.trainer.train_step = lambda batch: (seen.append(batch.timestamp.numpy().copy()), original(batch))[1]
-    stream = _data(130)
+    stream = tiny_data(130)
     distiller.consume(stream)
     result = distiller.finish()
     order = np.concatenate(seen)
@@ -128,12 +103,12 @@ def test_stream_is_consumed_in_time_order_once_and_unordered_streams_are_rejecte
     assert result.batches == 7 and result.rows == 130
     shuffled = stream.take(np.r_[5, 0:5, 6:130])
     with pytest.raises(ValueError, match="time order"):
-        build_codistiller(_model(4, 1), _model(6, 2), _config()).consume(shuffled)
+        build_codistiller(tiny_model(4, 1), tiny_model(6, 2), _config()).consume(shuffled)
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.5])
-def test_prequential_predictions_are_made_before_training_on_the_batch(dropout):
-    teacher, student = _model(4, 1), _model(6, 2, dropout=dropout)
+def test_prequential_predictions_are_made_before_training_on_the_batch(tiny_data, tiny_model, dropout):
+    teacher, student = tiny_model(4, 1), tiny_model(6, 2, dropout=dropout)
     assert forward_is_deterministic(student) == (dropout == 0.0)
     distiller = build_codistiller(teacher, student, _config(teacher_update_interval=1))
     expected_s, expected_t = [], []
@@ -145,7 +120,8 @@ def test_prequential_predictions_are_made_before_training_on_the_batch(dropout):
             expected_t.append(teacher(batch.categorical, batch.numerical))
             student.train()
 
-    _stream_step_by_step(distiller, _data(100), 20, before=before)
+    stream = tiny_data(100)
+    _stream_step_by_step(distiller, stream, 20, before=before)
     distiller.finish()
     _, got_s, got_t = distiller.recorder.logits()
     np.testing.assert_allclose(got_s, torch.cat(expected_s).numpy(), rtol=1e-5, atol=1e-6)
@@ -153,21 +129,21 @@ def test_prequential_predictions_are_made_before_training_on_the_batch(dropout):
     # And they are not the after-update predictions: both models moved.
     with torch.no_grad():
         student.eval()
-        last = student(*[torch.from_numpy(a) for a in (_data(100).categorical[-20:], _data(100).numerical[-20:])])
+        last = student(*[torch.from_numpy(a) for a in (stream.categorical[-20:], stream.numerical[-20:])])
     assert not np.allclose(last.numpy(), got_s[-20:])
 
 
-def test_replay_appends_ratio_times_batch_rows_from_the_pool():
-    pool = _data(500, seed=7)
+def test_replay_appends_ratio_times_batch_rows_from_the_pool(tiny_data, tiny_model):
+    pool = tiny_data(500, seed=7)
     replay = ReplayController(ReplayConfig(max_ratio=0.25), len(pool), seed=0, initial_shift=0.0)
     assert replay.ratio == pytest.approx(0.25)
-    teacher, student = _model(4, 1), _model(6, 2)
+    teacher, student = tiny_model(4, 1), tiny_model(6, 2)
     distiller = build_codistiller(teacher, student, _config(batch_size=40), replay=replay, replay_pool=pool)
     sizes, heads = [], []
     original = distiller.trainer.train_step
     distiller.trainer.train_step = lambda b: (sizes.append(len(b)), heads.append(b.timestamp[:40].clone()),
                                               original(b))[2]
-    stream = _data(200)
+    stream = tiny_data(200)
     distiller.consume(stream)
     result = distiller.finish()
     assert sizes == [50] * 5 and result.replay_rows == 50
@@ -175,21 +151,21 @@ def test_replay_appends_ratio_times_batch_rows_from_the_pool():
     assert result.rows == 200 and result.windows[0].replay_ratio == pytest.approx(0.25)
 
 
-def test_ablation_switches():
-    stream = _data(120)
-    frozen_teacher = _model(4, 1)
+def test_ablation_switches(tiny_data, tiny_model):
+    stream = tiny_data(120)
+    frozen_teacher = tiny_model(4, 1)
     before = _params(frozen_teacher)
-    result = codistill_online(frozen_teacher, _model(6, 2), stream, _config(co_evolution=False))
+    result = codistill_online(frozen_teacher, tiny_model(6, 2), stream, _config(co_evolution=False))
     assert _same(before, _params(frozen_teacher)) and result.teacher_update_steps == []
-    result = codistill_online(_model(4, 1), _model(6, 2), stream, _config(asymmetric=False))
+    result = codistill_online(tiny_model(4, 1), tiny_model(6, 2), stream, _config(asymmetric=False))
     assert result.teacher_update_steps == [1, 2, 3, 4, 5, 6]
-    distiller = build_codistiller(_model(4, 1), _model(6, 2), _config(distillation=False))
+    distiller = build_codistiller(tiny_model(4, 1), tiny_model(6, 2), _config(distillation=False))
     assert distiller.trainer.kd_weight == 0.0
 
 
-def test_windows_and_totals_are_consistent():
-    stream, holdout = _data(230), _data(100, seed=9)
-    result = codistill_online(_model(4, 1), _model(6, 2), stream, _config(window_batches=4), holdout=holdout,
+def test_windows_and_totals_are_consistent(tiny_data, tiny_model):
+    stream, holdout = tiny_data(230), tiny_data(100, seed=9)
+    result = codistill_online(tiny_model(4, 1), tiny_model(6, 2), stream, _config(window_batches=4), holdout=holdout,
                               holdout_every_windows=2)
     assert result.batches == 12 and [w.rows for w in result.windows] == [80, 80, 70]
     assert [(w.first_batch, w.last_batch) for w in result.windows] == [(1, 4), (5, 8), (9, 12)]
@@ -204,19 +180,30 @@ def test_windows_and_totals_are_consistent():
     assert result.windows[-1].holdout["rows"] == 100
 
 
-def test_adaptive_lambda_online_falls_when_the_student_is_better_and_scales_replay():
-    stream, pool = _data(2000, seed=3), _data(400, seed=4)
-    trained = _model(6, 2)
-    codistill_online(_model(4, 1), trained, _data(3000, seed=5),
+def test_adaptive_lambda_online_falls_when_the_student_is_better_and_scales_replay(tiny_data, tiny_model):
+    stream, pool = tiny_data(2000, seed=3), tiny_data(400, seed=4)
+    trained = tiny_model(6, 2)
+    codistill_online(tiny_model(4, 1), trained, tiny_data(3000, seed=5),
                      _config(batch_size=50, distillation=False, co_evolution=False))
     adaptive = AdaptiveKDConfig(online=AdaptiveSchedule(ema_window=5, warmup=2, max_change=0.1))
     config = _config(batch_size=50, co_evolution=False, adaptive=adaptive)
     # A trained student against an untrained teacher: λ falls, and the replay share with it.
     replay = ReplayController(ReplayConfig(max_ratio=0.2), len(pool), seed=0, initial_shift=0.0)
-    weak = codistill_online(_model(4, 1), copy.deepcopy(trained), stream, config, replay=replay, replay_pool=pool)
+    weak = codistill_online(tiny_model(4, 1), copy.deepcopy(trained), stream, config, replay=replay, replay_pool=pool)
     assert weak.kd_weight_trace[-1][2] == pytest.approx(0.1, abs=0.02)
     assert replay.ratio == pytest.approx(0.1, abs=0.01)  # 0.2 * replay_floor 0.5
     # The roles swapped: the teacher is the better model, λ stays at λ_max.
-    strong = codistill_online(copy.deepcopy(trained), _model(4, 1), stream, config)
+    strong = codistill_online(copy.deepcopy(trained), tiny_model(4, 1), stream, config)
     assert max(w for _, _, w in strong.kd_weight_trace) == pytest.approx(0.7)
     assert min(w for _, _, w in strong.kd_weight_trace) == pytest.approx(0.7)
+
+
+def test_moved_names_stay_importable_from_codistill():
+    from crossadapt.transfer import codistill, prequential, teacher_schedule
+
+    assert codistill.AsymmetricTeacher is teacher_schedule.AsymmetricTeacher
+    assert codistill.PrequentialRecorder is prequential.PrequentialRecorder
+    assert codistill.WindowRecord is prequential.WindowRecord
+    assert codistill.forward_is_deterministic is prequential.forward_is_deterministic
+    moved = {"AsymmetricTeacher", "PrequentialRecorder", "WindowRecord", "forward_is_deterministic"}
+    assert moved <= set(codistill.__all__)

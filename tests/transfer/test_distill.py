@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 
-from crossadapt.data import SplitArrays
-from crossadapt.models import build_model, parse_model_config
-from crossadapt.models.spec import CategoricalField, FeatureSpec
 from crossadapt.training import TrainConfig
 from crossadapt.transfer.adaptive import AdaptiveKDConfig, AdaptiveSchedule
+from crossadapt.transfer.baselines import BaselineConfig
+from crossadapt.transfer.codistill import OnlineCoDistillConfig
 from crossadapt.transfer.distill import (
     DistillationTrainer,
     OfflineDistillConfig,
@@ -20,30 +20,6 @@ from crossadapt.transfer.distill import (
     logloss_from_logits,
 )
 from crossadapt.transfer.losses import kd_cross_entropy
-
-SPEC = FeatureSpec(
-    categorical=(CategoricalField(name="user", vocab_size=30), CategoricalField(name="item", vocab_size=12)),
-    numerical=("price",),
-)
-
-
-def _data(n: int, seed: int = 0) -> SplitArrays:
-    """Clicks from a known logistic model of the three fields; ``prob`` holds the true probability."""
-    rng = np.random.default_rng(seed)
-    cat = np.stack([rng.integers(0, 30, n), rng.integers(0, 12, n)], 1).astype(np.int64)
-    num = rng.standard_normal((n, 1)).astype(np.float32)
-    z = 1.2 * np.sin(cat[:, 0]) - 0.8 * (cat[:, 1] % 3 == 0) + 0.6 * num[:, 0] - 0.5
-    p = 1.0 / (1.0 + np.exp(-z))
-    label = (rng.random(n) < p).astype(np.float32)
-    return SplitArrays(categorical=cat, numerical=num, label=label, timestamp=np.arange(n, dtype=np.int64),
-                       prob=p.astype(np.float32))
-
-
-def _model(dim: int = 4, seed: int = 0, arch: str = "mlp", hidden=(8,)):
-    torch.manual_seed(seed)
-    config = parse_model_config({"architecture": arch, "embedding_dim": dim, "hidden_units": list(hidden),
-                                 "embedding_init_std": 0.05})
-    return build_model(config, SPEC)
 
 
 def _snapshot(params) -> list[torch.Tensor]:
@@ -58,33 +34,33 @@ def _identical(a, b) -> bool:
 CONFIG = OfflineDistillConfig(batch_size=64, frozen_epochs=1, joint_epochs=1, num_threads=1)
 
 
-def test_phase_one_freezes_embeddings_bit_for_bit_and_trains_the_interaction_net():
-    teacher, student = _model(4, seed=1), _model(6, seed=2, arch="deepfm")
+def test_phase_one_freezes_embeddings_bit_for_bit_and_trains_the_interaction_net(tiny_data, tiny_model):
+    teacher, student = tiny_model(4, seed=1), tiny_model(6, seed=2, arch="deepfm")
     emb0, net0 = _snapshot(student.embedding_parameters()), _snapshot(student.interaction_parameters())
-    result = distill_offline(student, _data(600), CONFIG.model_copy(update={"joint_epochs": 0}), teacher=teacher)
+    result = distill_offline(student, tiny_data(600), CONFIG.model_copy(update={"joint_epochs": 0}), teacher=teacher)
     assert [p.name for p in result.phases] == ["frozen"]
     assert _identical(emb0, student.embedding_parameters())  # the first-order table of DeepFM as well
     assert not _identical(net0, student.interaction_parameters())
     assert all(p.requires_grad for p in student.parameters())  # unfrozen again afterwards
 
 
-def test_phase_two_trains_embeddings_and_interaction_net():
-    teacher, student = _model(4, seed=1), _model(6, seed=2)
-    result = distill_offline(student, _data(600), CONFIG, teacher=teacher)
+def test_phase_two_trains_embeddings_and_interaction_net(tiny_data, tiny_model):
+    teacher, student = tiny_model(4, seed=1), tiny_model(6, seed=2)
+    result = distill_offline(student, tiny_data(600), CONFIG, teacher=teacher)
     assert [p.name for p in result.phases] == ["frozen", "joint"]
     # The joint phase alone, from the state the full run left: every embedding tensor and the net move.
     emb1, net1 = _snapshot(student.embedding_parameters()), _snapshot(student.interaction_parameters())
-    distill_offline(student, _data(600), CONFIG.model_copy(update={"frozen_epochs": 0}), teacher=teacher)
+    distill_offline(student, tiny_data(600), CONFIG.model_copy(update={"frozen_epochs": 0}), teacher=teacher)
     for before, now in zip(emb1, student.embedding_parameters()):
         assert not torch.equal(before, now)
     assert not _identical(net1, student.interaction_parameters())
 
 
-def test_teacher_logits_are_computed_once_in_one_batched_pass():
-    teacher, student = _model(4, seed=1), _model(6, seed=2)
+def test_teacher_logits_are_computed_once_in_one_batched_pass(tiny_data, tiny_model):
+    teacher, student = tiny_model(4, seed=1), tiny_model(6, seed=2)
     calls: list[int] = []
     teacher.register_forward_hook(lambda module, inputs, out: calls.append(int(out.shape[0])))
-    train = _data(500)
+    train = tiny_data(500)
     config = CONFIG.model_copy(update={"frozen_epochs": 2, "joint_epochs": 2, "teacher_batch_size": 200})
     result = distill_offline(student, train, config, teacher=teacher)
     assert calls == [200, 200, 100]  # one pass over 500 rows, none during the 4 epochs
@@ -93,14 +69,14 @@ def test_teacher_logits_are_computed_once_in_one_batched_pass():
     calls.clear()
     cached = train.with_teacher_logit(cache_teacher_logits(teacher, train))
     calls.clear()
-    result = distill_offline(_model(6, seed=3), cached, CONFIG, teacher=teacher)
+    result = distill_offline(tiny_model(6, seed=3), cached, CONFIG, teacher=teacher)
     assert calls == [] and result.teacher_logit_seconds == 0.0
 
 
-def test_distillation_loss_is_bce_plus_lambda_kd():
-    student = _model(6, seed=2)
+def test_distillation_loss_is_bce_plus_lambda_kd(tiny_data, tiny_model):
+    student = tiny_model(6, seed=2)
     trainer = DistillationTrainer(student, TrainConfig(num_threads=1), kd_weight=0.7, temperature=4.0)
-    batch = _data(32).with_teacher_logit(np.linspace(-3, 3, 32, dtype=np.float32)).to_batch()
+    batch = tiny_data(32).with_teacher_logit(np.linspace(-3, 3, 32, dtype=np.float32)).to_batch()
     logits = torch.linspace(-1, 1, 32)
     expected = F.binary_cross_entropy_with_logits(logits, batch.label) + 0.7 * kd_cross_entropy(
         logits, batch.teacher_logit, 4.0)
@@ -108,13 +84,13 @@ def test_distillation_loss_is_bce_plus_lambda_kd():
     task, kd = trainer.pop_loss_parts()
     assert task == pytest.approx(F.binary_cross_entropy_with_logits(logits, batch.label).item(), rel=1e-6)
     with pytest.raises(ValueError, match="teacher_logit"):
-        trainer.compute_loss(_data(4).to_batch(), torch.zeros(4))
+        trainer.compute_loss(tiny_data(4).to_batch(), torch.zeros(4))
 
 
-def test_student_learns_from_teacher_and_history_is_reported():
-    train, valid = _data(3000, seed=0), _data(1500, seed=1)
+def test_student_learns_from_teacher_and_history_is_reported(tiny_data, tiny_model):
+    train, valid = tiny_data(3000, seed=0), tiny_data(1500, seed=1)
     oracle = train.with_teacher_logit(np.log(train.prob / (1 - train.prob)))  # a perfect teacher
-    student = _model(6, seed=2)
+    student = tiny_model(6, seed=2)
     config = CONFIG.model_copy(update={"batch_size": 128, "frozen_epochs": 1, "joint_epochs": 3})
     result = distill_offline(student, oracle, config, valid=valid)
     rows = result.history()
@@ -125,18 +101,18 @@ def test_student_learns_from_teacher_and_history_is_reported():
     assert result.rows == 3000 and result.optimizer_state is not None
 
 
-def test_without_progressive_one_joint_phase_gets_all_epochs():
-    student = _model(6, seed=2)
+def test_without_progressive_one_joint_phase_gets_all_epochs(tiny_data, tiny_model):
+    student = tiny_model(6, seed=2)
     emb0 = _snapshot(student.embedding_parameters())
     config = CONFIG.model_copy(update={"progressive": False, "frozen_epochs": 1, "joint_epochs": 2})
-    result = distill_offline(student, _data(300), config, teacher=_model(4, seed=1))
+    result = distill_offline(student, tiny_data(300), config, teacher=tiny_model(4, seed=1))
     assert [(p.name, p.epochs) for p in result.phases] == [("joint", 3)]
     assert not _identical(emb0, student.embedding_parameters())
 
 
-def test_bad_inputs_are_clear_errors():
+def test_bad_inputs_are_clear_errors(tiny_data, tiny_model):
     with pytest.raises(ValueError, match="no teacher"):
-        distill_offline(_model(), _data(50), CONFIG)
+        distill_offline(tiny_model(), tiny_data(50), CONFIG)
     with pytest.raises(ValueError, match="frozen_epochs"):
         OfflineDistillConfig(frozen_epochs=0, joint_epochs=0)
     with pytest.raises(ValueError):
@@ -144,8 +120,8 @@ def test_bad_inputs_are_clear_errors():
     assert OfflineDistillConfig.model_validate({"lambda": 0.3}).kd_weight == 0.3
 
 
-def test_adaptive_lambda_offline_falls_for_a_weak_teacher_and_holds_for_a_strong_one():
-    train, valid = _data(3000, seed=0), _data(2000, seed=1)
+def test_adaptive_lambda_offline_falls_for_a_weak_teacher_and_holds_for_a_strong_one(tiny_data, tiny_model):
+    train, valid = tiny_data(3000, seed=0), tiny_data(2000, seed=1)
     adaptive = AdaptiveKDConfig(offline_eval_every_steps=10,
                                 offline=AdaptiveSchedule(ema_window=2, warmup=1, max_change=0.3))
     config = CONFIG.model_copy(update={"batch_size": 100, "frozen_epochs": 0, "joint_epochs": 4,
@@ -153,13 +129,24 @@ def test_adaptive_lambda_offline_falls_for_a_weak_teacher_and_holds_for_a_strong
     # Weak teacher: a constant logit 0 (LogLoss log 2); the student soon beats it by far.
     weak = train.with_teacher_logit(np.zeros(3000, np.float32))
     weak_valid = valid.with_teacher_logit(np.zeros(2000, np.float32))
-    result = distill_offline(_model(6, seed=2), weak, config, valid=weak_valid)
+    result = distill_offline(tiny_model(6, seed=2), weak, config, valid=weak_valid)
     weights = [w for _, _, w in result.kd_weight_trace]
     assert len(weights) == 12
     assert weights[-1] == pytest.approx(0.1, abs=0.02) and result.phases[-1].kd_weight_end == weights[-1]
     # Strong teacher: the generating logits; no student can beat it, λ stays at λ_max.
     logit = lambda s: np.log(s.prob / (1 - s.prob)).astype(np.float32)  # noqa: E731
-    strong = distill_offline(_model(6, seed=2), train.with_teacher_logit(logit(train)), config,
+    strong = distill_offline(tiny_model(6, seed=2), train.with_teacher_logit(logit(train)), config,
                              valid=valid.with_teacher_logit(logit(valid)))
     assert [w for _, _, w in strong.kd_weight_trace] == [0.7] * 12
     assert logloss_from_logits(np.zeros(4), np.array([0, 1, 0, 1])) == pytest.approx(np.log(2))
+
+
+@pytest.mark.parametrize("config_class", [OfflineDistillConfig, OnlineCoDistillConfig, BaselineConfig])
+def test_every_kd_config_shares_the_student_settings(config_class):
+    config = config_class.model_validate({"lambda": 0.3, "batch_size": 32, "dense_lr": 0.01, "seed": 5})
+    assert config.kd_weight == 0.3 and config.temperature == 4.0
+    train = config.student_train_config()
+    assert (train.batch_size, train.embedding_lr, train.dense_lr, train.seed) == (32, 0.1, 0.01, 5)
+    assert train.patience is None and train.restore_best is False and train.progress is False
+    with pytest.raises(ValidationError, match="lambada"):
+        config_class(lambada=0.5)

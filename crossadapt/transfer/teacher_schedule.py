@@ -1,0 +1,103 @@
+"""The teacher's side of asymmetric co-distillation (paper Eq. 11-12): accumulate, then step every τ batches.
+
+Each stream batch ``t = 1, 2, ...`` adds the gradient of the teacher's BCE to its ``.grad`` (autograd sums
+them: Eq. 11); at ``t mod τ = 0`` the teacher takes one optimiser step on that sum and clears it (Eq. 12).
+The schedule lives apart from the co-distillation loop (:mod:`crossadapt.transfer.codistill`) because
+the KD baselines drive the same teacher with ``τ = 1``.
+
+Choices:
+- Optimiser: ``"adam"`` (default; the paper trains every model with Adam, lr 0.1 embeddings / 1e-3 network,
+  so Eq. 12 is read as one optimiser step on the accumulated gradient; Adam is invariant to the gradient's
+  scale, so summing vs averaging over τ does not matter) or ``"sgd"``: exactly ``θ ← θ − η_T · g`` with
+  ``g`` the SUM of the τ per-step gradients.
+- The teacher runs in eval mode: KD targets are its inference predictions, and between its steps the
+  teacher is bit-for-bit unchanged (parameters and buffers, e.g. batch-norm statistics).
+- Partial window at the end (``t_end mod τ ≠ 0``): :meth:`AsymmetricTeacher.finish` with ``"drop"``
+  discards the pending gradient, as Algorithm 1 does (the loop simply ends), so the teacher only ever
+  changes at ``t = τ, 2τ, ...``; ``"flush"`` applies it as one final step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossadapt.data.batch import Batch
+from crossadapt.training.optim import TrainOptimizer, split_parameters
+from crossadapt.transfer.distill import KDFeatures, forward_with_features
+
+__all__ = ["AsymmetricTeacher"]
+
+
+class AsymmetricTeacher:
+    """The teacher side of Eq. 11-12: accumulate BCE gradients every batch, step every ``interval`` batches.
+
+    Args:
+        model: the teacher CTRModel (updated in place unless ``trainable=False``).
+        interval: τ.
+        optimizer: ``"adam"`` (Adam/SparseAdam at the two lrs) or ``"sgd"`` (plain ``θ − η g``).
+        trainable: False freezes the teacher: its forward runs without autograd and nothing accumulates.
+    """
+
+    def __init__(self, model: nn.Module, *, interval: int, optimizer: Literal["adam", "sgd"],
+                 embedding_lr: float, dense_lr: float, trainable: bool = True):
+        self.model = model
+        self.interval = interval
+        self.trainable = trainable
+        self.pending = 0  # batches accumulated since the last step
+        self.update_steps: list[int] = []  # values of t at which the teacher stepped
+        self.optimizer: Any = None
+        if trainable:
+            self.optimizer = (TrainOptimizer(model, embedding_lr=embedding_lr, dense_lr=dense_lr)
+                              if optimizer == "adam" else _sgd(model, embedding_lr, dense_lr))
+            self.optimizer.zero_grad()
+
+    def logits_and_features(
+        self, batch: Batch, features: KDFeatures | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``[B]`` teacher logits in eval mode (autograd iff trainable) and, from the same forward, the
+        detached field embeddings ``[B, F, D_T]`` or penultimate representation ``[B, H_T]`` if asked."""
+        self.model.eval()
+        with torch.set_grad_enabled(self.trainable):
+            logits, context = forward_with_features(self.model, batch, features)
+        return logits, None if context is None else context.detach()
+
+    def accumulate(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Add ``∇ BCE(logits, labels)`` to the pending gradient (Eq. 11)."""
+        if not self.trainable:
+            return
+        F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)).backward()
+        self.pending += 1
+
+    def maybe_step(self, t: int) -> bool:
+        """Eq. 12: step and clear the gradient iff ``t mod τ = 0``; True if it stepped."""
+        if self.trainable and self.pending and t % self.interval == 0:
+            return self._step(t)
+        return False
+
+    def finish(self, t: int, policy: Literal["drop", "flush"]) -> bool:
+        """End of stream: flush (step) or drop the partial window; True if it stepped."""
+        if not self.trainable or self.pending == 0:
+            return False
+        if policy == "flush":
+            return self._step(t)
+        self.optimizer.zero_grad()
+        self.pending = 0
+        return False
+
+    def _step(self, t: int) -> bool:
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.pending = 0
+        self.update_steps.append(t)
+        return True
+
+
+def _sgd(model: nn.Module, embedding_lr: float, dense_lr: float) -> torch.optim.SGD:
+    """Plain ``θ ← θ − η g`` with an embedding lr and a dense lr (SGD accepts sparse gradients)."""
+    sparse, dense_embedding, dense = split_parameters(model)
+    groups = [{"params": sparse + dense_embedding, "lr": embedding_lr}, {"params": dense, "lr": dense_lr}]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=dense_lr)
