@@ -1,0 +1,38 @@
+"""The data layer: schema, readers, vocabulary, time-ordered splits, prepared datasets, batches,
+and a synthetic click log with known click probabilities.
+
+Typical use::
+
+    from crossadapt.data import PreparedDataset, iter_batches, prepare_dataset, synthetic_preset
+
+    ds = prepare_dataset(synthetic_preset("criteo_like", rows=200_000), "data/synth")
+    train = ds.split("train")                      # memory-mapped SplitArrays
+    for batch in iter_batches(train, 4096, shuffle=True, seed=epoch):
+        ...
+    # a student reuses the teacher's vocabulary, so row i of each table is the same value:
+    prepare_dataset("day2.tsv", "data/day2", source_format="criteo", vocabulary=Vocabulary.load("data/synth"))
+"""
+
+from crossadapt.data.arrays import SplitArrays
+from crossadapt.data.batch import Batch
+from crossadapt.data.errors import BadRow, BadRowReport, DataFormatError
+from crossadapt.data.iterate import iter_batches
+from crossadapt.data.movielens import fetch_movielens_100k, read_movielens_100k
+from crossadapt.data.prepare import append_split, load_source, prepare_dataset
+from crossadapt.data.prepared import DatasetManifest, PreparedDataset
+from crossadapt.data.raw import RawData, SourceInfo
+from crossadapt.data.readers import from_table, read_avazu, read_criteo, read_csv, read_parquet, read_source
+from crossadapt.data.schema import DEFAULT_MIN_COUNT, SPLIT_NAMES, DatasetSchema, PrepareConfig
+from crossadapt.data.synthetic import generate_synthetic, synthetic_schema
+from crossadapt.data.synthetic_config import PRESETS, SyntheticConfig, synthetic_preset
+from crossadapt.data.synthetic_export import write_criteo_tsv
+from crossadapt.data.vocabulary import MISSING_TOKEN, UNK_TOKEN, Vocabulary
+
+__all__ = [
+    "Batch", "BadRow", "BadRowReport", "DataFormatError", "DatasetManifest", "DatasetSchema",
+    "DEFAULT_MIN_COUNT", "MISSING_TOKEN", "PRESETS", "PrepareConfig", "PreparedDataset", "RawData",
+    "SPLIT_NAMES", "SourceInfo", "SplitArrays", "SyntheticConfig", "UNK_TOKEN", "Vocabulary",
+    "append_split", "fetch_movielens_100k", "from_table", "generate_synthetic", "iter_batches",
+    "load_source", "prepare_dataset", "read_avazu", "read_criteo", "read_csv", "read_movielens_100k",
+    "read_parquet", "read_source", "synthetic_preset", "synthetic_schema", "write_criteo_tsv",
+]  # fmt: skip

@@ -1,0 +1,200 @@
+"""``prepare_dataset`` (raw source -> prepared folder) and ``append_split`` (a new stream partition).
+
+Writes are atomic: everything is built in a hidden temp sibling folder which is renamed into
+place at the end; a failure leaves no partial dataset behind and an existing one untouched.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from crossadapt.data.arrays import OPTIONAL_COLUMNS, SplitArrays
+from crossadapt.data.encode import encode_rows
+from crossadapt.data.errors import OnBadRows
+from crossadapt.data.prepared import DatasetManifest, PreparedDataset, SplitStats
+from crossadapt.data.raw import RawData
+from crossadapt.data.readers import SourceFormat, from_table, read_source
+from crossadapt.data.schema import DEFAULT_MIN_COUNT, DatasetSchema, PrepareConfig
+from crossadapt.data.synthetic_config import SyntheticConfig
+from crossadapt.data.vocabulary import Vocabulary
+from crossadapt.models.spec import CategoricalField, FeatureSpec
+
+Source = RawData | pa.Table | SyntheticConfig | str | Path
+_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
+
+
+def load_source(
+    source: Source,
+    *,
+    source_format: SourceFormat | None = None,
+    schema: DatasetSchema | None = None,
+    on_bad_rows: OnBadRows = "error",
+) -> RawData:
+    """Any accepted source as ``RawData`` (files are read with the format's reader)."""
+    if isinstance(source, RawData):
+        return source
+    if isinstance(source, SyntheticConfig):
+        from crossadapt.data.synthetic import generate_synthetic, synthetic_schema
+
+        raw = from_table(generate_synthetic(source), synthetic_schema(source), source_format="synthetic")
+        raw.source.detail = {"seed": source.seed, "rows": source.rows, "config": source.model_dump_json()}
+        return raw
+    if isinstance(source, pa.Table):
+        if schema is None:
+            raise ValueError("an Arrow table needs a schema")
+        return from_table(source, schema, on_bad_rows=on_bad_rows)
+    if source_format is None:
+        raise ValueError(f"give source_format for {source} (one of criteo, avazu, csv, parquet, movielens-100k)")
+    return read_source(source_format, source, schema=schema, on_bad_rows=on_bad_rows)
+
+
+def default_config(source: Source, source_format: str | None) -> PrepareConfig:
+    """The paper's threshold for the source's format (criteo 10, avazu 5, movielens 2, ...)."""
+    kind = "synthetic" if isinstance(source, SyntheticConfig) else (source_format or "csv")
+    if isinstance(source, RawData):
+        kind = source.source.format
+    return PrepareConfig(min_count=DEFAULT_MIN_COUNT.get(kind, 1))
+
+
+def prepare_dataset(
+    source: Source,
+    out: str | Path,
+    *,
+    source_format: SourceFormat | None = None,
+    schema: DatasetSchema | None = None,
+    config: PrepareConfig | None = None,
+    vocabulary: Vocabulary | None = None,
+    overwrite: bool = False,
+) -> PreparedDataset:
+    """Read, encode, split and write a dataset; returns it opened.
+
+    Args:
+        source: a file/folder path (with ``source_format``), an Arrow table (with ``schema``),
+            a ``SyntheticConfig`` (generated on the fly) or ``RawData`` from a reader.
+        out: the dataset folder to create.
+        config: preprocessing; default: ``PrepareConfig`` with the format's min_count.
+        vocabulary: reuse these fields' ids (e.g. ``Vocabulary.load(teacher_dataset)``); fields it
+            lacks get a new vocabulary from this data's hist + train.
+        overwrite: replace an existing dataset at ``out`` (atomically swapped in at the end).
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    _check_target(out, overwrite)
+    config = config or default_config(source, source_format)
+    raw = load_source(source, source_format=source_format, schema=schema, on_bad_rows=config.on_bad_rows)
+    bounds = config.split_bounds(raw.table.num_rows)
+    fit_rows = bounds["train"][1]  # hist + train: the only rows a model may learn the vocabulary from
+    encoded = encode_rows(raw, config, vocabulary=vocabulary, fit_rows=fit_rows)
+    spec = FeatureSpec(
+        categorical=tuple(CategoricalField(name=f, vocab_size=encoded.vocabulary.size(f)) for f in raw.schema.categorical),
+        numerical=tuple(raw.schema.numerical),
+    )
+    splits = {name: encoded.arrays.slice(a, b) for name, (a, b) in bounds.items()}
+    manifest = DatasetManifest(
+        schema=raw.schema,
+        feature_spec=spec,
+        splits={name: len(part) for name, part in splits.items()},
+        split_stats={name: split_stats(part) for name, part in splits.items()},
+        columns=present_columns(encoded.arrays),
+        preprocessing=config,
+        vocab_hash=encoded.vocabulary.hash,
+        vocab_reused_fields=encoded.reused_fields,
+        source=raw.source,
+    )
+
+    def build(folder: Path) -> None:
+        encoded.vocabulary.save(folder / "vocab")
+        for name, part in splits.items():
+            write_split(folder / "splits" / name, part)
+        manifest.prepare_seconds = round(time.perf_counter() - started, 3)
+        manifest.write(folder)  # last: a folder with a manifest is complete
+
+    _build_atomically(out, build, overwrite)
+    return PreparedDataset.open(out)
+
+
+def append_split(
+    dataset: str | Path | PreparedDataset,
+    name: str,
+    source: Source,
+    *,
+    source_format: SourceFormat | None = None,
+    schema: DatasetSchema | None = None,
+    on_bad_rows: OnBadRows | None = None,
+    overwrite: bool = False,
+) -> SplitArrays:
+    """Encode a new partition (e.g. a day of stream data) with the dataset's vocabulary and
+    preprocessing, and add it as split ``name``. Values the vocabulary lacks become ``<UNK>``."""
+    ds = dataset if isinstance(dataset, PreparedDataset) else PreparedDataset.open(dataset)
+    if not _SPLIT_NAME.match(name):
+        raise ValueError(f"split name {name!r}: use letters, digits, '_', '-', '.', '='")
+    if name in ds.manifest.splits and not overwrite:
+        raise FileExistsError(f"{ds.path} already has a split {name!r} (pass overwrite=True to replace it)")
+    schema = schema or ds.schema
+    if schema.categorical != ds.schema.categorical or schema.numerical != ds.schema.numerical:
+        raise ValueError("the partition's schema must list the dataset's categorical and numerical fields in order")
+    preprocessing = ds.manifest.preprocessing
+    bad_rows = on_bad_rows or preprocessing.on_bad_rows
+    raw = load_source(source, source_format=source_format, schema=schema, on_bad_rows=bad_rows)
+    encoded = encode_rows(raw, preprocessing, vocabulary=ds.vocabulary, fit_rows=0)
+    columns = present_columns(encoded.arrays)
+    if columns != ds.manifest.columns:
+        raise ValueError(f"the partition has columns {columns}, the dataset {ds.manifest.columns}")
+    _build_atomically(ds.path / "splits" / name, lambda folder: write_split(folder, encoded.arrays), overwrite)
+    manifest = ds.manifest.model_copy(deep=True)
+    manifest.splits[name] = len(encoded.arrays)
+    manifest.split_stats[name] = split_stats(encoded.arrays)
+    manifest.write(ds.path)
+    return PreparedDataset.open(ds.path).split(name)
+
+
+def present_columns(arrays: SplitArrays) -> list[str]:
+    return ["categorical", "numerical", "label"] + [c for c in OPTIONAL_COLUMNS if getattr(arrays, c) is not None]
+
+
+def split_stats(part: SplitArrays) -> SplitStats:
+    rows = len(part)
+    return SplitStats(
+        rows=rows,
+        click_rate=float(part.label.mean()) if rows else 0.0,
+        conversion_rate=None if part.conversion is None or not rows else float(part.conversion.mean()),
+        time_range=None if part.timestamp is None or not rows else (int(part.timestamp[0]), int(part.timestamp[-1])),
+    )
+
+
+def write_split(folder: Path, part: SplitArrays) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for column in present_columns(part):
+        np.save(folder / f"{column}.npy", np.ascontiguousarray(getattr(part, column)))
+
+
+def _check_target(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists (pass overwrite=True / --overwrite to replace it)")
+
+
+def _build_atomically(target: Path, build, overwrite: bool) -> None:
+    """Run ``build(temp_folder)`` in a hidden sibling of ``target``, then rename it into place."""
+    _check_target(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    temp.mkdir()
+    try:
+        build(temp)
+        if target.exists():
+            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+            target.rename(retired)
+            temp.rename(target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            temp.rename(target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise

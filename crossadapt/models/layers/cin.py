@@ -1,0 +1,51 @@
+"""xDeepFM's Compressed Interaction Network (Lian et al., KDD 2018, Sec. 3.1).
+
+Symbols: ``B`` batch, ``F`` fields, ``D`` width, ``H_k`` feature maps of layer ``k`` (``H_0 = F``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class CompressedInteractionNet(nn.Module):
+    """CIN: ``X^k_{h,*} = sum_{i,j} W^k_{h,i,j} (X^{k-1}_{i,*} ⊙ X^0_{j,*}) + b^k_h`` then sum pooling over ``D``.
+
+    Each layer takes the outer product of ``X^{k-1}`` and ``X^0`` along the fields, keeping ``D`` apart
+    (``Z^k [H_{k-1} * F, D]``), and compresses it with ``H_k`` filters (the paper's 1x1 convolution, here a
+    matrix product); no activation, as in the paper. Computed field-major (``[fields, B * D]``) so the
+    outer product is one broadcast multiply and each layer's compression is ONE GEMM
+    ``[H_k, H_{k-1} F] @ [H_{k-1} F, B D]``.
+
+    Args:
+        num_fields: ``F``.
+        layer_units: ``[H_1, ..., H_L]``.
+
+    Shapes: ``[B, F, D] -> [B, H_1 + ... + H_L]`` (each layer's maps summed over ``D``).
+    """
+
+    def __init__(self, num_fields: int, layer_units: Sequence[int]):
+        super().__init__()
+        if not layer_units:
+            raise ValueError("CIN needs at least one layer")
+        self.num_fields = num_fields
+        widths = [num_fields, *layer_units]
+        self.compressions = nn.ModuleList(
+            nn.Linear(previous * num_fields, units) for previous, units in zip(widths[:-1], widths[1:])
+        )
+        self.output_dim = sum(layer_units)
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        batch, num_fields, width = fields.shape
+        x0 = fields.permute(1, 0, 2).reshape(num_fields, batch * width)  # [F, B*D]
+        x = x0
+        pooled = []
+        for compression in self.compressions:
+            outer = (x.unsqueeze(1) * x0.unsqueeze(0)).view(-1, batch * width)  # [H_{k-1} * F, B*D]
+            # W [H_k, H_{k-1} F] @ Z + b: one GEMM over every (row, d) column.
+            x = torch.addmm(compression.bias.unsqueeze(1), compression.weight, outer)  # [H_k, B*D]
+            pooled.append(x.view(-1, batch, width).sum(dim=-1))  # [H_k, B]
+        return torch.cat(pooled, dim=0).t()

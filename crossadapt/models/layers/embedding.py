@@ -1,0 +1,180 @@
+"""One fused embedding lookup for every field of a :class:`~crossadapt.models.spec.FeatureSpec`.
+
+Symbols: ``B`` batch, ``C`` categorical fields, ``N`` numerical fields, ``F = C + N`` fields,
+``D`` embedding width, ``V_k`` rows of categorical field ``k`` (its vocabulary, ``<UNK>`` = id 0 included).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crossadapt.models.spec import FeatureSpec
+
+NUMERICAL_TABLE = "__numerical__"
+
+
+class FeatureEmbedding(nn.Module):
+    """All categorical tables stacked into ONE ``nn.Embedding``, plus one vector per numerical field.
+
+    Field ``k``'s rows live at ``offsets[k] : offsets[k] + V_k`` of the fused table, so the whole batch
+    is embedded by a single gather (``table[categorical + offsets]``) instead of ``C`` small lookups.
+    A numerical field ``n`` with (already transformed) value ``x`` is embedded as ``x * vectors[n]``.
+
+    Initialisation follows FuxiCTR: every row and vector is drawn from ``N(0, init_std^2)``. FuxiCTR's
+    default (and ours) is ``init_std=1e-4``; values from 1e-4 to 1e-2 train alike with Adam-style
+    optimisers because the first interaction layers rescale their input. Draws come from the global
+    torch RNG, so ``torch.manual_seed`` makes a model reproducible.
+
+    Args:
+        spec: the fields (names, vocabulary sizes) in the order the batch columns use.
+        embedding_dim: ``D``.
+        init_std: standard deviation of the normal initialisation.
+        sparse: sparse gradients for the fused table (for ``torch.optim.SparseAdam``); the numerical
+            vectors always get dense gradients. Can be switched later through :attr:`sparse`.
+
+    Example::
+
+        spec = FeatureSpec(categorical=(CategoricalField(name="site", vocab_size=5),), numerical=("price",))
+        emb = FeatureEmbedding(spec, embedding_dim=8)
+        fields = emb(torch.tensor([[3]]), torch.tensor([[0.5]]))   # [1, 2, 8]: site row 3, 0.5 * price vector
+    """
+
+    offsets: torch.Tensor
+    vocab_sizes: torch.Tensor
+
+    def __init__(self, spec: FeatureSpec, embedding_dim: int, *, init_std: float = 1e-4, sparse: bool = False):
+        super().__init__()
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if not (init_std > 0 and math.isfinite(init_std)):
+            raise ValueError(f"init_std must be a positive finite number, got {init_std}")
+        self.spec = spec
+        self.embedding_dim = embedding_dim
+        sizes = [field.vocab_size for field in spec.categorical]
+        starts = [0]
+        for size in sizes[:-1]:
+            starts.append(starts[-1] + size)
+        # Buffers, not persistent: they follow from the spec, and the state_dict stays only the weights.
+        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long), persistent=False)
+        self.register_buffer("vocab_sizes", torch.tensor(sizes, dtype=torch.long), persistent=False)
+        self._row_ranges = {field.name: (start, field.vocab_size) for field, start in zip(spec.categorical, starts)}
+        self.table = nn.Embedding(max(sum(sizes), 1), embedding_dim, sparse=sparse)
+        self.numerical_vectors = nn.Parameter(torch.empty(len(spec.numerical), embedding_dim))
+        self.check_ids = True  # one cheap comparison per batch; an out-of-range id would silently read another field
+        with torch.no_grad():
+            self.table.weight.normal_(0.0, init_std)
+            self.numerical_vectors.normal_(0.0, init_std)
+
+    @property
+    def num_categorical(self) -> int:
+        return len(self.spec.categorical)
+
+    @property
+    def num_numerical(self) -> int:
+        return len(self.spec.numerical)
+
+    @property
+    def num_fields(self) -> int:
+        return self.num_categorical + self.num_numerical
+
+    @property
+    def sparse(self) -> bool:
+        return self.table.sparse
+
+    @sparse.setter
+    def sparse(self, value: bool) -> None:
+        self.table.sparse = bool(value)
+
+    def forward(self, categorical: torch.Tensor, numerical: torch.Tensor) -> torch.Tensor:
+        """Embed a batch.
+
+        Args:
+            categorical: ``[B, C]`` integer per-field ids (no offsets), ``0 <= id < V_k``.
+            numerical: ``[B, N]`` float values.
+
+        Returns:
+            ``[B, F, D]``: the ``C`` categorical embeddings, then the ``N`` numerical ones.
+        """
+        self._check_inputs(categorical, numerical)
+        parts = []
+        if self.num_categorical:
+            ids = categorical.long() + self.offsets
+            parts.append(F.embedding(ids, self.table.weight, sparse=self.table.sparse))
+        if self.num_numerical:
+            parts.append(numerical.to(self.numerical_vectors.dtype).unsqueeze(-1) * self.numerical_vectors)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts, dim=1)
+
+    def _check_inputs(self, categorical: torch.Tensor, numerical: torch.Tensor) -> None:
+        if categorical.dim() != 2 or categorical.shape[1] != self.num_categorical:
+            raise ValueError(
+                f"categorical must be [B, {self.num_categorical}] (fields {self.table_names()[: self.num_categorical]}), "
+                f"got shape {tuple(categorical.shape)}"
+            )
+        if numerical.dim() != 2 or numerical.shape[1] != self.num_numerical:
+            raise ValueError(
+                f"numerical must be [B, {self.num_numerical}] (fields {list(self.spec.numerical)}), "
+                f"got shape {tuple(numerical.shape)}"
+            )
+        if numerical.shape[0] != categorical.shape[0]:
+            raise ValueError(f"categorical has {categorical.shape[0]} rows but numerical has {numerical.shape[0]}")
+        if self.check_ids and self.num_categorical and categorical.numel():
+            bad = (categorical < 0) | (categorical >= self.vocab_sizes)
+            if bool(bad.any()):
+                row, col = (int(v) for v in bad.nonzero()[0])
+                field = self.spec.categorical[col]
+                raise ValueError(
+                    f"categorical id {int(categorical[row, col])} at row {row} is out of range for field "
+                    f"{field.name!r} (column {col}, vocab_size {field.vocab_size})"
+                )
+
+    # -- per-field addressing (embedding projection reads and writes whole tables) --------------------
+
+    def table_names(self) -> list[str]:
+        """Categorical field names in column order, then ``"__numerical__"`` if there are numerical fields."""
+        names = [field.name for field in self.spec.categorical]
+        if self.num_numerical:
+            names.append(NUMERICAL_TABLE)
+        return names
+
+    def _locate(self, name: str) -> tuple[torch.Tensor, int, int]:
+        """(parameter, first row, rows) holding table ``name``."""
+        if name in self._row_ranges:
+            start, rows = self._row_ranges[name]
+            return self.table.weight, start, rows
+        if name == NUMERICAL_TABLE and self.num_numerical:
+            return self.numerical_vectors, 0, self.num_numerical
+        raise KeyError(f"no embedding table named {name!r}; tables are {self.table_names()}")
+
+    def get_table(self, name: str) -> torch.Tensor:
+        """A detached copy of table ``name``: ``[V_k, D]`` for a categorical field, ``[N, D]`` for numerical."""
+        weight, start, rows = self._locate(name)
+        return weight.detach()[start : start + rows].clone()
+
+    def set_table(self, name: str, values: torch.Tensor) -> None:
+        """Overwrite table ``name`` in place (no autograd); ``values`` must be ``[V_k, D]`` and finite."""
+        weight, start, rows = self._locate(name)
+        if not isinstance(values, torch.Tensor):
+            raise TypeError(f"table {name!r}: expected a torch.Tensor, got {type(values).__name__}")
+        expected = (rows, self.embedding_dim)
+        if tuple(values.shape) != expected:
+            raise ValueError(f"table {name!r}: expected shape {expected} (rows, embedding_dim), got {tuple(values.shape)}")
+        if not values.is_floating_point():
+            raise TypeError(f"table {name!r}: expected a floating-point tensor, got dtype {values.dtype}")
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            row = int((~finite).nonzero()[0, 0])
+            raise ValueError(f"table {name!r}: row {row} holds a non-finite value (NaN or inf)")
+        with torch.no_grad():
+            weight[start : start + rows].copy_(values.to(device=weight.device, dtype=weight.dtype))
+
+    def extra_repr(self) -> str:
+        return (
+            f"categorical={self.num_categorical}, numerical={self.num_numerical}, rows={self.table.num_embeddings}, "
+            f"embedding_dim={self.embedding_dim}, sparse={self.sparse}"
+        )
