@@ -31,12 +31,13 @@ class AFM(CTRModel):
     def __init__(self, config: AFMConfig, spec: FeatureSpec, *, sparse: bool = False):
         super().__init__(config, spec, sparse=sparse)
         self.first_order = FirstOrderTerm(spec, init_std=config.embedding_init_std, sparse=sparse)
-        left_rows, right_rows = pair_row_indices(spec.num_fields, config.embedding_dim)
+        # Element-major rows (d, pair): the products come out as [D, P, B] for one attention GEMM.
+        left_rows, right_rows = pair_row_indices(spec.num_fields, config.embedding_dim, element_major=True)
         self.register_buffer("left_rows", left_rows, persistent=False)
         self.register_buffer("right_rows", right_rows, persistent=False)
         self.pooling = AttentionalPooling(config.embedding_dim, config.attention_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.dnn = MLPBlock(config.embedding_dim, config.hidden_units, dropout=config.dropout, batch_norm=config.batch_norm)
+        self.dnn = MLPBlock.from_config(config.embedding_dim, config)
         self.output = nn.Linear(self.dnn.output_dim, 1)
         self.reset_interaction_parameters()
 
@@ -44,8 +45,8 @@ class AFM(CTRModel):
         batch, num_fields, width = fields.shape
         if self.left_rows.numel():
             field_major = fields.permute(1, 2, 0).reshape(num_fields * width, batch)  # [F * D, B]
-            products = PairProduct.apply(field_major, field_major, self.left_rows, self.right_rows, width)  # [P*D, B]
-            pooled = self.pooling(products.view(-1, width, batch))
+            products = PairProduct.apply(field_major, field_major, self.left_rows, self.right_rows, 1)  # [D*P, B]
+            pooled = self.pooling(products.view(width, -1, batch))
         else:
             pooled = fields.new_zeros(batch, width)
         hidden = self.dnn(self.dropout(pooled))

@@ -41,12 +41,7 @@ class AutoInt(CTRModel):
         head_dim = spec.num_fields * width
         self.dnn = None
         if config.hidden_units:
-            self.dnn = MLPBlock(
-                spec.num_fields * config.embedding_dim,
-                config.hidden_units,
-                dropout=config.dropout,
-                batch_norm=config.batch_norm,
-            )
+            self.dnn = MLPBlock.from_config(spec.num_fields * config.embedding_dim, config)
             head_dim += self.dnn.output_dim
         self.output = nn.Linear(head_dim, 1)
         self.reset_interaction_parameters()

@@ -38,7 +38,9 @@ class CTRModel(nn.Module, abc.ABC):
     def __init__(self, config: ModelConfig, spec: FeatureSpec, *, sparse: bool = False):
         super().__init__()
         if config.architecture != self.architecture:
-            raise ValueError(f"{type(self).__name__} needs an {self.architecture!r} config, got {config.architecture!r}")
+            raise ValueError(
+                f"{type(self).__name__} needs an {self.architecture!r} config, got {config.architecture!r}"
+            )
         if spec.num_fields < 1:
             raise ValueError("the feature spec has no fields")
         self.config = config
@@ -114,4 +116,4 @@ class CTRModel(nn.Module, abc.ABC):
                     nn.init.zeros_(module.bias)
 
     def extra_repr(self) -> str:
-        return f"architecture={self.architecture!r}, fields={self.num_fields}, embedding_dim={self.config.embedding_dim}"
+        return f"architecture={self.architecture!r}, fields={self.num_fields}, width={self.config.embedding_dim}"

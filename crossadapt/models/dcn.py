@@ -27,11 +27,7 @@ class DCN(CTRModel):
         super().__init__(config, spec, sparse=sparse)
         input_dim = spec.num_fields * config.embedding_dim
         self.cross = CrossNet(input_dim, config.num_cross_layers)
-        self.dnn = (
-            MLPBlock(input_dim, config.hidden_units, dropout=config.dropout, batch_norm=config.batch_norm)
-            if config.hidden_units
-            else None
-        )
+        self.dnn = MLPBlock.from_config(input_dim, config) if config.hidden_units else None
         self.output = nn.Linear(input_dim + (self.dnn.output_dim if self.dnn is not None else 0), 1)
         self.reset_interaction_parameters()
 

@@ -27,11 +27,7 @@ class DCNv2(CTRModel):
         super().__init__(config, spec, sparse=sparse)
         input_dim = spec.num_fields * config.embedding_dim
         self.cross = CrossNetV2(input_dim, config.num_cross_layers, low_rank=config.low_rank)
-        self.dnn = (
-            MLPBlock(input_dim, config.hidden_units, dropout=config.dropout, batch_norm=config.batch_norm)
-            if config.hidden_units
-            else None
-        )
+        self.dnn = MLPBlock.from_config(input_dim, config) if config.hidden_units else None
         self.stacked = config.structure == "stacked"
         if self.dnn is None:
             head_dim = input_dim

@@ -28,9 +28,7 @@ class DeepFM(CTRModel):
         super().__init__(config, spec, sparse=sparse)
         self.first_order = FirstOrderTerm(spec, init_std=config.embedding_init_std, sparse=sparse)
         self.fm = FactorizationMachine()
-        self.dnn = MLPBlock(
-            spec.num_fields * config.embedding_dim, config.hidden_units, dropout=config.dropout, batch_norm=config.batch_norm
-        )
+        self.dnn = MLPBlock.from_config(spec.num_fields * config.embedding_dim, config)
         self.output = nn.Linear(self.dnn.output_dim, 1)
         self.reset_interaction_parameters()
 

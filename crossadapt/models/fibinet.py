@@ -38,7 +38,7 @@ class FiBiNET(CTRModel):
         self.first_order = FirstOrderTerm(spec, init_std=config.embedding_init_std, sparse=sparse)
         self.senet = SqueezeExcitation(spec.num_fields, config.reduction_ratio)
         self.bilinear = BilinearInteraction(spec.num_fields, config.embedding_dim, config.bilinear_type, num_inputs=2)
-        self.dnn = MLPBlock(self.bilinear.output_dim, config.hidden_units, dropout=config.dropout, batch_norm=config.batch_norm)
+        self.dnn = MLPBlock.from_config(self.bilinear.output_dim, config)
         self.output = nn.Linear(self.dnn.output_dim, 1)
         self.reset_interaction_parameters()
 

@@ -25,9 +25,7 @@ class MLP(CTRModel):
 
     def __init__(self, config: MLPConfig, spec: FeatureSpec, *, sparse: bool = False):
         super().__init__(config, spec, sparse=sparse)
-        self.dnn = MLPBlock(
-            spec.num_fields * config.embedding_dim, config.hidden_units, dropout=config.dropout, batch_norm=config.batch_norm
-        )
+        self.dnn = MLPBlock.from_config(spec.num_fields * config.embedding_dim, config)
         self.output = nn.Linear(self.dnn.output_dim, 1)
         self.reset_interaction_parameters()
 

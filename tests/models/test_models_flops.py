@@ -39,7 +39,8 @@ def test_fibinet_flops_match_the_formula(bilinear_type, spec_factory, inputs_fac
     spec = spec_factory(26, 13, vocab=5)
     fields, width, pairs, inputs = 39, 16, 741, 2
     model = build_model(
-        {"architecture": "fibinet", "embedding_dim": width, "hidden_units": [256, 128, 16], "bilinear_type": bilinear_type},
+        {"architecture": "fibinet", "embedding_dim": width, "hidden_units": [256, 128, 16],
+         "bilinear_type": bilinear_type},
         spec,
     )
     batch = 8

@@ -75,7 +75,8 @@ def test_options_dropout_batchnorm_and_no_hidden_layers(architecture, spec_facto
     bare = build_model(small_config(architecture, hidden_units=[]), spec)
     logits, hidden = bare.forward_with_representation(categorical, numerical)
     assert logits.shape == (8,)
-    assert hidden.shape[1] == expected_representation_width(architecture, spec.num_fields, small_config(architecture, hidden_units=[]))
+    expected = expected_representation_width(architecture, spec.num_fields, small_config(architecture, hidden_units=[]))
+    assert hidden.shape[1] == expected
 
 
 @pytest.mark.parametrize("architecture", list_models())
@@ -86,7 +87,10 @@ def test_parameter_groups_partition_the_model(architecture, spec_factory):
     ids = [id(p) for p in embedding + interaction]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
     assert any(p is model.embedding.table.weight for p in embedding)
-    assert all(not isinstance(m, FeatureEmbedding) or all(id(p) in set(map(id, embedding)) for p in m.parameters()) for m in model.modules())
+    embedding_ids = {id(p) for p in embedding}
+    for module in model.modules():
+        if isinstance(module, FeatureEmbedding):  # main and first-order tables alike
+            assert all(id(p) in embedding_ids for p in module.parameters())
     first_order = architecture in {"widedeep", "deepfm", "afm", "fibinet", "xdeepfm"}
     assert len(model.embedding_modules()) == (2 if first_order else 1)
     assert interaction  # every architecture has dense parameters

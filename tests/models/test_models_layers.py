@@ -84,7 +84,7 @@ def test_bilinear_float32_matches_reference_and_feeds_linear_without_copy():
     torch.testing.assert_close(linear(out), linear(out.contiguous()), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("chunk_elements", [1 << 22, 1])
+@pytest.mark.parametrize("chunk_elements", [1 << 24, 1], ids=["one-block", "pair-per-block"])
 def test_pair_functions_pass_gradcheck(chunk_elements, monkeypatch):
     monkeypatch.setattr(pairs_module, "CHUNK_ELEMENTS", chunk_elements)  # one block, or one pair per block
     left_rows, right_rows = pair_row_indices(4, 2 * 3)
@@ -111,6 +111,8 @@ def test_pair_indices_order():
     assert left.tolist() == [0, 0, 0, 1, 1, 2] and right.tolist() == [1, 2, 3, 2, 3, 3]
     left_rows, right_rows = pair_row_indices(3, 2)
     assert left_rows.tolist() == [0, 1, 0, 1, 2, 3] and right_rows.tolist() == [2, 3, 4, 5, 4, 5]
+    left_rows, right_rows = pair_row_indices(3, 2, element_major=True)
+    assert left_rows.tolist() == [0, 0, 2, 1, 1, 3] and right_rows.tolist() == [2, 4, 4, 3, 5, 5]
 
 
 def reference_cin(fields: torch.Tensor, cin: CompressedInteractionNet) -> torch.Tensor:
@@ -194,11 +196,27 @@ def test_field_self_attention_matches_manual_heads():
 
 def test_attentional_pooling_matches_formula():
     pooling = AttentionalPooling(3, 4).double()
-    products = torch.randn(6, 3, 5, dtype=torch.float64)  # [P, D, B]
-    by_pair = products.permute(2, 0, 1)  # [B, P, D]
+    products = torch.randn(3, 6, 5, dtype=torch.float64)  # [D, P, B]
+    by_pair = products.permute(2, 1, 0)  # [B, P, D]
     scores = torch.relu(by_pair @ pooling.attention.weight.T + pooling.attention.bias) @ pooling.context.weight.T
     weights = torch.softmax(scores.squeeze(-1), dim=1)
     torch.testing.assert_close(pooling(products), (weights.unsqueeze(-1) * by_pair).sum(1))
+
+
+def test_afm_pooled_vector_matches_a_pair_loop(spec_factory, inputs_factory):
+    from crossadapt.models import build_model
+
+    spec = spec_factory(3, 2)
+    config = {"architecture": "afm", "embedding_dim": 4, "attention_dim": 5, "hidden_units": []}
+    model = build_model(config, spec).double()
+    categorical, numerical = inputs_factory(spec, 6)
+    fields = model.embedding(categorical, numerical.double())
+    products = torch.stack([fields[:, i] * fields[:, j] for i in range(5) for j in range(i + 1, 5)], dim=1)  # [B, P, D]
+    pooling = model.pooling
+    scores = torch.relu(products @ pooling.attention.weight.T + pooling.attention.bias) @ pooling.context.weight.T
+    pooled = (torch.softmax(scores, dim=1) * products).sum(1)
+    _, hidden = model.forward_with_representation(categorical, numerical.double())
+    torch.testing.assert_close(hidden, pooled)
 
 
 @pytest.mark.parametrize("architecture", ["fibinet", "afm"])

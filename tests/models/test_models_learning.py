@@ -28,7 +28,7 @@ def make_data(rows: int, generator: torch.Generator):
     says nothing about the label, only the pair does. c2, c3 and the numbers are noise."""
     categorical = torch.randint(0, VOCAB, (rows, 4), generator=generator)
     numerical = torch.randn(rows, 2, generator=generator)
-    # A checkerboard-free balanced table: every row and column has as many +1 as -1.
+    # Every row and every column of the table has as many +1 as -1.
     table = torch.tensor([[1, -1, 1, -1, 1, -1], [-1, 1, -1, 1, -1, 1], [1, 1, -1, -1, 1, -1],
                           [-1, -1, 1, 1, -1, 1], [1, -1, -1, 1, -1, 1], [-1, 1, 1, -1, 1, -1]])
     label = (table[categorical[:, 0], categorical[:, 1]] > 0).float()
@@ -48,7 +48,8 @@ def test_model_learns_the_interaction(architecture):
     train_cat, train_num, train_y = make_data(4096, generator)
     test_cat, test_num, test_y = make_data(2048, generator)
     torch.manual_seed(0)
-    config = {"architecture": architecture, "embedding_dim": 8, "hidden_units": [32, 16], **SETTINGS.get(architecture, {})}
+    config = {"architecture": architecture, "embedding_dim": 8, "hidden_units": [32, 16]}
+    config.update(SETTINGS.get(architecture, {}))
     model = build_model(config, SPEC)
     optimizer = torch.optim.Adam(
         [{"params": model.embedding_parameters(), "lr": 0.05}, {"params": model.interaction_parameters(), "lr": 0.01}]

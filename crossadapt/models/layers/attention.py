@@ -28,7 +28,9 @@ class FieldSelfAttention(nn.Module):
     Shapes: ``[B, F, input_dim] -> [B, F, h * d]``.
     """
 
-    def __init__(self, input_dim: int, heads: int, head_dim: int, *, use_residual: bool = True, layer_norm: bool = False):
+    def __init__(
+        self, input_dim: int, heads: int, head_dim: int, *, use_residual: bool = True, layer_norm: bool = False
+    ):
         super().__init__()
         self.heads = heads
         self.head_dim = head_dim
@@ -55,8 +57,10 @@ class AttentionalPooling(nn.Module):
     """AFM's attention-based pooling (Xiao et al., IJCAI 2017, Sec. 3.2) of field-major pair products.
 
     ``a_p = softmax_p(h^T ReLU(W v_p + b))`` and ``pooled = sum_p a_p v_p`` where ``v_p = e_i ⊙ e_j``.
+    The products come element-major (``[D, P, B]``), so the attention layer is ONE GEMM
+    ``W [A, D] @ V [D, P * B]``.
 
-    Shapes: ``products [P, D, B] -> [B, D]``.
+    Shapes: ``products [D, P, B] -> [B, D]``.
     """
 
     def __init__(self, embedding_dim: int, attention_dim: int):
@@ -65,8 +69,8 @@ class AttentionalPooling(nn.Module):
         self.context = nn.Linear(attention_dim, 1, bias=False)
 
     def forward(self, products: torch.Tensor) -> torch.Tensor:
-        # W [A, D] @ v_p [D, B] for every pair at once (shared W broadcast over P).
-        hidden = torch.relu(torch.matmul(self.attention.weight, products) + self.attention.bias.unsqueeze(-1))
-        scores = torch.matmul(self.context.weight, hidden).squeeze(1)  # [P, B]
-        weights = torch.softmax(scores, dim=0)
-        return (products * weights.unsqueeze(1)).sum(dim=0).t()  # [B, D]
+        width, pairs, batch = products.shape
+        hidden = torch.addmm(self.attention.bias.unsqueeze(1), self.attention.weight, products.reshape(width, -1))
+        scores = torch.mm(self.context.weight, torch.relu(hidden)).view(pairs, batch)
+        weights = torch.softmax(scores, dim=0)  # over pairs
+        return (products * weights).sum(dim=1).t()  # [B, D]

@@ -53,7 +53,9 @@ class BilinearInteraction(nn.Module):
     left_rows: torch.Tensor
     right_rows: torch.Tensor
 
-    def __init__(self, num_fields: int, embedding_dim: int, bilinear_type: str = "field_interaction", *, num_inputs: int = 1):
+    def __init__(
+        self, num_fields: int, embedding_dim: int, bilinear_type: str = "field_interaction", *, num_inputs: int = 1
+    ):
         super().__init__()
         if bilinear_type not in BILINEAR_TYPES:
             raise ValueError(f"bilinear_type must be one of {BILINEAR_TYPES}, got {bilinear_type!r}")
@@ -67,8 +69,8 @@ class BilinearInteraction(nn.Module):
         left_rows, right_rows = pair_row_indices(num_fields, num_inputs * embedding_dim)
         self.register_buffer("left_rows", left_rows, persistent=False)
         self.register_buffer("right_rows", right_rows, persistent=False)
-        leading = {"field_all": (), "field_each": (num_fields - 1,), "field_interaction": (self.num_pairs,)}[bilinear_type]
-        self.weight = nn.Parameter(torch.empty(*leading, num_inputs, embedding_dim, embedding_dim))
+        leading = {"field_all": (), "field_each": (num_fields - 1,), "field_interaction": (self.num_pairs,)}
+        self.weight = nn.Parameter(torch.empty(*leading[bilinear_type], num_inputs, embedding_dim, embedding_dim))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -83,7 +85,8 @@ class BilinearInteraction(nn.Module):
         batch, inputs, num_fields, width = fields.shape
         if (inputs, num_fields, width) != (self.num_inputs, self.num_fields, self.embedding_dim):
             raise ValueError(
-                f"expected fields [B, {self.num_inputs}, {self.num_fields}, {self.embedding_dim}], got {tuple(fields.shape)}"
+                f"expected fields [B, {self.num_inputs}, {self.num_fields}, {self.embedding_dim}], "
+                f"got {tuple(fields.shape)}"
             )
         x = to_field_major(fields)  # [F * S * D, B]
         if self.bilinear_type == "field_interaction":

@@ -14,11 +14,13 @@ from torch import nn
 class CompressedInteractionNet(nn.Module):
     """CIN: ``X^k_{h,*} = sum_{i,j} W^k_{h,i,j} (X^{k-1}_{i,*} ⊙ X^0_{j,*}) + b^k_h`` then sum pooling over ``D``.
 
-    Each layer takes the outer product of ``X^{k-1}`` and ``X^0`` along the fields, keeping ``D`` apart
-    (``Z^k [H_{k-1} * F, D]``), and compresses it with ``H_k`` filters (the paper's 1x1 convolution, here a
-    matrix product); no activation, as in the paper. Computed field-major (``[fields, B * D]``) so the
-    outer product is one broadcast multiply and each layer's compression is ONE GEMM
-    ``[H_k, H_{k-1} F] @ [H_{k-1} F, B D]``.
+    Each layer compresses the outer product of ``X^{k-1}`` and ``X^0`` along the fields (``D`` kept apart;
+    ``Z^k [H_{k-1} F, D]``) with ``H_k`` filters, the paper's 1x1 convolution; no activation, as in the
+    paper. Computed field-major (``[fields, B * D]``) and factorised as
+    ``X^k_h = sum_i X^{k-1}_i ⊙ T^k_{h,i} + b_h`` with ``T^k_{h,i} = sum_j W^k_{h,i,j} X^0_j``: the same
+    multiply-adds (ONE GEMM ``[H_k H_{k-1}, F] @ [F, B D]`` per layer) without materialising the
+    ``H_{k-1} F``-row outer product (``T`` has ``H_k H_{k-1}`` rows, 2.4x fewer for Criteo's first layer).
+    The filters are stored as ``nn.Linear(H_{k-1} F, H_k)``, the shape of the paper's convolution.
 
     Args:
         num_fields: ``F``.
@@ -44,8 +46,9 @@ class CompressedInteractionNet(nn.Module):
         x = x0
         pooled = []
         for compression in self.compressions:
-            outer = (x.unsqueeze(1) * x0.unsqueeze(0)).view(-1, batch * width)  # [H_{k-1} * F, B*D]
-            # W [H_k, H_{k-1} F] @ Z + b: one GEMM over every (row, d) column.
-            x = torch.addmm(compression.bias.unsqueeze(1), compression.weight, outer)  # [H_k, B*D]
-            pooled.append(x.view(-1, batch, width).sum(dim=-1))  # [H_k, B]
+            maps, previous = compression.out_features, x.shape[0]
+            filters = compression.weight.view(maps * previous, num_fields)  # W^k[h, i, j] as [(h, i), j]
+            mixed = torch.mm(filters, x0).view(maps, previous, -1)  # T^k [H_k, H_{k-1}, B*D]
+            x = (mixed * x.unsqueeze(0)).sum(dim=1) + compression.bias.unsqueeze(1)  # [H_k, B*D]
+            pooled.append(x.view(maps, batch, width).sum(dim=-1))  # [H_k, B]
         return torch.cat(pooled, dim=0).t()

@@ -50,6 +50,8 @@ class FeatureEmbedding(nn.Module):
         super().__init__()
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be >= 1, got {embedding_dim}")
+        if spec.num_fields < 1:
+            raise ValueError("the feature spec has no fields")
         if not (init_std > 0 and math.isfinite(init_std)):
             raise ValueError(f"init_std must be a positive finite number, got {init_std}")
         self.spec = spec
@@ -113,7 +115,8 @@ class FeatureEmbedding(nn.Module):
     def _check_inputs(self, categorical: torch.Tensor, numerical: torch.Tensor) -> None:
         if categorical.dim() != 2 or categorical.shape[1] != self.num_categorical:
             raise ValueError(
-                f"categorical must be [B, {self.num_categorical}] (fields {self.table_names()[: self.num_categorical]}), "
+                f"categorical must be [B, {self.num_categorical}] "
+                f"(fields {self.table_names()[: self.num_categorical]}), "
                 f"got shape {tuple(categorical.shape)}"
             )
         if numerical.dim() != 2 or numerical.shape[1] != self.num_numerical:
@@ -163,7 +166,9 @@ class FeatureEmbedding(nn.Module):
             raise TypeError(f"table {name!r}: expected a torch.Tensor, got {type(values).__name__}")
         expected = (rows, self.embedding_dim)
         if tuple(values.shape) != expected:
-            raise ValueError(f"table {name!r}: expected shape {expected} (rows, embedding_dim), got {tuple(values.shape)}")
+            raise ValueError(
+                f"table {name!r}: expected shape {expected} (rows, embedding_dim), got {tuple(values.shape)}"
+            )
         if not values.is_floating_point():
             raise TypeError(f"table {name!r}: expected a floating-point tensor, got dtype {values.dtype}")
         finite = torch.isfinite(values)

@@ -6,9 +6,16 @@ Symbols: ``B`` batch, ``K`` input width, ``H`` width of the last hidden layer.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
+
+
+class _TowerConfig(Protocol):
+    hidden_units: list[int]
+    dropout: float
+    batch_norm: bool
 
 
 class MLPBlock(nn.Module):
@@ -42,6 +49,11 @@ class MLPBlock(nn.Module):
         self.layers = nn.Sequential(*layers)
         self.input_dim = input_dim
         self.output_dim = width
+
+    @classmethod
+    def from_config(cls, input_dim: int, config: "_TowerConfig") -> "MLPBlock":
+        """The deep tower a model config describes (``hidden_units``, ``dropout``, ``batch_norm``)."""
+        return cls(input_dim, config.hidden_units, dropout=config.dropout, batch_norm=config.batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)

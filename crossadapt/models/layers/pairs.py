@@ -34,14 +34,21 @@ def pair_indices(num_fields: int) -> tuple[torch.Tensor, torch.Tensor]:
     return pairs[0].contiguous(), pairs[1].contiguous()
 
 
-def pair_row_indices(num_fields: int, rows_per_field: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(left [Q], right [Q])``: for output row ``p * R + r``, the input rows ``I[p] * R + r`` and ``J[p] * R + r``."""
+def pair_row_indices(
+    num_fields: int, rows_per_field: int, *, element_major: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(left [Q], right [Q])`` input rows of every output row of a pair kernel.
+
+    Output row ``p * R + r`` (pair-major, the default) or ``r * P + p`` (``element_major``) reads input rows
+    ``I[p] * R + r`` and ``J[p] * R + r``.
+    """
     left, right = pair_indices(num_fields)
     offsets = torch.arange(rows_per_field)
-    return (
-        (left.unsqueeze(1) * rows_per_field + offsets).flatten(),
-        (right.unsqueeze(1) * rows_per_field + offsets).flatten(),
-    )
+    left_rows = left.unsqueeze(1) * rows_per_field + offsets  # [P, R]
+    right_rows = right.unsqueeze(1) * rows_per_field + offsets
+    if element_major:
+        left_rows, right_rows = left_rows.t(), right_rows.t()
+    return left_rows.flatten(), right_rows.flatten()
 
 
 def to_field_major(fields: torch.Tensor) -> torch.Tensor:
@@ -104,12 +111,19 @@ class _Scratch:
 class PairProduct(torch.autograd.Function):
     """``out[q] = left[I_rows[q]] * right[J_rows[q]]`` for field-major ``left [*, B]``, ``right [*, B]``.
 
-    ``rows_per_pair`` (``R``) keeps each block's rows whole pairs. Returns ``[Q, B]``. Backward:
+    Blocks are multiples of ``rows_per_pair`` rows (1 when nothing needs whole pairs). Returns ``[Q, B]``. Backward:
     ``grad_left = index_add(I_rows, grad * right[J_rows])``, ``grad_right = index_add(J_rows, grad * left[I_rows])``.
     """
 
     @staticmethod
-    def forward(ctx, left: torch.Tensor, right: torch.Tensor, left_rows: torch.Tensor, right_rows: torch.Tensor, rows_per_pair: int):
+    def forward(
+        ctx,
+        left: torch.Tensor,
+        right: torch.Tensor,
+        left_rows: torch.Tensor,
+        right_rows: torch.Tensor,
+        rows_per_pair: int,
+    ):
         left, right = left.contiguous(), right.contiguous()
         rows, batch = left_rows.numel(), left.shape[1]
         out = left.new_empty(rows, batch)
@@ -170,7 +184,8 @@ class PairBilinear(torch.autograd.Function):
         for start, stop in blocks:
             maps, count = slice(start // width, stop // width), stop - start
             gathered = torch.index_select(x, 0, left_rows[start:stop], out=scratch[0, count])
-            left = torch.bmm(weight_t[maps], gathered.view(-1, width, batch), out=scratch[1, count].view(-1, width, batch))
+            left = scratch[1, count].view(-1, width, batch)
+            torch.bmm(weight_t[maps], gathered.view(-1, width, batch), out=left)
             torch.index_select(x, 0, right_rows[start:stop], out=out[start:stop]).mul_(left.view(count, batch))
         ctx.save_for_backward(x, weight_t, left_rows, right_rows)
         ctx.weight_shape = weight.shape
