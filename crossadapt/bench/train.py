@@ -93,7 +93,7 @@ def run_train_bench(
     batch_size: int = 4096,
     steps: int = 10,
     warmup: int = 3,
-    sparse_embedding: bool = False,
+    sparse_embedding: bool = True,
     num_threads: int | None = None,
     vocab_scale: float = 1.0,
     device: str = "cpu",

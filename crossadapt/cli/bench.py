@@ -32,7 +32,7 @@ def bench_train(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 4096,
     steps: Annotated[int, typer.Option("--steps", help="Timed steps (after warm-up).")] = 10,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed steps first.")] = 3,
-    sparse: Annotated[bool, typer.Option("--sparse/--dense", help="Sparse embedding gradients + SparseAdam.")] = False,
+    sparse: Annotated[bool, typer.Option("--sparse/--dense", help="Sparse embedding gradients + SparseAdam.")] = True,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads (default: all available).")] = None,
     vocab_scale: Annotated[float, typer.Option("--vocab-scale", help="Shrink Criteo's vocabularies (1.0 = real size).")] = 1.0,
     device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from crossadapt.data.errors import DataFormatError
 from crossadapt.data.movielens import fetch_movielens_100k
 from crossadapt.data.prepare import append_split, prepare_dataset
 from crossadapt.data.prepared import PreparedDataset
@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
+errors = Console(stderr=True)
 
 
 class Format(str, Enum):
@@ -43,9 +44,10 @@ class BadRows(str, Enum):
     skip = "skip"
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
+def _fail(message: str) -> None:
+    """A problem the user can fix: one red line on stderr, exit code 2 (as the root CLI does)."""
+    errors.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 @app.command("prepare")
@@ -58,7 +60,7 @@ def prepare_command(
     rows: int | None = typer.Option(None, "--rows", help="Synthetic rows (default: the preset's)."),
     seed: int = typer.Option(0, "--seed", help="Synthetic seed (same seed, same data)."),
     min_count: int | None = typer.Option(None, "--min-count", help="Values seen fewer times in hist+train become <UNK>. Default per format: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_MIN_COUNT.items()) + "."),
-    split: str = typer.Option("4:4:1:1", "--split", help="hist:train:online:test ratios, in time order."),
+    split: str = typer.Option("4:4:1:1", "--split", help="Sizes of the hist, train, online and test splits (in time order) as ratios a:b:c:d."),
     on_bad_rows: BadRows = typer.Option(BadRows.error, "--on-bad-rows", help="error: stop at the first malformed row (file, line, column shown). skip: drop bad rows and count them in the manifest."),
     delimiter: str = typer.Option(",", "--delimiter", help="Column separator for --format csv (use $'\\t' for tabs)."),
     vocabulary: Path | None = typer.Option(None, "--vocabulary", help="Reuse the vocabulary of this prepared dataset (e.g. the teacher's), so ids mean the same values."),
@@ -88,10 +90,8 @@ def prepare_command(
         if vocabulary is not None:
             kwargs["vocabulary"] = Vocabulary.load(vocabulary)
         ds = prepare_dataset(source, out, **kwargs)
-    except DataFormatError as exc:
+    except (OSError, ValueError) as exc:  # DataFormatError, FileExistsError, ValidationError ...
         _fail(str(exc))
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc), code=1)
     print_summary(ds, time.perf_counter() - started)
 
 
@@ -111,10 +111,8 @@ def append_command(
     try:
         part = append_split(dataset, name, input, source_format=format.value, overwrite=overwrite,
                             on_bad_rows=None if on_bad_rows is None else on_bad_rows.value)  # fmt: skip
-    except DataFormatError as exc:
+    except (OSError, ValueError) as exc:  # DataFormatError, FileExistsError, ValidationError ...
         _fail(str(exc))
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc), code=1)
     seconds = time.perf_counter() - started
     console.print(
         f"added split [bold]{name}[/bold]: {len(part):,} rows, CTR {float(part.label.mean()):.4f}, "
@@ -128,8 +126,8 @@ def info_command(dataset: Path = typer.Argument(..., help="A prepared dataset fo
     """Show a prepared dataset's splits, fields and vocabulary sizes."""
     try:
         ds = PreparedDataset.open(dataset)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc), code=1)
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
     print_summary(ds, None)
 
 
@@ -141,20 +139,27 @@ def fetch_movielens_command(
     """Download MovieLens-100k (from the recbole==1.2.1 wheel on PyPI) into --out."""
     try:
         folder = fetch_movielens_100k(out, wheel=wheel)
-    except (RuntimeError, FileNotFoundError, KeyError) as exc:
-        _fail(str(exc), code=1)
+    except (RuntimeError, OSError, KeyError) as exc:
+        _fail(str(exc))
     console.print(f"MovieLens-100k in {folder}. Next: crossadapt data prepare --format movielens-100k --input {folder} --out DIR")
+
+
+def _when(stamp: int) -> str:
+    """Epoch seconds as a UTC date-time; other integers (e.g. row numbers) as they are."""
+    if 0 < stamp < 4_102_444_800:  # before 2100
+        return datetime.fromtimestamp(stamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return str(stamp)
 
 
 def print_summary(ds: PreparedDataset, seconds: float | None) -> None:
     m = ds.manifest
     splits = Table(title=f"{ds.path}  ({m.source.format})")
-    for column in ("split", "rows", "CTR", "CVR", "time range"):
-        splits.add_column(column, justify="right" if column != "split" else "left")
+    for column in ("split", "rows", "CTR", "CVR (per click)", "time range (UTC)"):
+        splits.add_column(column, justify="right" if column != "split" else "left", no_wrap=column != "CVR (per click)")
     for name, rows in m.splits.items():
         stats = m.split_stats.get(name)
         cvr = "-" if stats is None or stats.conversion_rate is None else f"{stats.conversion_rate:.4f}"
-        span = "-" if stats is None or stats.time_range is None else f"{stats.time_range[0]} .. {stats.time_range[1]}"
+        span = "-" if stats is None or stats.time_range is None else " .. ".join(map(_when, stats.time_range))
         splits.add_row(name, f"{rows:,}", "-" if stats is None else f"{stats.click_rate:.4f}", cvr, span)
     console.print(splits)
     fields = Table(title="fields")

@@ -160,11 +160,11 @@ def present_columns(arrays: SplitArrays) -> list[str]:
 
 
 def split_stats(part: SplitArrays) -> SplitStats:
-    rows = len(part)
+    rows, clicks = len(part), float(part.label.sum())
     return SplitStats(
         rows=rows,
         click_rate=float(part.label.mean()) if rows else 0.0,
-        conversion_rate=None if part.conversion is None or not rows else float(part.conversion.mean()),
+        conversion_rate=None if part.conversion is None or not clicks else float(part.conversion.sum() / clicks),
         time_range=None if part.timestamp is None or not rows else (int(part.timestamp[0]), int(part.timestamp[-1])),
     )
 

@@ -37,9 +37,9 @@ class SplitStats(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rows: int
-    click_rate: float
-    conversion_rate: float | None = None
-    time_range: tuple[int, int] | None = None
+    click_rate: float = Field(description="Clicks per row.")
+    conversion_rate: float | None = Field(None, description="Conversions per click (pCVR's base rate).")
+    time_range: tuple[int, int] | None = Field(None, description="First and last timestamp.")
 
 
 class DatasetManifest(BaseModel):

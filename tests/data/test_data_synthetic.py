@@ -66,6 +66,7 @@ def test_criteo_like_bayes_auc_in_documented_range(tmp_path):
     test = ds.split("test")
     assert 0.75 <= roc_auc_score(test.label, test.prob) <= 0.80
     assert 0.19 <= ds.manifest.split_stats["train"].click_rate <= 0.26
+    assert 0.07 <= ds.manifest.split_stats["train"].conversion_rate <= 0.13  # per click; config says 0.1
     assert ds.schema.user_id == "C3" and test.user is not None and test.conversion is not None
 
 
@@ -111,7 +112,8 @@ def test_strong_interactions_preset_is_dominated_by_pairs():
     late = slice(int(sim.config.early_end * sim.config.rows), None)  # after the early long-tail period
     assert sim.interaction.std() > 2 * sim.first_order.std()
     assert sim.interaction[late].std() > 2.5 * sim.first_order[late].std()
-    assert len(sim.pairs) == 24
+    assert len(sim.pairs) == 16
+    assert all(sim.config.cardinalities[i] <= 1000 and sim.config.cardinalities[j] <= 1000 for i, j in sim.pairs)
 
 
 def test_criteo_tsv_export_round_trips(tmp_path):
