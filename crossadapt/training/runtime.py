@@ -38,8 +38,14 @@ def _cgroup_cpu_quota() -> float | None:
 
 
 def configure_threads(num_threads: int | None = None) -> int:
-    """Set torch's intra-op threads (None: every available CPU); returns the count in effect."""
-    wanted = num_threads or available_cpus()
+    """Set torch's intra-op threads; returns the count in effect.
+
+    None means ``$CROSSADAPT_NUM_THREADS`` if set, else every available CPU. The variable exists because
+    on some small VMs (the 2-vCPU CI box among them) a second thread adds no matmul throughput while
+    OpenMP's barriers make small kernels several times slower; ``crossadapt bench train --threads``
+    shows which count wins on a given machine.
+    """
+    wanted = num_threads or int(os.environ.get("CROSSADAPT_NUM_THREADS", "0") or 0) or available_cpus()
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return torch.get_num_threads()
