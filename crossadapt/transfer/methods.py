@@ -1,0 +1,309 @@
+"""The method registry: every method of the paper's Table 1 as `run(ctx) -> MethodOutcome`, plus the ablations.
+
+CrossAdapt itself is one pipeline (:func:`run_crossadapt`) wired from the transfer modules:
+projection → strategic sample → progressive offline distillation → drift → asymmetric online
+co-distillation with replay. `CrossAdapt-Full` skips the sample, `CrossAdapt-Adaptive` adds the
+gap-driven λ of :mod:`crossadapt.transfer.adaptive`, and every Table 2 ablation is an
+:class:`AblationSection` switch. Baselines come from :mod:`crossadapt.transfer.baselines`.
+
+`train_seconds` is the student's training wall time: projection, sampling, teacher-logit caching,
+offline distillation, drift measurement and the online stream (its prequential scoring is part of
+online learning); the final test evaluation is not included.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from crossadapt.transfer.results import Curve, DriftSummary
+from crossadapt.transfer.switch_config import AblationSection, OfflineSection, OnlineSection, OptimSection
+
+if TYPE_CHECKING:
+    from crossadapt.data import SplitArrays
+    from crossadapt.models.config import ModelConfig
+    from crossadapt.models.spec import FeatureSpec
+
+CROSSADAPT_METHODS = ("CrossAdapt-Full", "CrossAdapt-Sample", "CrossAdapt-Adaptive")
+#: Methods that never read the teacher: their result depends on the student and the seed only.
+TEACHER_FREE_METHODS = ("Scratch", "Scratch-Online", "Full-Retrain")
+
+#: Table 2 rows: each switches off one component of CrossAdapt-Sample. "w/o offline stage" starts the
+#: online stage from a random student (no projection, sample or offline distillation); "w/o online
+#: stage" evaluates the student right after offline distillation; "w/o adaptive replay" streams with
+#: r_enh = 0; "w/o co-evolution" freezes the teacher online; "w/o asymmetry" steps it every batch (τ = 1).
+ABLATIONS: dict[str, tuple[str, dict[str, bool]]] = {
+    "w/o projection": ("offline", {"projection": False}),
+    "w/o progressive": ("offline", {"progressive": False}),
+    "w/o sampling": ("offline", {"sampling": False}),
+    "w/o offline stage": ("offline", {"offline_stage": False}),
+    "w/o co-evolution": ("online", {"co_evolution": False}),
+    "w/o asymmetry": ("online", {"asymmetry": False}),
+    "w/o adaptive replay": ("online", {"adaptive_replay": False}),
+    "w/o online stage": ("online", {"online_stage": False}),
+}
+
+
+@dataclass
+class MethodContext:
+    """What every method of one (dataset, teacher→student pair, seed) shares.
+
+    `splits` holds `train`, `online`, `test` and `hist` (only Full-Retrain reads hist). `teacher` is the
+    trained production teacher; methods that train a teacher work on a deep copy, so it stays as given.
+    """
+
+    splits: dict[str, "SplitArrays"]
+    feature_spec: "FeatureSpec"
+    teacher: nn.Module
+    student_config: "ModelConfig"
+    seed: int = 0
+    offline: OfflineSection = field(default_factory=OfflineSection)
+    online: OnlineSection = field(default_factory=OnlineSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    baseline_epochs: int = 1
+    device: str = "cpu"
+    threads: int | None = None
+
+
+@dataclass
+class MethodOutcome:
+    """A trained student and how it got there. `curve` seconds count from the start of its training."""
+
+    name: str
+    model: nn.Module
+    train_seconds: float
+    curve: Curve | None = None
+    drift: DriftSummary | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    teacher: nn.Module | None = None  # the co-evolved teacher copy, where one was trained
+
+
+def _fresh_student(ctx: MethodContext) -> nn.Module:
+    """A randomly initialised student, seeded so every method of a seed starts from the same weights."""
+    from crossadapt.models import build_model
+    from crossadapt.training import seed_everything
+
+    seed_everything(ctx.seed)
+    return build_model(ctx.student_config, ctx.feature_spec).to(ctx.device)
+
+
+#: Rows per inference forward. FiBiNET on Criteo-shaped data (39 fields) holds a [B, 2·741·16] float
+#: activation: 0.8 GB at 8192 rows, 6 GB at the library default of 65536.
+EVAL_BATCH_ROWS = 8192
+
+#: Prequential windows per online stream (convergence plot points), each of at least MIN_WINDOW_ROWS
+#: rows so that a window's AUC is not mostly noise.
+CURVE_POINTS = 20
+MIN_WINDOW_ROWS = 2000
+
+
+def _window_batches(ctx: MethodContext) -> int:
+    batch = ctx.optim.batch_size
+    batches = -(-len(ctx.splits["online"]) // batch)
+    return max(1, batches // CURVE_POINTS, -(-MIN_WINDOW_ROWS // batch))
+
+
+def _curve(name: str, result: Any, offset: float) -> Curve | None:
+    if result is None:
+        return None
+    seconds, auc = result.curve("student")
+    return Curve(name=name, seconds=[offset + s for s in seconds], auc=list(auc)) if seconds else None
+
+
+def _drift_summary(controller: Any, config: OnlineSection) -> DriftSummary:
+    report = controller.initial_report
+    return DriftSummary(
+        metric=report.metric,
+        shift=report.shift,
+        replay_ratio=controller.ratio,
+        theta_low=config.drift.theta_low,
+        theta_high=config.drift.theta_high,
+        per_feature={entry.name: entry.mean for entry in report.per_feature},
+    )
+
+
+def _measure_replay(ctx: MethodContext, train: "SplitArrays", *, replay: bool) -> Any:
+    """Δ_shift of D_train (Eq. 13) and a ReplayController at r_enh (Eq. 14; k = 0 switches replay off)."""
+    from crossadapt.transfer.drift import DriftConfig
+    from crossadapt.transfer.replay import ReplayConfig, ReplayController
+
+    drift = ctx.online.drift
+    config = ReplayConfig(
+        theta_low=drift.theta_low,
+        theta_high=drift.theta_high,
+        max_ratio=drift.max_replay if replay else 0.0,
+        drift=DriftConfig(metric=drift.metric, windows=drift.windows, bins=drift.bins),
+    )
+    spec = ctx.feature_spec
+    names = [f.name for f in spec.categorical] + list(spec.numerical)
+    return ReplayController.from_training_pool(
+        config,
+        train.categorical if train.num_categorical else None,
+        train.numerical if train.num_numerical else None,
+        seed=ctx.seed,
+        feature_names=names,
+        vocab_sizes=[f.vocab_size for f in spec.categorical],
+    )
+
+
+def run_crossadapt(
+    ctx: MethodContext, ablation: AblationSection | None = None, *, adaptive: bool = False, name: str = "CrossAdapt"
+) -> MethodOutcome:
+    """The CrossAdapt pipeline (Algorithm 1) on `ctx`, with components switched off by `ablation`."""
+    from crossadapt.training import configure_threads
+    from crossadapt.transfer.adaptive import AdaptiveKDConfig
+    from crossadapt.transfer.codistill import OnlineCoDistillConfig, codistill_online
+    from crossadapt.transfer.distill import OfflineDistillConfig, distill_offline
+    from crossadapt.transfer.projection import project_model_embeddings
+    from crossadapt.transfer.sampling import SamplingConfig, StrategicSampler
+
+    ablation = ablation or AblationSection()
+    configure_threads(ctx.threads)
+    train, online = ctx.splits["train"], ctx.splits["online"]
+    student = _fresh_student(ctx)
+    teacher = copy.deepcopy(ctx.teacher).to(ctx.device)  # co-evolution trains it; the caller's stays as given
+    adaptive_config = AdaptiveKDConfig() if adaptive else None
+    stages: dict[str, float] = {}
+    details: dict[str, Any] = {"ablation": ablation.model_dump()}
+    started = time.perf_counter()
+
+    def stage(label: str, since: float) -> float:
+        now = time.perf_counter()
+        stages[label] = stages.get(label, 0.0) + now - since
+        return now
+
+    mark = started
+    optimizer_state = None
+    if ablation.offline_stage:
+        if ablation.projection:
+            reports = project_model_embeddings(teacher, student, seed=ctx.seed)
+            details["projection"] = {table: report.kind for table, report in reports.items()}
+            mark = stage("projection", mark)
+        offline_rows = train
+        if ablation.sampling:
+            s = ctx.offline.sampling
+            sample = StrategicSampler(
+                SamplingConfig(ratio=s.ratio, positive_ratio=s.positive_ratio, temporal_blocks=s.temporal_blocks,
+                               seed=ctx.seed)
+            ).sample(train.label, train.timestamp)
+            offline_rows = train.take(sample.indices)
+            details["sample_rows"] = len(offline_rows)
+            details["sample_positive_rate"] = sample.report.positive_rate
+            mark = stage("sampling", mark)
+        d = ctx.offline.distillation
+        distilled = distill_offline(
+            student,
+            offline_rows,
+            OfflineDistillConfig(
+                frozen_epochs=d.frozen_epochs, joint_epochs=d.joint_epochs, kd_weight=d.kd_weight,
+                temperature=d.temperature, progressive=ablation.progressive, batch_size=ctx.optim.batch_size,
+                embedding_lr=ctx.optim.embedding_lr, dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device,
+                num_threads=ctx.threads, adaptive=adaptive_config, teacher_batch_size=EVAL_BATCH_ROWS,
+                eval_batch_size=EVAL_BATCH_ROWS,
+            ),
+            teacher=teacher,
+            # Adaptive λ offline compares student and teacher on the most recent training rows.
+            valid=train if adaptive else None,
+        )
+        student, optimizer_state = distilled.student, distilled.optimizer_state
+        details["offline_rows"] = distilled.rows
+        mark = stage("offline_distillation", mark)
+
+    curve = drift = None
+    if ablation.online_stage:
+        controller = _measure_replay(ctx, train, replay=ablation.adaptive_replay)
+        drift = _drift_summary(controller, ctx.online)
+        mark = stage("drift", mark)
+        o = ctx.online
+        d = ctx.offline.distillation
+        online_offset = mark - started  # the curve's seconds count from the start of the student's training
+        result = codistill_online(
+            teacher,
+            student,
+            online,
+            OnlineCoDistillConfig(
+                batch_size=ctx.optim.batch_size, kd_weight=d.kd_weight, temperature=d.temperature,
+                teacher_update_interval=o.teacher_update_interval, co_evolution=ablation.co_evolution,
+                asymmetric=ablation.asymmetry, teacher_dense_lr=o.teacher_lr, embedding_lr=ctx.optim.embedding_lr,
+                dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
+                adaptive=adaptive_config, window_batches=_window_batches(ctx),
+            ),
+            replay=controller if ablation.adaptive_replay else None,
+            replay_pool=train if ablation.adaptive_replay else None,
+            student_optimizer_state=optimizer_state,
+        )
+        curve = _curve(name, result, offset=online_offset)
+        student = result.student
+        details["teacher_updates"] = result.teacher_updates
+        details["replay_rows"] = result.replay_rows
+        details["prequential_auc"] = result.student_prequential.get("auc")
+        mark = stage("online_codistillation", mark)
+    return MethodOutcome(
+        name=name, model=student, train_seconds=time.perf_counter() - started, curve=curve, drift=drift,
+        stage_seconds=stages, details=details, teacher=teacher,
+    )
+
+
+def run_baseline_method(ctx: MethodContext, name: str) -> MethodOutcome:
+    """One of the paper's baselines (Scratch, Scratch-Online, Full-Retrain, Vanilla-KD, Hint-KD, RKD)."""
+    from crossadapt.training import configure_threads
+    from crossadapt.transfer.baselines import BaselineConfig, run_baseline
+
+    configure_threads(ctx.threads)
+    d = ctx.offline.distillation
+    config = BaselineConfig(
+        offline_epochs=ctx.baseline_epochs, batch_size=ctx.optim.batch_size, embedding_lr=ctx.optim.embedding_lr,
+        dense_lr=ctx.optim.dense_lr, kd_weight=d.kd_weight, temperature=d.temperature,
+        teacher_dense_lr=ctx.online.teacher_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
+        window_batches=_window_batches(ctx),
+    )
+    splits = {key: ctx.splits[key] for key in ("hist", "train", "online") if key in ctx.splits}
+    result = run_baseline(name, student=_fresh_student(ctx), splits=splits, teacher=ctx.teacher, config=config)  # type: ignore[arg-type]
+    return MethodOutcome(
+        name=name, model=result.model, train_seconds=result.seconds,
+        curve=_curve(name, result.online, offset=result.offline_seconds),
+        stage_seconds={"offline": result.offline_seconds, "online": result.seconds - result.offline_seconds},
+        teacher=result.teacher,
+    )
+
+
+MethodRunner = Callable[[MethodContext], MethodOutcome]
+
+
+def _baseline(name: str) -> MethodRunner:
+    return lambda ctx: run_baseline_method(ctx, name)
+
+
+METHODS: dict[str, MethodRunner] = {
+    "Scratch": _baseline("Scratch"),
+    "Scratch-Online": _baseline("Scratch-Online"),
+    "Full-Retrain": _baseline("Full-Retrain"),
+    "Vanilla-KD": _baseline("Vanilla-KD"),
+    "Hint-KD": _baseline("Hint-KD"),
+    "RKD": _baseline("RKD"),
+    "CrossAdapt-Full": lambda ctx: run_crossadapt(ctx, AblationSection(sampling=False), name="CrossAdapt-Full"),
+    "CrossAdapt-Sample": lambda ctx: run_crossadapt(ctx, name="CrossAdapt-Sample"),
+    "CrossAdapt-Adaptive": lambda ctx: run_crossadapt(ctx, adaptive=True, name="CrossAdapt-Adaptive"),
+}
+
+
+def run_method(name: str, ctx: MethodContext) -> MethodOutcome:
+    """Run a Table 1 method or a Table 2 ablation (`"w/o projection"`, ...) by name."""
+    if name in METHODS:
+        return METHODS[name](ctx)
+    if name in ABLATIONS:
+        return run_crossadapt(ctx, AblationSection(**ABLATIONS[name][1]), name=name)
+    raise ValueError(f"unknown method {name!r}; choose from {list(METHODS) + list(ABLATIONS)}")
+
+
+def score(model: nn.Module, arrays: "SplitArrays") -> dict[str, Any]:
+    """Test figures of a model (AUC as a fraction, LogLoss, oracle AUC where the data has `prob`)."""
+    from crossadapt.training import evaluate_model
+
+    return evaluate_model(model, arrays, batch_size=EVAL_BATCH_ROWS)

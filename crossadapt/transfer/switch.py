@@ -1,0 +1,204 @@
+"""`run_switch`: the whole model switch on one machine, as `crossadapt switch --config FILE` runs it.
+
+Stages (paper Algorithm 1, plus what production needs around it)::
+
+    data (prepared folder, or synthetic → prepared)      out/data/<preset>-<rows>-s<seed>/
+    teacher (checkpoint, or trained on hist ∪ train)     out/teacher/   (reused if config and vocabulary match)
+    CrossAdapt: projection → strategic sample → progressive distillation → drift → co-distillation
+    baselines (default Scratch) on the same splits
+    evaluation on the test split
+    student checkpoint (manifest.parent = the teacher)   out/student/
+    report.md, results.json, metrics.png, convergence.png, drift.png
+
+Example::
+
+    config = load_switch_config(Path("configs/demo.yaml"))
+    results = run_switch(config, Path("runs/demo"))
+    print(results.student.auc, results.teacher.auc)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from crossadapt.transfer.methods import MethodContext, run_baseline_method, run_crossadapt, score
+from crossadapt.transfer.report import write_switch_report
+from crossadapt.transfer.results import Score, SwitchResults
+from crossadapt.transfer.switch_config import (
+    ConfigError,
+    SwitchConfig,
+    TeacherTraining,
+    load_switch_config,
+    parse_switch_config,
+)
+
+if TYPE_CHECKING:
+    from crossadapt.data.prepared import PreparedDataset
+
+__all__ = ["SwitchConfig", "ConfigError", "load_switch_config", "parse_switch_config", "run_switch",
+           "prepare_synthetic", "obtain_teacher", "model_label"]
+
+Log = Callable[[str], None]
+
+
+def model_label(config: Any) -> str:
+    """`mlp-8`, `fibinet-16`: architecture and embedding width, as the paper names its models."""
+    return f"{config.architecture}-{config.embedding_dim}"
+
+
+def prepare_synthetic(preset: str, rows: int, seed: int, root: Path, log: Log = lambda _: None) -> "PreparedDataset":
+    """Generate and prepare a synthetic dataset under `root`, or open the one a previous run left there."""
+    from crossadapt.data.prepare import prepare_dataset
+    from crossadapt.data.prepared import PreparedDataset
+    from crossadapt.data.synthetic_config import synthetic_preset
+
+    folder = root / f"{preset}-{rows}-s{seed}"
+    if (folder / "dataset.json").is_file():
+        return PreparedDataset.open(folder)
+    log(f"generating synthetic '{preset}' data: {rows} rows → {folder}")
+    return prepare_dataset(synthetic_preset(preset, rows=rows, seed=seed), folder, overwrite=True)
+
+
+def _teacher_matches(folder: Path, config: Any, vocab_hash: str, extra: dict[str, Any]) -> bool:
+    from crossadapt.checkpoint import CheckpointError, read_manifest
+
+    if not (folder / "manifest.json").is_file():
+        return False
+    try:
+        manifest = read_manifest(folder)
+    except CheckpointError:
+        return False
+    wanted = config.model_dump(mode="json")
+    return (manifest.config == wanted and manifest.vocab_hash == vocab_hash
+            and all(manifest.extra.get(k) == v for k, v in extra.items()))
+
+
+def obtain_teacher(
+    dataset: "PreparedDataset",
+    training: TeacherTraining,
+    folder: Path,
+    *,
+    seed: int,
+    batch_size: int = 4096,
+    embedding_lr: float = 0.1,
+    dense_lr: float = 1e-3,
+    device: str = "cpu",
+    threads: int | None = None,
+    log: Log = lambda _: None,
+) -> tuple[nn.Module, float]:
+    """Train the teacher on hist ∪ train and save it at `folder`, or load it if an identical one is there.
+
+    Returns (model, training seconds; 0.0 when loaded from the cache).
+    """
+    from crossadapt.checkpoint import load_checkpoint, save_checkpoint
+    from crossadapt.training import TrainConfig, train_teacher
+
+    extra = {"seed": seed, "epochs": training.epochs, "batch_size": batch_size, "role": "teacher"}
+    if _teacher_matches(folder, training.model, dataset.vocab_hash, extra):
+        log(f"reusing teacher {model_label(training.model)} at {folder}")
+        return load_checkpoint(folder, device, expected_vocab_hash=dataset.vocab_hash).model, 0.0
+    log(f"training teacher {model_label(training.model)} on hist ∪ train ({training.epochs} epoch(s))")
+    train_config = TrainConfig(
+        epochs=training.epochs, batch_size=batch_size, embedding_lr=embedding_lr, dense_lr=dense_lr, seed=seed,
+        device=device, num_threads=threads, progress=False, patience=None, restore_best=False,
+    )
+    started = time.perf_counter()
+    result = train_teacher(dataset, training.model, train_config)
+    seconds = time.perf_counter() - started
+    save_checkpoint(folder, result.model, feature_spec=dataset.feature_spec, vocab_hash=dataset.vocab_hash,
+                    metrics={k: v for k, v in result.metrics.items() if isinstance(v, (int, float))},
+                    extra=extra | {"train_seconds": round(seconds, 3)}, overwrite=True)
+    return result.model, seconds
+
+
+def _open_dataset(config: SwitchConfig, out_dir: Path, log: Log) -> tuple["PreparedDataset", str]:
+    from crossadapt.data.prepared import PreparedDataset
+
+    if config.data.dir is not None:
+        return PreparedDataset.open(config.data.dir), str(config.data.dir)
+    syn = config.data.synthetic
+    assert syn is not None  # the config validator guarantees exactly one source
+    dataset = prepare_synthetic(syn.preset, syn.rows, syn.seed, out_dir / "data", log)
+    return dataset, f"synthetic:{syn.preset} ({syn.rows} rows, seed {syn.seed})"
+
+
+def _teacher(config: SwitchConfig, dataset: "PreparedDataset", out_dir: Path, log: Log) -> tuple[nn.Module, Path]:
+    from crossadapt.checkpoint import load_checkpoint
+
+    if config.teacher.checkpoint is not None:
+        path = config.teacher.checkpoint
+        log(f"loading teacher checkpoint {path}")
+        return load_checkpoint(path, config.device, expected_vocab_hash=dataset.vocab_hash).model, path
+    assert config.teacher.train is not None
+    folder = out_dir / "teacher"
+    model, _ = obtain_teacher(
+        dataset, config.teacher.train, folder, seed=config.seed, batch_size=config.optim.batch_size,
+        embedding_lr=config.optim.embedding_lr, dense_lr=config.optim.dense_lr, device=config.device,
+        threads=config.threads, log=log,
+    )
+    return model, folder
+
+
+def _score(name: str, role: str, model: nn.Module, test: Any, seconds: float | None) -> tuple[Score, dict[str, Any]]:
+    metrics = score(model, test)
+    return Score(name=name, role=role, auc=float(metrics["auc"]), logloss=float(metrics["logloss"]),  # type: ignore[arg-type]
+                 train_seconds=seconds), metrics
+
+
+def run_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None) -> SwitchResults:
+    """Run every stage and write the student checkpoint and the report into `out_dir`."""
+    from crossadapt.checkpoint import save_checkpoint
+    from crossadapt.training import configure_threads
+
+    configure_threads(config.threads)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset, dataset_label = _open_dataset(config, out_dir, log)
+    teacher, teacher_path = _teacher(config, dataset, out_dir, log)
+    splits = {name: dataset.split(name) for name in ("hist", "train", "online", "test") if name in dataset.split_names}
+    missing = [name for name in ("train", "online", "test") if name not in splits]
+    if missing:
+        raise ValueError(f"dataset {dataset.path} lacks split(s) {missing}; a switch needs train, online and test")
+    ctx = MethodContext(
+        splits=splits, feature_spec=dataset.feature_spec, teacher=teacher, student_config=config.student.model,
+        seed=config.seed, offline=config.offline, online=config.online, optim=config.optim,
+        baseline_epochs=config.baseline_training.epochs, device=config.device, threads=config.threads,
+    )
+    student_label = model_label(config.student.model)
+    log(f"CrossAdapt: {model_label(teacher.config)} → {student_label}")
+    outcome = run_crossadapt(ctx, config.ablation, name=f"CrossAdapt ({student_label})")
+    test = splits["test"]
+    teacher_score, teacher_metrics = _score(f"Teacher ({model_label(teacher.config)})", "teacher", teacher, test, None)
+    student_score, student_metrics = _score(outcome.name, "student", outcome.model, test, outcome.train_seconds)
+    # Published before the baselines run: a failing baseline must not cost the student.
+    student_dir = out_dir / "student"
+    save_checkpoint(
+        student_dir, outcome.model, feature_spec=dataset.feature_spec, vocab_hash=dataset.vocab_hash,
+        metrics={k: v for k, v in student_metrics.items() if isinstance(v, (int, float))},
+        parent=str(Path(teacher_path).resolve()),
+        extra={"method": "CrossAdapt", "ablation": config.ablation.model_dump(), "stage_seconds": outcome.stage_seconds,
+               "train_seconds": outcome.train_seconds, "details": outcome.details},
+        overwrite=True,
+    )
+    baselines, curves = [], [outcome.curve] if outcome.curve else []
+    for name in config.baselines:
+        log(f"baseline {name}")
+        base = run_baseline_method(ctx, name)
+        baselines.append(_score(name, "baseline", base.model, test, base.train_seconds)[0])
+        if base.curve is not None:
+            curves.append(base.curve)
+
+    results = SwitchResults(
+        teacher=teacher_score, student=student_score, baselines=baselines, curves=curves, drift=outcome.drift,
+        stage_seconds=outcome.stage_seconds, oracle_auc=teacher_metrics.get("oracle_auc"),
+        teacher_checkpoint=str(Path(teacher_path).resolve()), student_checkpoint=str(student_dir.resolve()),
+        dataset=dataset_label, ablation=config.ablation.model_dump(),
+    )
+    write_switch_report(results, out_dir)
+    log(f"report written to {out_dir / 'report.md'}")
+    return results

@@ -1,0 +1,233 @@
+"""`SwitchConfig`: what `crossadapt switch --config FILE` reads (YAML or JSON), with the paper's defaults.
+
+Paper defaults (Appendix B): λ 0.7, T 4, r 0.1, r_pos 0.5, K 10, τ 10, JS drift over n 10 windows with
+b 50 bins, θ_low 0.01 / θ_high 0.05, k 0.1, batch 4096, Adam lr 0.1 (embeddings) / 1e-3 (network).
+Every section forbids unknown keys, so a typo is an error that names the field.
+
+Example (YAML)::
+
+    data: {synthetic: {preset: small, rows: 20000}}
+    teacher: {train: {model: {architecture: mlp, embedding_dim: 8, hidden_units: [64, 32, 4]}}}
+    student: {model: {architecture: fibinet, embedding_dim: 16, hidden_units: [256, 128, 16]}}
+    baselines: [Scratch]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crossadapt.models.config import ModelConfig, paper_student_config, paper_teacher_config
+
+# Spelled out (and checked against crossadapt.transfer.baselines.BASELINES by a test) so that reading a
+# config does not import torch.
+BASELINE_NAMES = ("Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "Hint-KD", "RKD")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SyntheticData(_Section):
+    """Generate a synthetic CTR dataset (with true click probabilities) and prepare it."""
+
+    preset: Literal["criteo_like", "small", "strong_interactions"] = "criteo_like"
+    rows: int = Field(200_000, ge=1_000, description="Rows over all splits (hist:train:online:test = 4:4:1:1).")
+    seed: int = 0
+
+
+class DataSection(_Section):
+    """Exactly one of `dir` (a prepared dataset folder) or `synthetic`."""
+
+    dir: Path | None = None
+    synthetic: SyntheticData | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "DataSection":
+        if (self.dir is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of data.dir (a prepared dataset) or data.synthetic")
+        if self.dir is not None and not (self.dir / "dataset.json").is_file():
+            raise ValueError(f"data.dir {str(self.dir)!r} is not a prepared dataset (no dataset.json)")
+        return self
+
+
+class TeacherTraining(_Section):
+    """Train the teacher on hist ∪ train first (what production would already have)."""
+
+    model: ModelConfig = Field(default_factory=paper_teacher_config)
+    epochs: int = Field(1, ge=1)
+
+
+class TeacherSection(_Section):
+    """Exactly one of `checkpoint` (a checkpoint folder) or `train`."""
+
+    checkpoint: Path | None = None
+    train: TeacherTraining | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "TeacherSection":
+        if (self.checkpoint is None) == (self.train is None):
+            raise ValueError("give exactly one of teacher.checkpoint or teacher.train")
+        if self.checkpoint is not None and not (self.checkpoint / "manifest.json").is_file():
+            raise ValueError(f"teacher.checkpoint {str(self.checkpoint)!r} has no manifest.json")
+        return self
+
+
+class StudentSection(_Section):
+    model: ModelConfig = Field(default_factory=paper_student_config)
+
+
+class SamplingSection(_Section):
+    """Strategic sampling (Sec. 3.1.3): ratio r, positive ratio r_pos, K temporal blocks."""
+
+    ratio: float = Field(0.1, gt=0.0, le=1.0)
+    positive_ratio: float = Field(0.5, gt=0.0, lt=1.0)
+    temporal_blocks: int = Field(10, ge=1)
+
+
+class DistillationSection(_Section):
+    """Progressive distillation (Sec. 3.1.2): L = BCE + λ·KD at temperature T; frozen then joint epochs."""
+
+    kd_weight: float = Field(0.7, alias="lambda", ge=0.0)
+    temperature: float = Field(4.0, gt=0.0)
+    frozen_epochs: int = Field(1, ge=0)
+    joint_epochs: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _some_epochs(self) -> "DistillationSection":
+        if self.frozen_epochs + self.joint_epochs == 0:
+            raise ValueError("offline.distillation needs frozen_epochs + joint_epochs >= 1")
+        return self
+
+
+class OfflineSection(_Section):
+    sampling: SamplingSection = SamplingSection()
+    distillation: DistillationSection = DistillationSection()
+
+
+class DriftSection(_Section):
+    """Shift detection and replay (Sec. 3.2.2, Eq. 13-14)."""
+
+    metric: Literal["js", "kl", "wasserstein"] = "js"
+    windows: int = Field(10, ge=2)
+    bins: int = Field(50, ge=2)
+    theta_low: float = Field(0.01, ge=0.0)
+    theta_high: float = Field(0.05, gt=0.0)
+    max_replay: float = Field(0.1, ge=0.0, le=1.0, description="k: replay ratio when the data is stable.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "DriftSection":
+        if self.theta_low >= self.theta_high:
+            raise ValueError(f"online.drift needs theta_low < theta_high, got {self.theta_low} >= {self.theta_high}")
+        return self
+
+
+class OnlineSection(_Section):
+    """Asymmetric co-distillation over the online split (Sec. 3.2.1): teacher steps every τ batches."""
+
+    teacher_update_interval: int = Field(10, ge=1)
+    teacher_lr: float = Field(1e-3, gt=0.0)
+    drift: DriftSection = DriftSection()
+
+
+class OptimSection(_Section):
+    batch_size: int = Field(4096, ge=1)
+    embedding_lr: float = Field(0.1, gt=0.0)
+    dense_lr: float = Field(1e-3, gt=0.0)
+
+
+class AblationSection(_Section):
+    """Switch single components off (paper Table 2); all on = CrossAdapt."""
+
+    projection: bool = True
+    progressive: bool = True
+    sampling: bool = True
+    offline_stage: bool = True
+    co_evolution: bool = True
+    asymmetry: bool = True
+    adaptive_replay: bool = True
+    online_stage: bool = True
+
+    @model_validator(mode="after")
+    def _some_stage(self) -> "AblationSection":
+        if not self.offline_stage and not self.online_stage:
+            raise ValueError("ablation cannot switch off both offline_stage and online_stage")
+        return self
+
+
+class BaselineSection(_Section):
+    """Baselines trained alongside on the same splits; `epochs` is their pass count over their data."""
+
+    epochs: int = Field(1, ge=1)
+
+
+class SwitchConfig(_Section):
+    """The whole switch: data → teacher → projection → sample → progressive KD → drift → co-distillation."""
+
+    seed: int = 0
+    device: str = "cpu"
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads; None keeps torch's default.")
+    output_dir: Path = Path("runs/switch")
+    data: DataSection
+    teacher: TeacherSection = Field(default_factory=lambda: TeacherSection(train=TeacherTraining()))
+    student: StudentSection = Field(default_factory=StudentSection)
+    offline: OfflineSection = OfflineSection()
+    online: OnlineSection = OnlineSection()
+    optim: OptimSection = OptimSection()
+    ablation: AblationSection = AblationSection()
+    baselines: list[str] = Field(default_factory=lambda: ["Scratch"])
+    baseline_training: BaselineSection = BaselineSection()
+
+    @field_validator("baselines")
+    @classmethod
+    def _known_baselines(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in BASELINE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINE_NAMES)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"baselines repeat a name: {value}")
+        return value
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or validated; the message is one line naming the file and field."""
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line: `field.path: message; other.field: message`."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def parse_switch_config(raw: Any, *, source: str = "<config>") -> SwitchConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(raw).__name__}")
+    try:
+        return SwitchConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def load_switch_config(path: Path) -> SwitchConfig:
+    """Read a YAML (or JSON) switch config; any problem is a `ConfigError` naming the file and field."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        raw = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        if isinstance(exc, json.JSONDecodeError):
+            where = f" line {exc.lineno} column {exc.colno}"
+        raise ConfigError(f"{path}:{where} not valid {'JSON' if str(path).endswith('.json') else 'YAML'}") from None
+    return parse_switch_config(raw, source=str(path))
