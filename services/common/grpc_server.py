@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -62,41 +63,37 @@ class _CallOutcome:
         )
 
 
+@contextlib.asynccontextmanager
+async def _observed(full_method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """One call's outcome: status code for metrics and logs, and unexpected errors mapped through the table."""
+    outcome = _CallOutcome(full_method)
+    try:
+        yield
+    except grpc.aio.AbortError:
+        outcome.code = context.code() or grpc.StatusCode.UNKNOWN
+        raise
+    except asyncio.CancelledError:
+        outcome.code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as error:  # noqa: BLE001 - mapped through the error table
+        await outcome.fail(context, error)
+    finally:
+        outcome.finish()
+
+
 def _wrap_unary(behavior: Callable[..., Awaitable[Any]], full_method: str) -> Callable[..., Awaitable[Any]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        outcome = _CallOutcome(full_method)
-        try:
+        async with _observed(full_method, context):
             return await behavior(request, context)
-        except grpc.aio.AbortError:
-            outcome.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            outcome.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as error:  # noqa: BLE001 - mapped through the error table
-            await outcome.fail(context, error)
-        finally:
-            outcome.finish()
 
     return call
 
 
 def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]], full_method: str) -> Callable[..., AsyncIterator[Any]]:
     async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        outcome = _CallOutcome(full_method)
-        try:
+        async with _observed(full_method, context):
             async for response in behavior(request, context):
                 yield response
-        except grpc.aio.AbortError:
-            outcome.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except asyncio.CancelledError:
-            outcome.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as error:  # noqa: BLE001 - mapped through the error table
-            await outcome.fail(context, error)
-        finally:
-            outcome.finish()
 
     return call
 
