@@ -1,11 +1,12 @@
 """Teacher stability across seeds: trains the paper's MLP-8 [64,32,4] teacher on the `small` synthetic
-preset for several seeds and model overrides, and prints test AUC/LogLoss per run.
+preset for several seeds, starting either at logit 0 (p = 0.5) or at the label's base rate (what
+`train_teacher` does), and prints test AUC/LogLoss per run.
 
-Shows the collapse noted in bench/README.md: with embedding lr 0.1 some seeds end as a constant
-predictor (AUC 0.5000); `batch_norm: true` avoids it at a cost on healthy seeds.
+Shows the collapse explained in `CTRModel.set_base_rate`: started at p = 0.5, seeds 1 and 2 end as
+constant predictors (AUC 0.5000, every unit of the width-4 layer dead); started at the base rate, none do.
 
-    .venv/bin/python bench/teacher_seeds.py                       # seeds 0-4, plain and batch-norm
-    .venv/bin/python bench/teacher_seeds.py --seeds 1 2 --override '{"dropout": 0.1}'
+    .venv/bin/python bench/teacher_seeds.py                        # seeds 0-4, both starts
+    .venv/bin/python bench/teacher_seeds.py --seeds 1 2 --override '{"batch_norm": true}'
 """
 
 from __future__ import annotations
@@ -16,26 +17,34 @@ import tempfile
 from pathlib import Path
 
 from crossadapt.data import prepare_dataset, synthetic_preset
-from crossadapt.training import TrainConfig, train_teacher
+from crossadapt.models import build_model, parse_model_config
+from crossadapt.training import TrainConfig, Trainer, positive_rate, seed_everything, teacher_training_rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=300_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--override", action="append", default=None,
-                        help="JSON object merged into the model config (repeatable; default: none and batch_norm)")
+    parser.add_argument("--override", default="{}", help="JSON object merged into the model config")
     args = parser.parse_args()
-    overrides = [json.loads(o) for o in args.override] if args.override else [{}, {"batch_norm": True}]
+    model_config = parse_model_config(
+        {"architecture": "mlp", "embedding_dim": 8, "hidden_units": [64, 32, 4]} | json.loads(args.override)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         dataset = prepare_dataset(synthetic_preset("small", rows=args.rows, seed=0), Path(tmp) / "small")
-        for override in overrides:
+        config = TrainConfig(batch_size=512, epochs=1, progress=False)
+        fit_rows, valid = teacher_training_rows(dataset, config.validation_fraction)
+        for start in ("zero", "base-rate"):
             for seed in args.seeds:
-                model = {"architecture": "mlp", "embedding_dim": 8, "hidden_units": [64, 32, 4]} | override
-                config = TrainConfig(batch_size=512, epochs=1, seed=seed, progress=False)
-                result = train_teacher(dataset, model, config)
-                print(json.dumps({"seed": seed, "override": override, "auc": round(result.metrics["auc"], 4),
-                                  "logloss": round(result.metrics["logloss"], 4)}))
+                seed_everything(seed)
+                base_rate = positive_rate(fit_rows) if start == "base-rate" else None
+                model = build_model(model_config, dataset.feature_spec, base_rate=base_rate)
+                trainer = Trainer(model, config.model_copy(update={"seed": seed}))
+                trainer.fit(fit_rows)  # no validation: a constant predictor is shown, not refused
+                metrics = trainer.evaluate(dataset.split("test"))
+                print(json.dumps({"start": start, "seed": seed, "auc": round(metrics["auc"], 4),
+                                  "logloss": round(metrics["logloss"], 4),
+                                  "prediction_std": round(metrics["prediction_std"], 5)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ def list_models() -> list[str]:
     return list(MODEL_REGISTRY)
 
 
-def build_model(config: ModelConfig | Mapping[str, Any], spec: FeatureSpec, *, sparse: bool = False) -> CTRModel:
+def build_model(
+    config: ModelConfig | Mapping[str, Any], spec: FeatureSpec, *, sparse: bool = False, base_rate: float | None = None
+) -> CTRModel:
     """Build the model for ``config`` (a config object or a plain mapping, validated here) over ``spec``.
 
     Args:
@@ -43,4 +45,7 @@ def build_model(config: ModelConfig | Mapping[str, Any], spec: FeatureSpec, *, s
     model_class = MODEL_REGISTRY.get(config.architecture)
     if model_class is None:  # only if a config class was added without a model
         raise KeyError(f"no model registered for architecture {config.architecture!r}; known: {list_models()}")
-    return model_class(config, spec, sparse=sparse)
+    model = model_class(config, spec, sparse=sparse)
+    if base_rate is not None:
+        model.set_base_rate(base_rate)
+    return model

@@ -7,6 +7,7 @@ from crossadapt.training.evaluate import (
     evaluate_model,
     metrics_from_predictions,
     predict_logits,
+    positive_rate,
     predict_proba,
     select_target_rows,
     target_labels,
@@ -14,9 +15,10 @@ from crossadapt.training.evaluate import (
 from crossadapt.training.optim import TrainOptimizer, split_parameters
 from crossadapt.training.runtime import available_cpus, configure_threads, seed_everything
 from crossadapt.training.teacher import TeacherResult, teacher_training_rows, train_teacher
-from crossadapt.training.trainer import FitResult, Trainer, TrainingDivergedError
+from crossadapt.training.trainer import ConstantPredictorError, FitResult, Trainer, TrainingDivergedError
 
 __all__ = [
+    "ConstantPredictorError",
     "FitResult",
     "MetricDict",
     "Target",
@@ -29,6 +31,7 @@ __all__ = [
     "configure_threads",
     "evaluate_model",
     "metrics_from_predictions",
+    "positive_rate",
     "predict_logits",
     "predict_proba",
     "seed_everything",

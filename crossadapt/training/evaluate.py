@@ -29,6 +29,16 @@ def select_target_rows(arrays: "SplitArrays", target: Target) -> "SplitArrays":
     return arrays.take(np.flatnonzero(np.asarray(arrays.label) > 0.5))
 
 
+def positive_rate(arrays: "SplitArrays", target: Target = "click") -> float | None:
+    """The mean label of ``target`` over ``arrays`` (the rows a model will be trained on), or None
+    where it cannot seed a logit (no rows, or a single class)."""
+    rows = select_target_rows(arrays, target)
+    if len(rows) == 0:
+        return None
+    rate = float(np.mean(target_labels(rows, target), dtype=np.float64))
+    return rate if 0.0 < rate < 1.0 else None
+
+
 def target_labels(arrays: "SplitArrays", target: Target) -> np.ndarray:
     """``[n]`` labels of ``target`` (the caller has already applied :func:`select_target_rows`)."""
     column = arrays.label if target == "click" else arrays.conversion
@@ -90,6 +100,7 @@ def metrics_from_predictions(
     """The evaluation dictionary from ready predictions.
 
     Keys: ``rows``, ``auc``, ``logloss``, ``pcoc``, ``positive_rate``, ``mean_prediction``,
+    ``prediction_std`` (0 for a constant predictor),
     ``gauc`` (if ``users``), ``oracle_auc`` and ``oracle_logloss`` (if ``true_probabilities``: what
     the generating probabilities themselves score, the ceiling on synthetic data).
     Undefined values (one class only, no positives) are None.
@@ -103,6 +114,7 @@ def metrics_from_predictions(
         "pcoc": _defined(M.pcoc, y, p),
         "positive_rate": float(np.mean(y, dtype=np.float64)),
         "mean_prediction": float(np.mean(p, dtype=np.float64)),
+        "prediction_std": float(np.std(p, dtype=np.float64)),
     }
     if users is not None:
         out["gauc"] = _defined(M.gauc, y, p, users)

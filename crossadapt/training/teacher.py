@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from crossadapt.training.config import TrainConfig
-from crossadapt.training.evaluate import MetricDict, select_target_rows
+from crossadapt.training.evaluate import MetricDict, positive_rate, select_target_rows
 from crossadapt.training.runtime import seed_everything
 from crossadapt.training.trainer import FitResult, Trainer
 
@@ -72,7 +72,7 @@ def train_teacher(
         valid = select_target_rows(valid, config.target)
         valid = valid if len(valid) else None  # e.g. no clicked row in a tiny slice: train without early stopping
     seed_everything(config.seed)  # model initialisation is part of what the seed reproduces
-    model = build_model(model_config, dataset.feature_spec)
+    model = build_model(model_config, dataset.feature_spec, base_rate=positive_rate(fit_rows, config.target))
     trainer = Trainer(model, config)
     fit = trainer.fit(fit_rows, valid)
     if valid is None:

@@ -44,6 +44,16 @@ class TrainingDivergedError(RuntimeError):
     """The training loss became NaN or infinite (the message gives the step)."""
 
 
+class ConstantPredictorError(TrainingDivergedError):
+    """Validation found the model predicting one value for every row: some layer's units all died."""
+
+
+#: A validation prediction spread (std of probabilities) at or below this is a constant predictor: a dead
+#: layer gives 0, or a few 1e-5 where one unit still fires for a handful of rows; a working CTR model
+#: spreads its predictions by 1e-2 or more.
+CONSTANT_PREDICTION_STD = 1e-4
+
+
 @dataclass
 class FitResult:
     """What :meth:`Trainer.fit` did. ``history`` holds one entry per validation (or per epoch without one)."""
@@ -224,6 +234,14 @@ class Trainer:
     def _validate(self, valid: "SplitArrays", stopper: _EarlyStopping, result: FitResult, epoch: int) -> bool:
         """Validate, record, keep the best weights; True if training should stop."""
         metrics = self.evaluate(valid)
+        spread = metrics.get("prediction_std")
+        if spread is not None and spread <= CONSTANT_PREDICTION_STD and len(valid) > 1:
+            raise ConstantPredictorError(
+                f"after {result.steps} steps the model predicts the same probability "
+                f"({metrics['mean_prediction']:.4f}) for all {len(valid)} validation rows: every unit of a "
+                "hidden layer is switched off (dead ReLUs). Build the model with base_rate= (see "
+                "CTRModel.set_base_rate), lower dense_lr, or set batch_norm: true"
+            )
         improved = stopper.update(metrics, self.model, keep_weights=self.config.restore_best)
         result.history.append({"epoch": epoch, "step": result.steps, "metrics": metrics, "improved": improved})
         if improved:

@@ -87,10 +87,11 @@ class MethodOutcome:
 def _fresh_student(ctx: MethodContext) -> nn.Module:
     """A randomly initialised student, seeded so every method of a seed starts from the same weights."""
     from crossadapt.models import build_model
-    from crossadapt.training import seed_everything
+    from crossadapt.training import positive_rate, seed_everything
 
     seed_everything(ctx.seed)
-    return build_model(ctx.student_config, ctx.feature_spec).to(ctx.device)
+    base_rate = positive_rate(ctx.splits["train"])
+    return build_model(ctx.student_config, ctx.feature_spec, base_rate=base_rate).to(ctx.device)
 
 
 #: Rows per inference forward. FiBiNET on Criteo-shaped data (39 fields) holds a [B, 2·741·16] float
