@@ -93,6 +93,13 @@ class OfflineDistillConfig(StudentKDConfig):
     eval_batch_size: int = Field(65536, ge=1)
     target: Literal["click", "conversion"] = "click"
     adaptive: AdaptiveKDConfig | None = Field(None, description="Gap-driven λ (CrossAdapt-Adaptive); None = fixed λ.")
+    task_logit_shift: float = Field(
+        0.0,
+        description="Added to the student's logits inside the BCE term only. For a class-balanced sample use "
+        "logit(sample rate) - logit(data rate) (prior correction for resampling, He et al. 2014): the BCE "
+        "then fits the sample's labels while the model's own logits, which the KD term compares with the "
+        "teacher's and which serve later, stay at the data's base rate. 0 = the paper's plain BCE.",
+    )
 
     @model_validator(mode="after")
     def _some_epochs(self) -> "OfflineDistillConfig":
@@ -159,9 +166,11 @@ class DistillationTrainer(Trainer):
         temperature: float,
         scale_kd_by_t2: bool = True,
         kd_loss: Literal["cross_entropy", "kl"] = "cross_entropy",
+        task_logit_shift: float = 0.0,
     ):
         super().__init__(model, config)
         self.kd_weight = float(kd_weight)
+        self.task_logit_shift = float(task_logit_shift)
         self.kd_loss = kd_cross_entropy if kd_loss == "cross_entropy" else kd_kl
         self.teacher_context: torch.Tensor | None = None
         self.temperature = float(temperature)
@@ -172,7 +181,7 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         self.last_logits = logits.detach()
-        task = super().compute_loss(batch, logits)
+        task = super().compute_loss(batch, logits + self.task_logit_shift if self.task_logit_shift else logits)
         if self.kd_weight == 0.0:
             self._parts += torch.stack([task.detach(), torch.zeros_like(task), torch.ones_like(task)])
             return task
@@ -365,7 +374,8 @@ def distill_offline(
 def _make_trainer(
     student: nn.Module, config: OfflineDistillConfig, teacher: nn.Module | None, valid: "SplitArrays | None"
 ) -> DistillationTrainer:
-    common = dict(kd_weight=config.kd_weight, temperature=config.temperature, scale_kd_by_t2=config.scale_kd_by_t2)
+    common = dict(kd_weight=config.kd_weight, temperature=config.temperature, scale_kd_by_t2=config.scale_kd_by_t2,
+                  task_logit_shift=config.task_logit_shift)
     if config.adaptive is None:
         return DistillationTrainer(student, config.train_config(1), **common)
     if valid is None:

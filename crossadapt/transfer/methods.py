@@ -129,6 +129,16 @@ def _drift_summary(controller: Any, config: OnlineSection) -> DriftSummary:
     )
 
 
+def prior_shift(sample_rate: float | None, data_rate: float | None) -> float:
+    """``logit(sample_rate) - logit(data_rate)``: the BCE logit shift that makes a resampled set's labels
+    consistent with a model calibrated on the full data (0 where either rate is undefined)."""
+    import math
+
+    if sample_rate is None or data_rate is None or not (0 < sample_rate < 1 and 0 < data_rate < 1):
+        return 0.0
+    return math.log(sample_rate / (1 - sample_rate)) - math.log(data_rate / (1 - data_rate))
+
+
 def _measure_replay(ctx: MethodContext, train: "SplitArrays", *, replay: bool) -> Any:
     """Δ_shift of D_train (Eq. 13) and a ReplayController at r_enh (Eq. 14; k = 0 switches replay off)."""
     from crossadapt.transfer.drift import DriftConfig
@@ -162,6 +172,7 @@ def run_crossadapt(
     from crossadapt.transfer.codistill import OnlineCoDistillConfig, codistill_online
     from crossadapt.transfer.distill import OfflineDistillConfig, distill_offline
     from crossadapt.transfer.projection import project_model_embeddings
+    from crossadapt.training import positive_rate
     from crossadapt.transfer.sampling import SamplingConfig, StrategicSampler
 
     ablation = ablation or AblationSection()
@@ -186,7 +197,7 @@ def run_crossadapt(
             reports = project_model_embeddings(teacher, student, seed=ctx.seed)
             details["projection"] = {table: report.kind for table, report in reports.items()}
             mark = stage("projection", mark)
-        offline_rows = train
+        offline_rows, task_logit_shift = train, 0.0
         if ablation.sampling:
             s = ctx.offline.sampling
             sample = StrategicSampler(
@@ -196,6 +207,9 @@ def run_crossadapt(
             offline_rows = train.take(sample.indices)
             details["sample_rows"] = len(offline_rows)
             details["sample_positive_rate"] = sample.report.positive_rate
+            if s.prior_correction:
+                task_logit_shift = prior_shift(sample.report.positive_rate, positive_rate(train))
+                details["task_logit_shift"] = task_logit_shift
             mark = stage("sampling", mark)
         d = ctx.offline.distillation
         distilled = distill_offline(
@@ -206,7 +220,7 @@ def run_crossadapt(
                 temperature=d.temperature, progressive=ablation.progressive, batch_size=ctx.optim.batch_size,
                 embedding_lr=ctx.optim.embedding_lr, dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device,
                 num_threads=ctx.threads, adaptive=adaptive_config, teacher_batch_size=EVAL_BATCH_ROWS,
-                eval_batch_size=EVAL_BATCH_ROWS,
+                eval_batch_size=EVAL_BATCH_ROWS, task_logit_shift=task_logit_shift,
             ),
             teacher=teacher,
             # Adaptive λ offline compares student and teacher on the most recent training rows.

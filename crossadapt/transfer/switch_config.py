@@ -87,6 +87,12 @@ class SamplingSection(_Section):
     ratio: float = Field(0.1, gt=0.0, le=1.0)
     positive_ratio: float = Field(0.5, gt=0.0, lt=1.0)
     temporal_blocks: int = Field(10, ge=1)
+    prior_correction: bool = Field(
+        True,
+        description="Beyond the paper: shift the student's logit in the BCE term by logit(sample positive "
+        "rate) - logit(data positive rate), so a class-balanced sample does not move the student's base "
+        "rate away from the teacher's KD targets (see distill.OfflineDistillConfig.task_logit_shift).",
+    )
 
 
 class DistillationSection(_Section):

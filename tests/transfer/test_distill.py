@@ -87,6 +87,37 @@ def test_distillation_loss_is_bce_plus_lambda_kd(tiny_data, tiny_model):
         trainer.compute_loss(tiny_data(4).to_batch(), torch.zeros(4))
 
 
+def test_task_logit_shift_enters_the_bce_term_only(tiny_data, tiny_model):
+    trainer = DistillationTrainer(tiny_model(6, seed=2), TrainConfig(num_threads=1), kd_weight=0.7,
+                                  temperature=4.0, task_logit_shift=1.5)
+    batch = tiny_data(32).with_teacher_logit(np.linspace(-3, 3, 32, dtype=np.float32)).to_batch()
+    logits = torch.linspace(-1, 1, 32)
+    expected = F.binary_cross_entropy_with_logits(logits + 1.5, batch.label) + 0.7 * kd_cross_entropy(
+        logits, batch.teacher_logit, 4.0)
+    assert trainer.compute_loss(batch, logits).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_prior_correction_keeps_a_balanced_sample_from_moving_the_base_rate(tiny_data, tiny_model):
+    from crossadapt.training import positive_rate, predict_proba
+    from crossadapt.transfer.methods import prior_shift
+
+    data = tiny_data(6000, seed=3)
+    labels = np.asarray(data.label)
+    positives, negatives = np.flatnonzero(labels > 0.5), np.flatnonzero(labels < 0.5)
+    keep = np.sort(np.concatenate([positives, negatives[: len(positives) // 3]]))  # 75% positives
+    sample = data.take(keep)
+    shift = prior_shift(positive_rate(sample), positive_rate(data))
+    assert shift == pytest.approx(np.log(3) - np.log(positive_rate(data) / (1 - positive_rate(data))))
+    config = CONFIG.model_copy(update={"batch_size": 128, "frozen_epochs": 0, "joint_epochs": 4, "kd_weight": 0.0})
+    mean = {}
+    for corrected in (False, True):
+        student = tiny_model(6, seed=2)
+        distill_offline(student, sample, config.model_copy(update={"task_logit_shift": shift if corrected else 0.0}))
+        mean[corrected] = float(predict_proba(student, data).mean())
+    assert abs(mean[True] - positive_rate(data)) < 0.04  # calibrated to the data the model will serve
+    assert mean[False] > positive_rate(data) + 0.15  # plain BCE learns the sample's 75%
+
+
 def test_student_learns_from_teacher_and_history_is_reported(tiny_data, tiny_model):
     train, valid = tiny_data(3000, seed=0), tiny_data(1500, seed=1)
     oracle = train.with_teacher_logit(np.log(train.prob / (1 - train.prob)))  # a perfect teacher

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crossadapt.cli import run as cli
-from crossadapt.transfer.experiment_presets import PRESETS, BenchPreset, SettingSpec
+from crossadapt.transfer.experiment_presets import PRESETS, BenchPreset, SettingSpec, scaled_embedding_lr
 from crossadapt.transfer.methods import ABLATIONS, METHODS
 
 PAPER_METHODS = {"Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "Hint-KD", "RKD", "CrossAdapt-Full",
@@ -26,6 +26,14 @@ def test_registry_has_the_papers_method_names_and_ablations() -> None:
     assert [(p.teacher.architecture, p.student.architecture) for p in standard.main.pairs] == [
         ("mlp", "mlp"), ("mlp", "fibinet")]
     assert standard.widths is not None and standard.widths.scenarios == [(8, 8), (8, 16), (16, 8), (16, 32), (32, 16)]
+
+
+def test_every_preset_scales_the_papers_embedding_lr_with_its_batch() -> None:
+    assert scaled_embedding_lr(4096) == pytest.approx(0.1)  # the paper's own setting
+    assert scaled_embedding_lr(512) == pytest.approx(0.0125)
+    for preset in PRESETS.values():
+        assert preset.optim.dense_lr == pytest.approx(1e-3)
+        assert preset.optim.embedding_lr == pytest.approx(scaled_embedding_lr(preset.optim.batch_size)), preset.name
 
 
 def test_presets_reject_unknown_methods() -> None:
