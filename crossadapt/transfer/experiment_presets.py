@@ -181,20 +181,20 @@ STANDARD = BenchPreset(
     baseline_epochs=1,
     optim=_optim(512),
 )
-"""How `standard` fits 45 minutes on 2 cores. Measured on a shared 2-core machine (load 1-2, torch with
-OMP_WAIT_POLICY=PASSIVE, see the note below): the whole preset ran in 8 min (476 s).
+"""How `standard` fits 45 minutes on 2 cores. Measured on the 2-vCPU CI-class machine (torch with
+OMP_WAIT_POLICY=PASSIVE): the whole preset ran in 15.5 min (930 s).
 
-- Per seed, all nine methods, training seconds: FiBiNET-16 student ~35 s, MLP-8 student ~7 s on the main
-  setting (`small` synthetic, 300k rows: 11 fields, so FiBiNET has 55 field pairs; Criteo's 39 fields
-  would give 741 pairs and ~20x the cost per row); strong-interaction setting (250k rows, 20 fields,
-  three methods) ~27 s. Five seeds: ~6 min of training, plus evaluation, teachers and data generation.
+- Per seed, training seconds on the main setting (`small` synthetic, 300k rows, 11 fields, so FiBiNET has
+  55 field pairs; Criteo's 39 fields give 741 pairs and ~20x the cost per row): FiBiNET-16 student ~40 s
+  for all nine methods, MLP-8 ~7 s. The 1M-row repeat (5 methods) ~65 s (FiBiNET) and ~11 s (MLP) per seed;
+  strong interactions (250k rows, 20 fields, three methods) ~20 s; MovieLens-100k ~10 s.
 - Table 2 (FiBiNET student, 8 rows, 3 seeds; "w/o sampling" reuses CrossAdapt-Full) and Table 3 (MLP
-  students, 5 scenarios, 3 seeds) add ~1 min; teacher-free baselines are shared between pairs.
-- That leaves a ~5x margin for a busier machine. Without OMP_WAIT_POLICY=PASSIVE, libgomp's spinning
+  students, 5 scenarios, 3 seeds) add ~1.5 min; teacher-free baselines are shared between pairs.
+- That leaves a ~3x margin for a busier machine. Without OMP_WAIT_POLICY=PASSIVE, libgomp's spinning
   threads make every step 5-10x slower whenever other processes compete for the two cores.
 Batch 512 (not the paper's 4096): at 30k online rows, 4096-row batches would give 8 online steps and no
 teacher update at τ = 10; 512 gives 59 steps (5 teacher updates) and lets the adaptive λ leave its
-20-observation warm-up. Smoke (60k rows, 1 seed) measures the same per-method costs at 1/5 the size.
+20-observation warm-up. The embedding lr follows the batch (`scaled_embedding_lr`).
 """
 
 PRESETS: dict[str, BenchPreset] = {p.name: p for p in (MICRO, SMOKE, STANDARD)}
