@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "log_odds",
     "MetricError",
     "auc",
     "logloss",
@@ -256,3 +257,13 @@ def ndcg_at_k(relevance, scores, k: int, *, gain: str = "exponential") -> float:
     block_gain = np.add.reduceat(gains[order], starts) / np.diff(np.append(starts, n))
     block_discount = np.add.reduceat(discount, starts)
     return float(block_gain @ block_discount / ideal)
+
+
+def log_odds(rate: float) -> float:
+    """``log(rate / (1 - rate))`` for a rate strictly between 0 and 1 (the logit of a base rate)."""
+    import math
+
+    rate = float(rate)
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"base rate must lie strictly between 0 and 1, got {rate}")
+    return math.log(rate / (1.0 - rate))

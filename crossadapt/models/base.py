@@ -7,7 +7,6 @@ Symbols: ``B`` batch, ``C`` categorical fields, ``N`` numerical fields, ``F = C 
 from __future__ import annotations
 
 import abc
-import math
 from typing import ClassVar
 
 import torch
@@ -85,10 +84,9 @@ class CTRModel(nn.Module, abc.ABC):
         a constant predictor at 2 of 5 seeds). Starting at the base rate removes that systematic push.
         The offset is a buffer, not a parameter: the model's own biases learn any later shift.
         """
-        rate = float(rate)
-        if not 0.0 < rate < 1.0:
-            raise ValueError(f"base rate must lie strictly between 0 and 1, got {rate}")
-        self.logit_offset.fill_(math.log(rate / (1.0 - rate)))
+        from crossadapt.metrics import log_odds
+
+        self.logit_offset.fill_(log_odds(rate))
 
     # -- parameter groups --------------------------------------------------------------------------
 

@@ -132,11 +132,11 @@ def _drift_summary(controller: Any, config: OnlineSection) -> DriftSummary:
 def prior_shift(sample_rate: float | None, data_rate: float | None) -> float:
     """``logit(sample_rate) - logit(data_rate)``: the BCE logit shift that makes a resampled set's labels
     consistent with a model calibrated on the full data (0 where either rate is undefined)."""
-    import math
+    from crossadapt.metrics import log_odds
 
     if sample_rate is None or data_rate is None or not (0 < sample_rate < 1 and 0 < data_rate < 1):
         return 0.0
-    return math.log(sample_rate / (1 - sample_rate)) - math.log(data_rate / (1 - data_rate))
+    return log_odds(sample_rate) - log_odds(data_rate)
 
 
 def _measure_replay(ctx: MethodContext, train: "SplitArrays", *, replay: bool) -> Any:
