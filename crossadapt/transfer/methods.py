@@ -34,9 +34,11 @@ CROSSADAPT_METHODS = ("CrossAdapt-Full", "CrossAdapt-Sample", "CrossAdapt-Adapti
 TEACHER_FREE_METHODS = ("Scratch", "Scratch-Online", "Full-Retrain")
 
 #: Table 2 rows: each switches off one component of CrossAdapt-Sample. "w/o offline stage" starts the
-#: online stage from a random student (no projection, sample or offline distillation); "w/o online
-#: stage" evaluates the student right after offline distillation; "w/o adaptive replay" streams with
-#: r_enh = 0; "w/o co-evolution" freezes the teacher online; "w/o asymmetry" steps it every batch (τ = 1).
+#: online stage from a random student (no projection, sample or offline distillation); "w/o projection"
+#: has no frozen phase either (nothing projected to keep fixed), so it trains everything for the same
+#: epochs; "w/o online stage" evaluates the student right after offline distillation; "w/o adaptive
+#: replay" streams with r_enh = 0; "w/o co-evolution" freezes the teacher online; "w/o asymmetry" steps
+#: it every batch (τ = 1).
 ABLATIONS: dict[str, tuple[str, dict[str, bool]]] = {
     "w/o projection": ("offline", {"projection": False}),
     "w/o progressive": ("offline", {"progressive": False}),
@@ -212,12 +214,16 @@ def run_crossadapt(
                 details["task_logit_shift"] = task_logit_shift
             mark = stage("sampling", mark)
         d = ctx.offline.distillation
+        # Phase 1 keeps the *projected* tables fixed while the interaction network adapts to them. Without
+        # projection the tables are the student's random init (std 1e-4): freezing those starves a narrow
+        # MLP of signal, and its ReLU units die in the first epoch. Hence no frozen phase there.
+        progressive = ablation.progressive and ablation.projection
         distilled = distill_offline(
             student,
             offline_rows,
             OfflineDistillConfig(
                 frozen_epochs=d.frozen_epochs, joint_epochs=d.joint_epochs, kd_weight=d.kd_weight,
-                temperature=d.temperature, progressive=ablation.progressive, batch_size=ctx.optim.batch_size,
+                temperature=d.temperature, progressive=progressive, batch_size=ctx.optim.batch_size,
                 embedding_lr=ctx.optim.embedding_lr, dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device,
                 num_threads=ctx.threads, adaptive=adaptive_config, teacher_batch_size=EVAL_BATCH_ROWS,
                 eval_batch_size=EVAL_BATCH_ROWS, task_logit_shift=task_logit_shift,
@@ -228,6 +234,7 @@ def run_crossadapt(
         )
         student, optimizer_state = distilled.student, distilled.optimizer_state
         details["offline_rows"] = distilled.rows
+        details["offline_phases"] = [phase.name for phase in distilled.phases]
         mark = stage("offline_distillation", mark)
 
     curve = drift = None

@@ -52,3 +52,9 @@ def tiny_data() -> Callable[..., SplitArrays]:
 def tiny_model() -> Callable[..., torch.nn.Module]:
     """``tiny_model(dim=4, seed=0, arch="mlp", hidden=(8,), dropout=0.0)``: a freshly built seeded model."""
     return _tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_spec() -> FeatureSpec:
+    """The feature spec of :func:`tiny_data` rows and :func:`tiny_model` models."""
+    return TINY_SPEC
