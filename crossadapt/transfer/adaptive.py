@@ -7,7 +7,8 @@ better; while the teacher is better (or the gap is within noise) ``λ`` stays at
 
 Formula (one observation = one pair of LogLosses ``ℓ_S, ℓ_T`` measured on the same rows)::
 
-    L_S ← EMA(ℓ_S),  L_T ← EMA(ℓ_T)                 α = 2 / (W + 1), seeded with the first value
+    L_S ← EMA(ℓ_S),  L_T ← EMA(ℓ_T)                 α = 2 / (W + 1), zero-started, bias-corrected:
+                                                     L_t = m_t / (1 − (1 − α)^t), m_t = m_{t−1} + α(ℓ_t − m_{t−1})
     gap = (L_T − L_S) / L_T                          relative: > 0 means the student is better
     u   = clip((gap − gap_onset) / (gap_saturation − gap_onset), 0, 1)
     w   = 1 − u²(3 − 2u)                             smoothstep: flat at both ends, no kink
@@ -108,8 +109,8 @@ class AdaptiveKDController:
         self.lambda_max = float(lambda_max)
         self.lambda_floor = min(config.lambda_floor, self.lambda_max)
         self._alpha = 2.0 / (self.schedule.ema_window + 1.0)
-        self._student: float | None = None
-        self._teacher: float | None = None
+        self._student = 0.0  # zero-started EMAs, read through the bias correction in `observe`
+        self._teacher = 0.0
         self.observations = 0
         self.kd_weight = self.lambda_max
         self.gap = 0.0
@@ -130,13 +131,15 @@ class AdaptiveKDController:
         """
         if not (math.isfinite(student_logloss) and math.isfinite(teacher_logloss)):
             return self.kd_weight
-        if self._student is None or self._teacher is None:
-            self._student, self._teacher = float(student_logloss), float(teacher_logloss)
-        else:
-            self._student += self._alpha * (student_logloss - self._student)
-            self._teacher += self._alpha * (teacher_logloss - self._teacher)
+        self._student += self._alpha * (student_logloss - self._student)
+        self._teacher += self._alpha * (teacher_logloss - self._teacher)
         self.observations += 1
-        self.gap = (self._teacher - self._student) / max(self._teacher, 1e-12)
+        # Bias correction (as in Adam): the zero-started EMA divided by its total weight. Early on this is
+        # close to the plain mean of what was seen; an EMA seeded with the first value instead still held
+        # 38% of that one batch after 48 more (α = 2/101), so one odd first batch hid a clear gap.
+        debias = 1.0 - (1.0 - self._alpha) ** self.observations
+        student, teacher = self._student / debias, self._teacher / debias
+        self.gap = (teacher - student) / max(teacher, 1e-12)
         if self.observations > self.schedule.warmup:
             w = smooth_weight(self.gap, self.config.gap_onset, self.config.gap_saturation)
             target = self.lambda_floor + (self.lambda_max - self.lambda_floor) * w

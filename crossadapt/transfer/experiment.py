@@ -95,11 +95,11 @@ def prepare_movielens(root: Path, log: Log, *, fetch: bool = True) -> "PreparedD
 class BenchRunner:
     """Runs (setting, pair, method, seed) cells once each, caching teachers on disk and records in memory."""
 
-    def __init__(self, preset: BenchPreset, work_dir: Path, log: Log):
+    def __init__(self, preset: BenchPreset, work_dir: Path, log: Log, *, runs_log: str = "runs.jsonl"):
         self.preset, self.work_dir, self.log = preset, work_dir, log
         self.records: dict[tuple[str, str, str, str, int], RunRecord] = {}
         self.teachers: dict[tuple[str, str, int], tuple[nn.Module, dict[str, Any]]] = {}
-        self.runs_log = work_dir / "runs.jsonl"
+        self.runs_log = work_dir / runs_log
         self.runs_log.write_text("")  # this invocation's runs only (teachers and data stay cached)
 
     def teacher(self, dataset: "PreparedDataset", config: Any, seed: int) -> tuple[nn.Module, dict[str, Any]]:

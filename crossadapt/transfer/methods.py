@@ -265,6 +265,10 @@ def run_crossadapt(
         details["teacher_updates"] = result.teacher_updates
         details["replay_rows"] = result.replay_rows
         details["prequential_auc"] = result.student_prequential.get("auc")
+        details["prequential_logloss"] = {"student": result.student_prequential.get("logloss"),
+                                          "teacher": result.teacher_prequential.get("logloss")}
+        if adaptive:
+            details["online_kd_weight_trace"] = result.kd_weight_trace  # (batch, relative gap, λ)
         mark = stage("online_codistillation", mark)
     return MethodOutcome(
         name=name, model=student, train_seconds=time.perf_counter() - started, curve=curve, drift=drift,
