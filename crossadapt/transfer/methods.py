@@ -26,6 +26,7 @@ from crossadapt.transfer.switch_config import AblationSection, OfflineSection, O
 
 if TYPE_CHECKING:
     from crossadapt.data import SplitArrays
+    from crossadapt.transfer.adaptive import AdaptiveKDConfig
     from crossadapt.models.config import ModelConfig
     from crossadapt.models.spec import FeatureSpec
 
@@ -166,9 +167,16 @@ def _measure_replay(ctx: MethodContext, train: "SplitArrays", *, replay: bool) -
 
 
 def run_crossadapt(
-    ctx: MethodContext, ablation: AblationSection | None = None, *, adaptive: bool = False, name: str = "CrossAdapt"
+    ctx: MethodContext,
+    ablation: AblationSection | None = None,
+    *,
+    adaptive: "bool | AdaptiveKDConfig" = False,
+    name: str = "CrossAdapt",
 ) -> MethodOutcome:
-    """The CrossAdapt pipeline (Algorithm 1) on `ctx`, with components switched off by `ablation`."""
+    """The CrossAdapt pipeline (Algorithm 1) on `ctx`, with components switched off by `ablation`.
+
+    `adaptive`: False for the paper's fixed λ; True or an :class:`AdaptiveKDConfig` for the gap-driven λ.
+    """
     from crossadapt.training import configure_threads
     from crossadapt.transfer.adaptive import AdaptiveKDConfig
     from crossadapt.transfer.codistill import OnlineCoDistillConfig, codistill_online
@@ -182,7 +190,7 @@ def run_crossadapt(
     train, online = ctx.splits["train"], ctx.splits["online"]
     student = _fresh_student(ctx)
     teacher = copy.deepcopy(ctx.teacher).to(ctx.device)  # co-evolution trains it; the caller's stays as given
-    adaptive_config = AdaptiveKDConfig() if adaptive else None
+    adaptive_config = adaptive if isinstance(adaptive, AdaptiveKDConfig) else AdaptiveKDConfig() if adaptive else None
     stages: dict[str, float] = {}
     details: dict[str, Any] = {"ablation": ablation.model_dump()}
     started = time.perf_counter()
@@ -267,7 +275,7 @@ def run_crossadapt(
         details["prequential_auc"] = result.student_prequential.get("auc")
         details["prequential_logloss"] = {"student": result.student_prequential.get("logloss"),
                                           "teacher": result.teacher_prequential.get("logloss")}
-        if adaptive:
+        if adaptive_config is not None:
             details["online_kd_weight_trace"] = result.kd_weight_trace  # (batch, relative gap, λ)
         mark = stage("online_codistillation", mark)
     return MethodOutcome(

@@ -171,7 +171,8 @@ def run_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None
     )
     student_label = model_label(config.student.model)
     log(f"CrossAdapt: {model_label(teacher.config)} → {student_label}")
-    outcome = run_crossadapt(ctx, config.ablation, name=f"CrossAdapt ({student_label})")
+    outcome = run_crossadapt(ctx, config.ablation, adaptive=config.adaptive_kd or False,
+                             name=f"CrossAdapt ({student_label})")
     test = splits["test"]
     teacher_score, teacher_metrics = _score(f"Teacher ({model_label(teacher.config)})", "teacher", teacher, test, None)
     student_score, student_metrics = _score(outcome.name, "student", outcome.model, test, outcome.train_seconds)
@@ -181,7 +182,9 @@ def run_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None
         student_dir, outcome.model, feature_spec=dataset.feature_spec, vocab_hash=dataset.vocab_hash,
         metrics={k: v for k, v in student_metrics.items() if isinstance(v, (int, float))},
         parent=str(Path(teacher_path).resolve()),
-        extra={"method": "CrossAdapt", "ablation": config.ablation.model_dump(), "stage_seconds": outcome.stage_seconds,
+        extra={"method": "CrossAdapt", "ablation": config.ablation.model_dump(),
+               "adaptive_kd": config.adaptive_kd.model_dump() if config.adaptive_kd else None,
+               "stage_seconds": outcome.stage_seconds,
                "train_seconds": outcome.train_seconds, "details": outcome.details},
         overwrite=True,
     )

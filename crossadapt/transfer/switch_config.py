@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crossadapt.models.config import ModelConfig, paper_student_config, paper_teacher_config
+from crossadapt.transfer.adaptive import AdaptiveKDConfig
 
 # Spelled out (and checked against crossadapt.transfer.baselines.BASELINES by a test) so that reading a
 # config does not import torch.
@@ -185,6 +186,12 @@ class SwitchConfig(_Section):
     online: OnlineSection = OnlineSection()
     optim: OptimSection = OptimSection()
     ablation: AblationSection = AblationSection()
+    adaptive_kd: AdaptiveKDConfig | None = Field(
+        None,
+        description="Beyond the paper: lower λ (and the replay share) while the student's LogLoss on fresh "
+        "data beats the teacher's (CrossAdapt-Adaptive; see crossadapt.transfer.adaptive). None: the "
+        "paper's fixed λ. `{}` takes the defaults.",
+    )
     baselines: list[str] = Field(default_factory=lambda: ["Scratch"])
     baseline_training: BaselineSection = BaselineSection()
 

@@ -32,6 +32,7 @@ def test_defaults_are_the_papers() -> None:
         "js", 10, 50, 0.01, 0.05, 0.1)
     assert (config.optim.batch_size, config.optim.embedding_lr, config.optim.dense_lr) == (4096, 0.1, 1e-3)
     assert config.baselines == ["Scratch"]
+    assert config.adaptive_kd is None  # the paper's fixed λ unless asked for
     assert config.teacher.train is not None and config.teacher.train.model.architecture == "mlp"
     assert config.student.model.architecture == "fibinet" and config.student.model.embedding_dim == 16
 
@@ -48,6 +49,8 @@ def test_defaults_are_the_papers() -> None:
         ({"baselines": ["Scratch", "KD"]}, "unknown baseline(s) ['KD']"),
         ({"data": {"synthetic": {"preset": "small", "rows": 20_000}, "dir": "x"}}, "give exactly one of data.dir"),
         ({"ablation": {"offline_stage": False, "online_stage": False}}, "cannot switch off both"),
+        ({"adaptive_kd": {"gap_onset": 0.05, "gap_saturation": 0.01}}, "adaptive_kd: gap_saturation (0.01) must be"),
+        ({"adaptive_kd": {"lambda_flor": 0.2}}, "adaptive_kd.lambda_flor: unknown key"),
     ],
 )
 def test_invalid_config_is_rejected_naming_the_field(tmp_path: Path, capsys, patch: dict, needle: str) -> None:
@@ -149,7 +152,8 @@ def test_switch_from_a_teacher_checkpoint_with_ablations(tmp_path: Path) -> None
     obtain_teacher(dataset, TeacherTraining(), tmp_path / "prod-teacher", seed=0, batch_size=1024)
     raw = yaml.safe_load(TINY.read_text())
     raw.update(data={"dir": str(dataset.path)}, teacher={"checkpoint": str(tmp_path / "prod-teacher")},
-               baselines=[], ablation={"offline_stage": False, "asymmetry": False})
+               baselines=[], ablation={"offline_stage": False, "asymmetry": False},
+               adaptive_kd={"lambda_floor": 0.2, "online": {"warmup": 0}})
     raw["student"]["model"] = {"architecture": "mlp", "embedding_dim": 4, "hidden_units": [16]}
     results = run_switch(parse_switch_config(raw), tmp_path / "out")
     assert "offline_distillation" not in results.stage_seconds and "online_codistillation" in results.stage_seconds
@@ -157,3 +161,8 @@ def test_switch_from_a_teacher_checkpoint_with_ablations(tmp_path: Path) -> None
     manifest = json.loads((tmp_path / "out" / "student" / "manifest.json").read_text())
     assert manifest["parent"] == str((tmp_path / "prod-teacher").resolve())
     assert manifest["extra"]["details"]["teacher_updates"] > 0  # τ = 1 without asymmetry: a step per batch
+    assert manifest["extra"]["adaptive_kd"]["lambda_floor"] == 0.2
+    trace = manifest["extra"]["details"]["online_kd_weight_trace"]  # (batch, gap, λ) per online batch
+    batch = parse_switch_config(raw).optim.batch_size
+    assert len(trace) == -(-len(dataset.split("online")) // batch) > 0
+    assert all(0.2 <= weight <= 0.7 for _, _, weight in trace)
