@@ -194,7 +194,7 @@ class CoDistiller:
             student_before = student_before if student_before is not None else self.trainer.last_logits[:n]
             self.recorder.add(labels[:n], student_before, None if teacher_logits is None else teacher_logits[:n])
         if self.teacher is not None:
-            self.teacher.accumulate(teacher_logits, labels)
+            self.teacher.accumulate(teacher_logits, labels, aug)
             self.teacher.maybe_step(t)
         if record and self.controller is not None:
             self._adapt(labels[:n], student_before, teacher_logits[:n].detach())

@@ -12,6 +12,14 @@ Choices:
   ``g`` the SUM of the τ per-step gradients.
 - The teacher runs in eval mode: KD targets are its inference predictions, and between its steps the
   teacher is bit-for-bit unchanged (parameters and buffers, e.g. batch-norm statistics).
+- Deferred gradient (default where ``τ > 1``): between its steps the teacher's parameters are constant and
+  its forward runs in eval mode, so ``Σ_t ∇BCE_t(θ) = ∇ Σ_t BCE_t(θ)``. The teacher therefore keeps the
+  pending batches (inputs and labels only) and, at ``t mod τ = 0``, takes one forward and backward over
+  all of them, each row weighted by ``1 / |B_t|`` so the loss is exactly the sum of the per-batch means.
+  Each stream batch then costs the teacher only an autograd-free forward (for the KD targets) instead
+  of a forward with a graph plus a backward; one large backward every τ batches is cheaper than τ small
+  ones, most of all for small teachers whose step is dominated by per-call overhead. The result equals
+  the per-step accumulation up to float summation order (``deferred=False`` keeps the per-step form).
 - Partial window at the end (``t_end mod τ ≠ 0``): :meth:`AsymmetricTeacher.finish` with ``"drop"``
   discards the pending gradient, as Algorithm 1 does (the loop simply ends), so the teacher only ever
   changes at ``t = τ, 2τ, ...``; ``"flush"`` applies it as one final step.
@@ -40,14 +48,18 @@ class AsymmetricTeacher:
         interval: τ.
         optimizer: ``"adam"`` (Adam/SparseAdam at the two lrs) or ``"sgd"`` (plain ``θ − η g``).
         trainable: False freezes the teacher: its forward runs without autograd and nothing accumulates.
+        deferred: compute the accumulated gradient once per window from the kept batches (see the module
+            docstring); only where ``interval > 1``, since with ``τ = 1`` it would cost an extra forward.
     """
 
     def __init__(self, model: nn.Module, *, interval: int, optimizer: Literal["adam", "sgd"],
-                 embedding_lr: float, dense_lr: float, trainable: bool = True):
+                 embedding_lr: float, dense_lr: float, trainable: bool = True, deferred: bool = True):
         self.model = model
         self.interval = interval
         self.trainable = trainable
+        self.deferred = deferred and trainable and interval > 1
         self.pending = 0  # batches accumulated since the last step
+        self._kept: list[Batch] = []  # deferred mode: those batches' inputs, with the labels the BCE is taken on
         self.update_steps: list[int] = []  # values of t at which the teacher stepped
         self.optimizer: Any = None
         if trainable:
@@ -61,15 +73,23 @@ class AsymmetricTeacher:
         """``[B]`` teacher logits in eval mode (autograd iff trainable) and, from the same forward, the
         detached field embeddings ``[B, F, D_T]`` or penultimate representation ``[B, H_T]`` if asked."""
         self.model.eval()
-        with torch.set_grad_enabled(self.trainable):
+        with torch.set_grad_enabled(self.trainable and not self.deferred):
             logits, context = forward_with_features(self.model, batch, features)
         return logits, None if context is None else context.detach()
 
-    def accumulate(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Add ``∇ BCE(logits, labels)`` to the pending gradient (Eq. 11)."""
+    def accumulate(self, logits: torch.Tensor, labels: torch.Tensor, batch: Batch | None = None) -> None:
+        """Add ``∇ BCE(logits, labels)`` to the pending gradient (Eq. 11). ``batch`` (the rows ``logits`` came
+        from) is required in deferred mode, where the gradient is taken from it at the step."""
         if not self.trainable:
             return
-        F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)).backward()
+        if self.deferred:
+            if batch is None:
+                raise ValueError("a deferred AsymmetricTeacher needs the batch its logits came from")
+            if len(batch) != len(labels):
+                raise ValueError(f"batch has {len(batch)} rows but labels {len(labels)}")
+            self._kept.append(Batch(categorical=batch.categorical, numerical=batch.numerical, label=labels))
+        else:
+            F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)).backward()
         self.pending += 1
 
     def maybe_step(self, t: int) -> bool:
@@ -85,15 +105,27 @@ class AsymmetricTeacher:
         if policy == "flush":
             return self._step(t)
         self.optimizer.zero_grad()
-        self.pending = 0
+        self.pending, self._kept = 0, []
         return False
 
     def _step(self, t: int) -> bool:
+        if self.deferred:
+            self._backward_kept()
         self.optimizer.step()
         self.optimizer.zero_grad()
         self.pending = 0
         self.update_steps.append(t)
         return True
+
+    def _backward_kept(self) -> None:
+        """``∇ Σ_t mean_i BCE`` over the kept batches in one eval-mode forward and backward."""
+        kept, self._kept = self._kept, []
+        rows = Batch.concat(kept)
+        self.model.eval()
+        logits = self.model(rows.categorical, rows.numerical)
+        weights = torch.cat([torch.full((len(b),), 1.0 / len(b), device=logits.device, dtype=logits.dtype) for b in kept])
+        F.binary_cross_entropy_with_logits(logits, rows.label.to(logits.dtype), weight=weights,
+                                           reduction="sum").backward()
 
 
 def _sgd(model: nn.Module, embedding_lr: float, dense_lr: float) -> torch.optim.SGD:

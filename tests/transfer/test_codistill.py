@@ -207,3 +207,44 @@ def test_moved_names_stay_importable_from_codistill():
     assert codistill.forward_is_deterministic is prequential.forward_is_deterministic
     moved = {"AsymmetricTeacher", "PrequentialRecorder", "WindowRecord", "forward_is_deterministic"}
     assert moved <= set(codistill.__all__)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("policy", ["drop", "flush"])
+def test_deferred_teacher_gradient_matches_per_step_accumulation(tiny_data, tiny_model, optimizer, policy):
+    from crossadapt.transfer.teacher_schedule import AsymmetricTeacher
+
+    eager_model = tiny_model(4, 1)
+    deferred_model = copy.deepcopy(eager_model)
+    kwargs = dict(interval=3, optimizer=optimizer, embedding_lr=0.3, dense_lr=0.03)
+    eager = AsymmetricTeacher(eager_model, deferred=False, **kwargs)
+    deferred = AsymmetricTeacher(deferred_model, **kwargs)
+    assert deferred.deferred and not eager.deferred
+    # Unequal batches (the last is short; replay makes batches of other sizes): every batch's mean counts once.
+    batches = list(iter_batches(tiny_data(213), 20))  # 11 batches, the last of 13 rows: 2 pending at the end
+    assert len(batches) == 11 and len(batches[-1]) == 13
+    for t, batch in enumerate(batches, start=1):
+        for teacher in (eager, deferred):
+            logits, _ = teacher.logits_and_features(batch)
+            teacher.accumulate(logits, batch.label, batch)
+            teacher.maybe_step(t)
+        torch.testing.assert_close(_params(deferred_model), _params(eager_model), rtol=1e-5, atol=1e-6)
+    for teacher in (eager, deferred):
+        teacher.finish(len(batches), policy)
+    torch.testing.assert_close(_params(deferred_model), _params(eager_model), rtol=1e-5, atol=1e-6)
+    assert deferred.update_steps == eager.update_steps == ([3, 6, 9] if policy == "drop" else [3, 6, 9, 11])
+    assert all(p.grad is None for p in deferred_model.parameters())
+    assert deferred.pending == 0
+
+
+def test_deferred_teacher_forward_builds_no_graph_and_needs_the_batch(tiny_data, tiny_model):
+    from crossadapt.transfer.teacher_schedule import AsymmetricTeacher
+
+    teacher = AsymmetricTeacher(tiny_model(4, 1), interval=3, optimizer="adam", embedding_lr=0.1, dense_lr=1e-3)
+    batch = next(iter(iter_batches(tiny_data(40), 20)))
+    logits, _ = teacher.logits_and_features(batch)
+    assert not logits.requires_grad  # KD targets only; the gradient is taken once per window
+    with pytest.raises(ValueError, match="needs the batch"):
+        teacher.accumulate(logits, batch.label)
+    # τ = 1 (the KD baselines) keeps the per-step backward: deferring would cost a second forward.
+    assert not AsymmetricTeacher(tiny_model(4, 1), interval=1, optimizer="adam", embedding_lr=0.1, dense_lr=1e-3).deferred
