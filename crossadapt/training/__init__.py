@@ -12,7 +12,7 @@ from crossadapt.training.evaluate import (
     select_target_rows,
     target_labels,
 )
-from crossadapt.training.optim import TrainOptimizer, split_parameters
+from crossadapt.training.optim import TrainOptimizer, preload_optimizer_runtime, split_parameters
 from crossadapt.training.runtime import available_cpus, configure_threads, seed_everything
 from crossadapt.training.teacher import TeacherResult, teacher_training_rows, train_teacher
 from crossadapt.training.trainer import ConstantPredictorError, FitResult, Trainer, TrainingDivergedError
@@ -36,6 +36,7 @@ __all__ = [
     "predict_proba",
     "seed_everything",
     "select_target_rows",
+    "preload_optimizer_runtime",
     "split_parameters",
     "target_labels",
     "teacher_training_rows",

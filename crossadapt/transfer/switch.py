@@ -153,8 +153,9 @@ def _score(name: str, role: str, model: nn.Module, test: Any, seconds: float | N
 def run_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None) -> SwitchResults:
     """Run every stage and write the student checkpoint and the report into `out_dir`."""
     from crossadapt.checkpoint import save_checkpoint
-    from crossadapt.training import configure_threads
+    from crossadapt.training import configure_threads, preload_optimizer_runtime
 
+    preload_optimizer_runtime()  # method times compare: none may carry the first optimiser's import
     configure_threads(config.threads)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,15 @@ def test_conversion_teacher_trains_on_clicked_rows_only(dataset, fast_config):
 def test_train_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="embeding_lr"):
         TrainConfig(embeding_lr=0.1)
+
+
+def test_preload_optimizer_runtime_pays_the_dynamo_import_up_front():
+    """The first optimiser of a process imports torch._dynamo (~1.5 s); benchmarks pay it before timing."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; assert 'torch._dynamo' not in sys.modules; "
+            "from crossadapt.training import preload_optimizer_runtime; preload_optimizer_runtime(); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
