@@ -208,6 +208,48 @@ def render_table1(setting: SettingResults) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Issue #3's bar for CrossAdapt-Sample against Scratch, and for CrossAdapt-Full against Full-Retrain.
+TARGET_SAMPLE_GAIN_PP, TARGET_SAMPLE_TIME_SHARE, TARGET_FULL_GAP_PP = 0.30, 0.40, -0.05
+
+
+def render_gain_budget(settings: list[SettingResults]) -> str:
+    """Where CrossAdapt-Sample's gain over Scratch comes from and goes, per setting and student (pp of AUC).
+
+    ``Full-Retrain − Scratch`` is what `hist` is worth to this student: the most a perfect transfer of the
+    teacher's history could add. ``CA-Full − Scratch`` is how much of it the transfer recovers on all of
+    D_train, and ``CA-Full − CA-Sample`` what training on the 10% sample instead costs; the Sample gain is
+    the first minus the second. The teacher's own gap to Scratch shows what the KD targets are worth.
+    """
+    head = ("| Setting | Student | Teacher − Scratch | Full-Retrain − Scratch | CA-Full − Scratch | "
+            "CA-Full − CA-Sample | CA-Sample − Scratch | CA-Sample time / Scratch | Sample target | Full target |")
+    lines = ["### Where the gain goes (AUC pp, means over seeds)", "",
+             f"Targets: CA-Sample ≥ Scratch + {TARGET_SAMPLE_GAIN_PP:.2f} pp at ≤ {TARGET_SAMPLE_TIME_SHARE:.0%} of its "
+             f"time; CA-Full ≥ Full-Retrain {TARGET_FULL_GAP_PP:+.2f} pp.", "", head, "|---|---|" + "---:|" * 8]
+
+    def pp(a: MethodStats | None, b: MethodStats | None) -> float | None:
+        return None if a is None or b is None else 100.0 * (a.auc_mean - b.auc_mean)
+
+    def cell(value: float | None) -> str:
+        return "–" if value is None else f"{value:+.2f}"
+
+    for setting in settings:
+        for pair in setting.pairs:
+            m = pair.methods
+            scratch, sample, full, retrain = (m.get(k) for k in ("Scratch", "CrossAdapt-Sample", "CrossAdapt-Full",
+                                                                  "Full-Retrain"))
+            if scratch is None or sample is None:
+                continue
+            gain, share = pp(sample, scratch), sample.train_seconds_mean / max(scratch.train_seconds_mean, 1e-9)
+            sample_ok = "met" if gain >= TARGET_SAMPLE_GAIN_PP and share <= TARGET_SAMPLE_TIME_SHARE else "not met"
+            full_gap = pp(full, retrain)
+            full_ok = "–" if full_gap is None else ("met" if full_gap >= TARGET_FULL_GAP_PP else "not met")
+            cells = [setting.name, f"{pair.student} (teacher {pair.teacher})",
+                     cell(pp(setting.teacher_scores.get(pair.teacher), scratch)), cell(pp(retrain, scratch)),
+                     cell(pp(full, scratch)), cell(pp(full, sample)), cell(gain), f"{share:.0%}", sample_ok, full_ok]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render_ablation_table(rows: list[AblationRow], *, student: str | None = None) -> str:
     """Paper Table 2: each configuration's AUC, its Δ (pp) against the full model, LogLoss."""
     full = next((r for r in rows if r.group == "full"), None)
@@ -254,6 +296,7 @@ def render_bench_markdown(results: PaperBenchResults, *, convergence_png: str | 
                  "Time is the student's training wall time (offline + online), evaluation excluded.\n")
     for setting in [results.main, *results.extra_settings]:
         parts.append(render_table1(setting))
+    parts.append(render_gain_budget([results.main, *results.extra_settings]))
     if results.ablation:
         parts.append(render_ablation_table(results.ablation, student=results.ablation_student))
     if results.widths:

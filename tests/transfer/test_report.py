@@ -10,6 +10,7 @@ import pytest
 from crossadapt.transfer.report import (
     render_ablation_table,
     render_bench_markdown,
+    render_gain_budget,
     render_switch_markdown,
     render_table1,
     render_width_table,
@@ -151,9 +152,30 @@ def test_bench_markdown_contains_every_section() -> None:
                          without_projection=_stats(0.7), with_projection=_stats(0.71))],
     )
     text = render_bench_markdown(bench, convergence_png="convergence.png")
-    for needle in ("Table 1 — synthetic", "Table 2 — ablation", "Table 3", "![convergence](convergence.png)",
+    for needle in ("Table 1 — synthetic", "Where the gain goes", "Table 2 — ablation", "Table 3", "![convergence](convergence.png)",
                    "| 8 → 8 | preservation |"):
         assert needle in text
     assert "Degenerate runs" not in text
     flagged = render_bench_markdown(bench.model_copy(update={"degenerate_runs": ["s mlp-8→mlp-8 Scratch seed 1"]}))
     assert "1 run(s) ended as a constant predictor" in flagged and "- s mlp-8→mlp-8 Scratch seed 1" in flagged
+
+
+def test_gain_budget_splits_the_sample_gain_into_recovered_history_and_sampling_cost() -> None:
+    def setting(sample_auc: float, sample_secs: float) -> SettingResults:
+        methods = {"Scratch": _stats(0.7469, secs=3.4), "Full-Retrain": _stats(0.7498, secs=5.9),
+                   "CrossAdapt-Full": _stats(0.7473, secs=6.4), "CrossAdapt-Sample": _stats(sample_auc, secs=sample_secs)}
+        return SettingResults(name="s", oracle_auc=None, teacher_scores={"mlp-8": _stats(0.7346)},
+                              pairs=[PairResult(teacher="mlp-8", student="fibinet-16", methods=methods)])
+
+    row = next(line for line in render_gain_budget([setting(0.7443, 1.5)]).splitlines() if line.startswith("| s |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # teacher −1.23, hist worth +0.29, CA-Full recovers +0.04, the sample costs +0.30, Sample −0.26 at 44 %.
+    assert cells[2:] == ["-1.23", "+0.29", "+0.04", "+0.30", "-0.26", "44%", "not met", "not met"]
+    met = next(line for line in render_gain_budget([setting(0.7500, 1.3)]).splitlines() if line.startswith("| s |"))
+    assert met.rstrip(" |").endswith("+0.31 | 38% | met | not met")
+    # Without Full-Retrain or CA-Full the budget has gaps, not errors; without CA-Sample the pair has no row.
+    partial = setting(0.7443, 1.5)
+    partial.pairs[0].methods.pop("Full-Retrain")
+    assert "| – |" in render_gain_budget([partial])
+    partial.pairs[0].methods.pop("CrossAdapt-Sample")
+    assert not [line for line in render_gain_budget([partial]).splitlines() if line.startswith("| s |")]
