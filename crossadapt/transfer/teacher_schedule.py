@@ -70,8 +70,8 @@ class AsymmetricTeacher:
     def logits_and_features(
         self, batch: Batch, features: KDFeatures | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``[B]`` teacher logits in eval mode (autograd iff trainable) and, from the same forward, the
-        detached field embeddings ``[B, F, D_T]`` or penultimate representation ``[B, H_T]`` if asked."""
+        """``[B]`` teacher logits in eval mode (autograd iff trainable and not deferred) and, from the same
+        forward, the detached field embeddings ``[B, F, D_T]`` or penultimate representation ``[B, H_T]`` if asked."""
         self.model.eval()
         with torch.set_grad_enabled(self.trainable and not self.deferred):
             logits, context = forward_with_features(self.model, batch, features)
@@ -123,7 +123,8 @@ class AsymmetricTeacher:
         rows = Batch.concat(kept)
         self.model.eval()
         logits = self.model(rows.categorical, rows.numerical)
-        weights = torch.cat([torch.full((len(b),), 1.0 / len(b), device=logits.device, dtype=logits.dtype) for b in kept])
+        weights = torch.cat([torch.full((len(b),), 1.0 / len(b), dtype=logits.dtype, device=logits.device)
+                             for b in kept])
         F.binary_cross_entropy_with_logits(logits, rows.label.to(logits.dtype), weight=weights,
                                            reduction="sum").backward()
 

@@ -1,0 +1,62 @@
+"""Where a method's training time goes: per-stage seconds of chosen methods, repeated, in one process.
+
+Runs the given methods (Table 1 names or Table 2 ablations) on one setting of the `standard` preset for
+each seed, ``--repeat`` times each, and prints one JSON line per run: test AUC, training seconds and the
+stage split (projection, sampling, offline distillation, drift, online co-distillation; or offline and
+online for the baselines). The first optimiser's one-time import is paid before anything is timed, as
+in `crossadapt bench paper`. Data and teachers are generated or reused under ``--work`` (the bench's layout,
+so ``--work out/paper-standard`` reuses that run's).
+
+    .venv/bin/python bench/method_times.py --work out/paper-standard --student fibinet-16 \
+        --methods Scratch CrossAdapt-Sample --repeat 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from crossadapt.training import preload_optimizer_runtime
+from crossadapt.transfer.experiment import BenchRunner, resolve_dataset
+from crossadapt.transfer.experiment_presets import STANDARD
+from crossadapt.transfer.methods import MethodContext, run_method, score
+from crossadapt.transfer.switch import model_label
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings = [STANDARD.main, *STANDARD.extra]
+    parser.add_argument("--setting", default=STANDARD.main.name, help=f"one of {[s.name for s in settings]}")
+    parser.add_argument("--student", default="fibinet-16", help="the student label of one of the setting's pairs")
+    parser.add_argument("--methods", nargs="+", default=["Scratch", "CrossAdapt-Sample"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--work", type=Path, default=Path("out/method-times"))
+    args = parser.parse_args()
+    spec = next(s for s in settings if s.name == args.setting)
+    pair = next(p for p in spec.pairs if model_label(p.student) == args.student)
+    args.work.mkdir(parents=True, exist_ok=True)
+    preload_optimizer_runtime()
+    runner = BenchRunner(STANDARD, args.work, print, runs_log="method-times-runs.jsonl")
+    dataset = resolve_dataset(None, spec, args.work, print)
+    splits = {n: dataset.split(n) for n in ("hist", "train", "online", "test")}
+    for seed in args.seeds:
+        teacher, _ = runner.teacher(dataset, pair.teacher, seed)
+        for method in args.methods:
+            for _ in range(args.repeat):
+                ctx = MethodContext(splits=splits, feature_spec=dataset.feature_spec, teacher=teacher,
+                                    student_config=pair.student, seed=seed, offline=STANDARD.offline,
+                                    online=STANDARD.online, optim=STANDARD.optim,
+                                    baseline_epochs=STANDARD.baseline_epochs, threads=STANDARD.threads)
+                outcome = run_method(method, ctx)
+                print(json.dumps({
+                    "setting": spec.name, "student": args.student, "method": method, "seed": seed,
+                    "auc": round(float(score(outcome.model, splits["test"])["auc"]), 4),
+                    "train_seconds": round(outcome.train_seconds, 3),
+                    "stages": {k: round(v, 3) for k, v in outcome.stage_seconds.items()},
+                }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
