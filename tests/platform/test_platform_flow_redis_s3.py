@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.request
 
 import grpc
@@ -61,8 +62,17 @@ def test_corrupt_shard_fails_with_data_loss_and_publishes_nothing(stack: Stack, 
     assert final.error.code == grpc.StatusCode.DATA_LOSS.value[0] and final.error.code_name == "DATA_LOSS"
     assert final.error.field == shard and "sha256" in final.error.message
     assert store.versions("ctr/corrupt-student") == []
-    claimed = store.objects.list_keys("checkpoints/ctr/corrupt-student")
-    assert claimed and all("/.claims/" in key for key in claimed), claimed  # data files were discarded
+    # The operation turns FAILED before its outputs are discarded, and a shard still being written when it
+    # failed removes its own file once it sees the terminal state (tasks.apply_shard_task): the discard is
+    # eventual, so wait for it rather than read the bucket at the instant the failure became visible.
+    deadline = time.monotonic() + 30
+    while True:
+        claimed = store.objects.list_keys("checkpoints/ctr/corrupt-student")
+        if claimed and all("/.claims/" in key for key in claimed):
+            break  # data files were discarded; the claim keeps the version number from being reused
+        assert time.monotonic() < deadline, f"data files left behind: {claimed}"
+        time.sleep(0.2)
+    assert store.versions("ctr/corrupt-student") == []  # and nothing was published meanwhile
 
 
 def test_killed_pool_process_task_is_redelivered(stack: Stack, teacher_table: np.ndarray) -> None:
