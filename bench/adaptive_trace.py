@@ -19,7 +19,7 @@ from pathlib import Path
 from crossadapt.transfer.adaptive import AdaptiveKDConfig
 from crossadapt.transfer.experiment import BenchRunner, resolve_dataset
 from crossadapt.transfer.experiment_presets import STANDARD
-from crossadapt.transfer.methods import MethodContext, run_method, score
+from crossadapt.transfer.methods import run_method, score
 
 
 def main() -> None:
@@ -34,14 +34,12 @@ def main() -> None:
     # Shares the bench's teacher cache; its own runs log leaves the bench's runs.jsonl as it was.
     runner = BenchRunner(STANDARD, args.work, print, runs_log="adaptive-trace-runs.jsonl")
     dataset = resolve_dataset(None, spec, args.work, print)
-    splits = {n: dataset.split(n) for n in ("hist", "train", "online", "test")}
     pair = spec.pairs[-1]
     onset = AdaptiveKDConfig().gap_onset
     for seed in args.seeds:
-        teacher, teacher_metrics = runner.teacher(dataset, pair.teacher, seed)
-        ctx = MethodContext(splits=splits, feature_spec=dataset.feature_spec, teacher=teacher,
-                            student_config=pair.student, seed=seed, offline=STANDARD.offline,
-                            online=STANDARD.online, optim=STANDARD.optim, threads=STANDARD.threads)
+        ctx = runner.context(dataset, pair, seed)
+        splits = ctx.splits
+        teacher_metrics = runner.teacher(dataset, pair.teacher, seed)[1]
         outcome = run_method("CrossAdapt-Adaptive", ctx)
         trace = outcome.details["online_kd_weight_trace"]
         print(json.dumps({

@@ -17,10 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-from crossadapt.training import preload_optimizer_runtime
 from crossadapt.transfer.experiment import BenchRunner, resolve_dataset
 from crossadapt.transfer.experiment_presets import STANDARD
-from crossadapt.transfer.methods import MethodContext, run_method, score
+from crossadapt.transfer.methods import run_method, score
 from crossadapt.transfer.switch import model_label
 
 
@@ -37,22 +36,16 @@ def main() -> None:
     spec = next(s for s in settings if s.name == args.setting)
     pair = next(p for p in spec.pairs if model_label(p.student) == args.student)
     args.work.mkdir(parents=True, exist_ok=True)
-    preload_optimizer_runtime()
     runner = BenchRunner(STANDARD, args.work, print, runs_log="method-times-runs.jsonl")
     dataset = resolve_dataset(None, spec, args.work, print)
-    splits = {n: dataset.split(n) for n in ("hist", "train", "online", "test")}
     for seed in args.seeds:
-        teacher, _ = runner.teacher(dataset, pair.teacher, seed)
+        ctx = runner.context(dataset, pair, seed)  # the runner has paid the first optimiser's import
         for method in args.methods:
             for _ in range(args.repeat):
-                ctx = MethodContext(splits=splits, feature_spec=dataset.feature_spec, teacher=teacher,
-                                    student_config=pair.student, seed=seed, offline=STANDARD.offline,
-                                    online=STANDARD.online, optim=STANDARD.optim,
-                                    baseline_epochs=STANDARD.baseline_epochs, threads=STANDARD.threads)
                 outcome = run_method(method, ctx)
                 print(json.dumps({
                     "setting": spec.name, "student": args.student, "method": method, "seed": seed,
-                    "auc": round(float(score(outcome.model, splits["test"])["auc"]), 4),
+                    "auc": round(float(score(outcome.model, ctx.splits["test"])["auc"]), 4),
                     "train_seconds": round(outcome.train_seconds, 3),
                     "stages": {k: round(v, 3) for k, v in outcome.stage_seconds.items()},
                 }), flush=True)

@@ -101,6 +101,9 @@ class BenchRunner:
         self.teachers: dict[tuple[str, str, int], tuple[nn.Module, dict[str, Any]]] = {}
         self.runs_log = work_dir / runs_log
         self.runs_log.write_text("")  # this invocation's runs only (teachers and data stay cached)
+        from crossadapt.training import preload_optimizer_runtime
+
+        preload_optimizer_runtime()  # method times compare: none may carry the first optimiser's import
 
     def teacher(self, dataset: "PreparedDataset", config: Any, seed: int) -> tuple[nn.Module, dict[str, Any]]:
         """The trained teacher and its test metrics (+ `train_seconds`), trained once per key."""
@@ -118,6 +121,17 @@ class BenchRunner:
             self.teachers[key] = (model, metrics)
         return self.teachers[key]
 
+    def context(self, dataset: "PreparedDataset", pair: PairSpec, seed: int) -> MethodContext:
+        """What every method of (dataset, pair, seed) shares under this preset, with the cached teacher."""
+        teacher, _ = self.teacher(dataset, pair.teacher, seed)
+        splits = {n: dataset.split(n) for n in ("hist", "train", "online", "test") if n in dataset.split_names}
+        p = self.preset
+        return MethodContext(
+            splits=splits, feature_spec=dataset.feature_spec, teacher=teacher, student_config=pair.student,
+            seed=seed, offline=p.offline, online=p.online, optim=p.optim, baseline_epochs=p.baseline_epochs,
+            threads=p.threads,
+        )
+
     def run(self, setting: str, dataset: "PreparedDataset", pair: PairSpec, method: str, seed: int) -> RunRecord:
         canonical = _SAME_AS.get(method, method)
         t_label, s_label = model_label(pair.teacher), model_label(pair.student)
@@ -125,14 +139,8 @@ class BenchRunner:
         key = (setting, "*" if canonical in TEACHER_FREE_METHODS else t_label, s_label, canonical, seed)
         if key in self.records:
             return self.records[key]
-        teacher, _ = self.teacher(dataset, pair.teacher, seed)
-        splits = {n: dataset.split(n) for n in ("hist", "train", "online", "test") if n in dataset.split_names}
-        p = self.preset
-        ctx = MethodContext(
-            splits=splits, feature_spec=dataset.feature_spec, teacher=teacher, student_config=pair.student,
-            seed=seed, offline=p.offline, online=p.online, optim=p.optim, baseline_epochs=p.baseline_epochs,
-            threads=p.threads,
-        )
+        ctx = self.context(dataset, pair, seed)
+        splits = ctx.splits
         self.log(f"[{setting}] {t_label}→{s_label} {method} seed {seed}")
         outcome = run_method(canonical, ctx)
         metrics = score(outcome.model, splits["test"])
@@ -221,12 +229,11 @@ def run_paper_bench(
     log: Log = lambda _: None,
 ) -> PaperBenchResults:
     """Run the preset and write `json_out` (the schema), `work_dir/report.md`, the plot and paper-full.json."""
-    from crossadapt.training import configure_threads, preload_optimizer_runtime
+    from crossadapt.training import configure_threads
 
     started = time.perf_counter()
     if seeds is not None:
         preset = preset.model_copy(update={"seeds": seeds})
-    preload_optimizer_runtime()  # method times compare: none may carry the first optimiser's import
     configure_threads(preset.threads)
     work_dir.mkdir(parents=True, exist_ok=True)
     runner = BenchRunner(preset, work_dir, log)
