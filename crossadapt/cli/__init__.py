@@ -8,7 +8,9 @@ mounts itself through whichever of these it defines:
 - ``app`` (a ``typer.Typer``), used only when there is no ``register``: mounted as a command group
   ``crossadapt <name> ...``.
 
-Adding an area is one line in :data:`CLI_MODULES`. A module that fails to import does not break the
+Adding an area is one line in :data:`CLI_MODULES`. Packages outside the core (the platform's
+``serve``, ``worker``, ``up``; the operator) plug in the same way through the ``crossadapt.cli``
+entry-point group, so the core never imports them. A module that fails to import does not break the
 others: its command stays listed and explains the import error (exit code 2).
 
 Errors a user can fix (missing files, bad configs, corrupt checkpoints) print one red line on stderr
@@ -30,7 +32,6 @@ CLI_MODULES: dict[str, str] = {
     "models": "crossadapt.cli.models",
     "train": "crossadapt.cli.train",
     "switch": "crossadapt.cli.switch",
-    "platform": "crossadapt.cli.platform",  # `serve <service>` and `worker`
     "bench": "crossadapt.cli.bench",
 }
 
@@ -58,10 +59,24 @@ def _add_unavailable(root: typer.Typer, name: str, module: str, error: BaseExcep
                  context_settings={"ignore_unknown_options": True, "allow_extra_args": True})(explain)
 
 
-def mount_all(root: typer.Typer, modules: dict[str, str] = CLI_MODULES) -> None:
-    """Import each CLI module and let it register itself on ``root`` (and on the bench group)."""
+PLUGIN_GROUP = "crossadapt.cli"
+
+
+def plugin_modules() -> dict[str, str]:
+    """CLI modules that installed packages register under the ``crossadapt.cli`` entry-point group."""
+    from importlib.metadata import entry_points
+
+    return {entry.name: entry.value for entry in entry_points(group=PLUGIN_GROUP)}
+
+
+def mount_all(root: typer.Typer, modules: dict[str, str] | None = None) -> None:
+    """Import each CLI module (core, then plugins) and let it register itself on ``root`` and the bench group."""
     from crossadapt.cli import bench as bench_cli
 
+    if modules is None:
+        core = dict(CLI_MODULES)
+        bench_module = core.pop("bench")  # `bench` last, so plugins' bench commands list under it
+        modules = {**core, **plugin_modules(), "bench": bench_module}
     loaded = []
     for name, module_name in modules.items():
         try:

@@ -8,7 +8,8 @@ Reliability: `acks_late` + `task_reject_on_worker_lost` (a task whose worker pro
 redelivered; tasks are idempotent), prefetch 1 (a long task never holds a second one hostage),
 retries with exponential backoff on transient errors (see `services.projector.tasks`).
 
-Each service has its own queue (`QUEUES`); `crossadapt worker --queues projector` consumes it.
+Each service registers its own queue and task modules (`services.common.registry`);
+`crossadapt worker --queues projector,sampler` consumes them.
 """
 
 from __future__ import annotations
@@ -22,12 +23,18 @@ from celery import Celery
 from celery.signals import setup_logging, worker_ready
 from kombu import Queue
 
+from services.common import registry
 from services.common.logs import configure_logging
 from services.common.settings import PlatformSettings, get_settings
 
-QUEUES = {"projector": "projector"}
-TASK_MODULES = ["services.projector.tasks"]
+#: Tasks no service routes (none today) land here rather than on some service's queue.
+DEFAULT_QUEUE = "crossadapt"
 _PROCESSED_MESSAGE_TTL_S = 3600
+
+
+def all_queues() -> list[str]:
+    """Every registered service's queue, plus the default one."""
+    return sorted({DEFAULT_QUEUE, *registry.queues().values()})
 
 
 def _precreate_exchange_tables(control_folder: Path) -> None:
@@ -37,7 +44,7 @@ def _precreate_exchange_tables(control_folder: Path) -> None:
     starting at the same moment can read the empty file and crash (JSONDecodeError). With the
     table present, every bind takes kombu's locked read-modify-write path.
     """
-    exchanges = ["celery.pidbox", "reply.celery.pidbox", "celeryev", *QUEUES.values()]
+    exchanges = ["celery.pidbox", "reply.celery.pidbox", "celeryev", *all_queues()]
     for exchange in exchanges:
         target = control_folder / f"{exchange}.exchange"
         if target.exists():
@@ -105,10 +112,11 @@ def create_celery_app(settings: PlatformSettings) -> Celery:
         worker_lost_wait=1.0,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        task_queues=[Queue(name) for name in QUEUES.values()],
-        task_default_queue=QUEUES["projector"],
-        task_routes={"crossadapt.projector.*": {"queue": QUEUES["projector"]}},
-        include=TASK_MODULES,
+        task_queues=[Queue(name) for name in all_queues()],
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={f"{spec.task_prefix}.*": {"queue": spec.queue}
+                     for spec in registry.service_specs().values() if spec.queue},
+        include=registry.task_modules(),
     )
     app.conf.crossadapt_settings = settings
     return app

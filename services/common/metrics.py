@@ -59,7 +59,7 @@ class OperationsCollector(Collector):
         except Exception:  # a broken store must not break /metrics
             log.exception("could not count operations")
             counts = Tally()
-        kinds = {kind for kind, _ in counts} or {"projection"}
+        kinds = {kind for kind, _ in counts}
         for kind in sorted(kinds):
             for state in OperationState:
                 family.add_metric([kind, state.value], counts.get((kind, state.value), 0))

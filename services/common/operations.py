@@ -5,12 +5,16 @@ files under `home/operations`. Any gRPC server replica or restart reads the same
 write progress per work unit (one shard task = one unit), so concurrent tasks never overwrite
 each other's progress, and state changes go through `update`, an atomic read-modify-write
 (Redis WATCH/MULTI, or an flock on the record file).
+
+Records expire `ttl_s` after they were created (settings `operation_ttl_s`, 7 days by default):
+Redis keys carry the TTL themselves (updates keep it); file records are swept when listed.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -21,6 +25,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.errors import NotFoundError, PlatformError
+
+
+DEFAULT_TTL_S = 7 * 24 * 3600.0
 
 
 class OperationState(StrEnum):
@@ -46,6 +53,7 @@ class OperationRecord(BaseModel):
     units: int = Field(default=1, ge=1, description="Work units; progress = Σ unit fractions / units.")
     error: dict[str, str | None] | None = None
     result: dict[str, str] | None = None
+    details: dict[str, Any] = Field(default_factory=dict, description="Reports beyond the result (JSON).")
     params: dict[str, Any] = Field(default_factory=dict)
     task_ids: list[str] = Field(default_factory=list)
     created_at: float = Field(default_factory=time.time)
@@ -127,11 +135,16 @@ def _check_id(operation_id: str) -> str:
 
 
 class FileOperationStore(OperationStore):
-    """`<root>/<id>/record.json` (+ `progress/<unit>`, `attempts/<unit>`); updates hold an flock."""
+    """`<root>/<id>/record.json` (+ `progress/<unit>`, `attempts/<unit>`); updates hold an flock.
 
-    def __init__(self, root: Path) -> None:
+    Creation is atomic: the folder is filled under a temporary name and renamed into place, so a
+    reader never sees an id without its record.
+    """
+
+    def __init__(self, root: Path, ttl_s: float = DEFAULT_TTL_S) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self.ttl_s = ttl_s
 
     def _dir(self, operation_id: str) -> Path:
         return self.root / _check_id(operation_id)
@@ -144,13 +157,18 @@ class FileOperationStore(OperationStore):
 
     def create(self, record: OperationRecord) -> bool:
         folder = self._dir(record.id)
-        try:
-            folder.mkdir()
-        except FileExistsError:
+        if folder.exists():
             return False
-        (folder / "progress").mkdir()
-        (folder / "attempts").mkdir()
-        self._write(folder / "record.json", record.model_dump_json())
+        staging = self.root / f".new-{record.id}-{os.getpid()}-{time.monotonic_ns()}"
+        staging.mkdir()
+        (staging / "progress").mkdir()
+        (staging / "attempts").mkdir()
+        (staging / "record.json").write_text(record.model_dump_json())
+        try:
+            os.rename(staging, folder)  # atomic; fails if another creator won the race
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+            return False
         return True
 
     def get(self, operation_id: str) -> OperationRecord:
@@ -197,28 +215,62 @@ class FileOperationStore(OperationStore):
             return count
 
     def list_ids(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if (p / "record.json").is_file())
+        self.purge_expired()
+        return sorted(p.name for p in self.root.iterdir() if not p.name.startswith(".") and (p / "record.json").is_file())
+
+    def purge_expired(self, now: float | None = None) -> int:
+        """Delete records created more than `ttl_s` ago; returns how many."""
+        cutoff = (time.time() if now is None else now) - self.ttl_s
+        removed = 0
+        for folder in self.root.iterdir():
+            record = folder / "record.json"
+            try:
+                if not folder.name.startswith(".") and OperationRecord.model_validate_json(
+                        record.read_text()).created_at < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed += 1
+            except (OSError, ValueError):
+                continue
+        return removed
 
 
 class RedisOperationStore(OperationStore):
-    """Keys `crossadapt:op:<id>` (record JSON), `…:progress` and `…:attempts` hashes, index `crossadapt:ops`."""
+    """Keys `crossadapt:op:<id>` (record JSON), `…:progress` and `…:attempts` hashes, index `crossadapt:ops`.
+
+    Every key expires `ttl_s` after the operation was created; the index (a sorted set scored by
+    creation time) drops expired ids when listed. Record and index are created by one Lua script.
+    """
 
     INDEX = "crossadapt:ops"
+    # KEYS: record, index; ARGV: json, ttl ms, created_at, id. SET NX + ZADD in one atomic step.
+    _CREATE = """
+    if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+        redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+        return 1
+    end
+    return 0
+    """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, ttl_s: float = DEFAULT_TTL_S) -> None:
         import redis  # the platform extra; only needed when the result backend is Redis
 
         self.redis = redis.Redis.from_url(url)
         self._watch_error = redis.WatchError
+        self.ttl_s = ttl_s
+        self._create_script = self.redis.register_script(self._CREATE)
+
+    @property
+    def _ttl_ms(self) -> int:
+        return max(int(self.ttl_s * 1000), 1)
 
     def _key(self, operation_id: str, suffix: str = "") -> str:
         return f"crossadapt:op:{_check_id(operation_id)}{suffix}"
 
     def create(self, record: OperationRecord) -> bool:
-        created = bool(self.redis.set(self._key(record.id), record.model_dump_json(), nx=True))
-        if created:
-            self.redis.zadd(self.INDEX, {record.id: record.created_at})
-        return created
+        return bool(self._create_script(
+            keys=[self._key(record.id), self.INDEX],
+            args=[record.model_dump_json(), self._ttl_ms, record.created_at, record.id],
+        ))
 
     def get(self, operation_id: str) -> OperationRecord:
         raw = self.redis.get(self._key(operation_id))
@@ -242,28 +294,43 @@ class RedisOperationStore(OperationStore):
                         return record
                     changed = changed.model_copy(update={"updated_at": time.time()})
                     pipe.multi()
-                    pipe.set(key, changed.model_dump_json())
+                    pipe.set(key, changed.model_dump_json(), keepttl=True)
                     pipe.execute()
                     return changed
                 except self._watch_error:
                     continue  # another writer won the race: re-read and re-apply
 
+    def _expire_with_record(self, pipe: Any, operation_id: str, key: str) -> None:
+        """Give a side key the record's remaining lifetime (the whole ttl if the record is gone)."""
+        remaining = self.redis.pttl(self._key(operation_id))
+        pipe.pexpire(key, remaining if remaining and remaining > 0 else self._ttl_ms)
+
     def set_progress(self, operation_id: str, unit: str, fraction: float) -> None:
-        self.redis.hset(self._key(operation_id, ":progress"), unit, repr(float(fraction)))
+        key = self._key(operation_id, ":progress")
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, unit, repr(float(fraction)))
+            self._expire_with_record(pipe, operation_id, key)
+            pipe.execute()
 
     def unit_progress(self, operation_id: str) -> dict[str, float]:
         raw = self.redis.hgetall(self._key(operation_id, ":progress"))
         return {k.decode(): float(v) for k, v in raw.items()}
 
     def count_attempt(self, operation_id: str, unit: str) -> int:
-        return int(self.redis.hincrby(self._key(operation_id, ":attempts"), unit, 1))
+        key = self._key(operation_id, ":attempts")
+        with self.redis.pipeline() as pipe:
+            pipe.hincrby(key, unit, 1)
+            self._expire_with_record(pipe, operation_id, key)
+            count, _ = pipe.execute()
+        return int(count)
 
     def list_ids(self) -> list[str]:
+        self.redis.zremrangebyscore(self.INDEX, "-inf", time.time() - self.ttl_s)
         return [m.decode() for m in self.redis.zrange(self.INDEX, 0, -1)]
 
 
 def open_operation_store(settings: Any) -> OperationStore:
     """Redis when the Celery result backend is Redis, else files under `settings.operations_dir`."""
     if settings.redis_results:
-        return RedisOperationStore(str(settings.result_backend))
-    return FileOperationStore(settings.operations_dir)
+        return RedisOperationStore(str(settings.result_backend), ttl_s=settings.operation_ttl_s)
+    return FileOperationStore(settings.operations_dir, ttl_s=settings.operation_ttl_s)

@@ -72,6 +72,9 @@ class PlatformSettings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535, description="Prometheus /metrics; 0 disables.")
     shutdown_grace_s: float = Field(default=10.0, ge=0, description="SIGTERM drain time for in-flight RPCs.")
     watch_poll_s: float = Field(default=0.2, gt=0, description="How often WatchOperation re-reads state.")
+    operation_ttl_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="Operation records expire this long after they were created."
+    )
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     # Projection tasks

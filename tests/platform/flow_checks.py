@@ -13,7 +13,7 @@ import pytest
 from crossadapt.transfer import project_table
 from platform_stack import Stack, checkpoint_store, get_operation, start_projection, wait_for, wait_terminal, watch_operation
 from services.common.celery_app import create_celery_app
-from services.common.proto import common_pb2, projector_pb2
+from services.common.proto import common_pb2, operations_pb2, projector_pb2
 from services.projector.layout import read_table
 from services.projector.tasks import task_id
 
@@ -76,7 +76,7 @@ def check_bad_inputs(stack: Stack, teacher: str) -> None:
             call(message, timeout=10)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as caught:
-        list(stack.stub().WatchOperation(projector_pb2.WatchOperationRequest(operation_id="../etc"), timeout=10))
+        list(stack.operations().WatchOperation(operations_pb2.WatchOperationRequest(operation_id="../etc"), timeout=10))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert checkpoint_store(stack).versions("bad-input-student") == []
 

@@ -1,12 +1,12 @@
-"""Test helpers around services.common.localstack: stores of a stack, and driving operations over gRPC."""
+"""Test helpers around services.local.stack: stores of a stack, and driving operations over gRPC."""
 
 from __future__ import annotations
 
-from services.common.localstack import (  # noqa: F401 - re-exported for the tests
+from services.local.stack import (  # noqa: F401 - re-exported for the tests
     S3_ACCESS_KEY,
     S3_BUCKET,
     S3_SECRET_KEY,
-    LocalStack,
+    LocalPlatform,
     RedisServer,
     SeaweedS3,
     free_port,
@@ -14,7 +14,7 @@ from services.common.localstack import (  # noqa: F401 - re-exported for the tes
     wait_for,
 )
 
-Stack = LocalStack
+Stack = LocalPlatform
 
 
 def s3_store(seaweed: SeaweedS3, prefix: str, **options):  # noqa: ANN003, ANN201
@@ -32,7 +32,7 @@ def checkpoint_store(stack: Stack):  # noqa: ANN201
 
 # ---- driving operations through the gRPC API -------------------------------------------------
 def start_projection(stack: Stack, teacher: str, student: str, width: int, seed: int = 7, **fields):  # noqa: ANN003, ANN201
-    from services.common.proto import common_pb2, projector_pb2
+    from services.common.proto import common_pb2, operations_pb2, projector_pb2
 
     request = projector_pb2.StartProjectionRequest(
         teacher=common_pb2.CheckpointRef(name=teacher), student_name=student, width=width, seed=seed, **fields
@@ -41,16 +41,16 @@ def start_projection(stack: Stack, teacher: str, student: str, width: int, seed:
 
 
 def get_operation(stack: Stack, operation_id: str):  # noqa: ANN201
-    from services.common.proto import projector_pb2
+    from services.common.proto import operations_pb2
 
-    return stack.stub().GetOperation(projector_pb2.GetOperationRequest(operation_id=operation_id), timeout=10).operation
+    return stack.operations().GetOperation(operations_pb2.GetOperationRequest(operation_id=operation_id), timeout=10).operation
 
 
 def watch_operation(stack: Stack, operation_id: str, timeout: float = 120.0) -> list:
     """Every update WatchOperation streams, until the operation is terminal."""
-    from services.common.proto import projector_pb2
+    from services.common.proto import operations_pb2
 
-    stream = stack.stub().WatchOperation(projector_pb2.WatchOperationRequest(operation_id=operation_id), timeout=timeout)
+    stream = stack.operations().WatchOperation(operations_pb2.WatchOperationRequest(operation_id=operation_id), timeout=timeout)
     return [reply.operation for reply in stream]
 
 

@@ -1,4 +1,4 @@
-"""The core stays free of the platform; `crossadapt serve` / `crossadapt worker` are mounted lazily."""
+"""The core stays free of the platform; `crossadapt serve` / `worker` / `up` plug in from `services` (entry points)."""
 
 from __future__ import annotations
 
@@ -17,25 +17,47 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
-def test_core_and_cli_import_no_platform_module() -> None:
+def test_core_imports_no_platform_module() -> None:
     code = (
-        "import sys, crossadapt, crossadapt.cli, crossadapt.cli.platform, crossadapt.checkpoint, crossadapt.transfer\n"
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({PLATFORM_MODULES!r})))"
+        "import sys, crossadapt, crossadapt.checkpoint, crossadapt.transfer, crossadapt.transfer.switch\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({PLATFORM_MODULES!r} + ('operators',))))"
     )
     result = _run(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
+def test_cli_mounts_the_platform_without_importing_grpc_or_celery() -> None:
+    """The plugins' modules import typer only; gRPC, Celery, S3 load when a platform command runs."""
+    heavy = tuple(m for m in PLATFORM_MODULES if m != "services")
+    code = ("import sys, crossadapt.cli\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+    result = _run(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_core_sources_do_not_import_the_platform() -> None:
-    pattern = re.compile(r"^\s*(from|import)\s+(grpc|celery|kombu|minio|redis|services|kubernetes|kopf|kserve)\b", re.M)
-    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "crossadapt").rglob("*.py")
-                 if p.name != "platform.py" and pattern.search(p.read_text())]
+    """No exemptions: not one file of the core package names services, gRPC, Celery, S3 or Kubernetes."""
+    pattern = re.compile(
+        r"^\s*(from|import)\s+(grpc|celery|kombu|minio|redis|services|operators|kubernetes|kopf|kserve)\b", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "crossadapt").rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
-    for lazy in (ROOT / "crossadapt" / "cli" / "platform.py", ROOT / "crossadapt" / "bench" / "platform.py"):
-        top_level = [line for line in lazy.read_text().splitlines()
-                     if re.match(r"^(from|import) (services|celery|grpc|minio|redis)", line)]
-        assert top_level == [], lazy  # only inside the functions that run the platform
+
+
+def test_services_common_names_no_service() -> None:
+    """`services.common` is shared plumbing: each service registers itself, common never names one."""
+    names = ("projector", "sampler", "distiller", "drift", "predictor", "codistill")
+    pattern = re.compile(r"^\s*(from|import)\s+services\.(?!common)", re.M)
+    offenders = []
+    for path in (ROOT / "services" / "common").rglob("*.py"):
+        if "proto" in path.parts:  # generated stubs
+            continue
+        text = path.read_text()
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        if pattern.search(text) or any(f'"{name}' in code or f"'{name}" in code for name in names):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
 
 
 def test_worker_rejects_an_unknown_queue(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.common.celery_app import QUEUES, create_celery_app
+from services.common.celery_app import all_queues, create_celery_app
 from services.common.settings import PlatformSettings
 
 
@@ -42,7 +42,7 @@ def test_embedded_app_uses_the_filesystem_broker_and_file_results(tmp_path: Path
     assert Path(options["processed_folder"]).parent == Path(options["data_folder_in"]).parent == tmp_path / "broker"
     assert conf.result_backend == f"file://{(tmp_path / 'results').resolve()}"
     control = Path(options["control_folder"])
-    for exchange in ("celery.pidbox", "reply.celery.pidbox", QUEUES["projector"]):
+    for exchange in ("celery.pidbox", "reply.celery.pidbox", "projector"):
         assert json.loads((control / f"{exchange}.exchange").read_text()) == []  # pre-created, valid JSON
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
     assert conf.task_routes["crossadapt.projector.*"] == {"queue": "projector"}

@@ -9,7 +9,7 @@ import pytest
 
 from services.common import errors
 from services.common.grpc_server import FIELD_TRAILER, build_server
-from services.common.proto import projector_pb2, projector_pb2_grpc
+from services.common.proto import operations_pb2, operations_pb2_grpc
 
 # Spelled out independently of ERROR_TABLE: the table must agree with google.rpc's HTTP mapping.
 EXPECTED = {
@@ -42,7 +42,7 @@ def test_http_status_per_row(error_type: type[errors.PlatformError]) -> None:
     assert errors.PlatformError.from_dict(error.to_dict()).to_dict() == error.to_dict()
 
 
-class _Raising(projector_pb2_grpc.ProjectorServiceServicer):
+class _Raising(operations_pb2_grpc.OperationsServiceServicer):
     def __init__(self, error: BaseException) -> None:
         self.error = error
 
@@ -50,24 +50,24 @@ class _Raising(projector_pb2_grpc.ProjectorServiceServicer):
         raise self.error
 
     async def WatchOperation(self, request, context):  # noqa: ANN001, ANN201, N802
-        yield projector_pb2.WatchOperationResponse()
+        yield operations_pb2.WatchOperationResponse()
         raise self.error
 
 
 async def _call(error: BaseException) -> tuple[grpc.aio.AioRpcError, grpc.aio.AioRpcError]:
     servicer = _Raising(error)
     server, _health, port = await build_server(
-        lambda s: projector_pb2_grpc.add_ProjectorServiceServicer_to_server(servicer, s),
-        ["crossadapt.v1.ProjectorService"], "127.0.0.1", 0,
+        lambda s: operations_pb2_grpc.add_OperationsServiceServicer_to_server(servicer, s),
+        ["crossadapt.v1.OperationsService"], "127.0.0.1", 0,
     )
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = projector_pb2_grpc.ProjectorServiceStub(channel)
+            stub = operations_pb2_grpc.OperationsServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as unary:
-                await stub.GetOperation(projector_pb2.GetOperationRequest(operation_id="x"))
+                await stub.GetOperation(operations_pb2.GetOperationRequest(operation_id="x"))
             with pytest.raises(grpc.aio.AioRpcError) as stream:
-                async for _ in stub.WatchOperation(projector_pb2.WatchOperationRequest(operation_id="x")):
+                async for _ in stub.WatchOperation(operations_pb2.WatchOperationRequest(operation_id="x")):
                     pass
             return unary.value, stream.value
     finally:

@@ -25,7 +25,7 @@ from platform_stack import (
     watch_operation,
 )
 from services.common.operations import RedisOperationStore
-from services.common.proto import common_pb2, projector_pb2
+from services.common.proto import common_pb2, operations_pb2, projector_pb2
 from services.projector.layout import upload_table_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -95,11 +95,11 @@ def test_killed_worker_task_is_redelivered_to_the_other_worker(stack: Stack, tea
 def test_cancel_stops_the_operation_and_publishes_nothing(stack: Stack) -> None:
     operation = start_projection(stack, TEACHER, "ctr/cancelled", 8)
     wait_for(lambda: get_operation(stack, operation.id).state == common_pb2.OPERATION_STATE_RUNNING, 30, "running")
-    cancelled = stack.stub().CancelOperation(projector_pb2.CancelOperationRequest(operation_id=operation.id)).operation
+    cancelled = stack.operations().CancelOperation(operations_pb2.CancelOperationRequest(operation_id=operation.id)).operation
     assert cancelled.state == common_pb2.OPERATION_STATE_CANCELLED
     assert cancelled.error.code_name == "CANCELLED"
     with pytest.raises(grpc.RpcError) as caught:
-        stack.stub().CancelOperation(projector_pb2.CancelOperationRequest(operation_id=operation.id))
+        stack.operations().CancelOperation(operations_pb2.CancelOperationRequest(operation_id=operation.id))
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert wait_terminal(stack, operation.id).state == common_pb2.OPERATION_STATE_CANCELLED
     assert checkpoint_store(stack).versions("ctr/cancelled") == []
@@ -107,7 +107,7 @@ def test_cancel_stops_the_operation_and_publishes_nothing(stack: Stack) -> None:
 
 def test_operation_state_survives_a_server_restart(stack: Stack) -> None:
     operation = start_projection(stack, TEACHER, "ctr/restart", 8, request_id="restart-1")
-    stream = stack.stub().WatchOperation(projector_pb2.WatchOperationRequest(operation_id=operation.id), timeout=60)
+    stream = stack.operations().WatchOperation(operations_pb2.WatchOperationRequest(operation_id=operation.id), timeout=60)
     next(stream)
     assert stop_process(stack.server, signal.SIGTERM) == 0  # graceful: drains and exits 0
     with pytest.raises(grpc.RpcError) as caught:

@@ -22,26 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63rossadapt/v1/common.proto\x12\rcrossadapt.v1\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\rCheckpointRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x0f\x44\x61tasetPosition\x12\x11\n\tpartition\x18\x01 \x01(\t\x12\x0b\n\x03row\x18\x02 \x01(\x03\"L\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08position\x18\x02 \x01(\x0b\x32\x1e.crossadapt.v1.DatasetPosition\"Q\n\x0eOperationError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x11\n\tcode_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\xf0\x02\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.crossadapt.v1.OperationState\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\r\n\x05stage\x18\x05 \x01(\t\x12,\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1d.crossadapt.v1.OperationError\x12\x32\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1c.crossadapt.v1.CheckpointRefH\x00\x12,\n\x07\x64\x61taset\x18\x08 \x01(\x0b\x32\x19.crossadapt.v1.DatasetRefH\x00\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x08\n\x06result*\xc5\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63rossadapt/v1/common.proto\x12\rcrossadapt.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\rCheckpointRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x0f\x44\x61tasetPosition\x12\x11\n\tpartition\x18\x01 \x01(\t\x12\x0b\n\x03row\x18\x02 \x01(\x03\"L\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08position\x18\x02 \x01(\x0b\x32\x1e.crossadapt.v1.DatasetPosition\"Q\n\x0eOperationError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x11\n\tcode_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\x9a\x03\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.crossadapt.v1.OperationState\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\r\n\x05stage\x18\x05 \x01(\t\x12,\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1d.crossadapt.v1.OperationError\x12\x32\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1c.crossadapt.v1.CheckpointRefH\x00\x12,\n\x07\x64\x61taset\x18\x08 \x01(\x0b\x32\x19.crossadapt.v1.DatasetRefH\x00\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07\x64\x65tails\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06result*\xc5\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crossadapt.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATIONSTATE']._serialized_start=710
-  _globals['_OPERATIONSTATE']._serialized_end=907
-  _globals['_CHECKPOINTREF']._serialized_start=78
-  _globals['_CHECKPOINTREF']._serialized_end=124
-  _globals['_DATASETPOSITION']._serialized_start=126
-  _globals['_DATASETPOSITION']._serialized_end=175
-  _globals['_DATASETREF']._serialized_start=177
-  _globals['_DATASETREF']._serialized_end=253
-  _globals['_OPERATIONERROR']._serialized_start=255
-  _globals['_OPERATIONERROR']._serialized_end=336
-  _globals['_OPERATION']._serialized_start=339
-  _globals['_OPERATION']._serialized_end=707
+  _globals['_OPERATIONSTATE']._serialized_start=782
+  _globals['_OPERATIONSTATE']._serialized_end=979
+  _globals['_CHECKPOINTREF']._serialized_start=108
+  _globals['_CHECKPOINTREF']._serialized_end=154
+  _globals['_DATASETPOSITION']._serialized_start=156
+  _globals['_DATASETPOSITION']._serialized_end=205
+  _globals['_DATASETREF']._serialized_start=207
+  _globals['_DATASETREF']._serialized_end=283
+  _globals['_OPERATIONERROR']._serialized_start=285
+  _globals['_OPERATIONERROR']._serialized_end=366
+  _globals['_OPERATION']._serialized_start=369
+  _globals['_OPERATION']._serialized_end=779
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from . import common_pb2 as crossadapt_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rossadapt/v1/projector.proto\x12\rcrossadapt.v1\x1a\x1a\x63rossadapt/v1/common.proto\"\xb1\x02\n\x16StartProjectionRequest\x12-\n\x07teacher\x18\x01 \x01(\x0b\x32\x1c.crossadapt.v1.CheckpointRef\x12\x14\n\x0cstudent_name\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x12\n\nvocab_hash\x18\x06 \x01(\t\x12J\n\x0bvocab_sizes\x18\x07 \x03(\x0b\x32\x35.crossadapt.v1.StartProjectionRequest.VocabSizesEntry\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x1a\x31\n\x0fVocabSizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"F\n\x17StartProjectionResponse\x12+\n\toperation\x18\x01 \x01(\x0b\x32\x18.crossadapt.v1.Operation\"+\n\x13GetOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"C\n\x14GetOperationResponse\x12+\n\toperation\x18\x01 \x01(\x0b\x32\x18.crossadapt.v1.Operation\"-\n\x15WatchOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"E\n\x16WatchOperationResponse\x12+\n\toperation\x18\x01 \x01(\x0b\x32\x18.crossadapt.v1.Operation\".\n\x16\x43\x61ncelOperationRequest\x12\x14\n\x0coperation_id\x18\x01 \x01(\t\"F\n\x17\x43\x61ncelOperationResponse\x12+\n\toperation\x18\x01 \x01(\x0b\x32\x18.crossadapt.v1.Operation2\x90\x03\n\x10ProjectorService\x12`\n\x0fStartProjection\x12%.crossadapt.v1.StartProjectionRequest\x1a&.crossadapt.v1.StartProjectionResponse\x12W\n\x0cGetOperation\x12\".crossadapt.v1.GetOperationRequest\x1a#.crossadapt.v1.GetOperationResponse\x12_\n\x0eWatchOperation\x12$.crossadapt.v1.WatchOperationRequest\x1a%.crossadapt.v1.WatchOperationResponse0\x01\x12`\n\x0f\x43\x61ncelOperation\x12%.crossadapt.v1.CancelOperationRequest\x1a&.crossadapt.v1.CancelOperationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63rossadapt/v1/projector.proto\x12\rcrossadapt.v1\x1a\x1a\x63rossadapt/v1/common.proto\"\xb1\x02\n\x16StartProjectionRequest\x12-\n\x07teacher\x18\x01 \x01(\x0b\x32\x1c.crossadapt.v1.CheckpointRef\x12\x14\n\x0cstudent_name\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\x12\x0c\n\x04seed\x18\x05 \x01(\x04\x12\x12\n\nvocab_hash\x18\x06 \x01(\t\x12J\n\x0bvocab_sizes\x18\x07 \x03(\x0b\x32\x35.crossadapt.v1.StartProjectionRequest.VocabSizesEntry\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x1a\x31\n\x0fVocabSizesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"F\n\x17StartProjectionResponse\x12+\n\toperation\x18\x01 \x01(\x0b\x32\x18.crossadapt.v1.Operation2t\n\x10ProjectorService\x12`\n\x0fStartProjection\x12%.crossadapt.v1.StartProjectionRequest\x1a&.crossadapt.v1.StartProjectionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,18 +40,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STARTPROJECTIONREQUEST_VOCABSIZESENTRY']._serialized_end=382
   _globals['_STARTPROJECTIONRESPONSE']._serialized_start=384
   _globals['_STARTPROJECTIONRESPONSE']._serialized_end=454
-  _globals['_GETOPERATIONREQUEST']._serialized_start=456
-  _globals['_GETOPERATIONREQUEST']._serialized_end=499
-  _globals['_GETOPERATIONRESPONSE']._serialized_start=501
-  _globals['_GETOPERATIONRESPONSE']._serialized_end=568
-  _globals['_WATCHOPERATIONREQUEST']._serialized_start=570
-  _globals['_WATCHOPERATIONREQUEST']._serialized_end=615
-  _globals['_WATCHOPERATIONRESPONSE']._serialized_start=617
-  _globals['_WATCHOPERATIONRESPONSE']._serialized_end=686
-  _globals['_CANCELOPERATIONREQUEST']._serialized_start=688
-  _globals['_CANCELOPERATIONREQUEST']._serialized_end=734
-  _globals['_CANCELOPERATIONRESPONSE']._serialized_start=736
-  _globals['_CANCELOPERATIONRESPONSE']._serialized_end=806
-  _globals['_PROJECTORSERVICE']._serialized_start=809
-  _globals['_PROJECTORSERVICE']._serialized_end=1209
+  _globals['_PROJECTORSERVICE']._serialized_start=456
+  _globals['_PROJECTORSERVICE']._serialized_end=572
 # @@protoc_insertion_point(module_scope)

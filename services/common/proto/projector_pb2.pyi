@@ -39,39 +39,3 @@ class StartProjectionResponse(_message.Message):
     OPERATION_FIELD_NUMBER: _ClassVar[int]
     operation: _common_pb2.Operation
     def __init__(self, operation: _Optional[_Union[_common_pb2.Operation, _Mapping]] = ...) -> None: ...
-
-class GetOperationRequest(_message.Message):
-    __slots__ = ("operation_id",)
-    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
-    operation_id: str
-    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
-
-class GetOperationResponse(_message.Message):
-    __slots__ = ("operation",)
-    OPERATION_FIELD_NUMBER: _ClassVar[int]
-    operation: _common_pb2.Operation
-    def __init__(self, operation: _Optional[_Union[_common_pb2.Operation, _Mapping]] = ...) -> None: ...
-
-class WatchOperationRequest(_message.Message):
-    __slots__ = ("operation_id",)
-    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
-    operation_id: str
-    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
-
-class WatchOperationResponse(_message.Message):
-    __slots__ = ("operation",)
-    OPERATION_FIELD_NUMBER: _ClassVar[int]
-    operation: _common_pb2.Operation
-    def __init__(self, operation: _Optional[_Union[_common_pb2.Operation, _Mapping]] = ...) -> None: ...
-
-class CancelOperationRequest(_message.Message):
-    __slots__ = ("operation_id",)
-    OPERATION_ID_FIELD_NUMBER: _ClassVar[int]
-    operation_id: str
-    def __init__(self, operation_id: _Optional[str] = ...) -> None: ...
-
-class CancelOperationResponse(_message.Message):
-    __slots__ = ("operation",)
-    OPERATION_FIELD_NUMBER: _ClassVar[int]
-    operation: _common_pb2.Operation
-    def __init__(self, operation: _Optional[_Union[_common_pb2.Operation, _Mapping]] = ...) -> None: ...

@@ -28,6 +28,8 @@ if _version_not_supported:
 class ProjectorServiceStub:
     """Projects a teacher checkpoint's embedding tables to the student's width (copy, orthogonal
     expansion or PCA), as a map-reduce over row shards, and publishes the student checkpoint.
+    Follow, poll and cancel the operation through OperationsService (operations.proto), served
+    by the same server.
     """
 
     def __init__(self, channel):
@@ -41,52 +43,18 @@ class ProjectorServiceStub:
                 request_serializer=crossadapt_dot_v1_dot_projector__pb2.StartProjectionRequest.SerializeToString,
                 response_deserializer=crossadapt_dot_v1_dot_projector__pb2.StartProjectionResponse.FromString,
                 _registered_method=True)
-        self.GetOperation = channel.unary_unary(
-                '/crossadapt.v1.ProjectorService/GetOperation',
-                request_serializer=crossadapt_dot_v1_dot_projector__pb2.GetOperationRequest.SerializeToString,
-                response_deserializer=crossadapt_dot_v1_dot_projector__pb2.GetOperationResponse.FromString,
-                _registered_method=True)
-        self.WatchOperation = channel.unary_stream(
-                '/crossadapt.v1.ProjectorService/WatchOperation',
-                request_serializer=crossadapt_dot_v1_dot_projector__pb2.WatchOperationRequest.SerializeToString,
-                response_deserializer=crossadapt_dot_v1_dot_projector__pb2.WatchOperationResponse.FromString,
-                _registered_method=True)
-        self.CancelOperation = channel.unary_unary(
-                '/crossadapt.v1.ProjectorService/CancelOperation',
-                request_serializer=crossadapt_dot_v1_dot_projector__pb2.CancelOperationRequest.SerializeToString,
-                response_deserializer=crossadapt_dot_v1_dot_projector__pb2.CancelOperationResponse.FromString,
-                _registered_method=True)
 
 
 class ProjectorServiceServicer:
     """Projects a teacher checkpoint's embedding tables to the student's width (copy, orthogonal
     expansion or PCA), as a map-reduce over row shards, and publishes the student checkpoint.
+    Follow, poll and cancel the operation through OperationsService (operations.proto), served
+    by the same server.
     """
 
     def StartProjection(self, request, context):
         """Validates the request and starts the projection; errors: NOT_FOUND (teacher),
         INVALID_ARGUMENT (width, fields, vocabulary).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetOperation(self, request, context):
-        """The operation's current state; NOT_FOUND for an unknown id.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def WatchOperation(self, request, context):
-        """Streams the operation on every change until it reaches a terminal state.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CancelOperation(self, request, context):
-        """Cancels a pending or running operation; FAILED_PRECONDITION once it is publishing or done.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,21 +68,6 @@ def add_ProjectorServiceServicer_to_server(servicer, server):
                     request_deserializer=crossadapt_dot_v1_dot_projector__pb2.StartProjectionRequest.FromString,
                     response_serializer=crossadapt_dot_v1_dot_projector__pb2.StartProjectionResponse.SerializeToString,
             ),
-            'GetOperation': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetOperation,
-                    request_deserializer=crossadapt_dot_v1_dot_projector__pb2.GetOperationRequest.FromString,
-                    response_serializer=crossadapt_dot_v1_dot_projector__pb2.GetOperationResponse.SerializeToString,
-            ),
-            'WatchOperation': grpc.unary_stream_rpc_method_handler(
-                    servicer.WatchOperation,
-                    request_deserializer=crossadapt_dot_v1_dot_projector__pb2.WatchOperationRequest.FromString,
-                    response_serializer=crossadapt_dot_v1_dot_projector__pb2.WatchOperationResponse.SerializeToString,
-            ),
-            'CancelOperation': grpc.unary_unary_rpc_method_handler(
-                    servicer.CancelOperation,
-                    request_deserializer=crossadapt_dot_v1_dot_projector__pb2.CancelOperationRequest.FromString,
-                    response_serializer=crossadapt_dot_v1_dot_projector__pb2.CancelOperationResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'crossadapt.v1.ProjectorService', rpc_method_handlers)
@@ -126,6 +79,8 @@ def add_ProjectorServiceServicer_to_server(servicer, server):
 class ProjectorService:
     """Projects a teacher checkpoint's embedding tables to the student's width (copy, orthogonal
     expansion or PCA), as a map-reduce over row shards, and publishes the student checkpoint.
+    Follow, poll and cancel the operation through OperationsService (operations.proto), served
+    by the same server.
     """
 
     @staticmethod
@@ -145,87 +100,6 @@ class ProjectorService:
             '/crossadapt.v1.ProjectorService/StartProjection',
             crossadapt_dot_v1_dot_projector__pb2.StartProjectionRequest.SerializeToString,
             crossadapt_dot_v1_dot_projector__pb2.StartProjectionResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetOperation(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/crossadapt.v1.ProjectorService/GetOperation',
-            crossadapt_dot_v1_dot_projector__pb2.GetOperationRequest.SerializeToString,
-            crossadapt_dot_v1_dot_projector__pb2.GetOperationResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def WatchOperation(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_stream(
-            request,
-            target,
-            '/crossadapt.v1.ProjectorService/WatchOperation',
-            crossadapt_dot_v1_dot_projector__pb2.WatchOperationRequest.SerializeToString,
-            crossadapt_dot_v1_dot_projector__pb2.WatchOperationResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CancelOperation(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/crossadapt.v1.ProjectorService/CancelOperation',
-            crossadapt_dot_v1_dot_projector__pb2.CancelOperationRequest.SerializeToString,
-            crossadapt_dot_v1_dot_projector__pb2.CancelOperationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,11 +1,12 @@
-"""A local platform on one machine: redis-server, SeaweedFS (`weed mini`), workers and a gRPC server.
+"""The platform's processes on one machine: redis-server, SeaweedFS (`weed mini`), workers and gRPC servers.
 
-For tests, benchmarks and development, never for production. Every process is started in its own
-session (so a worker's pool children stop with it), on free 127.0.0.1 ports, logging to a folder:
+For `crossadapt up`, tests, benchmarks and development, never for production. Every process is
+started in its own session (so a worker's pool children stop with it), on free 127.0.0.1 ports,
+logging to a folder:
 
-    with LocalStack.embedded(Path("/tmp/dev")) as stack:      # files only: filesystem:// broker, local store
-        stack.start_worker("w1"); stack.start_server()
-        stub = stack.stub()                                    # a ProjectorServiceStub
+    with LocalPlatform.embedded(Path("/tmp/dev")) as platform:    # files only: filesystem:// broker, local store
+        platform.start(workers=("w1",), servers=("projector", "sampler"))
+        stub = platform.stub("sampler")                          # a SamplerServiceStub
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from services.common.proto import projector_pb2_grpc
+from services.common.registry import ServiceSpec, get_spec, queues, service_specs
 from services.common.settings import PlatformSettings
 
 CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
@@ -182,57 +183,82 @@ class SeaweedS3:
 
 # ---- the platform ----------------------------------------------------------------------------
 @dataclass
-class LocalStack:
-    """Workers and a projector server sharing one configuration (CROSSADAPT_* environment variables)."""
+class LocalPlatform:
+    """Workers and gRPC servers sharing one configuration (CROSSADAPT_* environment variables)."""
 
     workdir: Path
     env_settings: dict[str, str]
-    grpc_port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
-    server: subprocess.Popen | None = None
-    _channel: grpc.Channel | None = None
+    servers: dict[str, subprocess.Popen] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)  # service -> gRPC port
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    _channels: dict[str, grpc.Channel] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env = {k: v for k, v in env.items() if not k.startswith("CROSSADAPT_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSADAPT_")}
         env.update({f"CROSSADAPT_{k.upper()}": v for k, v in self.env_settings.items()})
-        env.update(CROSSADAPT_GRPC_PORT=str(self.grpc_port), CROSSADAPT_METRICS_PORT=str(self.metrics_port),
-                   CROSSADAPT_LOG_FORMAT="json")
+        env.update(CROSSADAPT_LOG_FORMAT="json")
         return env
 
     def settings(self) -> PlatformSettings:
-        """The same settings, for the test process (stores, Celery app) without touching os.environ."""
+        """The same settings, for the calling process (stores, Celery app) without touching os.environ."""
         return PlatformSettings(**{k: v for k, v in self.env_settings.items()})
 
     def log(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    # Compatibility with the projector-only harness the older tests use.
+    @property
+    def grpc_port(self) -> int:
+        return self.port("projector")
+
+    @property
+    def server(self) -> subprocess.Popen | None:
+        return self.servers.get("projector")
+
+    def port(self, service: str) -> int:
+        if service not in self.ports:
+            self.ports[service] = free_port()
+            self.metrics_ports[service] = free_port()
+        return self.ports[service]
+
+    def address(self, service: str) -> str:
+        return f"127.0.0.1:{self.port(service)}"
+
+    def start_worker(self, name: str, queues_: tuple[str, ...] | None = None) -> subprocess.Popen:
         """Start one worker (`crossadapt worker`, concurrency 1) and wait until it consumes."""
-        return self.start(workers=(name,))[name]
+        return self.start(workers=(name,), queue_names=queues_)[name]
 
-    def start_server(self) -> subprocess.Popen:
-        """Start the projector (`crossadapt serve projector`) and wait until its health check says SERVING."""
-        self.start(server=True)
-        assert self.server is not None
-        return self.server
+    def start_server(self, service: str = "projector") -> subprocess.Popen:
+        """Start `crossadapt serve <service>` and wait until its health check says SERVING."""
+        self.start(servers=(service,))
+        return self.servers[service]
 
-    def start(self, workers: tuple[str, ...] = (), server: bool = False) -> dict[str, subprocess.Popen]:
-        """Launch workers (and the server) at once, then wait for all: their imports overlap."""
+    def start(self, workers: tuple[str, ...] = (), server: bool = False, servers: tuple[str, ...] = (),
+              queue_names: tuple[str, ...] | None = None, concurrency: int = 1) -> dict[str, subprocess.Popen]:
+        """Launch workers and servers at once, then wait for all: their imports overlap.
+
+        `server=True` is the projector (the older tests' form). Workers consume `queues`, by default
+        every registered service's queue.
+        """
+        servers = (*servers, *(("projector",) if server else ()))
+        queue_list = ",".join(queue_names or sorted(set(queues().values())))
         waits = []
         for name in workers:
             log = self.log(name)
             offset = log.stat().st_size if log.exists() else 0
-            proc = start_process([*CLI, "worker", "--queues", "projector", "--concurrency", "1",
+            proc = start_process([*CLI, "worker", "--queues", queue_list, "--concurrency", str(concurrency),
                                   "--hostname", f"{name}@%h", "--loglevel", "INFO"], log, env=self.env)
             self.workers[name] = proc
             waits.append((name, proc, log, lambda log=log, offset=offset: b" ready." in log.read_bytes()[offset:]))
-        if server:
-            log = self.log("server")
-            self.server = start_process([*CLI, "serve", "projector"], log, env=self.env)
-            waits.append(("server", self.server, log, self._serving))
+        for service in servers:
+            spec = get_spec(service)
+            log = self.log(f"server-{service}")
+            env = {**self.env, "CROSSADAPT_GRPC_PORT": str(self.port(service)),
+                   "CROSSADAPT_METRICS_PORT": str(self.metrics_ports[service])}
+            self.servers[service] = start_process([*CLI, "serve", service], log, env=env)
+            waits.append((service, self.servers[service], log, lambda spec=spec: self._serving(spec)))
         for name, proc, log, ready in waits:
             def check(proc: subprocess.Popen = proc, log: Path = log, name: str = name, ready=ready) -> bool:  # noqa: ANN001
                 if proc.poll() is not None:
@@ -242,28 +268,35 @@ class LocalStack:
             wait_for(check, 120, name, interval=0.2)
         return {name: self.workers[name] for name in workers}
 
-    def _serving(self) -> bool:
+    def _serving(self, spec: ServiceSpec) -> bool:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         try:
-            reply = health_pb2_grpc.HealthStub(self.channel()).Check(
-                health_pb2.HealthCheckRequest(service="crossadapt.v1.ProjectorService"), timeout=1)
+            reply = health_pb2_grpc.HealthStub(self.channel(spec.name)).Check(
+                health_pb2.HealthCheckRequest(service=spec.grpc_service or ""), timeout=1)
         except grpc.RpcError:
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING
 
-    def channel(self) -> grpc.Channel:
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        return self._channel
+    def channel(self, service: str = "projector") -> grpc.Channel:
+        if service not in self._channels:
+            self._channels[service] = grpc.insecure_channel(self.address(service))
+        return self._channels[service]
 
-    def stub(self) -> projector_pb2_grpc.ProjectorServiceStub:
-        return projector_pb2_grpc.ProjectorServiceStub(self.channel())
+    def stub(self, service: str = "projector"):  # noqa: ANN201 - the service's own stub class
+        return get_spec(service).stub_class()(self.channel(service))
+
+    def operations(self, service: str = "projector"):  # noqa: ANN201
+        """The OperationsService stub of a service's server (Get / Watch / Cancel / List)."""
+        from services.common.proto import operations_pb2_grpc
+
+        return operations_pb2_grpc.OperationsServiceStub(self.channel(service))
 
     def stop(self) -> None:
-        if self._channel is not None:
-            self._channel.close()
-        procs = [p for p in (self.server, *self.workers.values()) if p is not None]
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        procs = [*self.servers.values(), *self.workers.values()]
         for proc in procs:  # signal all first: their warm shutdowns overlap
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -271,21 +304,20 @@ class LocalStack:
         for proc in procs:
             stop_process(proc, timeout=max(deadline - time.monotonic(), 0.1))
 
-
-    def __enter__(self) -> LocalStack:
+    def __enter__(self) -> LocalPlatform:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     @classmethod
-    def embedded(cls, workdir: Path, **settings: str) -> LocalStack:
+    def embedded(cls, workdir: Path, **settings: str) -> LocalPlatform:
         """Files only: `filesystem://` broker, `file://` results, local checkpoint store, under workdir/home."""
         workdir.mkdir(parents=True, exist_ok=True)
         return cls(workdir, {"home": str(workdir / "home"), **settings})
 
     @classmethod
-    def redis_s3(cls, workdir: Path, redis: RedisServer, s3: SeaweedS3, **settings: str) -> LocalStack:
+    def redis_s3(cls, workdir: Path, redis: RedisServer, s3: SeaweedS3, **settings: str) -> LocalPlatform:
         """Redis broker, results and operations; S3 store on SeaweedFS."""
         workdir.mkdir(parents=True, exist_ok=True)
         return cls(workdir, {

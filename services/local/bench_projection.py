@@ -1,7 +1,7 @@
 """Benchmark: one table projected through the platform (gRPC → Celery chord over shards → store) vs. in process.
 
-    python -m crossadapt.bench.platform                   # 10M × 16 → 32, 8 shards, 2 workers, embedded
-    python -m crossadapt.bench.platform --backend redis-s3
+    python -m services.local.bench_projection                   # 10M × 16 → 32, 8 shards, 2 workers, embedded
+    python -m services.local.bench_projection --backend redis-s3
     crossadapt bench platform --rows 10000000 --json
 
 Both paths compute the same E·W on the same machine. The platform path also reads every teacher
@@ -45,8 +45,8 @@ def run_platform_bench(  # noqa: PLR0913 - the benchmark's knobs
 ) -> dict[str, Any]:
     """Wall times of the platform and in-process projections of one [rows, dim] table to `width`."""
     from crossadapt.transfer import project_table
-    from services.common.localstack import LocalStack, RedisServer, SeaweedS3, wait_for
-    from services.common.proto import common_pb2, projector_pb2
+    from services.local.stack import LocalPlatform, RedisServer, SeaweedS3, wait_for
+    from services.common.proto import common_pb2, operations_pb2, projector_pb2
     from services.common.storage import CheckpointStore, open_object_store
     from services.projector.layout import read_table, upload_table_checkpoint
 
@@ -61,9 +61,9 @@ def run_platform_bench(  # noqa: PLR0913 - the benchmark's knobs
         try:
             if backend == "redis-s3":
                 servers = [RedisServer.start(_mkdir(base / "redis")), SeaweedS3.start(_mkdir(base / "s3"))]
-                stack = LocalStack.redis_s3(base / "stack", servers[0], servers[1])
+                stack = LocalPlatform.redis_s3(base / "stack", servers[0], servers[1])
             else:
-                stack = LocalStack.embedded(base / "stack")
+                stack = LocalPlatform.embedded(base / "stack")
             with stack:
                 store = CheckpointStore(open_object_store(stack.settings()))
                 start = time.perf_counter()
@@ -76,7 +76,7 @@ def run_platform_bench(  # noqa: PLR0913 - the benchmark's knobs
                     teacher=common_pb2.CheckpointRef(name="bench/teacher"), student_name="bench/student",
                     width=width, seed=seed), timeout=60).operation
                 final = None
-                for reply in stub.WatchOperation(projector_pb2.WatchOperationRequest(operation_id=operation.id)):
+                for reply in stack.operations().WatchOperation(operations_pb2.WatchOperationRequest(operation_id=operation.id)):
                     final = reply.operation
                 platform_s = time.perf_counter() - start
                 if final is None or final.state != common_pb2.OPERATION_STATE_SUCCEEDED:

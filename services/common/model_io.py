@@ -1,0 +1,255 @@
+"""Core objects ↔ the platform's stores: models as checkpoints, splits as time-partitioned datasets.
+
+Services pass refs (checkpoint name/version, dataset name), never Python objects. This module is
+the one place that turns a core model into a store checkpoint and back, and a core `SplitArrays`
+into Parquet partitions and back, so every service reads and writes the same layout.
+
+A model checkpoint in the store (`checkpoints/<name>/vNNNNNN/`)::
+
+    manifest.json                                # the core CheckpointManifest (architecture, config, spec, ...)
+    model.safetensors                            # the model's state_dict (crossadapt.checkpoint format)
+    tables/<field>/shard-NNNNN.safetensors       # its embedding tables in the projector's sharded layout
+    vocab/index.json, vocab/field_NNN.parquet    # the vocabulary (raw value → row), when known
+
+A split as a dataset (`datasets/<name>/ts=…/data.parquet`): one column per categorical field
+(int32 row ids, named as in the feature spec), one per numerical field (float32), `label`
+(float32) and the optional columns (`conversion`, `timestamp`, `user`, `prob`, `teacher_logit`).
+The feature spec and vocabulary hash ride in the Parquet schema metadata, so a reader can refuse a
+partition whose schema does not match before it trains on it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from crossadapt.checkpoint import MANIFEST_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from crossadapt.data.arrays import SplitArrays
+from crossadapt.data.vocabulary import Vocabulary
+from crossadapt.models.spec import FeatureSpec
+from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
+from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
+from services.common.storage.datasets import DatasetPosition, DatasetStore
+
+TABLES_PREFIX = "tables/"
+VOCAB_DIR = "vocab"
+SPEC_METADATA_KEY = b"crossadapt.feature_spec"
+VOCAB_HASH_METADATA_KEY = b"crossadapt.vocab_hash"
+OPTIONAL_COLUMNS = ("conversion", "timestamp", "user", "prob", "teacher_logit")
+_EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+# ---- models -------------------------------------------------------------------------------------
+def publish_model(  # noqa: PLR0913 - manifest fields
+    checkpoints: CheckpointStore,
+    name: str,
+    model: Any,
+    *,
+    feature_spec: FeatureSpec,
+    vocab_hash: str,
+    vocabulary: Vocabulary | None = None,
+    parent: str | None = None,
+    metrics: Mapping[str, float | int | None] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    owner: str = "upload",
+    table_shards: int = 4,
+) -> PublishedCheckpoint:
+    """Publish a core model (and its tables, sharded for the projector) as the next version of `name`."""
+    from services.projector.layout import shard_bounds, shard_path  # noqa: PLC0415 - layout helpers only
+
+    with tempfile.TemporaryDirectory(prefix="crossadapt-publish-") as tmp:
+        folder = Path(tmp) / "ckpt"
+        core = save_checkpoint(folder, model, feature_spec=feature_spec, vocab_hash=vocab_hash, metrics=metrics,
+                               parent=parent, extra=extra)
+        (folder / MANIFEST_NAME).unlink()  # the store writes its own manifest, last
+        layouts = _write_tables(folder, model, table_shards, shard_bounds, shard_path)
+        if vocabulary is not None:
+            if vocabulary.hash != vocab_hash:
+                raise InvalidArgumentError(
+                    f"vocabulary hash {vocabulary.hash[:12]}… is not the model's {vocab_hash[:12]}…", field="vocabulary")
+            vocabulary.save(folder / VOCAB_DIR)
+        return checkpoints.publish_folder(
+            name, folder, owner=owner, architecture=core.architecture, config=core.config,
+            feature_spec=feature_spec, vocab_hash=vocab_hash, metrics=core.metrics, parent=parent,
+            extra={**core.extra, "tables": layouts, "has_vocabulary": vocabulary is not None},
+        )
+
+
+def _write_tables(folder: Path, model: Any, num_shards: int, shard_bounds: Any, shard_path: Any) -> dict[str, Any]:
+    """The model's embedding tables in the projector's layout, under `folder/tables/`."""
+    from safetensors.numpy import save_file
+
+    from services.projector.layout import TABLE_TENSOR, ShardEntry, TableLayout
+
+    embedding = getattr(model, "embedding", None)
+    if embedding is None or not hasattr(embedding, "table_names"):
+        return {}
+    layouts: dict[str, Any] = {}
+    for table in embedding.table_names():
+        weights = embedding.get_table(table).detach().float().cpu().numpy()
+        shards = []
+        for index, (start, stop) in enumerate(shard_bounds(len(weights), num_shards)):
+            relpath = shard_path(table, index)
+            (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
+            save_file({TABLE_TENSOR: np.ascontiguousarray(weights[start:stop])}, str(folder / relpath))
+            shards.append(ShardEntry(file=relpath, start=start, rows=stop - start))
+        layouts[table] = TableLayout(rows=len(weights), dim=weights.shape[1], shards=tuple(shards)).model_dump(mode="json")
+    return layouts
+
+
+def fetch_checkpoint(checkpoints: CheckpointStore, name: str, version: str | None, dest: Path,
+                     ) -> PublishedCheckpoint:
+    """Download a published checkpoint (every file verified) into `dest` with a core manifest."""
+    published = checkpoints.fetch(name, version or None, dest)
+    (dest / MANIFEST_NAME).write_text(published.manifest.model_dump_json(indent=2))
+    return published
+
+
+def load_model(checkpoints: CheckpointStore, name: str, version: str | None = None,
+               cache_dir: Path | None = None) -> tuple[Any, PublishedCheckpoint]:
+    """The model of a published checkpoint (eval mode) and its ref; FAILED_PRECONDITION if it holds no model."""
+    published = checkpoints.resolve(name, version or None)
+    if "model.safetensors" not in published.manifest.files:
+        raise FailedPreconditionError(
+            f"{published.ref} holds no model (architecture {published.manifest.architecture!r}); "
+            "it may be a projection's table checkpoint", field="checkpoint")
+    with tempfile.TemporaryDirectory(prefix="crossadapt-model-", dir=cache_dir) as tmp:
+        folder = Path(tmp) / "ckpt"
+        fetch_checkpoint(checkpoints, published.name, published.version, folder)
+        try:
+            loaded = load_checkpoint(folder)
+        except CheckpointError as exc:
+            raise DataLossError(f"{published.ref}: {exc}", field="checkpoint") from exc
+    return loaded.model, published
+
+
+def load_vocabulary(checkpoints: CheckpointStore, published: PublishedCheckpoint) -> Vocabulary | None:
+    """The checkpoint's vocabulary, or None if it was published without one."""
+    files = [f for f in published.manifest.files if f.startswith(f"{VOCAB_DIR}/")]
+    if not files:
+        return None
+    with tempfile.TemporaryDirectory(prefix="crossadapt-vocab-") as tmp:
+        for relpath in files:
+            target = Path(tmp) / relpath
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(checkpoints.read_file(published, relpath))
+        try:
+            return Vocabulary.load(Path(tmp) / VOCAB_DIR)
+        except (ValueError, OSError, KeyError) as exc:
+            raise DataLossError(f"{published.ref}: unreadable vocabulary: {exc}", field=VOCAB_DIR) from exc
+
+
+# ---- datasets -----------------------------------------------------------------------------------
+def split_table(arrays: SplitArrays, spec: FeatureSpec, vocab_hash: str = "") -> pa.Table:
+    """A split as an Arrow table with named columns and the spec in the schema metadata."""
+    if arrays.categorical.shape[1] != len(spec.categorical) or arrays.numerical.shape[1] != len(spec.numerical):
+        raise InvalidArgumentError(
+            f"split has {arrays.categorical.shape[1]} categorical / {arrays.numerical.shape[1]} numerical columns, "
+            f"the spec {len(spec.categorical)} / {len(spec.numerical)}", field="feature_spec")
+    columns: dict[str, Any] = {}
+    for index, field in enumerate(spec.categorical):
+        columns[field.name] = pa.array(np.ascontiguousarray(arrays.categorical[:, index], dtype=np.int32))
+    for index, name in enumerate(spec.numerical):
+        columns[name] = pa.array(np.ascontiguousarray(arrays.numerical[:, index], dtype=np.float32))
+    columns["label"] = pa.array(np.asarray(arrays.label, dtype=np.float32))
+    for name in OPTIONAL_COLUMNS:
+        value = getattr(arrays, name)
+        if value is not None:
+            columns[name] = pa.array(np.asarray(value))
+    metadata = {SPEC_METADATA_KEY: spec.model_dump_json().encode(), VOCAB_HASH_METADATA_KEY: vocab_hash.encode()}
+    return pa.table(columns).replace_schema_metadata(metadata)
+
+
+def table_arrays(table: pa.Table | pa.RecordBatch, spec: FeatureSpec) -> SplitArrays:
+    """Arrow columns back to a split; INVALID_ARGUMENT naming the first missing or mistyped column."""
+    names = set(table.schema.names)
+    wanted = [f.name for f in spec.categorical] + list(spec.numerical) + ["label"]
+    missing = [name for name in wanted if name not in names]
+    if missing:
+        raise InvalidArgumentError(f"columns {missing} are missing (the data has {sorted(names)})", field=missing[0])
+
+    def column(name: str, dtype: type) -> np.ndarray:
+        try:
+            return table.column(name).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError) as exc:
+            raise InvalidArgumentError(f"column {name!r} is not {dtype.__name__}: {exc}", field=name) from exc
+
+    rows = table.num_rows
+    categorical = (np.stack([column(f.name, np.int64) for f in spec.categorical], axis=1)
+                   if spec.categorical else np.zeros((rows, 0), np.int64))
+    numerical = (np.stack([column(n, np.float32) for n in spec.numerical], axis=1)
+                 if spec.numerical else np.zeros((rows, 0), np.float32))
+    optional = {name: column(name, np.int64 if name in ("timestamp", "user") else np.float32)
+                for name in OPTIONAL_COLUMNS if name in names}
+    return SplitArrays(categorical=categorical, numerical=numerical, label=column("label", np.float32), **optional)
+
+
+def write_split(datasets: DatasetStore, name: str, arrays: SplitArrays, spec: FeatureSpec, *,
+                vocab_hash: str = "", partitions: int = 1, start: datetime = _EPOCH,
+                partition_span: timedelta = timedelta(hours=1)) -> list[str]:
+    """Store a split as `partitions` consecutive time partitions (rows stay in order); returns their ids."""
+    if partitions < 1:
+        raise InvalidArgumentError(f"partitions must be >= 1, got {partitions}", field="partitions")
+    table = split_table(arrays, spec, vocab_hash)
+    edges = np.linspace(0, len(arrays), min(partitions, max(len(arrays), 1)) + 1).round().astype(np.int64)
+    written = []
+    for index, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        written.append(datasets.write_partition(name, start + index * partition_span,
+                                                table.slice(int(lo), int(hi - lo))))
+    return written
+
+
+def dataset_feature_spec(datasets: DatasetStore, name: str) -> tuple[FeatureSpec, str]:
+    """The feature spec and vocabulary hash recorded in the dataset's first partition."""
+    for batch, _ in datasets.read(name, batch_rows=1):
+        return _batch_spec(batch, name)
+    raise FailedPreconditionError(f"dataset {name!r} has no rows", field="dataset")
+
+
+def _batch_spec(batch: pa.RecordBatch, where: str) -> tuple[FeatureSpec, str]:
+    metadata = batch.schema.metadata or {}
+    if SPEC_METADATA_KEY not in metadata:
+        raise InvalidArgumentError(f"{where}: partition carries no feature spec (not written by write_split)",
+                                   field="dataset")
+    try:
+        spec = FeatureSpec.model_validate(json.loads(metadata[SPEC_METADATA_KEY]))
+    except ValueError as exc:
+        raise DataLossError(f"{where}: unreadable feature spec in the Parquet metadata: {exc}", field="dataset") from exc
+    return spec, metadata.get(VOCAB_HASH_METADATA_KEY, b"").decode()
+
+
+def read_split(datasets: DatasetStore, name: str, start: DatasetPosition | None = None, *,
+               batch_rows: int = 65_536, spec: FeatureSpec | None = None,
+               ) -> Iterator[tuple[SplitArrays, DatasetPosition]]:
+    """Batches of a dataset in time order from `start`, each with the position just after it.
+
+    With `spec`, a partition whose recorded spec differs is refused (INVALID_ARGUMENT naming it).
+    """
+    for batch, position in datasets.read(name, start, batch_rows=batch_rows):
+        if spec is not None:
+            found, _ = _batch_spec(batch, f"{name}/{position.partition}")
+            if found != spec:
+                raise InvalidArgumentError(
+                    f"partition {name}/{position.partition} has schema {_describe(found)}, expected {_describe(spec)}",
+                    field="dataset")
+        yield table_arrays(batch, spec or _batch_spec(batch, name)[0]), position
+
+
+def read_all(datasets: DatasetStore, name: str, spec: FeatureSpec | None = None) -> SplitArrays:
+    """The whole dataset as one split (small datasets: samples, validation splits)."""
+    parts = [arrays for arrays, _ in read_split(datasets, name, spec=spec, batch_rows=1 << 20)]
+    if not parts:
+        raise FailedPreconditionError(f"dataset {name!r} has no rows", field="dataset")
+    return SplitArrays.concat(parts)
+
+
+def _describe(spec: FeatureSpec) -> str:
+    return (f"{len(spec.categorical)} categorical ({', '.join(f.name for f in spec.categorical[:4])}"
+            f"{'…' if len(spec.categorical) > 4 else ''}) + {len(spec.numerical)} numerical")
