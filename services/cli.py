@@ -62,6 +62,7 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
 ) -> None:
     """A Celery worker for the platform's task queues (broker and backend from CROSSADAPT_* settings)."""
+    from services.common import registry
     from services.common.celery_app import all_queues, get_celery_app
 
     known = all_queues()
@@ -73,7 +74,11 @@ def worker(
             f"--loglevel={loglevel}", "--without-mingle", "--without-gossip"]
     if hostname:
         argv.append(f"--hostname={hostname}")
-    get_celery_app().worker_main(argv)
+    app = get_celery_app()
+    # Import only the consumed queues' task modules: a sampler worker needs no trainer code.
+    app.conf.include = [module for spec in registry.service_specs().values() if spec.queue in chosen
+                        for module in spec.task_modules]
+    app.worker_main(argv)
 
 
 def worker_health(
