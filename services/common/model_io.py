@@ -8,7 +8,7 @@ A model checkpoint in the store (`checkpoints/<name>/vNNNNNN/`)::
 
     manifest.json                                # the core CheckpointManifest (architecture, config, spec, ...)
     model.safetensors                            # the model's state_dict (crossadapt.checkpoint format)
-    tables/<field>/shard-NNNNN.safetensors       # its embedding tables in the projector's sharded layout
+    tables/<field>/shard-NNNNN.safetensors       # its embedding tables, sharded (storage.tables)
     vocab/index.json, vocab/field_NNN.parquet    # the vocabulary (raw value → row), when known
 
 A split as a dataset (`datasets/<name>/ts=…/data.parquet`): one column per categorical field
@@ -37,6 +37,7 @@ from crossadapt.models.spec import FeatureSpec
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetPosition, DatasetStore
+from services.common.storage.tables import TABLE_TENSOR, ShardEntry, TableLayout, shard_bounds, shard_path
 
 TABLES_PREFIX = "tables/"
 VOCAB_DIR = "vocab"
@@ -61,15 +62,13 @@ def publish_model(  # noqa: PLR0913 - manifest fields
     owner: str = "upload",
     table_shards: int = 4,
 ) -> PublishedCheckpoint:
-    """Publish a core model (and its tables, sharded for the projector) as the next version of `name`."""
-    from services.projector.layout import shard_bounds, shard_path  # noqa: PLC0415 - layout helpers only
-
+    """Publish a core model (and its tables, sharded for projection) as the next version of `name`."""
     with tempfile.TemporaryDirectory(prefix="crossadapt-publish-") as tmp:
         folder = Path(tmp) / "ckpt"
         core = save_checkpoint(folder, model, feature_spec=feature_spec, vocab_hash=vocab_hash, metrics=metrics,
                                parent=parent, extra=extra)
         (folder / MANIFEST_NAME).unlink()  # the store writes its own manifest, last
-        layouts = _write_tables(folder, model, table_shards, shard_bounds, shard_path)
+        layouts = _write_tables(folder, model, table_shards)
         if vocabulary is not None:
             if vocabulary.hash != vocab_hash:
                 raise InvalidArgumentError(
@@ -82,11 +81,9 @@ def publish_model(  # noqa: PLR0913 - manifest fields
         )
 
 
-def _write_tables(folder: Path, model: Any, num_shards: int, shard_bounds: Any, shard_path: Any) -> dict[str, Any]:
-    """The model's embedding tables in the projector's layout, under `folder/tables/`."""
+def _write_tables(folder: Path, model: Any, num_shards: int) -> dict[str, Any]:
+    """The model's embedding tables in the sharded table layout, under `folder/tables/`."""
     from safetensors.numpy import save_file
-
-    from services.projector.layout import TABLE_TENSOR, ShardEntry, TableLayout
 
     embedding = getattr(model, "embedding", None)
     if embedding is None or not hasattr(embedding, "table_names"):

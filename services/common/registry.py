@@ -5,14 +5,13 @@ the specs; `crossadapt serve <name>` and `crossadapt worker --queues …` list t
 starts them. A spec module holds only strings and numbers (no gRPC, torch or Celery imports), so
 discovering the services is cheap:
 
-    # services/sampler/spec.py
-    SPEC = ServiceSpec(name="sampler", queue="sampler", task_modules=("services.sampler.tasks",),
-                       grpc_service="crossadapt.v1.SamplerService", serve="services.sampler.server:main",
-                       default_port=50052)
+    # services/<pkg>/spec.py
+    SPEC = ServiceSpec(name=NAME, queue=QUEUE, task_modules=(TASKS_MODULE,), grpc_service=FULL_NAME,
+                       serve=SERVE_FUNCTION, default_port=PORT)
 
     # pyproject.toml
     [project.entry-points."crossadapt.services"]
-    sampler = "services.sampler.spec:SPEC"
+    <name> = "services.<pkg>.spec:SPEC"
 """
 
 from __future__ import annotations

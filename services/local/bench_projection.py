@@ -48,7 +48,7 @@ def run_platform_bench(  # noqa: PLR0913 - the benchmark's knobs
     from services.local.stack import LocalPlatform, RedisServer, SeaweedS3, wait_for
     from services.common.proto import common_pb2, operations_pb2, projector_pb2
     from services.common.storage import CheckpointStore, open_object_store
-    from services.projector.layout import read_table, upload_table_checkpoint
+    from services.common.storage.tables import read_table, upload_table_checkpoint
 
     table = _teacher(rows, dim, seed)
     start = time.perf_counter()

@@ -33,7 +33,7 @@ from services.common.storage.checkpoints import (
     check_name,
 )
 from services.common.storage.objects import ObjectNotFoundError
-from services.projector.layout import (
+from services.common.storage.tables import (
     TABLES_ARCHITECTURE,
     ShardEntry,
     TableLayout,

@@ -14,7 +14,7 @@ from crossadapt.transfer import project_table
 from platform_stack import Stack, checkpoint_store, get_operation, start_projection, wait_for, wait_terminal, watch_operation
 from services.common.celery_app import create_celery_app
 from services.common.proto import common_pb2, operations_pb2, projector_pb2
-from services.projector.layout import read_table
+from services.common.storage.tables import read_table
 from services.projector.tasks import task_id
 
 SUCCEEDED = common_pb2.OPERATION_STATE_SUCCEEDED
@@ -69,8 +69,8 @@ def check_bad_inputs(stack: Stack, teacher: str) -> None:
         stack.stub().StartProjection(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     for call, message in [
-        (stack.stub().GetOperation, projector_pb2.GetOperationRequest(operation_id="0" * 32)),
-        (stack.stub().CancelOperation, projector_pb2.CancelOperationRequest(operation_id="0" * 32)),
+        (stack.operations().GetOperation, operations_pb2.GetOperationRequest(operation_id="0" * 32)),
+        (stack.operations().CancelOperation, operations_pb2.CancelOperationRequest(operation_id="0" * 32)),
     ]:
         with pytest.raises(grpc.RpcError) as caught:
             call(message, timeout=10)

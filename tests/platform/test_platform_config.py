@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.common.celery_app import all_queues, create_celery_app
+from services.common.registry import service_specs
 from services.common.settings import PlatformSettings
 
 
@@ -46,7 +47,11 @@ def test_embedded_app_uses_the_filesystem_broker_and_file_results(tmp_path: Path
         assert json.loads((control / f"{exchange}.exchange").read_text()) == []  # pre-created, valid JSON
     assert conf.task_acks_late and conf.task_reject_on_worker_lost and conf.worker_prefetch_multiplier == 1
     assert conf.task_routes["crossadapt.projector.*"] == {"queue": "projector"}
-    assert [q.name for q in conf.task_queues] == ["projector"]
+    names = [q.name for q in conf.task_queues]
+    assert names == all_queues() and {"crossadapt", "projector"} <= set(names)  # the default + each service's
+    for spec in service_specs().values():  # every registered service's tasks go to its own queue
+        if spec.queue:
+            assert conf.task_routes[f"{spec.task_prefix}.*"] == {"queue": spec.queue}
 
 
 def test_existing_exchange_tables_are_kept(tmp_path: Path) -> None:

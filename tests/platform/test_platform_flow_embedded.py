@@ -10,7 +10,7 @@ from flow_checks import check_bad_inputs, check_projection_matches, kill_mid_tas
 from platform_stack import Stack, checkpoint_store, get_operation, start_projection, watch_operation
 from services.common.celery_app import create_celery_app
 from services.common.proto import common_pb2
-from services.projector.layout import upload_table_checkpoint
+from services.common.storage.tables import upload_table_checkpoint
 
 pytestmark = pytest.mark.slow
 TEACHER = "teacher"

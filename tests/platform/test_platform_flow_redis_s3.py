@@ -26,7 +26,7 @@ from platform_stack import (
 )
 from services.common.operations import RedisOperationStore
 from services.common.proto import common_pb2, operations_pb2, projector_pb2
-from services.projector.layout import upload_table_checkpoint
+from services.common.storage.tables import upload_table_checkpoint
 
 pytestmark = pytest.mark.slow
 TEACHER = "ctr/teacher"
@@ -131,15 +131,15 @@ def test_health_reflection_metrics_and_json_logs(stack: Stack) -> None:
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
     replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     services = {s.name for reply in replies for s in reply.list_services_response.service}
-    assert {"crossadapt.v1.ProjectorService", "grpc.health.v1.Health"} <= services
-    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=10) as response:
+    assert {"crossadapt.v1.ProjectorService", "crossadapt.v1.OperationsService", "grpc.health.v1.Health"} <= services
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.metrics_ports['projector']}/metrics", timeout=10) as response:
         metrics = response.read().decode()
-    assert 'crossadapt_grpc_requests_total{code="OK",method="GetOperation",service="crossadapt.v1.ProjectorService"}' in metrics
+    assert 'crossadapt_grpc_requests_total{code="OK",method="GetOperation",service="crossadapt.v1.OperationsService"}' in metrics
     assert 'code="INVALID_ARGUMENT",method="StartProjection"' in metrics
     assert "crossadapt_grpc_request_duration_seconds_bucket" in metrics
     succeeded = [line for line in metrics.splitlines()
                  if line.startswith('crossadapt_operations{kind="projection",state="SUCCEEDED"}')]
     assert succeeded and float(succeeded[0].split()[-1]) >= 1
-    records = [json.loads(line) for line in stack.log("server").read_text().splitlines() if line.startswith("{")]
+    records = [json.loads(line) for line in stack.log("server-projector").read_text().splitlines() if line.startswith("{")]
     rpc = [r for r in records if r["msg"] == "rpc"]
     assert rpc and {"service", "method", "code", "seconds", "ts", "level"} <= set(rpc[-1])

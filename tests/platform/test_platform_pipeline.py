@@ -16,7 +16,7 @@ from services.common.errors import InvalidArgumentError, NotFoundError
 from services.common.operations import FileOperationStore
 from services.common.storage import CheckpointStore, LocalObjectStore
 from services.projector import pipeline
-from services.projector.layout import export_model_tables, read_table, shard_bounds, upload_table_checkpoint
+from services.common.storage.tables import export_model_tables, read_table, shard_bounds, upload_table_checkpoint
 
 RNG = np.random.default_rng(3)
 USER = (RNG.standard_normal((10_000, 12)) * np.geomspace(2, 0.1, 12)).astype(np.float32)

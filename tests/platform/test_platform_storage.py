@@ -201,7 +201,7 @@ def test_transient_errors_are_retried_with_a_bound_and_4xx_are_not() -> None:
 
 
 def test_store_roundtrips_float_tables_bit_exactly(object_store: ObjectStore) -> None:
-    from services.projector.layout import read_table, upload_table_checkpoint
+    from services.common.storage.tables import read_table, upload_table_checkpoint
 
     table = np.random.default_rng(0).standard_normal((1001, 6)).astype(np.float32)
     store = CheckpointStore(object_store)

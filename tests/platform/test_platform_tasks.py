@@ -15,7 +15,7 @@ from services.common.operations import FileOperationStore, OperationRecord, Oper
 from services.common.settings import PlatformSettings
 from services.common.storage import CheckpointStore, LocalObjectStore
 from services.projector import pipeline, tasks
-from services.projector.layout import upload_table_checkpoint
+from services.common.storage.tables import upload_table_checkpoint
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@
 
 Row i of every shard is row `start + i` of the table, i.e. the same feature value in teacher and
 student (the student inherits the vocabulary). A 1M-row table in 8 shards has 125,000-row shards;
-the projector maps one Celery task over each shard.
+projection maps one Celery task over each shard.
 """
 
 from __future__ import annotations
