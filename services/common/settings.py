@@ -81,9 +81,6 @@ class PlatformSettings(BaseSettings):
     shard_chunk_rows: int = Field(
         default=262_144, gt=0, description="Rows per chunk inside a shard task (progress granularity)."
     )
-    task_chunk_pause_s: float = Field(
-        default=0.0, ge=0, description="Pause after each chunk: throttles shard I/O on a shared node."
-    )
 
     @model_validator(mode="after")
     def _s3_needs_credentials(self) -> PlatformSettings:

@@ -188,6 +188,7 @@ class LocalPlatform:
 
     workdir: Path
     env_settings: dict[str, str]
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. PYTHONPATH of a test's worker hooks
     workers: dict[str, subprocess.Popen] = field(default_factory=dict)
     servers: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)  # service -> gRPC port
@@ -198,7 +199,7 @@ class LocalPlatform:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSADAPT_")}
         env.update({f"CROSSADAPT_{k.upper()}": v for k, v in self.env_settings.items()})
-        env.update(CROSSADAPT_LOG_FORMAT="json")
+        env.update(CROSSADAPT_LOG_FORMAT="json", **self.extra_env)
         return env
 
     def settings(self) -> PlatformSettings:

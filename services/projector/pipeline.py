@@ -14,7 +14,6 @@ Student shards go straight into the student version claimed when the operation s
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -150,7 +149,6 @@ class ProjectorContext:
     checkpoints: CheckpointStore
     operations: OperationStore
     chunk_rows: int = 262_144
-    chunk_pause_s: float = 0.0
 
 
 class NotReadyError(Exception):
@@ -187,7 +185,6 @@ def shard_stats(ctx: ProjectorContext, plan: ProjectionPlan, field: str, shard: 
         part = ProjectionStats.from_chunk(rows[start:stop], first_row=plan.tables[field].shards[shard].start + start)
         total = part if total is None else total.merge(part)
         progress(stop / len(rows))
-        time.sleep(ctx.chunk_pause_s)
     assert total is not None  # shards have >= 1 row (layout validation)
     ctx.checkpoints.objects.put_bytes(key, json.dumps(total.to_dict()).encode())
     return total.count
@@ -236,7 +233,6 @@ def apply_shard(ctx: ProjectorContext, plan: ProjectionPlan, field: str, shard: 
     for start, stop in _chunks(len(rows), ctx.chunk_rows):
         projection.apply(rows[start:stop], out=out[start:stop], first_row=first + start)
         progress(stop / len(rows))
-        time.sleep(ctx.chunk_pause_s)
     entry = ctx.checkpoints.write_file(plan.student_name, plan.student_version, relpath, encode_shard(out))
     ctx.checkpoints.objects.put_bytes(entry_key, entry.model_dump_json().encode())
     return entry.sha256

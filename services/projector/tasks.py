@@ -51,7 +51,6 @@ def context() -> ProjectorContext:
         checkpoints=CheckpointStore(open_object_store(settings)),
         operations=open_operation_store(settings),
         chunk_rows=settings.shard_chunk_rows,
-        chunk_pause_s=settings.task_chunk_pause_s,
     )
 
 

@@ -52,11 +52,15 @@ def teacher_table() -> np.ndarray:
     return (rng.standard_normal((TABLE_ROWS, TABLE_DIM)) * scales + 0.25).astype(np.float32)
 
 
-# 16k-row chunks with a short pause: a shard task lasts long enough to be killed mid-way.
-SLOW_CHUNKS = {"shard_chunk_rows": "16384", "task_chunk_pause_s": "0.04"}
+# 16k-row chunks with a short pause (injected by worker_hooks/sitecustomize.py, not a production
+# setting): a shard task lasts long enough to be killed mid-way.
+SLOW_CHUNKS = {"shard_chunk_rows": "16384"}
+WORKER_HOOKS = Path(__file__).parent / "worker_hooks"
+SLOW_ENV = {"PYTHONPATH": str(WORKER_HOOKS), "CROSSADAPT_TEST_CHUNK_PAUSE_S": "0.04"}
 
 
 def _run_stack(stack: Stack, names: tuple[str, ...]) -> Iterator[Stack]:
+    stack.extra_env.update(SLOW_ENV)
     try:
         stack.start(workers=names, server=True)
         yield stack
