@@ -79,3 +79,58 @@ def test_progress_is_the_mean_of_unit_fractions(operations: OperationStore) -> N
     done = operations.transition(record.id, {OperationState.PENDING}, state=OperationState.SUCCEEDED)
     assert operations.progress(done) == 1.0
     assert [operations.count_attempt(record.id, "apply:user:00000") for _ in range(3)] == [1, 2, 3]
+
+
+@pytest.fixture(params=["files", "redis"])
+def short_lived(request: pytest.FixtureRequest, tmp_path: Path) -> OperationStore:
+    """A store whose records expire after 1.5 s."""
+    if request.param == "files":
+        return FileOperationStore(tmp_path / "ops", ttl_s=1.5)
+    redis_server = request.getfixturevalue("redis_server")
+    return RedisOperationStore(f"{redis_server.url}/4", ttl_s=1.5)
+
+
+def test_records_expire_after_their_ttl_and_updates_keep_it(short_lived: OperationStore) -> None:
+    import time
+
+    record = _new(short_lived)
+    short_lived.set_progress(record.id, "unit-0", 0.5)
+    short_lived.count_attempt(record.id, "unit-0")
+    time.sleep(0.8)
+    short_lived.transition(record.id, {OperationState.PENDING}, state=OperationState.RUNNING)  # must not renew it
+    assert record.id in short_lived.list_ids()
+    time.sleep(1.0)
+    assert record.id not in short_lived.list_ids()
+    with pytest.raises(NotFoundError):
+        short_lived.get(record.id)
+    if isinstance(short_lived, RedisOperationStore):  # side keys go with the record
+        assert short_lived.redis.exists(short_lived._key(record.id, ":progress"), short_lived._key(record.id, ":attempts")) == 0
+
+
+def test_ttl_comes_from_the_settings(tmp_path: Path) -> None:
+    from services.common.operations import open_operation_store
+    from services.common.settings import PlatformSettings
+
+    store = open_operation_store(PlatformSettings(home=tmp_path, operation_ttl_s=42.0))
+    assert isinstance(store, FileOperationStore) and store.ttl_s == 42.0
+    assert PlatformSettings(home=tmp_path).operation_ttl_s == 7 * 24 * 3600
+
+
+def test_concurrent_creates_of_one_id_make_exactly_one_record_with_its_index(operations: OperationStore) -> None:
+    """Record and index are created together: one creator wins, and the id is listed exactly when it exists."""
+    record = OperationRecord(id=uuid.uuid4().hex, kind="projection")
+    results: list[bool] = []
+    barrier = threading.Barrier(8)
+
+    def create(kind: str) -> None:
+        barrier.wait()
+        results.append(operations.create(record.model_copy(update={"kind": kind})))
+
+    threads = [threading.Thread(target=create, args=(f"k{i}",)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert operations.list_ids().count(record.id) == 1
+    assert operations.get(record.id).kind in {f"k{i}" for i in range(8)}
