@@ -31,7 +31,7 @@ Choices (the teacher's optimiser and eval mode: :mod:`crossadapt.transfer.teache
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -255,6 +255,62 @@ class CoDistiller:
             record = self.recorder.windows[-1]  # nothing pending: the holdout belongs to the last window
         if record is not None and holdout is not None:
             record.holdout = evaluate_model(self.trainer.model, holdout, batch_size=65536)
+
+    # -- checkpointing -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to resume the stream exactly after the last consumed batch, except both models' weights
+        (save those beside it): counters, the student's optimiser, the teacher's schedule (optimiser and
+        pending window), the replay draws' random state, torch's RNG (dropout) and the prequential windows
+        (closed ones and the rows of the open one; the per-row history behind :meth:`PrequentialRecorder.totals`
+        is not kept, so after a resume the totals cover the rows since the resume). Plain values and tensors
+        only: ``torch.save`` it and load with ``weights_only=True``."""
+        if self.controller is not None:
+            raise NotImplementedError("resuming co-distillation with adaptive λ is not supported (its controller)")
+        if self._finished:
+            raise RuntimeError("this CoDistiller has finished; checkpoint before finish()")
+        trainer, recorder = self.trainer, self.recorder
+        state: dict[str, Any] = {
+            "step": self.step, "rows": self.rows, "replay_rows": self.replay_rows,
+            "teacher_clock": self.teacher_clock, "seconds": self.seconds,
+            "student_optimizer": trainer.optimizer.state_dict(), "global_step": trainer.global_step,
+            "kd_weight": trainer.kd_weight, "loss_parts": trainer._parts.tolist(),
+            "teacher": self.teacher.state_dict() if self.teacher is not None else None,
+            "replay": self.replay.state_dict() if self.replay is not None else None,
+            "rng": torch.get_rng_state(),
+            # The recorder is this loop's own; its open window is part of the exact state.
+            "prequential": {
+                "windows": [asdict(window) for window in recorder.windows],
+                "first_batch": recorder._first_batch,
+                "open": [[part.cpu() if part is not None else None for part in parts] for parts in recorder._parts],
+            },
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` on a CoDistiller built like the saved one, on the saved weights."""
+        if (state["teacher"] is None) != (self.teacher is None) or (state["replay"] is None) != (self.replay is None):
+            raise ValueError("the saved co-distillation and this one differ in having a teacher or a replay pool")
+        trainer, recorder = self.trainer, self.recorder
+        self.step, self.rows, self.replay_rows = int(state["step"]), int(state["rows"]), int(state["replay_rows"])
+        self.teacher_clock, self.seconds = int(state["teacher_clock"]), float(state["seconds"])
+        trainer.optimizer.load_state_dict(state["student_optimizer"])
+        trainer.global_step, trainer.kd_weight = int(state["global_step"]), float(state["kd_weight"])
+        trainer._parts = torch.tensor(state["loss_parts"], dtype=trainer._parts.dtype, device=self.device)
+        if self.teacher is not None:
+            self.teacher.load_state_dict(state["teacher"])
+        if self.replay is not None:
+            self.replay.load_state_dict(state["replay"])
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        prequential = state["prequential"]
+        recorder.windows = [WindowRecord(**window) for window in prequential["windows"]]
+        recorder._first_batch = int(prequential["first_batch"])
+        recorder._parts = [tuple(None if part is None else part.to(self.device) for part in parts)
+                           for parts in prequential["open"]]
 
     def finish(self, *, holdout: "SplitArrays | None" = None) -> OnlineCoDistillResult:
         """Close the last (partial) prequential window, apply the partial-window policy, return the result."""

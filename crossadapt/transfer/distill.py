@@ -26,8 +26,11 @@ compares, from one forward: the teacher's in co-distillation, the student's in H
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -37,6 +40,7 @@ from torch import nn
 
 from crossadapt.data.batch import Batch
 from crossadapt.training import TrainConfig, Trainer
+from crossadapt.training.trainer import TrainingDivergedError
 from crossadapt.training.evaluate import MetricDict, predict_logits
 from crossadapt.transfer.adaptive import AdaptiveKDConfig, AdaptiveKDController
 from crossadapt.transfer.losses import kd_cross_entropy, kd_kl
@@ -53,6 +57,8 @@ __all__ = [
     "OfflineDistillResult",
     "cache_teacher_logits",
     "distill_offline",
+    "DistillCursor",
+    "ProgressiveDistillation",
     "logloss_from_logits",
 ]
 
@@ -178,18 +184,28 @@ class DistillationTrainer(Trainer):
         self.last_logits: torch.Tensor | None = None  # [B] detached logits of the latest training forward
         self._parts = torch.zeros(3, device=self.device)  # task sum, kd sum, steps
         self.epoch_losses: list[float] = []  # mean training loss of each epoch of the latest fit
+        # Data-parallel training: the forward runs through a DistributedDataParallel wrapper of `model`
+        # (its backward averages the ranks' gradients), and each rank's loss is scaled by its share of
+        # the global batch times the world size, so the average is the global batch's mean loss.
+        self.forward_module: nn.Module | None = None
+        self.loss_scale = 1.0
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        module = self.forward_module if self.forward_module is not None else self.model
+        return module(batch.categorical, batch.numerical)
 
     def compute_loss(self, batch: Batch, logits: torch.Tensor) -> torch.Tensor:
         self.last_logits = logits.detach()
         task = super().compute_loss(batch, logits + self.task_logit_shift if self.task_logit_shift else logits)
         if self.kd_weight == 0.0:
             self._parts += torch.stack([task.detach(), torch.zeros_like(task), torch.ones_like(task)])
-            return task
+            return task * self.loss_scale if self.loss_scale != 1.0 else task
         if batch.teacher_logit is None:
             raise ValueError("distillation needs teacher logits: the batch has no teacher_logit column")
         kd = self.kd_loss(logits, batch.teacher_logit, self.temperature, scale_by_t2=self.scale_kd_by_t2)
         self._parts += torch.stack([task.detach(), kd.detach(), torch.ones_like(task)])
-        return task + self.kd_weight * kd
+        loss = task + self.kd_weight * kd
+        return loss * self.loss_scale if self.loss_scale != 1.0 else loss
 
     def on_epoch_end(self, epoch: int, train_loss: float, metrics: MetricDict | None) -> None:
         self.epoch_losses.append(float(train_loss))
@@ -315,60 +331,272 @@ def distill_offline(
 
     Returns:
         :class:`OfflineDistillResult` with per-phase history.
-    """
-    config = config or OfflineDistillConfig()
-    if len(train) == 0:
-        raise ValueError("distill_offline: the training rows are empty")
-    started = time.perf_counter()
-    teacher_seconds = 0.0
-    needs_teacher_logits = config.kd_weight > 0.0 or config.adaptive is not None
-    if train.teacher_logit is None and needs_teacher_logits:
-        if teacher is None:
-            raise ValueError("distill_offline: train has no teacher_logit column and no teacher was given")
-        teacher.to(config.device)
-        train = train.with_teacher_logit(cache_teacher_logits(teacher, train, config.teacher_batch_size))
-        teacher_seconds = time.perf_counter() - started
 
-    phases: list[tuple[Literal["frozen", "joint"], int, bool]] = (
-        [("frozen", config.frozen_epochs, True), ("joint", config.joint_epochs, False)]
-        if config.progressive
-        else [("joint", config.frozen_epochs + config.joint_epochs, False)]
-    )
-    trainer = _make_trainer(student, config, teacher, valid)
-    # With adaptive λ the per-epoch measurement uses the controller's bounded slice too: `valid` may be
-    # all of D_train, and scoring it every epoch could cost more than training on the sample.
-    measured = trainer.valid if isinstance(trainer, _AdaptiveOfflineTrainer) else valid
-    records: list[PhaseRecord] = []
-    epochs_done = 0
-    try:
-        for name, epochs, frozen in phases:
-            if epochs == 0:
-                continue
-            _set_embeddings_frozen(trainer.model, frozen)
-            # Offset the seed so phase 2 does not replay phase 1's shuffling order.
-            trainer.config = config.train_config(epochs, seed_offset=epochs_done)
+    The loop is :class:`ProgressiveDistillation`, which can also stop at any step and resume there.
+    """
+    return ProgressiveDistillation(student, train, config, teacher=teacher, valid=valid).run()
+
+
+@dataclass
+class DistillCursor:
+    """Where a progressive run stands: the next step trains batch ``batch`` of epoch ``epoch`` of phase ``phase``
+    (indices into :attr:`ProgressiveDistillation.phases`). ``steps``: optimiser steps of the whole run so far;
+    ``epoch_loss``: the summed training loss of the epoch's batches so far."""
+
+    phase: int = 0
+    epoch: int = 0
+    batch: int = 0
+    steps: int = 0
+    epoch_loss: float = 0.0
+
+
+#: ``callback(run, event)`` after every optimiser step (``"step"``) and at every epoch end (``"epoch"``).
+#: The cursor then points at the next step, so :meth:`ProgressiveDistillation.state_dict` taken inside the
+#: callback resumes exactly after it; raising from the callback stops the run there.
+DistillCallback = Callable[["ProgressiveDistillation", Literal["step", "epoch"]], None]
+
+
+class ProgressiveDistillation:
+    """:func:`distill_offline` as an object that can be checkpointed at any step and resumed exactly.
+
+    Phases ``frozen`` (embeddings fixed) then ``joint``, each a fixed number of epochs over ``train``
+    (reshuffled per epoch with ``seed + epoch``; the joint phase's seed is offset by the frozen epochs), one
+    optimiser for both. :meth:`state_dict` holds everything but the model's weights (cursor, optimiser, RNG,
+    per-phase records); a run built on the saved weights and given :meth:`load_state_dict` takes the same
+    steps on the same batches as the uninterrupted run, so its result is bit-for-bit the same.
+
+    Data parallel (``distributed=True``): ``torch.distributed`` must be initialised; every rank builds the same
+    run (same rows, weights and seed) and trains on its contiguous share of each global batch of
+    ``config.batch_size`` rows through a ``DistributedDataParallel`` wrapper (rebuilt per phase, because
+    it registers only the parameters that then require a gradient). Each rank's loss is scaled by
+    ``share · world_size / batch`` so the averaged gradient is the global batch's mean gradient: the run
+    equals the one-process run up to float summation order (dropout masks differ, being drawn per rank).
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        train: "SplitArrays",
+        config: OfflineDistillConfig | None = None,
+        *,
+        teacher: nn.Module | None = None,
+        valid: "SplitArrays | None" = None,
+        distributed: bool = False,
+    ) -> None:
+        self.config = config = config or OfflineDistillConfig()
+        if len(train) == 0:
+            raise ValueError("distill_offline: the training rows are empty")
+        self._started = time.perf_counter()
+        self.teacher_logit_seconds = 0.0
+        needs_teacher_logits = config.kd_weight > 0.0 or config.adaptive is not None
+        if train.teacher_logit is None and needs_teacher_logits:
+            if teacher is None:
+                raise ValueError("distill_offline: train has no teacher_logit column and no teacher was given")
+            teacher.to(config.device)
+            train = train.with_teacher_logit(cache_teacher_logits(teacher, train, config.teacher_batch_size))
+            self.teacher_logit_seconds = time.perf_counter() - self._started
+        self.train = train
+        self.phases: list[tuple[Literal["frozen", "joint"], int, bool]] = [
+            phase for phase in (
+                [("frozen", config.frozen_epochs, True), ("joint", config.joint_epochs, False)]
+                if config.progressive else [("joint", config.frozen_epochs + config.joint_epochs, False)]
+            ) if phase[1] > 0
+        ]
+        self.trainer = _make_trainer(student, config, teacher, valid)
+        # With adaptive λ the per-epoch measurement uses the controller's bounded slice too: `valid` may be
+        # all of D_train, and scoring it every epoch could cost more than training on the sample.
+        self.measured = self.trainer.valid if isinstance(self.trainer, _AdaptiveOfflineTrainer) else valid
+        self.distributed = distributed
+        self.rank, self.world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
+            if distributed else (0, 1)
+        self.cursor = DistillCursor()
+        self.records: list[PhaseRecord] = []
+        self._seconds_before = 0.0  # run time spent before a resume
+
+    # -- size ----------------------------------------------------------------------------------------
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.train) // self.config.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(epochs for _, epochs, _ in self.phases) * self.steps_per_epoch
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(epochs for _, epochs, _ in self.phases)
+
+    @property
+    def epochs_done(self) -> int:
+        return sum(epochs for _, epochs, _ in self.phases[: self.cursor.phase]) + self.cursor.epoch
+
+    @property
+    def finished(self) -> bool:
+        return self.cursor.phase >= len(self.phases)
+
+    @property
+    def phase_name(self) -> str:
+        return self.phases[self.cursor.phase][0] if not self.finished else "done"
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def run(self, callback: DistillCallback | None = None) -> OfflineDistillResult:
+        """Train from the cursor to the end (or until ``callback`` raises) and return the result."""
+        started = time.perf_counter()
+        try:
+            while not self.finished:
+                self._run_phase(callback)
+        finally:
+            _set_embeddings_frozen(self.trainer.model, False)
+            self.trainer.forward_module = None
+            self.trainer.loss_scale = 1.0
+        return OfflineDistillResult(
+            student=self.trainer.model,
+            phases=self.records,
+            seconds=self._seconds_before + (time.perf_counter() - started) + self.teacher_logit_seconds,
+            teacher_logit_seconds=self.teacher_logit_seconds,
+            rows=len(self.train),
+            kd_weight_trace=getattr(self.trainer, "trace", []),
+            optimizer_state=self.trainer.optimizer.state_dict(),
+        )
+
+    def _run_phase(self, callback: DistillCallback | None) -> None:
+        from crossadapt.data import iter_batches
+
+        cursor, trainer = self.cursor, self.trainer
+        name, epochs, frozen = self.phases[cursor.phase]
+        _set_embeddings_frozen(trainer.model, frozen)
+        # Offset the seed so phase 2 does not replay phase 1's shuffling order.
+        trainer.config = cfg = self.config.train_config(
+            epochs, seed_offset=sum(e for _, e, _ in self.phases[: cursor.phase]))
+        if cursor.epoch == 0 and cursor.batch == 0:  # the phase starts here (a resume restored the RNG)
+            torch.manual_seed(cfg.seed)  # dropout and any other torch randomness of the phase
             trainer.epoch_losses = []
-            fit = trainer.fit(train, measured)
-            epochs_done += fit.epochs_run
-            task, kd = trainer.pop_loss_parts()
-            records.append(PhaseRecord(
-                name=name, epochs=fit.epochs_run, steps=fit.steps, samples=fit.samples, seconds=fit.seconds,
-                train_loss=list(trainer.epoch_losses),
-                task_loss=task, kd_loss=kd,
-                valid=[h["metrics"] for h in fit.history if "metrics" in h],
-                kd_weight_end=trainer.kd_weight,
-            ))
-    finally:
-        _set_embeddings_frozen(trainer.model, False)
-    return OfflineDistillResult(
-        student=trainer.model,
-        phases=records,
-        seconds=time.perf_counter() - started,
-        teacher_logit_seconds=teacher_seconds,
-        rows=len(train),
-        kd_weight_trace=getattr(trainer, "trace", []),
-        optimizer_state=trainer.optimizer.state_dict(),
-    )
+            self.records.append(PhaseRecord(name=name, epochs=0, steps=0, samples=0, seconds=0.0))
+        record = self.records[cursor.phase]
+        if self.distributed:
+            self._wrap_for_data_parallel()
+        started = time.perf_counter()
+        while cursor.epoch < epochs:
+            epoch = cursor.epoch
+            trainer.on_epoch_start(epoch)
+            loss_sum = torch.full((), cursor.epoch_loss, device=trainer.device)
+            batches = iter_batches(self.train, cfg.batch_size, shuffle=cfg.shuffle, seed=cfg.seed + epoch)
+            for batch in itertools.islice(batches, cursor.batch, None):
+                if trainer.device.type != "cpu":
+                    batch = batch.to(trainer.device)
+                loss_sum += trainer.train_step(self._share(batch))
+                cursor.batch += 1
+                cursor.steps += 1
+                record.steps += 1
+                record.samples += len(batch)
+                if cursor.batch % cfg.log_every_steps == 0:
+                    _check_finite(float(loss_sum) / cursor.batch, trainer.global_step)
+                if callback is not None:
+                    cursor.epoch_loss = float(loss_sum)
+                    record.seconds += time.perf_counter() - started
+                    callback(self, "step")
+                    started = time.perf_counter()
+            train_loss = float(loss_sum) / max(cursor.batch, 1)
+            _check_finite(train_loss, trainer.global_step)
+            metrics = self._validate(epoch) if self.measured is not None else None
+            if metrics is not None:
+                record.valid.append(metrics)
+            trainer.on_epoch_end(epoch, train_loss, metrics)
+            record.train_loss.append(train_loss)
+            record.epochs = epoch + 1
+            cursor.epoch, cursor.batch, cursor.epoch_loss = epoch + 1, 0, 0.0
+            if cursor.epoch == epochs:  # phase end: its figures, then the cursor moves to the next phase
+                record.task_loss, record.kd_loss = trainer.pop_loss_parts()
+                record.kd_weight_end = trainer.kd_weight
+                cursor.phase, cursor.epoch = cursor.phase + 1, 0
+            record.seconds += time.perf_counter() - started
+            if callback is not None:
+                callback(self, "epoch")
+            started = time.perf_counter()
+            if cursor.epoch == 0:  # the phase ended
+                break
+
+    def _validate(self, epoch: int) -> MetricDict:
+        """Trainer.fit's end-of-epoch validation (a constant predictor is refused there too)."""
+        from crossadapt.training.trainer import FitResult, _EarlyStopping
+
+        result = FitResult(steps=self.records[self.cursor.phase].steps)
+        self.trainer._validate(self.measured, _EarlyStopping(self.trainer.config), result, epoch)
+        return result.history[-1]["metrics"]
+
+    # -- data parallel -------------------------------------------------------------------------------
+
+    def _wrap_for_data_parallel(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = self.trainer.device
+        self.trainer.forward_module = DistributedDataParallel(
+            self.trainer.model, device_ids=[device] if device.type == "cuda" else None)
+
+    def _share(self, batch: Batch) -> Batch:
+        """This rank's contiguous share of a global batch, and the loss scale that makes DDP's gradient
+        average equal the global batch's mean gradient. A rank whose share is empty (a last batch smaller
+        than the world) trains on one row at scale 0: its gradient is zero, but it joins the all-reduce."""
+        if not self.distributed:
+            return batch
+        rows = len(batch)
+        lo, hi = rows * self.rank // self.world_size, rows * (self.rank + 1) // self.world_size
+        self.trainer.loss_scale = (hi - lo) * self.world_size / rows
+        if hi == lo:
+            lo, hi = 0, 1
+        return replace(batch, **{f.name: getattr(batch, f.name)[lo:hi] for f in fields(batch)
+                                 if getattr(batch, f.name) is not None})
+
+    # -- checkpointing -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything to resume exactly, except the model's weights (save those beside it).
+
+        Plain Python values and tensors only: ``torch.save`` it and load with ``weights_only=True``.
+        """
+        if self.config.adaptive is not None:
+            raise NotImplementedError("resuming a run with adaptive λ is not supported (its controller state)")
+        trainer = self.trainer
+        state: dict[str, Any] = {
+            "cursor": asdict(self.cursor),
+            "optimizer": trainer.optimizer.state_dict(),
+            "global_step": trainer.global_step,
+            "loss_parts": trainer._parts.tolist(),
+            "epoch_losses": list(trainer.epoch_losses),
+            "records": [asdict(record) for record in self.records],
+            "rng": torch.get_rng_state(),
+            "seconds": self._seconds_before + (time.perf_counter() - self._started),
+            "rows": len(self.train),
+            "phases": [list(phase) for phase in self.phases],
+        }
+        if trainer.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (call on a run built on the saved weights, same rows and config)."""
+        if [list(phase) for phase in self.phases] != [list(p) for p in state["phases"]] or state["rows"] != len(self.train):
+            raise ValueError(f"the saved run had phases {state['phases']} over {state['rows']} rows; this one has "
+                             f"{[list(p) for p in self.phases]} over {len(self.train)}")
+        trainer = self.trainer
+        self.cursor = DistillCursor(**state["cursor"])
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.global_step = int(state["global_step"])
+        trainer._parts = torch.tensor(state["loss_parts"], dtype=trainer._parts.dtype, device=trainer.device)
+        trainer.epoch_losses = list(state["epoch_losses"])
+        self.records = [PhaseRecord(**record) for record in state["records"]]
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and trainer.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], trainer.device)
+        self._seconds_before = float(state["seconds"])
+        self._started = time.perf_counter()
+
+
+def _check_finite(loss: float, step: int) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDivergedError(f"training loss is {loss} at step {step}; lower the learning rates")
 
 
 def _make_trainer(

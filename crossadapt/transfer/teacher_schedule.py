@@ -108,6 +108,40 @@ class AsymmetricTeacher:
         self.pending, self._kept = 0, []
         return False
 
+    # -- checkpointing -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The schedule's state besides the model's weights: optimiser, the pending window (the kept batches in
+        deferred mode, the accumulated ``.grad`` otherwise) and the steps taken. Plain values and tensors."""
+        state: dict[str, Any] = {"pending": self.pending, "update_steps": list(self.update_steps),
+                                 "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                                 "kept": [], "grads": None}
+        if self.deferred:
+            state["kept"] = [{"categorical": b.categorical.cpu(), "numerical": b.numerical.cpu(), "label": b.label.cpu()}
+                             for b in self._kept]
+        elif self.pending:
+            state["grads"] = [None if p.grad is None else p.grad.detach().cpu() for p in self.model.parameters()]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (on a teacher holding the saved weights, same interval and mode)."""
+        if (state["optimizer"] is None) != (self.optimizer is None):
+            raise ValueError("the saved teacher schedule and this one differ in whether the teacher trains")
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.pending = int(state["pending"])
+        self.update_steps = [int(t) for t in state["update_steps"]]
+        device = next(self.model.parameters()).device
+        self._kept = [Batch(categorical=b["categorical"].to(device), numerical=b["numerical"].to(device),
+                            label=b["label"].to(device)) for b in state["kept"]]
+        if self.pending and not self.deferred and state["grads"] is None:
+            raise ValueError("the saved schedule has a pending window but no gradient (it was deferred)")
+        if self.pending and self.deferred and len(self._kept) != self.pending:
+            raise ValueError("the saved schedule kept no batches for its pending window (it was not deferred)")
+        if state["grads"] is not None:
+            for parameter, grad in zip(self.model.parameters(), state["grads"], strict=True):
+                parameter.grad = None if grad is None else grad.to(parameter.device)
+
     def _step(self, t: int) -> bool:
         if self.deferred:
             self._backward_kept()
