@@ -66,6 +66,11 @@ def render_switch_markdown(results: SwitchResults, *, plots: dict[str, str] | No
     if results.stage_seconds:
         lines += ["", "## Stage wall time", "", "| Stage | Seconds |", "|---|---:|"]
         lines += [f"| {stage} | {secs:.2f} |" for stage, secs in results.stage_seconds.items()]
+    if results.operations:
+        lines += ["", f"## Platform operations ({results.platform or 'services'})", "",
+                  "| Service | Kind | Operation | State | Result | Seconds |", "|---|---|---|---|---|---:|"]
+        lines += [f"| {op.service} | {op.kind} | `{op.operation_id}` | {op.state} | {op.result or '–'} | "
+                  f"{op.seconds:.2f} |" for op in results.operations]
     if results.drift is not None:
         d = results.drift
         lines += [

@@ -48,6 +48,19 @@ class DriftSummary(BaseModel):
     per_feature: dict[str, float] = Field(description="Mean divergence over adjacent windows, per field.")
 
 
+class OperationTiming(BaseModel):
+    """One long-running operation a platform switch ran (service, its id, wall seconds, final state)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    kind: str
+    operation_id: str
+    seconds: float
+    state: str = "SUCCEEDED"
+    result: str = ""
+
+
 class SwitchResults(BaseModel):
     """Everything `crossadapt switch` measured; serialised as `results.json`."""
 
@@ -64,6 +77,8 @@ class SwitchResults(BaseModel):
     student_checkpoint: str
     dataset: str
     ablation: dict[str, bool] = {}
+    operations: list[OperationTiming] = []  # set when the stages ran through the platform's services
+    platform: str | None = None  # where they ran: "local", or the services' address
 
 
 class MethodStats(BaseModel):

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from crossadapt.transfer.methods import MethodContext, run_baseline_method, run_crossadapt, score
+from crossadapt.transfer.methods import MethodContext, MethodOutcome, run_baseline_method, run_crossadapt, score
 from crossadapt.transfer.report import write_switch_report
-from crossadapt.transfer.results import Score, SwitchResults
+from crossadapt.transfer.results import OperationTiming, Score, SwitchResults
 from crossadapt.transfer.switch_config import (
     ConfigError,
     SwitchConfig,
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from crossadapt.data.prepared import PreparedDataset
 
 __all__ = ["SwitchConfig", "ConfigError", "load_switch_config", "parse_switch_config", "run_switch",
-           "prepare_synthetic", "obtain_teacher", "model_label"]
+           "begin_switch", "finish_switch", "SwitchRun", "prepare_synthetic", "obtain_teacher", "model_label"]
 
 Log = Callable[[str], None]
 
@@ -150,9 +151,26 @@ def _score(name: str, role: str, model: nn.Module, test: Any, seconds: float | N
                  train_seconds=seconds), metrics
 
 
-def run_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None) -> SwitchResults:
-    """Run every stage and write the student checkpoint and the report into `out_dir`."""
-    from crossadapt.checkpoint import save_checkpoint
+@dataclass
+class SwitchRun:
+    """What every switch path shares before the student is trained: data, splits and the teacher."""
+
+    config: SwitchConfig
+    out_dir: Path
+    dataset: "PreparedDataset"
+    dataset_label: str
+    teacher: nn.Module
+    teacher_path: Path
+    splits: dict[str, Any]
+    ctx: MethodContext
+
+    @property
+    def student_label(self) -> str:
+        return model_label(self.config.student.model)
+
+
+def begin_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None) -> SwitchRun:
+    """Data (prepared or synthetic), the teacher (loaded or trained) and the splits a switch runs on."""
     from crossadapt.training import configure_threads, preload_optimizer_runtime
 
     preload_optimizer_runtime()  # method times compare: none may carry the first optimiser's import
@@ -170,29 +188,36 @@ def run_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None
         seed=config.seed, offline=config.offline, online=config.online, optim=config.optim,
         baseline_epochs=config.baseline_training.epochs, device=config.device, threads=config.threads,
     )
-    student_label = model_label(config.student.model)
-    log(f"CrossAdapt: {model_label(teacher.config)} → {student_label}")
-    outcome = run_crossadapt(ctx, config.ablation, adaptive=config.adaptive_kd or False,
-                             name=f"CrossAdapt ({student_label})")
-    test = splits["test"]
-    teacher_score, teacher_metrics = _score(f"Teacher ({model_label(teacher.config)})", "teacher", teacher, test, None)
+    return SwitchRun(config, out_dir, dataset, dataset_label, teacher, Path(teacher_path), splits, ctx)
+
+
+def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _: None,
+                  operations: list[OperationTiming] | None = None, extra: dict[str, Any] | None = None,
+                  ) -> SwitchResults:
+    """Score teacher and student on the test split, save the student, run the baselines, write the report."""
+    from crossadapt.checkpoint import save_checkpoint
+
+    config, dataset, out_dir = run.config, run.dataset, run.out_dir
+    test = run.splits["test"]
+    teacher_score, teacher_metrics = _score(f"Teacher ({model_label(run.teacher.config)})", "teacher", run.teacher,
+                                            test, None)
     student_score, student_metrics = _score(outcome.name, "student", outcome.model, test, outcome.train_seconds)
     # Published before the baselines run: a failing baseline must not cost the student.
     student_dir = out_dir / "student"
     save_checkpoint(
         student_dir, outcome.model, feature_spec=dataset.feature_spec, vocab_hash=dataset.vocab_hash,
         metrics={k: v for k, v in student_metrics.items() if isinstance(v, (int, float))},
-        parent=str(Path(teacher_path).resolve()),
+        parent=str(run.teacher_path.resolve()),
         extra={"method": "CrossAdapt", "ablation": config.ablation.model_dump(),
                "adaptive_kd": config.adaptive_kd.model_dump() if config.adaptive_kd else None,
                "stage_seconds": outcome.stage_seconds,
-               "train_seconds": outcome.train_seconds, "details": outcome.details},
+               "train_seconds": outcome.train_seconds, "details": outcome.details, **(extra or {})},
         overwrite=True,
     )
     baselines, curves = [], [outcome.curve] if outcome.curve else []
     for name in config.baselines:
         log(f"baseline {name}")
-        base = run_baseline_method(ctx, name)
+        base = run_baseline_method(run.ctx, name)
         baselines.append(_score(name, "baseline", base.model, test, base.train_seconds)[0])
         if base.curve is not None:
             curves.append(base.curve)
@@ -200,9 +225,18 @@ def run_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None
     results = SwitchResults(
         teacher=teacher_score, student=student_score, baselines=baselines, curves=curves, drift=outcome.drift,
         stage_seconds=outcome.stage_seconds, oracle_auc=teacher_metrics.get("oracle_auc"),
-        teacher_checkpoint=str(Path(teacher_path).resolve()), student_checkpoint=str(student_dir.resolve()),
-        dataset=dataset_label, ablation=config.ablation.model_dump(),
+        teacher_checkpoint=str(run.teacher_path.resolve()), student_checkpoint=str(student_dir.resolve()),
+        dataset=run.dataset_label, ablation=config.ablation.model_dump(), operations=operations or [],
     )
     write_switch_report(results, out_dir)
     log(f"report written to {out_dir / 'report.md'}")
     return results
+
+
+def run_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: None) -> SwitchResults:
+    """Run every stage in this process and write the student checkpoint and the report into `out_dir`."""
+    run = begin_switch(config, out_dir, log=log)
+    log(f"CrossAdapt: {model_label(run.teacher.config)} → {run.student_label}")
+    outcome = run_crossadapt(run.ctx, config.ablation, adaptive=config.adaptive_kd or False,
+                             name=f"CrossAdapt ({run.student_label})")
+    return finish_switch(run, outcome, log=log)

@@ -179,3 +179,20 @@ def test_gain_budget_splits_the_sample_gain_into_recovered_history_and_sampling_
     assert "| – |" in render_gain_budget([partial])
     partial.pairs[0].methods.pop("CrossAdapt-Sample")
     assert not [line for line in render_gain_budget([partial]).splitlines() if line.startswith("| s |")]
+
+
+def test_switch_report_lists_the_platform_operations(tmp_path) -> None:  # noqa: ANN001
+    from crossadapt.transfer.report import render_switch_markdown
+    from crossadapt.transfer.results import OperationTiming, Score, SwitchResults
+
+    results = SwitchResults(
+        teacher=Score(name="T", role="teacher", auc=0.7, logloss=0.5),
+        student=Score(name="S", role="student", auc=0.71, logloss=0.49, train_seconds=3.0),
+        teacher_checkpoint="t", student_checkpoint="s", dataset="d", platform="local",
+        operations=[OperationTiming(service="projector", kind="projection", operation_id="abc", seconds=1.25,
+                                    result="switch/student-projected/v000001")],
+    )
+    text = render_switch_markdown(results)
+    assert "## Platform operations (local)" in text
+    assert "| projector | projection | `abc` | SUCCEEDED | switch/student-projected/v000001 | 1.25 |" in text
+    assert "Platform operations" not in render_switch_markdown(results.model_copy(update={"operations": []}))
