@@ -38,17 +38,39 @@ def _fail(message: str) -> None:
 def switch_command(
     config: Annotated[Path, typer.Option("--config", "-c", help="Switch config (YAML or JSON).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: the config's output_dir).")] = None,
+    services: Annotated[str | None, typer.Option(
+        "--services", help="Run the stages through the platform's services: 'local' starts them here; "
+                           "HOST (default ports) or NAME=HOST:PORT,... uses running ones.")] = None,
 ) -> None:
     """Run the whole switch: data → teacher → projection → sample → progressive KD → drift → co-distillation → report."""
     try:
         cfg = load_switch_config(config)
     except ConfigError as exc:
         _fail(f"invalid config {exc}")
-    from crossadapt.transfer.switch import run_switch  # heavy imports (torch) only once the config is valid
-
     out_dir = out if out is not None else cfg.output_dir
-    results = run_switch(cfg, out_dir, log=_log)
+    if services is not None:
+        results = _platform_backend()(cfg, out_dir, services=services, log=_log)
+    else:
+        from crossadapt.transfer.switch import run_switch  # heavy imports (torch) only once the config is valid
+
+        results = run_switch(cfg, out_dir, log=_log)
     print_switch_table(results, out_dir)
+
+
+SWITCH_BACKENDS = "crossadapt.switch_backends"
+
+
+def _platform_backend():  # noqa: ANN202 - the plugin's callable
+    """`run_switch_through_services` of the installed platform (entry point), without importing it by name."""
+    from importlib.metadata import entry_points
+
+    found = [entry for entry in entry_points(group=SWITCH_BACKENDS) if entry.name == "services"]
+    if not found:
+        _fail("--services needs the platform (pip install 'crossadapt[service]'): no switch backend is installed")
+    try:
+        return found[0].load()
+    except ImportError as exc:
+        _fail(f"--services: the platform failed to import ({exc}); install the 'service' extra")
 
 
 def print_switch_table(results: SwitchResults, out_dir: Path) -> None:
@@ -60,6 +82,13 @@ def print_switch_table(results: SwitchResults, out_dir: Path) -> None:
         secs = "–" if score.train_seconds is None else f"{score.train_seconds:.1f}"
         table.add_row(score.name, score.role, f"{100 * score.auc:.2f}", f"{score.logloss:.4f}", secs)
     _out.print(table)
+    if results.operations:
+        ops = Table(title=f"Platform operations ({results.platform})")
+        for column in ("service", "operation", "state", "result", "seconds"):
+            ops.add_column(column, justify="right" if column == "seconds" else "left")
+        for op in results.operations:
+            ops.add_row(op.service, op.operation_id, op.state, op.result, f"{op.seconds:.1f}")
+        _out.print(ops)
     _out.print(f"report: {out_dir / 'report.md'}")
     _out.print(f"student checkpoint: {results.student_checkpoint} (parent {results.teacher_checkpoint})")
 

@@ -193,7 +193,7 @@ def begin_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: No
 
 def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _: None,
                   operations: list[OperationTiming] | None = None, extra: dict[str, Any] | None = None,
-                  ) -> SwitchResults:
+                  platform: str | None = None) -> SwitchResults:
     """Score teacher and student on the test split, save the student, run the baselines, write the report."""
     from crossadapt.checkpoint import save_checkpoint
 
@@ -227,6 +227,7 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
         stage_seconds=outcome.stage_seconds, oracle_auc=teacher_metrics.get("oracle_auc"),
         teacher_checkpoint=str(run.teacher_path.resolve()), student_checkpoint=str(student_dir.resolve()),
         dataset=run.dataset_label, ablation=config.ablation.model_dump(), operations=operations or [],
+        platform=platform,
     )
     write_switch_report(results, out_dir)
     log(f"report written to {out_dir / 'report.md'}")

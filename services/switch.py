@@ -1,0 +1,298 @@
+"""`crossadapt switch --services local|ADDRESS`: the switch's stages through the services' gRPC APIs.
+
+The same stages as the in-process switch (`crossadapt.transfer.switch.run_switch`), but every stage is
+an operation on a service, and only refs cross the wire:
+
+    begin_switch (data, teacher, splits: core, in this process)
+    upload: teacher → checkpoint store (model, sharded tables, vocabulary); train/online → dataset store
+    ┌ projector.StartProjection(teacher → width d_S)  ┐
+    ├ sampler.StartSampling(train, teacher)           ├ run concurrently: none needs another's output
+    └ drift-detector.ComputeDrift(train windows)      ┘
+    offline-distiller.StartDistillation(projected student, teacher, sample)           → student v1
+    online-codistiller.StartCoDistillation(student v1, teacher, online stream, replay) → student vN
+    finish_switch (score on test, baselines, report) with every operation's id and seconds
+
+`local` starts the stack itself (embedded broker and store under OUT/platform); an ADDRESS is a host
+whose services listen on their default ports, or `name=host:port,…` per service. With an address
+the client uploads into the store named by the CROSSADAPT_* settings, which must be the services' store.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from crossadapt.transfer.methods import MethodOutcome, prior_shift
+from crossadapt.transfer.results import DriftSummary, OperationTiming, SwitchResults
+from crossadapt.transfer.switch import SwitchRun, begin_switch, finish_switch
+from crossadapt.transfer.switch_config import SwitchConfig
+from services.common import model_io
+from services.common.operation_api import TERMINAL_WIRE_STATES
+from services.common.proto import common_pb2, operations_pb2, operations_pb2_grpc
+from services.common.registry import get_spec
+from services.common.settings import PlatformSettings
+from services.common.storage import CheckpointStore, open_object_store
+from services.common.storage.datasets import DatasetStore
+
+Log = Callable[[str], None]
+BACKEND_SERVICES = ("projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller")
+STREAM_PARTITIONS = 10  # the online split as a stream of time partitions
+
+
+class PlatformSwitchError(RuntimeError):
+    """A stage's operation failed or was cancelled; the message names the service, operation and reason."""
+
+
+def unsupported_options(config: SwitchConfig) -> list[str]:
+    """Config options the platform path cannot honour (refused before anything runs)."""
+    problems = [f"ablation.{name}=false" for name, on in config.ablation.model_dump().items() if not on]
+    if config.adaptive_kd is not None:
+        problems.append("adaptive_kd (the services distill with a fixed λ)")
+    if config.device != "cpu":
+        problems.append(f"device={config.device!r} (the services choose their own devices)")
+    return problems
+
+
+def service_addresses(services: str) -> dict[str, str]:
+    """`host` (default ports) or `name=host:port,…` → {service: address}."""
+    if "=" not in services:
+        return {name: f"{services}:{get_spec(name).default_port}" for name in BACKEND_SERVICES}
+    addresses = {}
+    for item in services.split(","):
+        name, _, address = item.partition("=")
+        if name.strip() not in BACKEND_SERVICES or not address:
+            raise ValueError(f"--services: {item!r} is not NAME=HOST:PORT with NAME one of {BACKEND_SERVICES}")
+        addresses[name.strip()] = address.strip()
+    missing = sorted(set(BACKEND_SERVICES) - set(addresses))
+    if missing:
+        raise ValueError(f"--services names no address for {missing}")
+    return addresses
+
+
+@dataclass
+class PlatformClient:
+    """Channels to the services, and the stores the client uploads into."""
+
+    addresses: dict[str, str]
+    settings: PlatformSettings
+    channels: dict[str, grpc.Channel] = field(default_factory=dict)
+    timings: list[OperationTiming] = field(default_factory=list)
+
+    def channel(self, service: str) -> grpc.Channel:
+        if service not in self.channels:
+            self.channels[service] = grpc.insecure_channel(self.addresses[service])
+        return self.channels[service]
+
+    def stub(self, service: str) -> Any:
+        return get_spec(service).stub_class()(self.channel(service))
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+
+    def run(self, service: str, start: Callable[[Any], Any], timeout_s: float = 3600.0) -> common_pb2.Operation:
+        """Start an operation with `start(stub)`, follow it to the end; raise unless it SUCCEEDED."""
+        began = time.perf_counter()
+        operation = start(self.stub(service)).operation
+        watcher = operations_pb2_grpc.OperationsServiceStub(self.channel(service))
+        final = operation
+        while final.state not in TERMINAL_WIRE_STATES:
+            try:
+                for reply in watcher.WatchOperation(operations_pb2.WatchOperationRequest(operation_id=operation.id),
+                                                    timeout=timeout_s):
+                    final = reply.operation
+            except grpc.RpcError as exc:  # a server restart ends the stream: watch again
+                if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise
+                time.sleep(0.5)
+        seconds = time.perf_counter() - began
+        state = common_pb2.OperationState.Name(final.state).removeprefix("OPERATION_STATE_")
+        self.timings.append(OperationTiming(service=service, kind=final.kind, operation_id=final.id,
+                                            seconds=round(seconds, 3), state=state, result=_result_label(final)))
+        if final.state != common_pb2.OPERATION_STATE_SUCCEEDED:
+            raise PlatformSwitchError(f"{service} operation {final.id} ({final.kind}) ended {state}: "
+                                      f"{final.error.code_name} {final.error.field}: {final.error.message}")
+        return final
+
+
+def _result_label(operation: common_pb2.Operation) -> str:
+    if operation.HasField("checkpoint"):
+        return f"{operation.checkpoint.name}/{operation.checkpoint.version}"
+    if operation.HasField("dataset"):
+        return operation.dataset.name
+    return ""
+
+
+@contextmanager
+def connect(services: str, out_dir: Path, log: Log) -> Iterator[PlatformClient]:
+    """A client of a running platform (`ADDRESS`), or of one this call starts and stops (`local`)."""
+    if services != "local":
+        client = PlatformClient(service_addresses(services), PlatformSettings())
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    from services.local.up import start_platform
+
+    log("starting the local platform (embedded broker and store) …")
+    platform = start_platform(out_dir / "platform", services=list(BACKEND_SERVICES))
+    client = PlatformClient({name: platform.address(name) for name in BACKEND_SERVICES}, platform.settings())
+    try:
+        yield client
+    finally:
+        client.close()
+        platform.stop()
+
+
+# ---- the stages -------------------------------------------------------------------------------------
+def _ref(name: str, version: str = "") -> common_pb2.CheckpointRef:
+    return common_pb2.CheckpointRef(name=name, version=version)
+
+
+def _model_spec(config: SwitchConfig) -> Any:
+    from services.common.proto import offline_distiller_pb2
+
+    model = config.student.model.model_dump(mode="json")
+    spec = offline_distiller_pb2.ModelSpec(architecture=model.pop("architecture"),
+                                           embedding_dim=model.pop("embedding_dim"),
+                                           hidden=model.pop("hidden_units", []))
+    spec.options.update(model)
+    return spec
+
+
+def _drift_summary(operation: common_pb2.Operation, config: SwitchConfig) -> DriftSummary | None:
+    from google.protobuf.json_format import MessageToDict
+
+    details = MessageToDict(operation.details)
+    summary = details.get("summary", details)
+    if "shift" not in summary or "replay_ratio" not in summary:
+        return None
+    per_feature = summary.get("per_feature", {})
+    if isinstance(per_feature, list):
+        per_feature = {entry["feature"]: entry["mean"] for entry in per_feature}
+    drift = config.online.drift
+    return DriftSummary(metric=drift.metric, shift=float(summary["shift"]), replay_ratio=float(summary["replay_ratio"]),
+                        theta_low=drift.theta_low, theta_high=drift.theta_high,
+                        per_feature={k: float(v) for k, v in per_feature.items()})
+
+
+def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) -> tuple[Any, dict[str, Any]]:
+    """Upload, then every stage through the services; returns the final student model and stage facts."""
+    from services.common.proto import (
+        drift_detector_pb2,
+        offline_distiller_pb2,
+        online_codistiller_pb2,
+        projector_pb2,
+        sampler_pb2,
+    )
+
+    config, spec = run.config, run.dataset.feature_spec
+    objects = open_object_store(client.settings)
+    checkpoints, datasets = CheckpointStore(objects), DatasetStore(objects)
+    facts: dict[str, Any] = {}
+    began = time.perf_counter()
+    teacher = model_io.publish_model(checkpoints, f"{prefix}/teacher", run.teacher, feature_spec=spec,
+                                     vocab_hash=run.dataset.vocab_hash, vocabulary=run.dataset.vocabulary(),
+                                     parent=str(run.teacher_path.resolve()), owner=prefix)
+    train_name, online_name = f"{prefix}/train", f"{prefix}/online"
+    model_io.write_split(datasets, train_name, run.splits["train"], spec, vocab_hash=run.dataset.vocab_hash)
+    model_io.write_split(datasets, online_name, run.splits["online"], spec, vocab_hash=run.dataset.vocab_hash,
+                         partitions=STREAM_PARTITIONS)
+    facts["upload_s"] = time.perf_counter() - began
+    log(f"uploaded teacher {teacher.ref} and the train/online splits in {facts['upload_s']:.1f} s")
+
+    teacher_ref = _ref(teacher.name, teacher.version)
+    s, d, o = config.offline.sampling, config.offline.distillation, config.online
+    drift_config = dict(metric=o.drift.metric, windows=o.drift.windows, bins=o.drift.bins, low=o.drift.theta_low,
+                        high=o.drift.theta_high, max_replay=o.drift.max_replay)
+
+    def project() -> common_pb2.Operation:
+        return client.run("projector", lambda stub: stub.StartProjection(projector_pb2.StartProjectionRequest(
+            teacher=teacher_ref, student_name=f"{prefix}/student-projected",
+            width=config.student.model.embedding_dim, seed=config.seed, request_id=f"{prefix}/projection")))
+
+    def sample() -> common_pb2.Operation:
+        return client.run("sampler", lambda stub: stub.StartSampling(sampler_pb2.StartSamplingRequest(
+            dataset=common_pb2.DatasetRef(name=train_name), teacher=teacher_ref,
+            config=sampler_pb2.SamplingConfig(ratio=s.ratio, positive_ratio=s.positive_ratio,
+                                              temporal_blocks=s.temporal_blocks, seed=config.seed),
+            sample_name=f"{prefix}/sample", request_id=f"{prefix}/sampling")))
+
+    def drift() -> common_pb2.Operation:
+        return client.run("drift-detector", lambda stub: stub.ComputeDrift(drift_detector_pb2.ComputeDriftRequest(
+            reference=common_pb2.DatasetRef(name=train_name), config=drift_detector_pb2.DriftConfig(**drift_config),
+            request_id=f"{prefix}/drift")))
+
+    log("projection, sampling and drift run concurrently …")
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        projected_f, sample_f, drift_f = pool.submit(project), pool.submit(sample), pool.submit(drift)
+        projected, sampled, drifted = projected_f.result(), sample_f.result(), drift_f.result()
+    facts["drift"] = _drift_summary(drifted, config)
+
+    task_logit_shift = 0.0
+    if s.prior_correction:
+        from google.protobuf.json_format import MessageToDict
+
+        from crossadapt.training import positive_rate
+
+        report = MessageToDict(sampled.details)
+        sample_rate = report.get("positive_rate", report.get("report", {}).get("positive_rate"))
+        task_logit_shift = prior_shift(sample_rate, positive_rate(run.splits["train"]))
+    log("offline distillation …")
+    distilled = client.run("offline-distiller", lambda stub: stub.StartDistillation(
+        offline_distiller_pb2.StartDistillationRequest(
+            student=projected.checkpoint, teacher=teacher_ref, sample=sampled.dataset,
+            config=offline_distiller_pb2.DistillationConfig(
+                kd_weight=d.kd_weight, temperature=d.temperature, frozen_epochs=d.frozen_epochs,
+                joint_epochs=d.joint_epochs, batch_size=config.optim.batch_size, dense_lr=config.optim.dense_lr,
+                embedding_lr=config.optim.embedding_lr, seed=config.seed, task_logit_shift=task_logit_shift),
+            student_name=f"{prefix}/student", student_model=_model_spec(config), request_id=f"{prefix}/distillation")))
+    log("online co-distillation …")
+    codistilled = client.run("online-codistiller", lambda stub: stub.StartCoDistillation(
+        online_codistiller_pb2.StartCoDistillationRequest(
+            student=distilled.checkpoint, teacher=teacher_ref, stream=common_pb2.DatasetRef(name=online_name),
+            replay=common_pb2.DatasetRef(name=train_name),
+            config=online_codistiller_pb2.CoDistillationConfig(
+                teacher_update_interval=o.teacher_update_interval, batch_size=config.optim.batch_size,
+                kd_weight=d.kd_weight, temperature=d.temperature, dense_lr=config.optim.dense_lr,
+                embedding_lr=config.optim.embedding_lr, teacher_dense_lr=o.teacher_lr, seed=config.seed,
+                drift=online_codistiller_pb2.CoDistillationDriftSettings(**drift_config)),
+            student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher-co", request_id=f"{prefix}/codistill")))
+    student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)
+    facts["student_ref"] = published.ref
+    facts["teacher_ref"] = teacher.ref
+    return student, facts
+
+
+def run_switch_through_services(config: SwitchConfig, out_dir: Path, *, services: str,
+                                log: Log = lambda _: None) -> SwitchResults:
+    """The switch with every stage an operation on the platform's services (see the module docstring)."""
+    problems = unsupported_options(config)
+    if problems:
+        raise ValueError(f"the platform path cannot run this config: {'; '.join(problems)}")
+    if services != "local":
+        service_addresses(services)  # refuse a malformed address before the data work starts
+    run = begin_switch(config, out_dir, log=log)
+    prefix = f"switch/{uuid.uuid4().hex[:10]}"
+    with connect(services, Path(out_dir), log) as client:
+        started = time.perf_counter()
+        student, facts = run_stages(client, run, prefix, log)
+        train_seconds = time.perf_counter() - started - facts["upload_s"]
+    stage_seconds: dict[str, float] = {"upload": round(facts["upload_s"], 3)}
+    for timing in client.timings:
+        stage_seconds[timing.kind] = stage_seconds.get(timing.kind, 0.0) + timing.seconds
+    outcome = MethodOutcome(name=f"CrossAdapt ({run.student_label})", model=student, train_seconds=train_seconds,
+                            drift=facts["drift"], stage_seconds=stage_seconds,
+                            details={"platform": services, "student_ref": facts["student_ref"],
+                                     "teacher_ref": facts["teacher_ref"]})
+    return finish_switch(run, outcome, log=log, operations=client.timings, platform=services,
+                         extra={"platform": services, "store_ref": facts["student_ref"]})
