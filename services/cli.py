@@ -89,11 +89,10 @@ def worker_health(
     """Exit 0 if this host's Celery worker answers a ping over the broker (the image's worker health check)."""
     import socket
 
-    from services.common.celery_app import get_celery_app
+    from services.common.healthcheck import check_worker
 
     node = hostname or f"celery@{socket.gethostname()}"
-    replies = get_celery_app().control.ping(destination=[node], timeout=timeout) or []
-    if not any(node in reply for reply in replies):
+    if not check_worker(node, timeout_s=timeout):
         typer.echo(f"worker {node} did not answer a ping within {timeout}s", err=True)
         raise typer.Exit(1)
     typer.echo(f"worker {node}: pong")
