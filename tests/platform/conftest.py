@@ -14,25 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from platform_stack import RedisServer, SeaweedS3, Stack, s3_store
+from platform_stack import RedisServer, SeaweedS3, Stack, s3_store  # noqa: F401 - redis_server/seaweed: tests/conftest.py
 from services.common.storage import LocalObjectStore, ObjectStore
 
 TABLE_ROWS = 1_000_000
 TABLE_DIM = 16
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer.start(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
-    server = SeaweedS3.start(tmp_path_factory.mktemp("seaweed"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])
