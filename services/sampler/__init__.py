@@ -1,0 +1,1 @@
+"""The sampler service: strategic distillation samples scored by the teacher (see pipeline.py)."""

@@ -1,0 +1,117 @@
+"""The sampler's gRPC service: start a sampling; get / watch / cancel it through OperationsService.
+
+StartSampling validates synchronously (NOT_FOUND for the dataset or teacher; INVALID_ARGUMENT for
+the config, the teacher's vocabulary or feature spec against the dataset's; ALREADY_EXISTS for a
+taken sample name), records the operation and sends the Celery workflow. Operation state lives in
+the operation store, so any replica, or this one after a restart, answers for any operation.
+
+    crossadapt serve sampler     # CROSSADAPT_GRPC_PORT, CROSSADAPT_METRICS_PORT, ... (services.common.settings)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from celery import Celery
+
+from services.common.logs import configure_logging
+from services.common.operation_api import (
+    Canceller,
+    ServiceContext,
+    existing_operation,
+    fail_start,
+    operation_id_for,
+    operation_message,
+    request_fingerprint,
+    serve_service,
+)
+from services.common.operations import OperationRecord, OperationStore, open_operation_store
+from services.common.proto import common_pb2, sampler_pb2, sampler_pb2_grpc
+from services.common.settings import PlatformSettings, get_settings
+from services.common.storage import CheckpointStore, DatasetStore, open_object_store
+from services.sampler.pipeline import SamplerContext, plan_from_record, plan_sampling, sampling_config
+from services.sampler.spec import SPEC
+from services.sampler.tasks import build_workflow, discard_outputs
+
+log = logging.getLogger(__name__)
+OPERATION_KIND = "sampling"
+
+
+class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
+    """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
+
+    def __init__(self, ctx: SamplerContext, app: Celery) -> None:
+        self.ctx = ctx
+        self.app = app
+
+    @property
+    def operations(self) -> OperationStore:
+        return self.ctx.operations
+
+    def _message(self, record: OperationRecord) -> common_pb2.Operation:
+        return operation_message(record, self.operations.progress(record))
+
+    def _start(self, request: sampler_pb2.StartSamplingRequest) -> common_pb2.Operation:
+        fingerprint = request_fingerprint(request)
+        operation_id = operation_id_for(OPERATION_KIND, request.request_id)
+        if request.request_id:
+            existing = existing_operation(self.operations, operation_id, fingerprint)
+            if existing is not None:
+                return self._message(existing)
+        config, target = sampling_config(fingerprint.get("config", {}))
+        plan = plan_sampling(
+            self.ctx.checkpoints, self.ctx.datasets, operation_id=operation_id, dataset=request.dataset.name,
+            teacher_name=request.teacher.name, teacher_version=request.teacher.version,
+            sample_name=request.sample_name, config=config, target=target,
+            dataset_position=request.dataset.HasField("position"),
+        )
+        workflow, task_ids = build_workflow(self.app, plan)
+        record = OperationRecord(id=operation_id, kind=OPERATION_KIND, units=len(plan.units()), task_ids=task_ids,
+                                 params={"plan": plan.model_dump(mode="json"), "request": fingerprint})
+        if not self.operations.create(record):  # a concurrent call with the same request_id won
+            return self._message(self.operations.get(operation_id))
+        try:
+            workflow.apply_async()
+        except Exception as exc:
+            raise fail_start(self.operations, operation_id, exc, "sampling") from exc
+        log.info("sampling started", extra={
+            "operation_id": operation_id, "dataset": plan.dataset, "teacher": plan.teacher_ref,
+            "sample": plan.sample_name, "blocks": plan.blocks, "ratio": plan.config.ratio, "target": plan.target})
+        return self._message(record)
+
+    async def StartSampling(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
+        operation = await asyncio.to_thread(self._start, request)
+        return sampler_pb2.StartSamplingResponse(operation=operation)
+
+
+def _discard(ctx: SamplerContext) -> Callable[[OperationRecord], None]:
+    return lambda record: discard_outputs(ctx, plan_from_record(record.params))
+
+
+async def serve(settings: PlatformSettings) -> None:
+    """Run the sampler until SIGTERM (then drain for `shutdown_grace_s`)."""
+    objects = open_object_store(settings)
+    checkpoints, datasets = CheckpointStore(objects), DatasetStore(objects)
+
+    def make_servicer(service: ServiceContext) -> SamplerServicer:
+        ctx = SamplerContext(checkpoints=checkpoints, datasets=datasets, operations=service.operations)
+        return SamplerServicer(ctx, service.app)
+
+    cancel_ctx = SamplerContext(checkpoints=checkpoints, datasets=datasets, operations=open_operation_store(settings))
+    await serve_service(
+        settings, name=SPEC.name, grpc_service=str(SPEC.grpc_service),
+        add_servicer=sampler_pb2_grpc.add_SamplerServiceServicer_to_server, make_servicer=make_servicer,
+        cancellers={OPERATION_KIND: Canceller(discard=_discard(cancel_ctx))},
+    )
+
+
+def main(settings: PlatformSettings | None = None) -> None:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
