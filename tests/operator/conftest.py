@@ -1,0 +1,32 @@
+"""Fixtures of the operator tests: the CRD, its schema, and the fake platform."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from operator_fakes import Platform  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CRD_PATH = ROOT / "charts" / "crossadapt" / "crds" / "modelswitches.crossadapt.io.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd() -> dict[str, Any]:
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+@pytest.fixture(scope="session")
+def open_api_schema(crd: dict[str, Any]) -> dict[str, Any]:
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+@pytest.fixture
+def platform() -> Platform:
+    return Platform()
