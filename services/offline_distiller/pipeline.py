@@ -1,0 +1,337 @@
+"""The distillation task without Celery: inputs, the training run, checkpoints, the published student.
+
+    run_distillation(ctx, plan, report)
+      inputs: the sample (+ teacher logits, computed once if it has none), validation rows, the teacher's
+              vocabulary, and the student: the newest work-in-progress checkpoint of this operation if
+              there is one, else a fresh student whose tables are the projector's output
+      train:  core ProgressiveDistillation (frozen, then joint), one process or DDP over `world_size`;
+              every `checkpoint_every_steps` steps (or at each epoch end) a work-in-progress checkpoint
+              `wip/offline-distiller/<op>/vN` (weights + run state: cursor, optimiser, RNG)
+      publish: the student into the version claimed at Start (parent: the teacher; stage seconds and
+              config in the manifest; its optimiser state as training/optimizer.pt)
+
+A restarted task resumes from the newest work-in-progress checkpoint: the steps re-done after a
+lost worker are those since it, at most one checkpoint interval, and the result is bit-for-bit the
+uninterrupted run's (same batches, optimiser and RNG state).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch import nn
+
+from crossadapt.data.arrays import SplitArrays
+from crossadapt.data.vocabulary import Vocabulary
+from crossadapt.metrics import log_odds
+from crossadapt.models import build_model, parse_model_config
+from crossadapt.models.spec import FeatureSpec
+from crossadapt.training import positive_rate, seed_everything
+from crossadapt.transfer.distill import (
+    OfflineDistillConfig,
+    OfflineDistillResult,
+    ProgressiveDistillation,
+    cache_teacher_logits,
+)
+from services.common.errors import DataLossError, FailedPreconditionError
+from services.common.model_io import load_model, load_vocabulary, read_all
+from services.common.operations import OperationRecord, OperationStore
+from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
+from services.common.storage.datasets import DatasetStore
+from services.common.storage.tables import NUMERICAL_TABLE, read_table
+from services.offline_distiller.plan import DistillationPlan
+from services.offline_distiller.publishing import (
+    OPTIMIZER_FILE,
+    delete_checkpoint,
+    delete_version,
+    publish_checkpoint,
+    read_state,
+    tensor_bytes,
+)
+
+log = logging.getLogger(__name__)
+RUN_STATE_FILE = "training/distillation.pt"
+EVAL_BATCH_ROWS = 8192
+ReportFn = Callable[..., None]  # Reporter(fraction, *, force=False, stage=None, details=None)
+
+
+@dataclass(frozen=True)
+class DistillerContext:
+    """The stores a task works on (one per worker process)."""
+
+    checkpoints: CheckpointStore
+    datasets: DatasetStore
+    operations: OperationStore
+
+
+@dataclass
+class DistillationInputs:
+    """What the training run starts from."""
+
+    train: SplitArrays
+    valid: SplitArrays | None
+    student: nn.Module
+    state: dict[str, Any] | None = None  # a resumed run's state (ProgressiveDistillation.state_dict)
+    resumed_from: str | None = None  # the work-in-progress checkpoint it came from
+    vocabulary: Vocabulary | None = None
+    tables: dict[str, list[str]] = field(default_factory=dict)  # {"projected": [...], "random": [...], ...}
+    teacher_logit_seconds: float = 0.0
+
+
+# ---- inputs -------------------------------------------------------------------------------------
+def read_rows(datasets: DatasetStore, name: str, spec: FeatureSpec, field: str) -> SplitArrays:
+    """A whole dataset (sample, validation rows), checked: bad data fails naming the dataset and column."""
+    try:
+        arrays = read_all(datasets, name, spec)
+    except pa.ArrowInvalid as exc:
+        raise FailedPreconditionError(f"dataset {name!r} has an unreadable partition: {exc}", field=field) from exc
+    check_rows(arrays, spec, f"{field} {name!r}")
+    return arrays
+
+
+def check_rows(arrays: SplitArrays, spec: FeatureSpec, where: str) -> None:
+    """Ids inside each field's vocabulary, finite numbers, labels in [0, 1] (vectorised, per column)."""
+    sizes = np.array([f.vocab_size for f in spec.categorical], dtype=np.int64)
+    if len(sizes) and len(arrays):
+        bad = (arrays.categorical.min(axis=0) < 0) | (arrays.categorical.max(axis=0) >= sizes)
+        if bad.any():
+            column = int(np.flatnonzero(bad)[0])
+            raise FailedPreconditionError(
+                f"{where}: field {spec.categorical[column].name!r} has ids outside 0..{sizes[column] - 1}",
+                field=spec.categorical[column].name)
+    checks = {"label": arrays.label, "teacher_logit": arrays.teacher_logit}
+    checks.update({name: arrays.numerical[:, i] for i, name in enumerate(spec.numerical)})
+    for name, column in checks.items():
+        if column is not None and not np.isfinite(column).all():
+            raise FailedPreconditionError(f"{where}: column {name!r} holds NaN or infinite values", field=name)
+    if len(arrays) and (arrays.label.min() < 0 or arrays.label.max() > 1):
+        raise FailedPreconditionError(f"{where}: labels outside [0, 1]", field="label")
+
+
+def student_base_rate(plan: DistillationPlan, train: SplitArrays) -> float | None:
+    """The data's positive rate the student starts at: the configured one, else the sample's rate with the
+    prior correction undone (logit(data) = logit(sample) - task_logit_shift)."""
+    if plan.settings.base_rate is not None:
+        return plan.settings.base_rate
+    rate = positive_rate(train)
+    if rate is None:
+        return None
+    return 1.0 / (1.0 + math.exp(-(log_odds(rate) - plan.settings.task_logit_shift)))
+
+
+def initial_student(checkpoints: CheckpointStore, plan: DistillationPlan, train: SplitArrays,
+                    ) -> tuple[nn.Module, dict[str, list[str]]]:
+    """A fresh student whose embedding tables are the projected ones; fields the teacher lacks stay random.
+
+    Seeded like the in-process switch (seed_everything, then build_model), so every other weight matches it.
+    """
+    seed_everything(plan.settings.seed)
+    student = build_model(parse_model_config(plan.model), plan.feature_spec, base_rate=student_base_rate(plan, train))
+    projected = checkpoints.resolve(plan.projected.name, plan.projected.version)
+    available = set((projected.manifest.extra.get("tables") or {}).keys())
+    report: dict[str, list[str]] = {"projected": [], "random": [], "ignored": sorted(available - set(
+        student.embedding.table_names()))}
+    for table in student.embedding.table_names():
+        if table not in available:
+            report["random"].append(table)
+            continue
+        values = read_table(checkpoints, projected, table)
+        if table == NUMERICAL_TABLE:  # one row per numerical field: match them by name
+            source = list(projected.manifest.feature_spec.numerical)
+            current = student.embedding.get_table(table).numpy()
+            for row, name in enumerate(plan.feature_spec.numerical):
+                if name in source:
+                    current[row] = values[source.index(name)]
+            values = current
+        student.embedding.set_table(table, torch.from_numpy(values))
+        report["projected"].append(table)
+    return student, report
+
+
+def latest_work_in_progress(ctx: DistillerContext, plan: DistillationPlan,
+                            ) -> tuple[nn.Module, dict[str, Any], PublishedCheckpoint] | None:
+    """The newest readable work-in-progress checkpoint of this operation (an unreadable one is dropped)."""
+    for version in reversed(ctx.checkpoints.versions(plan.wip_name)):
+        try:
+            model, published = load_model(ctx.checkpoints, plan.wip_name, version)
+            return model, read_state(ctx.checkpoints, published, RUN_STATE_FILE), published
+        except (DataLossError, CheckpointNotFoundError) as exc:
+            log.warning("dropping an unreadable work-in-progress checkpoint",
+                        extra={"operation_id": plan.operation_id, "version": version, "error": str(exc)})
+            delete_version(ctx.checkpoints, plan.wip_name, version)
+    return None
+
+
+def load_inputs(ctx: DistillerContext, plan: DistillationPlan) -> DistillationInputs:
+    train = read_rows(ctx.datasets, plan.sample, plan.feature_spec, "sample")
+    valid = read_rows(ctx.datasets, plan.validation, plan.feature_spec, "validation") if plan.validation else None
+    teacher_seconds = 0.0
+    if plan.needs_teacher_logits:
+        started = time.perf_counter()
+        teacher, _ = load_model(ctx.checkpoints, plan.teacher.name, plan.teacher.version)
+        train = train.with_teacher_logit(cache_teacher_logits(teacher, train, EVAL_BATCH_ROWS))
+        teacher_seconds = time.perf_counter() - started
+    teacher_ckpt = ctx.checkpoints.resolve(plan.teacher.name, plan.teacher.version)
+    vocabulary = load_vocabulary(ctx.checkpoints, teacher_ckpt)
+    if vocabulary is not None and vocabulary.hash != plan.vocab_hash:
+        vocabulary = None  # validated at Start from the manifests; a disagreeing file is not passed on
+    inputs = DistillationInputs(train=train, valid=valid, student=nn.Identity(), vocabulary=vocabulary,
+                                teacher_logit_seconds=teacher_seconds)
+    resumed = latest_work_in_progress(ctx, plan)
+    if resumed is not None:
+        inputs.student, inputs.state, published = resumed
+        inputs.resumed_from = published.ref
+        inputs.tables = published.manifest.extra.get("initial_tables", {})
+    else:
+        inputs.student, inputs.tables = initial_student(ctx.checkpoints, plan, train)
+    return inputs
+
+
+# ---- training -----------------------------------------------------------------------------------
+def core_config(plan: DistillationPlan, device: str, num_threads: int | None = None) -> OfflineDistillConfig:
+    d, o = plan.settings.distillation, plan.settings.optim
+    return OfflineDistillConfig(
+        frozen_epochs=d.frozen_epochs, joint_epochs=d.joint_epochs, kd_weight=d.kd_weight, temperature=d.temperature,
+        batch_size=o.batch_size, embedding_lr=o.embedding_lr, dense_lr=o.dense_lr, seed=plan.settings.seed,
+        device=device, num_threads=num_threads, teacher_batch_size=EVAL_BATCH_ROWS, eval_batch_size=EVAL_BATCH_ROWS,
+        task_logit_shift=plan.settings.task_logit_shift,
+    )
+
+
+def build_run(plan: DistillationPlan, inputs: DistillationInputs, *, device: str, num_threads: int | None = None,
+              distributed: bool = False) -> ProgressiveDistillation:
+    run = ProgressiveDistillation(inputs.student, inputs.train, core_config(plan, device, num_threads),
+                                  valid=inputs.valid, distributed=distributed)
+    if inputs.state is not None:
+        run.load_state_dict(inputs.state)
+    return run
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def history(run: ProgressiveDistillation) -> list[dict[str, Any]]:
+    """Per-epoch rows (phase, epoch, train loss, validation AUC / LogLoss) for the operation's details."""
+    rows = []
+    for record in run.records:
+        for epoch, loss in enumerate(record.train_loss):
+            metrics = record.valid[epoch] if epoch < len(record.valid) else {}
+            rows.append({"phase": record.name, "epoch": epoch, "train_loss": loss,
+                         "valid_auc": metrics.get("auc"), "valid_logloss": metrics.get("logloss")})
+    return rows
+
+
+class Checkpointer:
+    """The training callback of rank 0: progress, cancel checks and work-in-progress checkpoints."""
+
+    def __init__(self, ctx: DistillerContext, plan: DistillationPlan, report: ReportFn,
+                 initial_tables: dict[str, list[str]]) -> None:
+        self.ctx, self.plan, self.report, self.initial_tables = ctx, plan, report, initial_tables
+        self.every = plan.settings.checkpoint_every_steps
+        self.last: PublishedCheckpoint | None = None
+
+    def __call__(self, run: ProgressiveDistillation, event: str) -> None:
+        fraction = run.cursor.steps / max(run.total_steps, 1)
+        stage = None if run.finished else run.phase_name
+        due = not run.finished and (run.cursor.steps % self.every == 0 if self.every else event == "epoch")
+        if event == "step" and not (self.every and due):
+            self.report(fraction, stage=stage)
+            return
+        details: dict[str, Any] = {"steps": run.cursor.steps, "total_steps": run.total_steps,
+                                   "epoch": run.epochs_done, "epochs": run.total_epochs, "history": history(run)}
+        if due:
+            self.save(run)
+            details["checkpoint"] = {"ref": self.last.ref, "step": run.cursor.steps}  # type: ignore[union-attr]
+        self.report(fraction, force=True, stage=stage, details=details)
+
+    def save(self, run: ProgressiveDistillation) -> PublishedCheckpoint:
+        """Publish the run's weights and state as the next work-in-progress version, then drop older ones."""
+        checkpoints, plan = self.ctx.checkpoints, self.plan
+        version = checkpoints.claim_version(plan.wip_name, owner=plan.operation_id)
+        self.last = publish_checkpoint(
+            checkpoints, plan.wip_name, version, run.trainer.model, feature_spec=plan.feature_spec,
+            vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, parent=plan.projected.ref,
+            extra={"work_in_progress": True, "cursor": asdict(run.cursor), "initial_tables": self.initial_tables},
+            files={RUN_STATE_FILE: tensor_bytes(run.state_dict())}, tables=False)
+        for older in checkpoints.versions(plan.wip_name):
+            if older < version:
+                delete_version(checkpoints, plan.wip_name, older)
+        log.info("checkpoint saved", extra={"operation_id": plan.operation_id, "checkpoint": self.last.ref,
+                                            "step": run.cursor.steps})
+        return self.last
+
+
+def train(plan: DistillationPlan, inputs: DistillationInputs, callback: Callable[..., None] | None,
+          ) -> tuple[ProgressiveDistillation, OfflineDistillResult]:
+    """One process, or data parallel over `world_size` local processes (services.offline_distiller.ddp)."""
+    if plan.settings.world_size == 1:
+        run = build_run(plan, inputs, device=default_device())
+        return run, run.run(callback)
+    from services.offline_distiller.ddp import train_data_parallel
+
+    return train_data_parallel(plan, inputs, callback)
+
+
+# ---- publishing ---------------------------------------------------------------------------------
+def publish_student(ctx: DistillerContext, plan: DistillationPlan, inputs: DistillationInputs,
+                    result: OfflineDistillResult) -> PublishedCheckpoint:
+    stage_seconds = {"teacher_logits": round(inputs.teacher_logit_seconds, 3),
+                     **{record.name: round(record.seconds, 3) for record in result.phases},
+                     "train_total": round(result.seconds, 3)}
+    last_valid = next((record.valid[-1] for record in reversed(result.phases) if record.valid), {})
+    metrics = {f"valid_{k}": v for k, v in last_valid.items() if isinstance(v, (int, float)) and k in ("auc", "logloss")}
+    extra = {
+        "stage_seconds": stage_seconds, "config": plan.settings.model_dump(mode="json"),
+        "projected_student": plan.projected.ref, "sample": plan.sample, "rows": result.rows,
+        "initial_tables": inputs.tables, "role": "student", "resumed_from": inputs.resumed_from,
+        "phases": [{"name": r.name, "epochs": r.epochs, "steps": r.steps, "train_loss": r.train_loss,
+                    "task_loss": r.task_loss, "kd_loss": r.kd_loss} for r in result.phases],
+    }
+    return publish_checkpoint(
+        ctx.checkpoints, plan.student_name, plan.student_version, result.student, feature_spec=plan.feature_spec,
+        vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=inputs.vocabulary,
+        parent=plan.teacher.ref, metrics=metrics, extra=_json_safe(extra),
+        files={OPTIMIZER_FILE: tensor_bytes(result.optimizer_state)})
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf (a loss of an empty phase) as None: manifests are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run_distillation(ctx: DistillerContext, plan: DistillationPlan, report: ReportFn) -> PublishedCheckpoint:
+    """The whole task: inputs, training (resumed if a checkpoint exists), the published student."""
+    inputs = load_inputs(ctx, plan)
+    report(0.0, force=True, details={"initial_tables": inputs.tables, "resumed_from": inputs.resumed_from,
+                                     "sample_rows": len(inputs.train)})
+    checkpointer = Checkpointer(ctx, plan, report, inputs.tables)
+    _, result = train(plan, inputs, checkpointer)
+    report(1.0, force=True, stage="publish", details={"history": [
+        {"phase": r.name, "train_loss": r.train_loss, "valid": r.valid} for r in result.phases]})
+    return publish_student(ctx, plan, inputs, result)
+
+
+def discard_outputs(ctx: DistillerContext, record: OperationRecord) -> None:
+    """After a failure or a cancel: drop the work-in-progress checkpoints and the unpublished student files."""
+    plan = DistillationPlan.model_validate(record.params["plan"])
+    delete_checkpoint(ctx.checkpoints, plan.wip_name)
+    if plan.student_version:
+        try:
+            ctx.checkpoints.discard(plan.student_name, plan.student_version)
+        except Exception:  # published already (a cancel lost the race with publish): keep it
+            log.warning("student version not discarded", extra={"operation_id": plan.operation_id})

@@ -1,0 +1,180 @@
+"""StartDistillation's checks and the plan the task runs (stored in the operation record).
+
+Everything that can be checked before a worker runs is checked here, from manifests and the
+datasets' first partition: refs (NOT_FOUND), names, config ranges, the student's model config, the
+projected tables' width and rows against the sample's fields, the vocabulary hashes of sample,
+teacher and projected student, and whether the teacher can score a sample that carries no teacher
+logits. Refs are pinned to concrete versions, so a redelivered task trains on the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from crossadapt.models.spec import FeatureSpec
+from services.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from services.common.model_io import SPEC_METADATA_KEY, VOCAB_HASH_METADATA_KEY
+from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint, check_name
+from services.common.storage.datasets import DatasetStore
+from services.common.storage.tables import NUMERICAL_TABLE, TableLayout, table_layouts
+from services.offline_distiller.config import DistillationSettings, student_model_config
+
+WIP_PREFIX = "wip/offline-distiller"
+TEACHER_LOGIT = "teacher_logit"
+
+
+class CheckpointPin(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+class DistillationPlan(BaseModel):
+    """What the task needs, fixed when the operation starts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    operation_id: str
+    student_name: str
+    student_version: str = ""  # claimed at Start; published into at the end
+    projected: CheckpointPin
+    teacher: CheckpointPin
+    sample: str
+    validation: str | None = None
+    model: dict[str, Any]  # the student's ModelConfig (JSON)
+    settings: DistillationSettings
+    feature_spec: FeatureSpec
+    vocab_hash: str
+    sample_has_teacher_logits: bool
+
+    @property
+    def wip_name(self) -> str:
+        """Where the work-in-progress checkpoints of this operation go (deleted when it ends)."""
+        return f"{WIP_PREFIX}/{self.operation_id}"
+
+    @property
+    def needs_teacher_logits(self) -> bool:
+        return not self.sample_has_teacher_logits and self.settings.distillation.kd_weight > 0
+
+
+def checked_name(name: str, field: str) -> str:
+    if not name:
+        raise InvalidArgumentError("is empty", field=field)
+    try:
+        return check_name(name)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(exc.message, field=field) from None
+
+
+def resolve_ref(store: CheckpointStore, ref: Any, field: str) -> PublishedCheckpoint:
+    """A `CheckpointRef` → the published checkpoint (NOT_FOUND / INVALID_ARGUMENT naming `field`)."""
+    checked_name(ref.name, f"{field}.name")
+    try:
+        return store.resolve(ref.name, ref.version or None)
+    except NotFoundError as exc:
+        raise NotFoundError(exc.message, field=field) from None
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(exc.message, field=f"{field}.version") from None
+
+
+def dataset_schema(datasets: DatasetStore, name: str, field: str) -> tuple[FeatureSpec, str, list[str]]:
+    """(feature spec, vocabulary hash, column names) from the dataset's first partition."""
+    checked_name(name, f"{field}.name")
+    try:
+        first = next(iter(datasets.read(name, batch_rows=1)), None)
+    except NotFoundError as exc:
+        raise NotFoundError(exc.message, field=field) from None
+    if first is None:
+        raise FailedPreconditionError(f"dataset {name!r} has no rows", field=field)
+    batch, position = first
+    metadata = batch.schema.metadata or {}
+    if SPEC_METADATA_KEY not in metadata:
+        raise InvalidArgumentError(f"{name}/{position.partition} carries no feature spec (not written by write_split)",
+                                   field=field)
+    try:
+        spec = FeatureSpec.model_validate(json.loads(metadata[SPEC_METADATA_KEY]))
+    except ValueError as exc:
+        raise InvalidArgumentError(f"{name}/{position.partition}: unreadable feature spec: {exc}", field=field) from None
+    return spec, metadata.get(VOCAB_HASH_METADATA_KEY, b"").decode(), list(batch.schema.names)
+
+
+def check_vocabularies(hashes: dict[str, str]) -> str:
+    """The one vocabulary hash the non-empty `hashes` ({request field: hash}) agree on; INVALID_ARGUMENT if not."""
+    known = {field: value for field, value in hashes.items() if value}
+    if len(set(known.values())) > 1:
+        first, *others = known.items()
+        odd = next(field for field, value in others if value != first[1])
+        raise InvalidArgumentError(
+            "vocabulary mismatch: " + ", ".join(f"{field} {value[:12]}…" for field, value in known.items())
+            + " (row ids would mean other feature values)", field=odd)
+    return next(iter(known.values()), "")
+
+
+def check_tables(layouts: dict[str, TableLayout], projected_spec: FeatureSpec, spec: FeatureSpec) -> None:
+    """Every projected table the student shares must have the student's rows for it."""
+    vocab = {f.name: f.vocab_size for f in spec.categorical}
+    for field, layout in layouts.items():
+        if field in vocab and layout.rows != vocab[field]:
+            raise InvalidArgumentError(
+                f"projected table {field!r} has {layout.rows} rows, the sample's field has {vocab[field]} values",
+                field=f"student.tables.{field}")
+    if NUMERICAL_TABLE in layouts and layouts[NUMERICAL_TABLE].rows != len(projected_spec.numerical):
+        raise InvalidArgumentError(
+            f"projected table {NUMERICAL_TABLE!r} has {layouts[NUMERICAL_TABLE].rows} rows for "
+            f"{len(projected_spec.numerical)} numerical fields", field=f"student.tables.{NUMERICAL_TABLE}")
+
+
+def plan_distillation(checkpoints: CheckpointStore, datasets: DatasetStore, request: Any,
+                      operation_id: str) -> DistillationPlan:
+    """Validate a `StartDistillationRequest`; errors name the request field at fault."""
+    student_name = checked_name(request.student_name, "student_name")
+    settings = DistillationSettings.from_proto(request.config)
+    projected = resolve_ref(checkpoints, request.student, "student")
+    try:
+        layouts = table_layouts(projected.manifest, projected.ref)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"{exc.message} (the student must be the projector's output)",
+                                   field="student") from None
+    widths = sorted({layout.dim for layout in layouts.values()})
+    if len(widths) != 1:
+        raise InvalidArgumentError(f"{projected.ref} has tables of widths {widths}; a student has one width",
+                                   field="student")
+    model = student_model_config(request.student_model, widths[0])
+    teacher = resolve_ref(checkpoints, request.teacher, "teacher")
+    spec, sample_vocab, columns = dataset_schema(datasets, request.sample.name, "sample")
+    if request.sample.HasField("position"):
+        raise InvalidArgumentError("the whole sample is distilled; a position is not accepted", field="sample.position")
+    validation = None
+    if request.validation.name:
+        validation = request.validation.name
+        valid_spec, valid_vocab, _ = dataset_schema(datasets, validation, "validation")
+        if valid_spec != spec:
+            raise InvalidArgumentError("the validation rows have other fields than the sample", field="validation")
+        check_vocabularies({"sample": sample_vocab, "validation": valid_vocab})
+    vocab_hash = check_vocabularies({"sample": sample_vocab, "teacher": teacher.manifest.vocab_hash,
+                                     "student": projected.manifest.vocab_hash})
+    check_tables(layouts, projected.manifest.feature_spec, spec)
+    has_logits = TEACHER_LOGIT in columns
+    if not has_logits and settings.distillation.kd_weight > 0:
+        if "model.safetensors" not in teacher.manifest.files:
+            raise FailedPreconditionError(
+                f"the sample has no {TEACHER_LOGIT} column and {teacher.ref} holds no model to score it",
+                field="teacher")
+        if teacher.manifest.feature_spec != spec:
+            raise InvalidArgumentError(f"{teacher.ref} reads other fields than the sample, so it cannot score it",
+                                       field="teacher")
+    return DistillationPlan(
+        operation_id=operation_id, student_name=student_name,
+        projected=CheckpointPin(name=projected.name, version=projected.version),
+        teacher=CheckpointPin(name=teacher.name, version=teacher.version),
+        sample=request.sample.name, validation=validation, model=model.model_dump(mode="json"), settings=settings,
+        feature_spec=spec, vocab_hash=vocab_hash, sample_has_teacher_logits=has_logits,
+    )

@@ -1,0 +1,111 @@
+"""The offline-distiller's gRPC service: start a distillation; get / watch / cancel it through OperationsService.
+
+StartDistillation validates synchronously (services.offline_distiller.plan: NOT_FOUND, INVALID_ARGUMENT,
+FAILED_PRECONDITION naming the field), claims the student's next version, records the operation
+(idempotent on `request_id`) and sends the Celery task. Operation state lives in the operation store,
+so any replica answers Get/Watch/Cancel for any operation.
+
+    crossadapt serve offline-distiller     # CROSSADAPT_GRPC_PORT, CROSSADAPT_METRICS_PORT, ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from celery import Celery
+
+from services.common.logs import configure_logging
+from services.common.operation_api import (
+    Canceller,
+    ServiceContext,
+    existing_operation,
+    fail_start,
+    operation_id_for,
+    operation_message,
+    request_fingerprint,
+    serve_service,
+)
+from services.common.operations import OperationRecord, open_operation_store
+from services.common.proto import common_pb2, offline_distiller_pb2, offline_distiller_pb2_grpc
+from services.common.settings import PlatformSettings, get_settings
+from services.common.storage import CheckpointStore, DatasetStore, open_object_store
+from services.offline_distiller.pipeline import DistillerContext, discard_outputs
+from services.offline_distiller.plan import plan_distillation
+from services.offline_distiller.spec import SPEC
+from services.offline_distiller.tasks import launch, task_id
+
+log = logging.getLogger(__name__)
+OPERATION_KIND = "distillation"
+
+
+class OfflineDistillerServicer(offline_distiller_pb2_grpc.OfflineDistillerServiceServicer):
+    """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
+
+    def __init__(self, ctx: DistillerContext, app: Celery) -> None:
+        self.ctx = ctx
+        self.app = app
+
+    def _message(self, record: OperationRecord) -> common_pb2.Operation:
+        return operation_message(record, self.ctx.operations.progress(record))
+
+    def _start(self, request: offline_distiller_pb2.StartDistillationRequest) -> common_pb2.Operation:
+        fingerprint = request_fingerprint(request)
+        operation_id = operation_id_for(OPERATION_KIND, request.request_id)
+        if request.request_id:
+            existing = existing_operation(self.ctx.operations, operation_id, fingerprint)
+            if existing is not None:
+                return self._message(existing)
+        plan = plan_distillation(self.ctx.checkpoints, self.ctx.datasets, request, operation_id)
+        version = self.ctx.checkpoints.claim_version(plan.student_name, owner=operation_id)
+        plan = plan.model_copy(update={"student_version": version})
+        record = OperationRecord(id=operation_id, kind=OPERATION_KIND, units=1, task_ids=[task_id(operation_id)],
+                                 params={"plan": plan.model_dump(mode="json"), "request": fingerprint})
+        if not self.ctx.operations.create(record):  # a concurrent call with the same request_id won
+            self.ctx.checkpoints.discard(plan.student_name, version)
+            return self._message(self.ctx.operations.get(operation_id))
+        try:
+            launch(self.app, operation_id)
+        except Exception as exc:
+            error = fail_start(self.ctx.operations, operation_id, exc, "distillation")
+            discard_outputs(self.ctx, record)
+            raise error from exc
+        log.info("distillation started", extra={
+            "operation_id": operation_id, "student": f"{plan.student_name}/{version}", "projected": plan.projected.ref,
+            "teacher": plan.teacher.ref, "sample": plan.sample, "world_size": plan.settings.world_size})
+        return self._message(record)
+
+    async def StartDistillation(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
+        operation = await asyncio.to_thread(self._start, request)
+        return offline_distiller_pb2.StartDistillationResponse(operation=operation)
+
+
+def _context(settings: PlatformSettings, operations=None) -> DistillerContext:  # noqa: ANN001
+    objects = open_object_store(settings)
+    return DistillerContext(checkpoints=CheckpointStore(objects), datasets=DatasetStore(objects),
+                            operations=operations or open_operation_store(settings))
+
+
+async def serve(settings: PlatformSettings) -> None:
+    """Run the offline-distiller until SIGTERM (then drain for `shutdown_grace_s`)."""
+    cancel_ctx = _context(settings)
+
+    def make_servicer(service: ServiceContext) -> OfflineDistillerServicer:
+        return OfflineDistillerServicer(_context(settings, service.operations), service.app)
+
+    await serve_service(
+        settings, name=SPEC.name, grpc_service=SPEC.grpc_service or "",
+        add_servicer=offline_distiller_pb2_grpc.add_OfflineDistillerServiceServicer_to_server,
+        make_servicer=make_servicer,
+        cancellers={OPERATION_KIND: Canceller(discard=lambda record: discard_outputs(cancel_ctx, record))},
+    )
+
+
+def main(settings: PlatformSettings | None = None) -> None:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The offline-distiller's Celery task: one long, resumable distillation per operation.
+
+    crossadapt.offline_distiller.distill(operation_id)
+
+A delivery counts itself, takes the operation's lease (a redelivered copy waits while the holder is
+alive), trains from the newest work-in-progress checkpoint (services.offline_distiller.pipeline),
+publishes the student and marks the operation SUCCEEDED. Transient errors (broker, Redis, S3) retry
+the task, which resumes from the last checkpoint; a permanent error fails the operation with its
+code; a cancel stops the loop at its next progress report.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from celery import Celery, Task, shared_task
+from celery.exceptions import Ignore
+
+from services.common.operations import OperationRecord, OperationState, open_operation_store
+from services.common.settings import get_settings
+from services.common.storage import CheckpointStore, DatasetStore, open_object_store
+from services.offline_distiller import pipeline
+from services.offline_distiller.long_task import Reporter, TrainingTask, run_retrying, start_delivery
+from services.offline_distiller.pipeline import DistillerContext
+from services.offline_distiller.plan import DistillationPlan
+from services.offline_distiller.spec import SPEC
+
+log = logging.getLogger(__name__)
+TASK_NAME = f"{SPEC.task_prefix}.distill"
+STAGES = ("", "prepare", "frozen", "joint", "publish", "done")
+
+
+@lru_cache(maxsize=1)
+def context() -> DistillerContext:
+    """Stores of this worker process (built after the fork: connections are not shared)."""
+    settings = get_settings()
+    objects = open_object_store(settings)
+    return DistillerContext(checkpoints=CheckpointStore(objects), datasets=DatasetStore(objects),
+                            operations=open_operation_store(settings))
+
+
+def discard(record: OperationRecord) -> None:
+    pipeline.discard_outputs(context(), record)
+
+
+class DistillTask(TrainingTask):
+    abstract = True
+    operations = staticmethod(lambda: context().operations)
+    discard = staticmethod(discard)
+
+
+def task_id(operation_id: str) -> str:
+    """The Celery task id of an operation's task (Cancel revokes it)."""
+    return f"{operation_id}-distill"
+
+
+@shared_task(bind=True, base=DistillTask, name=TASK_NAME)
+def distill_task(self: Task, operation_id: str) -> dict[str, str]:
+    ctx = context()
+    lease, record = start_delivery(self, ctx.operations, operation_id, "prepare", STAGES)
+    try:
+        plan = DistillationPlan.model_validate(record.params["plan"])
+        report = Reporter(self, ctx.operations, lease)
+        published = run_retrying(self, lambda: pipeline.run_distillation(ctx, plan, report))
+        result = {"name": published.name, "version": published.version}
+        done = ctx.operations.transition(operation_id, {OperationState.RUNNING}, state=OperationState.SUCCEEDED,
+                                         stage="done", result=result)
+        if done is None:  # cancelled or failed while publishing: the published student stays, complete
+            log.warning("operation ended while publishing", extra={"operation_id": operation_id})
+        pipeline.delete_checkpoint(ctx.checkpoints, plan.wip_name)
+        log.info("operation succeeded", extra={"operation_id": operation_id, "checkpoint": published.ref})
+        return result
+    except Ignore:
+        # Cancelled (or failed elsewhere) mid-run: the canceller's cleanup may have run before this task's
+        # last checkpoint landed, so clean up once more here.
+        record = ctx.operations.get(operation_id)
+        if record.terminal and record.state != OperationState.SUCCEEDED:
+            discard(record)
+        raise
+    finally:
+        lease.release()
+
+
+def launch(app: Celery, operation_id: str) -> str:
+    """Send the operation's task to the broker; returns its task id."""
+    app.signature(TASK_NAME, args=(operation_id,), immutable=True).set(task_id=task_id(operation_id)).apply_async()
+    return task_id(operation_id)

@@ -1,0 +1,1 @@
+"""The online co-distiller service: asymmetric co-distillation over a stream, resumable at its position."""

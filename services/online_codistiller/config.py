@@ -1,0 +1,86 @@
+"""`CoDistillationConfig` (proto) validated into the core's sections, with the core's ranges and defaults.
+
+    teacher_update_interval, teacher_dense_lr, drift.*  → OnlineSection (drift: DriftSection)
+    batch_size, dense_lr, embedding_lr                  → OptimSection
+    kd_weight, temperature                              → DistillationSection
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from crossadapt.transfer.codistill import OnlineCoDistillConfig
+from crossadapt.transfer.drift import DriftConfig
+from crossadapt.transfer.replay import ReplayConfig
+from crossadapt.transfer.switch_config import DistillationSection, OnlineSection, OptimSection
+from services.common.errors import InvalidArgumentError
+from services.offline_distiller.config import validate
+
+# proto field → (section, core field)
+_MAPPING = {
+    "teacher_update_interval": ("online", "teacher_update_interval"),
+    "teacher_dense_lr": ("online", "teacher_lr"),
+    "batch_size": ("optim", "batch_size"),
+    "dense_lr": ("optim", "dense_lr"),
+    "embedding_lr": ("optim", "embedding_lr"),
+    "kd_weight": ("distillation", "kd_weight"),
+    "temperature": ("distillation", "temperature"),
+}
+_DRIFT = {"metric": "metric", "windows": "windows", "bins": "bins", "low": "theta_low", "high": "theta_high",
+          "max_replay": "max_replay"}
+_RENAME = {
+    **{(section, core): name for name, (section, core) in _MAPPING.items()},
+    **{("online", "drift", core): f"drift.{name}" for name, core in _DRIFT.items()},
+    ("online", "drift"): "drift",
+}
+
+
+class CoDistillationSettings(BaseModel):
+    """The co-distillation's settings; unset request fields keep the core's defaults (the paper's)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    online: OnlineSection = Field(default_factory=OnlineSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    distillation: DistillationSection = Field(default_factory=DistillationSection)
+    checkpoint_every_batches: int = Field(100, ge=1)
+    seed: int = Field(0, ge=0)
+    teacher_embedding_lr: float = Field(0.1, gt=0.0)
+    window_batches: int = Field(10, ge=1)
+
+    @classmethod
+    def from_proto(cls, config: Any) -> CoDistillationSettings:
+        present = {descriptor.name: value for descriptor, value in config.ListFields()}
+        drift = {descriptor.name: value for descriptor, value in config.drift.ListFields()} \
+            if config.HasField("drift") else {}
+        for name, value in [*present.items(), *((f"drift.{k}", v) for k, v in drift.items())]:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidArgumentError(f"must be a finite number, got {value}", field=f"config.{name}")
+        raw: dict[str, Any] = {"online": {}, "optim": {}, "distillation": {}}
+        for name, value in present.items():
+            if name in _MAPPING:
+                section, core = _MAPPING[name]
+                raw[section][core] = value
+            elif name != "drift":
+                raw[name] = value
+        if drift:
+            raw["online"]["drift"] = {_DRIFT[name]: value for name, value in drift.items()}
+        return validate(cls, raw, prefix="config", rename=_RENAME)
+
+    def core_config(self, device: str, num_threads: int | None = None) -> OnlineCoDistillConfig:
+        return OnlineCoDistillConfig(
+            batch_size=self.optim.batch_size, kd_weight=self.distillation.kd_weight,
+            temperature=self.distillation.temperature, teacher_update_interval=self.online.teacher_update_interval,
+            teacher_dense_lr=self.online.teacher_lr, teacher_embedding_lr=self.teacher_embedding_lr,
+            embedding_lr=self.optim.embedding_lr, dense_lr=self.optim.dense_lr, seed=self.seed, device=device,
+            num_threads=num_threads, window_batches=self.window_batches,
+        )
+
+    def replay_config(self) -> ReplayConfig:
+        """The replay controller's settings, as the in-process switch builds them (methods._measure_replay)."""
+        drift = self.online.drift
+        return ReplayConfig(theta_low=drift.theta_low, theta_high=drift.theta_high, max_ratio=drift.max_replay,
+                            drift=DriftConfig(metric=drift.metric, windows=drift.windows, bins=drift.bins))

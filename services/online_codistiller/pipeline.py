@@ -1,0 +1,278 @@
+"""The co-distillation task without Celery: a stream of partitions through the core CoDistiller.
+
+    run_codistillation(ctx, plan, report)
+      start:  the newest student this operation published (its weights, its teacher's, the run state
+              and the stream position inside it), else the request's student and teacher (and the
+              student's saved optimiser state, e.g. the offline distiller's)
+      stream: `model_io.read_split` from the position, in time order, one batch of `batch_size` rows at a
+              time (batches end at partition ends); each is checked and trained on (core CoDistiller:
+              student every batch, teacher every τ, replayed rows at the drift-set ratio)
+      every `checkpoint_every_batches` batches: publish the teacher (next version of teacher_name), then
+              the student (next version of student_name) with the run state, the position and the rows
+              consumed per partition in its manifest; at the end of the stream the same, finished
+      follow: at the end, wait for new partitions instead (until cancelled)
+
+A restarted task resumes at the newest student's position: 0 rows skipped, at most one checkpoint
+interval replayed, and the continuation is bit-for-bit the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from torch import nn
+
+from crossadapt.data.arrays import SplitArrays
+from crossadapt.data.vocabulary import Vocabulary
+from crossadapt.transfer.codistill import CoDistiller, build_codistiller
+from crossadapt.transfer.replay import ReplayController
+from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
+from services.common.model_io import load_model, load_vocabulary, read_split
+from services.common.operations import OperationStore
+from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
+from services.common.storage.datasets import DatasetPosition, DatasetStore
+from services.offline_distiller.pipeline import check_rows, default_device, read_rows
+from services.offline_distiller.publishing import OPTIMIZER_FILE, publish_checkpoint, read_state, tensor_bytes
+from services.online_codistiller.plan import CoDistillationPlan
+
+log = logging.getLogger(__name__)
+RUN_STATE_FILE = "training/codistillation.pt"
+ReportFn = Callable[..., None]
+
+
+@dataclass(frozen=True)
+class CoDistillerContext:
+    checkpoints: CheckpointStore
+    datasets: DatasetStore
+    operations: OperationStore
+
+
+@dataclass
+class Checkpoint:
+    """A published (student, teacher) pair of this operation and where in the stream it stands."""
+
+    student: PublishedCheckpoint
+    teacher_ref: str
+    position: DatasetPosition | None
+    rows_by_partition: dict[str, int]
+    final: bool
+
+    @classmethod
+    def of(cls, student: PublishedCheckpoint) -> Checkpoint:
+        extra = student.manifest.extra
+        position = extra.get("position")
+        return cls(student=student, teacher_ref=str(extra["teacher"]),
+                   position=DatasetPosition.model_validate(position) if position else None,
+                   rows_by_partition=dict(extra.get("rows_by_partition") or {}), final=bool(extra.get("final")))
+
+
+def latest_checkpoint(checkpoints: CheckpointStore, plan: CoDistillationPlan) -> Checkpoint | None:
+    """The newest student version published by this operation (versions of others are skipped)."""
+    for version in reversed(checkpoints.versions(plan.student_name)):
+        try:
+            published = checkpoints.resolve(plan.student_name, version)
+        except DataLossError:
+            continue
+        if published.manifest.extra.get("operation_id") == plan.operation_id:
+            return Checkpoint.of(published)
+    return None
+
+
+@dataclass
+class StreamRun:
+    """The co-distiller over the stream, with the bookkeeping every checkpoint records."""
+
+    ctx: CoDistillerContext
+    plan: CoDistillationPlan
+    distiller: CoDistiller
+    report: ReportFn
+    vocabulary: Vocabulary | None
+    position: DatasetPosition | None
+    rows_by_partition: dict[str, int] = field(default_factory=dict)
+    last: Checkpoint | None = None
+    batches_since_checkpoint: int = 0
+    _partitions: list[str] = field(default_factory=list)
+
+    # -- the stream --------------------------------------------------------------------------------
+
+    def batches(self) -> Iterator[tuple[SplitArrays, DatasetPosition]]:
+        """The stream from the current position; schema or data faults name the partition."""
+        plan = self.plan
+        stream = read_split(self.ctx.datasets, plan.stream, self.position, batch_rows=plan.settings.optim.batch_size,
+                            spec=plan.feature_spec)
+        while True:
+            try:
+                arrays, position = next(stream)
+            except StopIteration:
+                return
+            except InvalidArgumentError as exc:  # a partition with another schema
+                raise InvalidArgumentError(exc.message, field="stream") from None
+            except pa.ArrowInvalid as exc:
+                raise FailedPreconditionError(f"stream {plan.stream!r}: unreadable partition after "
+                                              f"{self.position}: {exc}", field="stream") from exc
+            check_rows(arrays, plan.feature_spec, f"stream partition {plan.stream}/{position.partition}")
+            yield arrays, position
+
+    def train_batch(self, arrays: SplitArrays, position: DatasetPosition) -> None:
+        """One stream batch (the rows just before `position`): co-distil, count, maybe checkpoint."""
+        self.distiller.consume(arrays)
+        self.position = position
+        partition = str(position.partition)
+        self.rows_by_partition[partition] = self.rows_by_partition.get(partition, 0) + len(arrays)
+        self.batches_since_checkpoint += 1
+        if self.batches_since_checkpoint >= self.plan.settings.checkpoint_every_batches:
+            self.checkpoint()
+        else:
+            self.report(self.fraction(), stage="stream")
+
+    def consume_available(self) -> int:
+        """Train on every batch the stream has now; returns how many."""
+        count = 0
+        for arrays, position in self.batches():
+            self.train_batch(arrays, position)
+            count += 1
+        return count
+
+    def fraction(self) -> float:
+        """Share of the known partitions consumed (partition granularity; a following stream grows)."""
+        if self.position is None or self.position.partition is None:
+            return 0.0
+        if self.position.partition not in self._partitions:
+            self._partitions = self.ctx.datasets.partitions(self.plan.stream)
+        if self.position.partition not in self._partitions:
+            return 0.0
+        return self._partitions.index(self.position.partition) / max(len(self._partitions), 1)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def checkpoint(self, *, final: bool = False) -> Checkpoint:
+        """Publish the teacher, then the student with the run state and the position (manifest last each)."""
+        plan, checkpoints, distiller = self.plan, self.ctx.checkpoints, self.distiller
+        state = None if final else distiller.state_dict()
+        position = self.position.model_dump(mode="json") if self.position else None
+        common = {"operation_id": plan.operation_id, "stream": plan.stream, "position": position,
+                  "batches": distiller.step, "rows": distiller.rows, "final": final}
+        teacher_version = checkpoints.claim_version(plan.teacher_name, owner=plan.operation_id)
+        teacher = publish_checkpoint(
+            checkpoints, plan.teacher_name, teacher_version, distiller.teacher.model, feature_spec=plan.feature_spec,
+            vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=self.vocabulary,
+            parent=self.last.teacher_ref if self.last else plan.teacher.ref,
+            extra={**common, "role": "teacher", "teacher_updates": len(distiller.teacher.update_steps)})
+        files = {OPTIMIZER_FILE: tensor_bytes(distiller.trainer.optimizer.state_dict())}
+        if state is not None:
+            files[RUN_STATE_FILE] = tensor_bytes(state)
+        student_version = checkpoints.claim_version(plan.student_name, owner=plan.operation_id)
+        student = publish_checkpoint(
+            checkpoints, plan.student_name, student_version, distiller.trainer.model, feature_spec=plan.feature_spec,
+            vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=self.vocabulary,
+            parent=self.last.student.ref if self.last else plan.student.ref, files=files,
+            extra={**common, "role": "student", "teacher": teacher.ref, "rows_by_partition": self.rows_by_partition,
+                   "replay_rows": distiller.replay_rows, "prequential": prequential_summary(distiller)})
+        self.last = Checkpoint.of(student)
+        self.batches_since_checkpoint = 0
+        log.info("checkpoint published", extra={"operation_id": plan.operation_id, "student": student.ref,
+                                                "teacher": teacher.ref, "position": position})
+        self.report(self.fraction(), force=True, stage="stream", details={
+            "student": student.ref, "teacher": teacher.ref, "position": position, "batches": distiller.step,
+            "rows": distiller.rows, "rows_by_partition": dict(self.rows_by_partition),
+            "prequential": prequential_summary(distiller)})
+        return self.last
+
+
+def prequential_summary(distiller: CoDistiller) -> dict[str, Any]:
+    """Windows so far and the row-weighted prequential LogLoss of both models (test-then-train)."""
+    windows = distiller.recorder.windows
+    rows = sum(w.rows for w in windows)
+
+    def mean(attribute: str) -> float | None:
+        values = [(getattr(w, attribute), w.rows) for w in windows if getattr(w, attribute) == getattr(w, attribute)]
+        return sum(v * n for v, n in values) / rows if rows and values else None
+
+    last = windows[-1] if windows else None
+    return {"windows": len(windows), "student_logloss": mean("student_logloss"),
+            "teacher_logloss": mean("teacher_logloss"),
+            "last_window": None if last is None else {"student_auc": last.student_auc, "teacher_auc": last.teacher_auc,
+                                                      "rows": last.rows, "replay_ratio": last.replay_ratio}}
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def _replay(ctx: CoDistillerContext, plan: CoDistillationPlan) -> tuple[ReplayController | None, SplitArrays | None]:
+    """Δ_shift of the replay pool and its controller, as the in-process switch builds them."""
+    if plan.replay is None:
+        return None, None
+    pool = read_rows(ctx.datasets, plan.replay, plan.feature_spec, "replay")
+    spec = plan.feature_spec
+    controller = ReplayController.from_training_pool(
+        plan.settings.replay_config(), pool.categorical if pool.num_categorical else None,
+        pool.numerical if pool.num_numerical else None, seed=plan.settings.seed,
+        feature_names=[f.name for f in spec.categorical] + list(spec.numerical),
+        vocab_sizes=[f.vocab_size for f in spec.categorical])
+    return controller, pool
+
+
+def _models(ctx: CoDistillerContext, plan: CoDistillationPlan, resume: Checkpoint | None,
+            ) -> tuple[nn.Module, nn.Module, dict[str, Any] | None, list[dict] | None]:
+    """(student, teacher, run state, student optimiser state) to start from."""
+    checkpoints = ctx.checkpoints
+    if resume is not None:
+        student, published = load_model(checkpoints, resume.student.name, resume.student.version)
+        name, _, version = resume.teacher_ref.rpartition("/")
+        teacher, _ = load_model(checkpoints, name, version)
+        return student, teacher, read_state(checkpoints, published, RUN_STATE_FILE), None
+    student, published = load_model(checkpoints, plan.student.name, plan.student.version)
+    teacher, _ = load_model(checkpoints, plan.teacher.name, plan.teacher.version)
+    optimizer = read_state(checkpoints, published, OPTIMIZER_FILE) if OPTIMIZER_FILE in published.manifest.files \
+        else None
+    return student, teacher, None, optimizer
+
+
+def start_run(ctx: CoDistillerContext, plan: CoDistillationPlan, report: ReportFn,
+              resume: Checkpoint | None) -> StreamRun:
+    student, teacher, state, optimizer = _models(ctx, plan, resume)
+    controller, pool = _replay(ctx, plan)
+    config = plan.settings.core_config(default_device())
+    try:
+        distiller = build_codistiller(teacher, student, config, replay=controller, replay_pool=pool,
+                                      student_optimizer_state=optimizer)
+    except ValueError as exc:  # a saved optimiser state of another model
+        log.warning("the student's saved optimiser state does not fit; starting a fresh one",
+                    extra={"operation_id": plan.operation_id, "error": str(exc)})
+        distiller = build_codistiller(teacher, student, config, replay=controller, replay_pool=pool)
+    if state is not None:
+        distiller.load_state_dict(state)
+    vocabulary = load_vocabulary(ctx.checkpoints, ctx.checkpoints.resolve(plan.teacher.name, plan.teacher.version))
+    if vocabulary is not None and vocabulary.hash != plan.vocab_hash:
+        vocabulary = None
+    return StreamRun(ctx=ctx, plan=plan, distiller=distiller, report=report, vocabulary=vocabulary,
+                     position=resume.position if resume else plan.start,
+                     rows_by_partition=dict(resume.rows_by_partition) if resume else {}, last=resume)
+
+
+def run_codistillation(ctx: CoDistillerContext, plan: CoDistillationPlan, report: ReportFn,
+                       follow_poll_s: float = 2.0) -> PublishedCheckpoint:
+    """The whole task; returns the last student published (the request's student if the stream was empty)."""
+    resume = latest_checkpoint(ctx.checkpoints, plan)
+    if resume is not None and resume.final:  # finished before the worker was lost: nothing left to do
+        return resume.student
+    run = start_run(ctx, plan, report, resume)
+    report(run.fraction(), force=True, stage="stream", details={
+        "resumed_from": resume.student.ref if resume else None, "position": run.position.model_dump(mode="json")
+        if run.position else None})
+    while True:
+        run.consume_available()
+        if not plan.follow:
+            break
+        report(run.fraction(), force=True)  # raises once the operation is cancelled
+        time.sleep(follow_poll_s)
+    if run.batches_since_checkpoint == 0 and run.last is not None:
+        return run.last.student  # the last checkpoint is the end of the stream (teacher: partial window dropped)
+    if run.distiller.step == 0:
+        return ctx.checkpoints.resolve(plan.student.name, plan.student.version)
+    run.distiller.finish()
+    report(1.0, force=True, stage="publish")
+    return run.checkpoint(final=True).student

@@ -1,0 +1,103 @@
+"""The online co-distiller's gRPC service: start a co-distillation; get / watch / cancel it through OperationsService.
+
+StartCoDistillation validates synchronously (services.online_codistiller.plan: NOT_FOUND,
+INVALID_ARGUMENT, FAILED_PRECONDITION naming the field), records the operation (idempotent on
+`request_id`) and sends the Celery task. Cancelling stops the stream at its next batch; the student
+and teacher versions published so far stay (each is a complete checkpoint).
+
+    crossadapt serve online-codistiller     # CROSSADAPT_GRPC_PORT, CROSSADAPT_METRICS_PORT, ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from celery import Celery
+
+from services.common.logs import configure_logging
+from services.common.operation_api import (
+    Canceller,
+    ServiceContext,
+    existing_operation,
+    fail_start,
+    operation_id_for,
+    operation_message,
+    request_fingerprint,
+    serve_service,
+)
+from services.common.operations import OperationRecord
+from services.common.proto import common_pb2, online_codistiller_pb2, online_codistiller_pb2_grpc
+from services.common.settings import PlatformSettings, get_settings
+from services.common.storage import CheckpointStore, DatasetStore, open_object_store
+from services.online_codistiller.pipeline import CoDistillerContext
+from services.online_codistiller.plan import plan_codistillation
+from services.online_codistiller.spec import SPEC
+from services.online_codistiller.tasks import launch, task_id
+
+log = logging.getLogger(__name__)
+OPERATION_KIND = "codistillation"
+
+
+class OnlineCoDistillerServicer(online_codistiller_pb2_grpc.OnlineCoDistillerServiceServicer):
+    """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
+
+    def __init__(self, ctx: CoDistillerContext, app: Celery) -> None:
+        self.ctx = ctx
+        self.app = app
+
+    def _message(self, record: OperationRecord) -> common_pb2.Operation:
+        return operation_message(record, self.ctx.operations.progress(record))
+
+    def _start(self, request: online_codistiller_pb2.StartCoDistillationRequest) -> common_pb2.Operation:
+        fingerprint = request_fingerprint(request)
+        operation_id = operation_id_for(OPERATION_KIND, request.request_id)
+        if request.request_id:
+            existing = existing_operation(self.ctx.operations, operation_id, fingerprint)
+            if existing is not None:
+                return self._message(existing)
+        plan = plan_codistillation(self.ctx.checkpoints, self.ctx.datasets, request, operation_id)
+        record = OperationRecord(id=operation_id, kind=OPERATION_KIND, units=1, task_ids=[task_id(operation_id)],
+                                 params={"plan": plan.model_dump(mode="json"), "request": fingerprint})
+        if not self.ctx.operations.create(record):  # a concurrent call with the same request_id won
+            return self._message(self.ctx.operations.get(operation_id))
+        try:
+            launch(self.app, operation_id)
+        except Exception as exc:
+            raise fail_start(self.ctx.operations, operation_id, exc, "co-distillation") from exc
+        log.info("co-distillation started", extra={
+            "operation_id": operation_id, "student": plan.student.ref, "teacher": plan.teacher.ref,
+            "stream": plan.stream, "replay": plan.replay, "follow": plan.follow})
+        return self._message(record)
+
+    async def StartCoDistillation(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
+        operation = await asyncio.to_thread(self._start, request)
+        return online_codistiller_pb2.StartCoDistillationResponse(operation=operation)
+
+
+async def serve(settings: PlatformSettings) -> None:
+    """Run the online co-distiller until SIGTERM (then drain for `shutdown_grace_s`)."""
+    objects = open_object_store(settings)
+
+    def make_servicer(service: ServiceContext) -> OnlineCoDistillerServicer:
+        ctx = CoDistillerContext(checkpoints=CheckpointStore(objects), datasets=DatasetStore(objects),
+                                 operations=service.operations)
+        return OnlineCoDistillerServicer(ctx, service.app)
+
+    await serve_service(
+        settings, name=SPEC.name, grpc_service=SPEC.grpc_service or "",
+        add_servicer=online_codistiller_pb2_grpc.add_OnlineCoDistillerServiceServicer_to_server,
+        make_servicer=make_servicer,
+        # A following co-distillation never reaches "done" by itself: cancelling it is how it stops.
+        cancellers={OPERATION_KIND: Canceller(uncancellable_stages=frozenset({"publish", "done"}))},
+    )
+
+
+def main(settings: PlatformSettings | None = None) -> None:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
