@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 
-from crossadapt.transfer.methods import MethodOutcome, prior_shift
+from crossadapt.transfer.methods import MethodOutcome, prior_shift, window_batches
 from crossadapt.transfer.results import DriftSummary, OperationTiming, SwitchResults
 from crossadapt.transfer.switch import SwitchRun, begin_switch, finish_switch
 from crossadapt.transfer.switch_config import SwitchConfig
@@ -201,7 +201,7 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
     facts: dict[str, Any] = {}
     began = time.perf_counter()
     teacher = model_io.publish_model(checkpoints, f"{prefix}/teacher", run.teacher, feature_spec=spec,
-                                     vocab_hash=run.dataset.vocab_hash, vocabulary=run.dataset.vocabulary(),
+                                     vocab_hash=run.dataset.vocab_hash, vocabulary=run.dataset.vocabulary,
                                      parent=str(run.teacher_path.resolve()), owner=prefix)
     train_name, online_name = f"{prefix}/train", f"{prefix}/online"
     model_io.write_split(datasets, train_name, run.splits["train"], spec, vocab_hash=run.dataset.vocab_hash)
@@ -265,6 +265,7 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 teacher_update_interval=o.teacher_update_interval, batch_size=config.optim.batch_size,
                 kd_weight=d.kd_weight, temperature=d.temperature, dense_lr=config.optim.dense_lr,
                 embedding_lr=config.optim.embedding_lr, teacher_dense_lr=o.teacher_lr, seed=config.seed,
+                window_batches=window_batches(run.ctx),
                 drift=online_codistiller_pb2.CoDistillationDriftSettings(**drift_config)),
             student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher-co", request_id=f"{prefix}/codistill")))
     student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)

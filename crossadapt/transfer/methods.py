@@ -107,7 +107,8 @@ CURVE_POINTS = 20
 MIN_WINDOW_ROWS = 2000
 
 
-def _window_batches(ctx: MethodContext) -> int:
+def window_batches(ctx: MethodContext) -> int:
+    """Batches per prequential window: about CURVE_POINTS windows over the online split, each ≥ MIN_WINDOW_ROWS rows."""
     batch = ctx.optim.batch_size
     batches = -(-len(ctx.splits["online"]) // batch)
     return max(1, batches // CURVE_POINTS, -(-MIN_WINDOW_ROWS // batch))
@@ -262,7 +263,7 @@ def run_crossadapt(
                 teacher_update_interval=o.teacher_update_interval, co_evolution=ablation.co_evolution,
                 asymmetric=ablation.asymmetry, teacher_dense_lr=o.teacher_lr, embedding_lr=ctx.optim.embedding_lr,
                 dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
-                adaptive=adaptive_config, window_batches=_window_batches(ctx),
+                adaptive=adaptive_config, window_batches=window_batches(ctx),
             ),
             replay=controller if ablation.adaptive_replay else None,
             replay_pool=train if ablation.adaptive_replay else None,
@@ -295,7 +296,7 @@ def run_baseline_method(ctx: MethodContext, name: str) -> MethodOutcome:
         offline_epochs=ctx.baseline_epochs, batch_size=ctx.optim.batch_size, embedding_lr=ctx.optim.embedding_lr,
         dense_lr=ctx.optim.dense_lr, kd_weight=d.kd_weight, temperature=d.temperature,
         teacher_dense_lr=ctx.online.teacher_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
-        window_batches=_window_batches(ctx),
+        window_batches=window_batches(ctx),
     )
     splits = {key: ctx.splits[key] for key in ("hist", "train", "online") if key in ctx.splits}
     result = run_baseline(name, student=_fresh_student(ctx), splits=splits, teacher=ctx.teacher, config=config)  # type: ignore[arg-type]
