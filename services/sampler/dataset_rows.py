@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.models.spec import FeatureSpec
-from services.common.errors import FailedPreconditionError
+from services.common.errors import FailedPreconditionError, InvalidArgumentError
 from services.common.model_io import read_split
 from services.common.storage import DatasetPosition, DatasetStore
 
@@ -178,3 +178,41 @@ def take_rows(datasets: DatasetStore, index: PartitionIndex, spec: FeatureSpec, 
             field="dataset")
     unique_rows = SplitArrays.concat(gathered)
     return unique_rows.take(np.searchsorted(wanted, row_ids))
+
+
+def partition_batches(datasets: DatasetStore, name: str, partition: str, spec: FeatureSpec, vocab_hash: str = "",
+                      ) -> Iterator[SplitArrays]:
+    """The rows of ONE partition in batches; its recorded spec must be `spec`, and its vocabulary hash
+    `vocab_hash` where both are known (INVALID_ARGUMENT naming the partition).
+
+    DatasetStore.read runs on into later partitions (and downloads the next one to find its first
+    batch); the store's per-partition reader stops at the partition's end.
+    """
+    from crossadapt.models.spec import FeatureSpec as Spec
+    from services.common.model_io import SPEC_METADATA_KEY, VOCAB_HASH_METADATA_KEY, table_arrays
+
+    where = f"{name}/{partition}"
+    try:
+        for batch, _ in datasets._read_partition(name, partition, 0, READ_BATCH_ROWS, None):  # noqa: SLF001
+            metadata = batch.schema.metadata or {}
+            found = Spec.model_validate_json(metadata[SPEC_METADATA_KEY]) if SPEC_METADATA_KEY in metadata else None
+            if found != spec:
+                raise InvalidArgumentError(
+                    f"partition {where} has schema {_describe(found)}, expected {_describe(spec)}", field="partition")
+            found_hash = metadata.get(VOCAB_HASH_METADATA_KEY, b"").decode()
+            if vocab_hash and found_hash and found_hash != vocab_hash:
+                raise InvalidArgumentError(f"partition {where} was encoded with vocabulary {found_hash[:12]}…, "
+                                           f"expected {vocab_hash[:12]}…", field="partition")
+            yield table_arrays(batch, spec)
+    except Exception as exc:
+        if not _parse_error(exc):
+            raise
+        raise FailedPreconditionError(f"partition {where} is unreadable (corrupt Parquet?): {exc}",
+                                      field="partition") from exc
+
+
+def _describe(spec: FeatureSpec | None) -> str:
+    if spec is None:
+        return "(none recorded)"
+    categorical = ", ".join(f"{f.name}[{f.vocab_size}]" for f in spec.categorical)
+    return f"categorical ({categorical}) + numerical ({', '.join(spec.numerical)})"

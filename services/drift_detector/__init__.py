@@ -1,0 +1,1 @@
+"""The drift-detector service: windowed feature drift and the replay ratio, batch and live (see pipeline.py, live.py)."""

@@ -1,0 +1,162 @@
+"""The drift-detector's gRPC service: ComputeDrift (an operation), UpdateDrift and GetDrift (live states).
+
+ComputeDrift validates synchronously (NOT_FOUND for a dataset; INVALID_ARGUMENT for the config or a
+stream whose feature spec or vocabulary is not the reference's), records the operation and sends
+its first task; get / watch / cancel it through OperationsService. UpdateDrift and GetDrift answer
+directly from the live states in the store (services.drift_detector.live), whose per-feature
+divergences this server exports as Prometheus gauges (services.drift_detector.metrics).
+
+    crossadapt serve drift-detector     # CROSSADAPT_GRPC_PORT, CROSSADAPT_METRICS_PORT, ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from celery import Celery
+from google.protobuf.json_format import ParseDict
+from prometheus_client import REGISTRY
+
+from services.common.logs import configure_logging
+from services.common.operation_api import (
+    Canceller,
+    ServiceContext,
+    existing_operation,
+    fail_start,
+    operation_id_for,
+    operation_message,
+    request_fingerprint,
+    serve_service,
+)
+from services.common.operations import OperationRecord, OperationStore, open_operation_store
+from services.common.proto import common_pb2, drift_detector_pb2, drift_detector_pb2_grpc
+from services.common.settings import PlatformSettings, get_settings
+from services.common.storage import DatasetStore, open_object_store
+from services.drift_detector.live import LiveDrift, LiveHead, state_lock
+from services.drift_detector.metrics import DriftCollector
+from services.drift_detector.pipeline import (
+    DriftContext,
+    DriftSettings,
+    drift_settings,
+    plan_drift,
+    plan_from_record,
+    settings_message_fields,
+)
+from services.drift_detector.spec import SPEC
+from services.drift_detector.tasks import build_workflow, discard_outputs
+
+log = logging.getLogger(__name__)
+OPERATION_KIND = "drift"
+
+
+def state_message(head: LiveHead) -> drift_detector_pb2.DriftState:
+    """A live state in its wire form."""
+    message = drift_detector_pb2.DriftState(
+        name=head.name, replay_ratio=head.replay_ratio, shift=head.shift, source=head.source, rows=head.rows,
+        windows=head.windows, partitions=head.partitions, reference=common_pb2.DatasetRef(name=head.reference),
+        reference_shift=head.reference_report.shift,
+        features=[drift_detector_pb2.FeatureDivergence(
+            feature=f.name, kind=f.kind, mean=f.mean, max=f.max, raw_mean=f.raw_mean or 0.0,
+            floor_mean=f.floor_mean or 0.0) for f in head.features],
+    )
+    ParseDict(settings_message_fields(head.settings), message.config)
+    message.update_time.FromNanoseconds(int(head.updated_at * 1e9))
+    return message
+
+
+class DriftDetectorServicer(drift_detector_pb2_grpc.DriftDetectorServiceServicer):
+    """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
+
+    def __init__(self, ctx: DriftContext, live: LiveDrift, app: Celery) -> None:
+        self.ctx = ctx
+        self.live = live
+        self.app = app
+
+    @property
+    def operations(self) -> OperationStore:
+        return self.ctx.operations
+
+    def _message(self, record: OperationRecord) -> common_pb2.Operation:
+        return operation_message(record, self.operations.progress(record))
+
+    # ---- ComputeDrift -------------------------------------------------------------------------
+    def _compute(self, request: drift_detector_pb2.ComputeDriftRequest) -> common_pb2.Operation:
+        fingerprint = request_fingerprint(request)
+        operation_id = operation_id_for(OPERATION_KIND, request.request_id)
+        if request.request_id:
+            existing = existing_operation(self.operations, operation_id, fingerprint)
+            if existing is not None:
+                return self._message(existing)
+        settings = drift_settings(fingerprint.get("config", {}))
+        plan = plan_drift(self.ctx.datasets, operation_id=operation_id, reference=request.reference.name,
+                          stream=request.stream.name, settings=settings,
+                          positions=(request.reference.HasField("position"), request.stream.HasField("position")))
+        first, task_ids = build_workflow(self.app, plan)
+        record = OperationRecord(id=operation_id, kind=OPERATION_KIND, units=len(plan.initial_units()),
+                                 task_ids=task_ids, params={"plan": plan.model_dump(mode="json"), "request": fingerprint})
+        if not self.operations.create(record):  # a concurrent call with the same request_id won
+            return self._message(self.operations.get(operation_id))
+        try:
+            first.apply_async()
+        except Exception as exc:
+            raise fail_start(self.operations, operation_id, exc, "drift measurement") from exc
+        log.info("drift measurement started", extra={
+            "operation_id": operation_id, "reference": plan.reference, "stream": plan.stream,
+            "metric": settings.drift.metric, "windows": settings.drift.windows})
+        return self._message(record)
+
+    async def ComputeDrift(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
+        operation = await asyncio.to_thread(self._compute, request)
+        return drift_detector_pb2.ComputeDriftResponse(operation=operation)
+
+    # ---- live states -----------------------------------------------------------------------------
+    def _update(self, request: drift_detector_pb2.UpdateDriftRequest) -> drift_detector_pb2.DriftState:
+        settings: DriftSettings | None = None
+        if request.HasField("config"):
+            settings = drift_settings(request_fingerprint(request).get("config", {}))
+        head = self.live.update(request.name, request.partition.name, request.partition.position.partition,
+                                reference=request.reference.name, settings=settings)
+        log.info("live drift updated", extra={"state": head.name, "partitions": len(head.partitions),
+                                              "shift": head.shift, "replay_ratio": head.replay_ratio})
+        return state_message(head)
+
+    async def UpdateDrift(self, request, context):  # noqa: ANN001, ANN201, N802
+        state = await asyncio.to_thread(self._update, request)
+        return drift_detector_pb2.UpdateDriftResponse(state=state)
+
+    async def GetDrift(self, request, context):  # noqa: ANN001, ANN201, N802
+        head = await asyncio.to_thread(self.live.get, request.name)
+        return drift_detector_pb2.GetDriftResponse(state=state_message(head))
+
+
+def _discard(ctx: DriftContext) -> Callable[[OperationRecord], None]:
+    return lambda record: discard_outputs(ctx, plan_from_record(record.params))
+
+
+async def serve(settings: PlatformSettings) -> None:
+    """Run the drift-detector until SIGTERM (then drain for `shutdown_grace_s`)."""
+    datasets = DatasetStore(open_object_store(settings))
+    live = LiveDrift(datasets, state_lock(settings))
+    REGISTRY.register(DriftCollector(live))
+
+    def make_servicer(service: ServiceContext) -> DriftDetectorServicer:
+        return DriftDetectorServicer(DriftContext(datasets=datasets, operations=service.operations), live, service.app)
+
+    cancel_ctx = DriftContext(datasets=datasets, operations=open_operation_store(settings))
+    await serve_service(
+        settings, name=SPEC.name, grpc_service=str(SPEC.grpc_service),
+        add_servicer=drift_detector_pb2_grpc.add_DriftDetectorServiceServicer_to_server, make_servicer=make_servicer,
+        cancellers={OPERATION_KIND: Canceller(uncancellable_stages=frozenset({"done"}), discard=_discard(cancel_ctx))},
+    )
+
+
+def main(settings: PlatformSettings | None = None) -> None:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()
