@@ -17,6 +17,11 @@ app = typer.Typer(help="The ModelSwitch operator (kopf): switches and gated roll
                   no_args_is_help=True, add_completion=False)
 
 
+@app.callback()
+def operator() -> None:
+    """The ModelSwitch operator (kopf): switches and gated rollouts driven by kubectl."""
+
+
 @app.command("run")
 def run(
     namespace: Annotated[Optional[list[str]], typer.Option(

@@ -8,8 +8,7 @@ Everything the operator asks of the world goes through two small Protocols:
   and the paired per-arm metrics the gates read.
 
 `GrpcServices` and `GrpcPredictor` implement them over the generated stubs in
-`services/common/proto` (imported on first use, so a stub that has not been generated yet only
-fails the call that needs it). Errors come back as `ServiceUnavailable` (worth retrying: the
+`services/common/proto` (imported on first use: `import operators.modelswitch.clients` loads no gRPC). Errors come back as `ServiceUnavailable` (worth retrying: the
 server is down, slow or overloaded) or `ServiceRejected` (the request itself is wrong: retrying
 the same request cannot help).
 """
@@ -17,7 +16,6 @@ the same request cannot help).
 from __future__ import annotations
 
 import importlib
-import logging
 import math
 import threading
 from dataclasses import dataclass, field
@@ -26,7 +24,6 @@ from typing import Any, Protocol
 
 from operators.modelswitch.decisions import UNKNOWN, Interval, PairedMetrics
 
-log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ the types
@@ -241,14 +238,11 @@ def _proto(module: str) -> Any:
     return importlib.import_module(f"services.common.proto.{module}")
 
 
-def _error(service: Service, exc: Exception) -> ServiceError:
-    import grpc
-
-    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
-        code = exc.code().name
-        kind = ServiceUnavailable if code in _TRANSIENT_CODES else ServiceRejected
-        return kind(service, code, exc.details() or "")
-    return ServiceUnavailable(service, type(exc).__name__, str(exc))
+def _error(service: Service, exc: Any) -> ServiceError:
+    """A gRPC error as a `ServiceUnavailable` (worth retrying) or a `ServiceRejected` (not)."""
+    code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+    kind = ServiceUnavailable if code in _TRANSIENT_CODES else ServiceRejected
+    return kind(service, code, (exc.details() if hasattr(exc, "details") else str(exc)) or "")
 
 
 def operation_from_message(message: Any) -> Operation:
@@ -270,18 +264,6 @@ def operation_from_message(message: Any) -> Operation:
     )
 
 
-def _fill(message_cls: Any, values: dict[str, Any]) -> Any:
-    """A message from `values`, leaving out (and logging) fields this version of the proto lacks.
-
-    Used for the stage configs whose exact fields their services still settle; request fields the
-    operator relies on are set strictly."""
-    known = {f.name for f in message_cls.DESCRIPTOR.fields}
-    missing = sorted(set(values) - known)
-    if missing:
-        log.warning("%s has no field(s) %s; they are not sent", message_cls.DESCRIPTOR.full_name, missing)
-    return message_cls(**{k: v for k, v in values.items() if k in known})
-
-
 def _checkpoint_message(ref: CheckpointRef) -> Any:
     return _proto("common_pb2").CheckpointRef(name=ref.name, version=ref.version)
 
@@ -291,9 +273,8 @@ def _dataset_message(name: str) -> Any:
 
 
 def _drift_config(module: Any, drift: DriftSettings) -> Any:
-    return _fill(module.DriftConfig, {"metric": drift.metric, "windows": drift.windows, "bins": drift.bins,
-                                      "theta_low": drift.theta_low, "theta_high": drift.theta_high,
-                                      "max_replay": drift.max_replay})
+    return module.DriftConfig(metric=drift.metric, windows=drift.windows, bins=drift.bins, low=drift.theta_low,
+                              high=drift.theta_high, max_replay=drift.max_replay)
 
 
 class Channels:
@@ -326,10 +307,12 @@ class GrpcServices:
         self._channels = channels or Channels()
 
     def _call(self, service: Service, module: str, stub: str, method: str, request: Any) -> Any:
+        import grpc
+
+        stub_instance = getattr(_proto(module), stub)(self._channels.get(self.addresses[service]))
         try:
-            stub_instance = getattr(_proto(module), stub)(self._channels.get(self.addresses[service]))
             return getattr(stub_instance, method)(request, timeout=self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a ServiceError
+        except grpc.RpcError as exc:
             raise _error(service, exc) from exc
 
     def _start(self, service: Service, module: str, stub: str, method: str, request: Any) -> Operation:
@@ -374,15 +357,8 @@ class GrpcServices:
         message = pb.ComputeDriftRequest(reference=_dataset_message(request.reference),
                                          stream=_dataset_message(request.stream),
                                          config=_drift_config(pb, request.drift), request_id=request.request_id)
-        response = self._call(Service.DRIFT_DETECTOR, "drift_detector_pb2_grpc", "DriftDetectorServiceStub",
-                              "ComputeDrift", message)
-        if "operation" in {f.name for f in response.DESCRIPTOR.fields}:
-            return operation_from_message(response.operation)
-        # A synchronous report: the figures are the operation's details, done at once.
-        from google.protobuf.json_format import MessageToDict
-
-        return Operation(id=request.request_id, state=OperationState.SUCCEEDED, progress=1.0,
-                         details=MessageToDict(response, preserving_proto_field_name=True))
+        return self._start(Service.DRIFT_DETECTOR, "drift_detector_pb2_grpc", "DriftDetectorServiceStub",
+                           "ComputeDrift", message)
 
     def start_codistillation(self, request: CoDistillationRequest) -> Operation:
         pb = _proto("online_codistiller_pb2")
@@ -433,10 +409,12 @@ class GrpcPredictor:
         self._channels = channels or Channels()
 
     def _call(self, method: str, request: Any) -> Any:
+        import grpc
+
+        stub = _proto("predictor_pb2_grpc").PredictorAdminServiceStub(self._channels.get(self.address))
         try:
-            stub = _proto("predictor_pb2_grpc").PredictorAdminServiceStub(self._channels.get(self.address))
             return getattr(stub, method)(request, timeout=self.timeout_s)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a ServiceError
+        except grpc.RpcError as exc:
             raise _error(Service.PREDICTOR, exc) from exc
 
     def set_split(self, split: Split) -> Split:

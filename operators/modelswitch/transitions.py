@@ -8,6 +8,7 @@ kept between ticks except what lands in status, so any tick may run in a freshly
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -243,12 +244,21 @@ def online_codistilling(tick: Tick) -> None:
     operation = run_stage(tick, ONLINE_CODISTILLATION)
     if operation and (student := _checkpoint(tick, ONLINE_CODISTILLATION, operation)):
         tick.status.artifacts.student = student
-        teacher = operation.details.get("teacher") if isinstance(operation.details.get("teacher"), dict) else None
-        if teacher and teacher.get("name"):
-            tick.status.artifacts.online_teacher = CheckpointStatus(name=str(teacher["name"]),
-                                                                    version=str(teacher.get("version", "")))
+        tick.status.artifacts.online_teacher = _reported_checkpoint(operation.details.get("teacher"))
         tick.enter(Phase.SHADOW, "OnlineCoDistillationSucceeded",
                    f"student {student.name}@{student.version}; shadow scoring next")
+
+
+def _reported_checkpoint(value: object) -> CheckpointStatus | None:
+    """A checkpoint an operation names in its details: "name/v000007" or {"name": ..., "version": ...}."""
+    if isinstance(value, dict) and value.get("name"):
+        return CheckpointStatus(name=str(value["name"]), version=str(value.get("version") or ""))
+    if isinstance(value, str) and value:
+        name, _, version = value.rpartition("/")
+        if name and re.fullmatch(r"v\d{6}", version):
+            return CheckpointStatus(name=name, version=version)
+        return CheckpointStatus(name=value)
+    return None
 
 
 # ------------------------------------------------------------------------------------- rollout phases
@@ -290,7 +300,8 @@ def _interval_status(interval: Interval) -> IntervalStatus | None:
 
     status = IntervalStatus(estimate=finite_or_none(interval.estimate), lower=finite_or_none(interval.lower),
                             upper=finite_or_none(interval.upper), level=finite_or_none(interval.level))
-    return status if status.model_dump(exclude_none=True) else None
+    figures = (status.estimate, status.lower, status.upper)
+    return status if any(value is not None for value in figures) else None
 
 
 def check_gates(tick: Tick) -> GateDecision:

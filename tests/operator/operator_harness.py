@@ -11,6 +11,7 @@ import asyncio
 import copy
 import itertools
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -64,24 +65,38 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
 
 
 @asynccontextmanager
-async def running_operator(emulator: kmock.KubernetesEmulator, clients: Clients,
-                           interval: float = INTERVAL) -> AsyncIterator[None]:
-    """The operator watching NAMESPACE until the block ends (then stopped as on SIGTERM)."""
+async def running_operator(emulator: kmock.KubernetesEmulator, clients: Clients, interval: float = INTERVAL,
+                           peering: str | None = None) -> AsyncIterator[None]:
+    """The operator watching NAMESPACE until the block ends (then stopped as on SIGTERM).
+
+    It runs in its own thread and event loop, as a separate process would: kopf's shutdown waits for
+    every task of its loop, which must not include the emulator's own server tasks."""
     registry = kopf.OperatorRegistry()
     register_handlers(registry, OperatorSettings(reconcile_interval_s=interval), clients=clients)
+    server = str(emulator.url)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=str(emulator.url))
+        return kopf.ConnectionInfo(server=server)
 
-    stop = asyncio.Event()
-    task = asyncio.create_task(kopf.operator(registry=registry, standalone=True, namespaces=[NAMESPACE],
-                                             stop_flag=stop))
+    stop, failure = threading.Event(), []
+
+    def main() -> None:
+        try:
+            asyncio.run(kopf.operator(registry=registry, standalone=peering is None, peering_name=peering,
+                                      namespaces=[NAMESPACE], stop_flag=stop))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            failure.append(exc)
+
+    thread = threading.Thread(target=main, name="kopf-operator", daemon=True)
+    thread.start()
     try:
         yield
     finally:
         stop.set()
-        await asyncio.wait_for(task, timeout=20)
+        while thread.is_alive():
+            await asyncio.sleep(0.05)  # keep the emulator serving while the operator shuts down
+        assert not failure, f"the operator crashed: {failure[0]!r}"
 
 
 def add_switch(emulator: kmock.KubernetesEmulator, name: str, spec: dict[str, Any] | None = None,
@@ -107,7 +122,8 @@ def status(emulator: kmock.KubernetesEmulator, name: str) -> dict[str, Any]:
 async def patch_switch(emulator: kmock.KubernetesEmulator, name: str, changes: dict[str, Any]) -> None:
     """`kubectl patch msw NAME --type merge -p ...` through the API (so the operator's watch sees it)."""
     url = f"/apis/crossadapt.io/v1alpha1/namespaces/{NAMESPACE}/modelswitches/{name}"
-    async with emulator.patch(url, json=changes, headers={"Content-Type": "application/merge-patch+json"}) as resp:
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with emulator.patch(url, json=changes, headers=headers) as resp:
         assert resp.status == 200, await resp.text()
 
 
