@@ -177,7 +177,11 @@ class PredictorEngine:
             raise InvalidArgumentError("arm must be ARM_TEACHER or ARM_STUDENT", field="arm")
         async with self._swap_lock:
             loaded = await asyncio.to_thread(self.loader.load, arm, checkpoint)
-            self._check_fields(loaded)
+            try:
+                self._check_fields(loaded)
+            except FailedPreconditionError:
+                self.loader.keep_only(self.pair)  # release the refused arm's encoder
+                raise
             self.checkpoint_of_generation[loaded.generation] = loaded.ref
             self.pair = self.pair.with_arm(loaded)
             self.last_swap = time.time()

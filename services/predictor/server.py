@@ -63,6 +63,7 @@ async def serve(settings: PlatformSettings, predictor: PredictorSettings) -> Non
     """Run until SIGTERM/SIGINT."""
     torch.set_num_threads(predictor.torch_threads)
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)  # two timing lines per REST request otherwise
+    logging.captureWarnings(True)  # library warnings as log records (JSON lines), not raw stderr text
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # installed first: uvicorn restores and re-raises to these

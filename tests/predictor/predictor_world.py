@@ -38,8 +38,8 @@ def tiny_vocabulary() -> Vocabulary:
 
 
 def tiny_spec(vocabulary: Vocabulary) -> FeatureSpec:
-    return FeatureSpec(categorical=tuple(CategoricalField(name=f, vocab_size=vocabulary.size(f)) for f in CATEGORICAL),
-                       numerical=NUMERICAL)
+    return FeatureSpec(categorical=tuple(CategoricalField(name=f, vocab_size=vocabulary.size(f))
+                                         for f in vocabulary.fields), numerical=NUMERICAL)
 
 
 def tiny_model(seed: int, vocabulary: Vocabulary, architecture: str = "mlp") -> torch.nn.Module:
@@ -142,3 +142,59 @@ class PredictorProcess:
         from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 
         return grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}"))
+
+
+# ---- request builders ---------------------------------------------------------------------------
+def datatype_of(values: list) -> str:
+    return "BYTES" if isinstance(values[0], str) else ("FP64" if isinstance(values[0], float) else "INT64")
+
+
+def v2_json(rows: dict[str, list], request_id: str | None = None) -> dict:
+    body: dict = {"inputs": [{"name": k, "shape": [len(v)], "datatype": datatype_of(v), "data": v}
+                             for k, v in rows.items()]}
+    if request_id:
+        body["id"] = request_id
+    return body
+
+
+def v1_json(rows: dict[str, list]) -> dict:
+    return {"instances": [dict(zip(rows, values)) for values in zip(*rows.values())]}
+
+
+def v2_grpc(rows: dict[str, list], *, raw: bool = False, model: str = MODEL, request_id: str = ""):  # noqa: ANN201
+    """A ModelInferRequest with the values in typed contents or (raw=True) in raw_input_contents."""
+    import struct
+
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model, id=request_id)
+    for name, values in rows.items():
+        datatype = datatype_of(values)
+        tensor = request.inputs.add(name=name, datatype=datatype, shape=[len(values)])
+        if raw:
+            if datatype == "BYTES":
+                request.raw_input_contents.append(b"".join(struct.pack("<I", len(v.encode())) + v.encode()
+                                                           for v in values))
+            else:
+                request.raw_input_contents.append(np.asarray(values, np.float64 if datatype == "FP64" else np.int64)
+                                                  .tobytes())
+        elif datatype == "BYTES":
+            tensor.contents.bytes_contents.extend(v.encode() for v in values)
+        elif datatype == "FP64":
+            tensor.contents.fp64_contents.extend(values)
+        else:
+            tensor.contents.int64_contents.extend(values)
+    return request
+
+
+def grpc_outputs(response) -> dict[str, np.ndarray]:  # noqa: ANN001 - a ModelInferResponse
+    """The response's outputs as arrays (raw or typed contents)."""
+    out = {}
+    for index, tensor in enumerate(response.outputs):
+        dtype = np.float32 if tensor.datatype == "FP32" else np.int32
+        if response.raw_output_contents:
+            out[tensor.name] = np.frombuffer(response.raw_output_contents[index], dtype=dtype)
+        else:
+            values = tensor.contents.fp32_contents if tensor.datatype == "FP32" else tensor.contents.int_contents
+            out[tensor.name] = np.asarray(values, dtype=dtype)
+    return out
