@@ -200,6 +200,9 @@ def plan_sampling(  # noqa: PLR0913 - the request's fields
         raise InvalidArgumentError(
             f"feature spec mismatch: {teacher.ref} reads {_describe(teacher.manifest.feature_spec)}, dataset "
             f"{dataset!r} holds {_describe(spec)}", field="teacher")
+    if target == "conversion" and "conversion" not in _column_names(datasets, dataset):
+        raise InvalidArgumentError(f"target 'conversion': dataset {dataset!r} has no conversion column",
+                                   field="config.target")
     if datasets.partitions(sample_name):
         raise AlreadyExistsError(f"dataset {sample_name!r} exists already (samples are immutable)",
                                  field="sample_name")
@@ -207,6 +210,13 @@ def plan_sampling(  # noqa: PLR0913 - the request's fields
         operation_id=operation_id, dataset=dataset, teacher_name=teacher.name, teacher_version=teacher.version,
         sample_name=sample_name, config=config, target=target, feature_spec=spec, vocab_hash=vocab_hash,
     )
+
+
+def _column_names(datasets: DatasetStore, name: str) -> list[str]:
+    """The columns of the dataset's first partition (its schema; the spec check covers the others)."""
+    for batch, _ in datasets.read(name, batch_rows=1):
+        return list(batch.schema.names)
+    return []
 
 
 def _describe(spec: FeatureSpec) -> str:

@@ -14,6 +14,7 @@ import pytest
 from crossadapt.transfer.distill import cache_teacher_logits
 from crossadapt.transfer.sampling import SamplingConfig, StrategicSampler
 from sampler_drift_fixtures import (  # noqa: F401 - platform is a fixture
+    QUEUES,
     Platform,
     assert_same_rows,
     platform,
@@ -228,3 +229,32 @@ def test_health_reflection_and_metrics(platform: Platform) -> None:  # noqa: F81
     # The operations gauge is cached for a few seconds (services.common.metrics): wait for a fresh count.
     text = wait_for(scrape, 15, "the sampling operations gauge")
     assert 'method="StartSampling",service="crossadapt.v1.SamplerService"' in text
+
+
+def test_killed_worker_task_comes_back_after_the_visibility_timeout(platform: Platform,  # noqa: F811
+                                                                    source: dict[str, str]) -> None:
+    """The whole worker (parent and pool children) killed: Redis redelivers the unacknowledged task to
+    the worker started in its place, and the operation still ends with the in-process sample."""
+    sample = unique("worker-killed")
+    config = {"ratio": 0.4, "temporal_blocks": 3, "seed": 8}
+    datasets = DatasetStore(platform.objects())
+    worker = platform.stack.workers["w1"]
+    platform.slow(True)
+    try:
+        operation = start(platform, source, sample, **config)
+        victim = _running_block(platform, operation.id, 3)
+        os.killpg(worker.pid, signal.SIGKILL)  # its own session: the parent and every pool child
+        worker.wait(10)
+        assert datasets.partitions(sample) == []
+    finally:
+        platform.slow(False)
+        platform.stack.start(workers=("w1",), queue_names=QUEUES, concurrency=2)
+    final = wait_for(lambda: (op := get(platform, operation.id)).state in TERMINAL and op, 120, "terminal")
+    if final.state == FAILED:
+        assert final.error.message and datasets.partitions(sample) == []
+    else:
+        assert final.state == SUCCEEDED
+        assert_same_rows(read_all(datasets, sample), expected_sample(SamplingConfig(**config)))
+        attempts = RedisOperationStore(platform.stack.settings().result_backend).redis.hget(
+            f"crossadapt:op:{operation.id}:attempts", victim["unit"])
+        assert int(attempts) >= 2

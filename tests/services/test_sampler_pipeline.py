@@ -164,6 +164,7 @@ def test_bad_requests_are_refused_at_start(ctx: pipeline.SamplerContext, local_o
     assert _code(start(sample_name="clicks")) == ("InvalidArgumentError", "sample_name")
     assert _code(start(sample_name="bad name!")) == ("InvalidArgumentError", "sample_name")
     assert _code(start(dataset_position=True)) == ("InvalidArgumentError", "dataset.position")
+    assert _code(start(config={"target": "conversion"})) == ("InvalidArgumentError", "config.target")  # no column
     for config, field in [({"ratio": 1.5}, "config.ratio"), ({"ratio": -0.1}, "config.ratio"),
                           ({"positive_ratio": 1.2}, "config.positive_ratio"), ({"temporal_blocks": -2},
                           "config.temporal_blocks"), ({"temporal_blocks": 5000}, "config.temporal_blocks"),
