@@ -124,3 +124,19 @@ def test_profiles() -> None:
     assert {"kubeContext": "minikube"} in profiles["cpu"]["activation"]
     gpu_patches = {(p["path"], json.dumps(p["value"])) for p in profiles["gpu"]["patches"]}
     assert ("/build/local/push", "true") in gpu_patches  # a remote cluster pulls from --default-repo
+
+
+def test_gpu_profile_builds_the_trainers_with_cuda_torch() -> None:
+    """Trainers run on GPUs with the gpu profile: their images take CUDA torch through TORCH_INDEX_URL."""
+    gpu = next(p for p in SKAFFOLD["profiles"] if p["name"] == "gpu")
+    artifacts = SKAFFOLD["build"]["artifacts"]
+    patched = {}
+    for patch in gpu["patches"]:
+        match = re.fullmatch(r"/build/artifacts/(\d+)/docker/buildArgs", patch["path"])
+        if match:
+            patched[artifacts[int(match.group(1))]["image"]] = patch["value"]
+    assert set(patched) == {"crossadapt/offline-distiller", "crossadapt/online-codistiller"}
+    for image, build_args in patched.items():
+        assert build_args["TORCH_INDEX_URL"].startswith("https://download.pytorch.org/whl/cu"), image
+        dockerfile = (ROOT / EXPECTED_ARTIFACTS[image]).read_text()
+        assert re.search(r"^ARG TORCH_INDEX_URL", dockerfile, re.MULTILINE), f"{image}: no TORCH_INDEX_URL build arg"
