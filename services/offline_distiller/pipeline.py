@@ -316,14 +316,24 @@ def _json_safe(value: Any) -> Any:
 
 def run_distillation(ctx: DistillerContext, plan: DistillationPlan, report: ReportFn) -> PublishedCheckpoint:
     """The whole task: inputs, training (resumed if a checkpoint exists), the published student."""
+    started = time.perf_counter()
     inputs = load_inputs(ctx, plan)
+    loaded = time.perf_counter()
+    log.info("inputs loaded", extra={"operation_id": plan.operation_id, "seconds": round(loaded - started, 3),
+                                     "rows": len(inputs.train), "resumed_from": inputs.resumed_from})
     report(0.0, force=True, details={"initial_tables": inputs.tables, "resumed_from": inputs.resumed_from,
                                      "sample_rows": len(inputs.train)})
     checkpointer = Checkpointer(ctx, plan, report, inputs.tables)
     _, result = train(plan, inputs, checkpointer)
+    trained = time.perf_counter()
+    log.info("training finished", extra={"operation_id": plan.operation_id, "seconds": round(trained - loaded, 3),
+                                         "world_size": plan.settings.world_size})
     report(1.0, force=True, stage="publish", details={"history": [
         {"phase": r.name, "train_loss": r.train_loss, "valid": r.valid} for r in result.phases]})
-    return publish_student(ctx, plan, inputs, result)
+    published = publish_student(ctx, plan, inputs, result)
+    log.info("student published", extra={"operation_id": plan.operation_id, "checkpoint": published.ref,
+                                         "seconds": round(time.perf_counter() - trained, 3)})
+    return published
 
 
 def discard_outputs(ctx: DistillerContext, record: OperationRecord) -> None:

@@ -62,10 +62,11 @@ def tiny_clicks(n: int, seed: int = 0, first_timestamp: int = 0) -> SplitArrays:
                        prob=p.astype(np.float32))
 
 
-def tiny_model(dim: int = 4, seed: int = 0, arch: str = "mlp", hidden: tuple[int, ...] = (8,), spec: FeatureSpec = TINY_SPEC):
+def tiny_model(dim: int = 4, seed: int = 0, arch: str = "mlp", hidden: tuple[int, ...] = (8,),
+               spec: FeatureSpec = TINY_SPEC, dropout: float = 0.0):
     torch.manual_seed(seed)
     config = parse_model_config({"architecture": arch, "embedding_dim": dim, "hidden_units": list(hidden),
-                                 "embedding_init_std": 0.05})
+                                 "embedding_init_std": 0.05, "dropout": dropout})
     return build_model(config, spec)
 
 
@@ -212,6 +213,7 @@ class Shared:
 
 
 _SHARED = Shared()
+QUEUES = ("offline-distiller", "online-codistiller")
 TEST_SETTINGS = {
     # A whole worker killed: its task is back after ~6 s; a dead holder's lease is free after 3 s.
     "visibility_timeout_s": "6", "training_lease_s": "3", "training_heartbeat_s": "0.5",
@@ -230,8 +232,9 @@ def shared_platform(tmp_path_factory: pytest.TempPathFactory) -> HookedPlatform:
         _SHARED.seaweed = SeaweedS3.start(root)
         platform = HookedPlatform.redis_s3(root / "platform", _SHARED.redis, _SHARED.seaweed, **TEST_SETTINGS)
         platform.hooks = hooks
-        platform.start(workers=("w1",), servers=("offline-distiller", "online-codistiller"),
-                       queue_names=("offline-distiller", "online-codistiller"))
+        # Two workers: a task whose whole worker is killed is redelivered to the other one.
+        platform.start(workers=("w1", "w2"), servers=("offline-distiller", "online-codistiller"),
+                       queue_names=QUEUES)
         _SHARED.platform = platform
     return _SHARED.platform
 
@@ -294,6 +297,12 @@ def details(operation) -> dict:  # noqa: ANN001
 
 def kill_worker_process(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
+
+
+def worker_of(platform: LocalPlatform, pool_pid: int) -> str:
+    """The name of the worker whose pool process `pool_pid` is."""
+    parent = int(Path(f"/proc/{pool_pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return next(name for name, proc in platform.workers.items() if proc.pid == parent)
 
 
 def json_dump(value: object) -> str:

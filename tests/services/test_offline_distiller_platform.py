@@ -114,11 +114,12 @@ def test_distillation_reports_per_epoch_and_publishes_the_student_with_its_paren
 
 def test_frozen_phase_keeps_the_projected_tables_and_teacher_scores_a_raw_sample(
         distiller_platform: HookedPlatform, distiller_stores: Stores, inputs: dict) -> None:
-    """Phase 1 freezes the embeddings: the published student's tables are exactly the projector's output."""
+    """Phase 1 freezes the embeddings: the published student's tables are exactly the projector's output.
+    The task trains data parallel here: 2 DDP processes (the worker's and one it starts), gloo on 127.0.0.1."""
     platform, checkpoints = distiller_platform, distiller_stores.checkpoints
     platform.pause(0)
     operation = start(platform, request(inputs, sample=common_pb2.DatasetRef(name="ctr/sample-raw"),
-                                        config={"frozen_epochs": 1, "joint_epochs": 0}))
+                                        config={"frozen_epochs": 1, "joint_epochs": 0, "world_size": 2}))
     final = wait_terminal(platform, SERVICE, operation.id)
     assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error
     student = checkpoints.resolve(final.checkpoint.name, final.checkpoint.version)
@@ -127,6 +128,7 @@ def test_frozen_phase_keeps_the_projected_tables_and_teacher_scores_a_raw_sample
     for table in ("user", "item", "__numerical__"):
         np.testing.assert_array_equal(read_table(checkpoints, student, table), read_table(checkpoints, projected, table))
     assert student.manifest.extra["stage_seconds"]["teacher_logits"] > 0  # the raw sample was scored once
+    assert student.manifest.extra["config"]["world_size"] == 2
 
 
 def test_cancel_stops_the_task_and_discards_its_outputs(

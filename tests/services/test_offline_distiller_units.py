@@ -1,0 +1,161 @@
+"""The offline-distiller's pieces without the platform: settings, the initial student, exact resume, DDP.
+
+* Settings: the request maps onto the core's sections; unset fields are the core's defaults.
+* The initial student's tables ARE the projector's output (the projector's own pipeline on a local store);
+  fields the teacher lacks start random, numerical vectors are matched by name.
+* A run stopped at any step and resumed from its saved state (through the bytes a checkpoint stores)
+  ends bit-for-bit where the uninterrupted run ends.
+* Data parallel: 2 processes (torch.distributed, gloo on 127.0.0.1) match 1 process at the same global
+  batch within 1e-5 (float summation order is all that differs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from distiller_fixtures import (
+    TINY_SPEC,
+    TINY_VOCABULARY,
+    VOCAB_HASH,
+    project,
+    tiny_clicks,
+    tiny_model,
+)
+from crossadapt.models.spec import CategoricalField, FeatureSpec
+from crossadapt.transfer.distill import OfflineDistillConfig, ProgressiveDistillation, cache_teacher_logits
+from crossadapt.transfer.switch_config import DistillationSection, OptimSection
+from services.common.errors import FailedPreconditionError, InvalidArgumentError
+from services.common.model_io import publish_model
+from services.common.operations import FileOperationStore
+from services.common.proto import offline_distiller_pb2
+from services.common.storage import CheckpointStore, LocalObjectStore
+from services.common.storage.tables import read_table
+from services.offline_distiller.config import DistillationSettings
+from services.offline_distiller.pipeline import DistillationInputs, check_rows, initial_student, train
+from services.offline_distiller.plan import CheckpointPin, DistillationPlan
+from services.offline_distiller.publishing import load_tensor_bytes, tensor_bytes
+
+
+def plan_for(model, *, spec: FeatureSpec = TINY_SPEC, projected: CheckpointPin | None = None, **settings):  # noqa: ANN001, ANN003
+    return DistillationPlan(
+        operation_id="unit", student_name="s", projected=projected or CheckpointPin(name="p", version="v000001"),
+        teacher=CheckpointPin(name="t", version="v000001"), sample="sample", model=model.config.model_dump(mode="json"),
+        settings=DistillationSettings.model_validate(settings), feature_spec=spec, vocab_hash=VOCAB_HASH,
+        sample_has_teacher_logits=True)
+
+
+def test_settings_default_to_the_cores_and_map_onto_its_configs() -> None:
+    settings = DistillationSettings.from_proto(offline_distiller_pb2.DistillationConfig())
+    assert settings.distillation == DistillationSection() and settings.optim == OptimSection()
+    assert (settings.world_size, settings.checkpoint_every_steps, settings.task_logit_shift) == (1, 0, 0.0)
+    chosen = DistillationSettings.from_proto(offline_distiller_pb2.DistillationConfig(
+        kd_weight=0.0, frozen_epochs=0, joint_epochs=3, batch_size=64, dense_lr=0.01, seed=9))
+    assert chosen.distillation.kd_weight == 0.0 and chosen.distillation.frozen_epochs == 0  # explicit zeros kept
+    from services.offline_distiller.pipeline import core_config
+
+    core = core_config(plan_for(tiny_model(), **chosen.model_dump()), "cpu")
+    defaults = OfflineDistillConfig()
+    assert (core.kd_weight, core.joint_epochs, core.batch_size, core.dense_lr, core.seed) == (0.0, 3, 64, 0.01, 9)
+    assert (core.temperature, core.embedding_lr, core.progressive) == (defaults.temperature, defaults.embedding_lr, True)
+    for bad, field in ((dict(batch_size=0), "config.batch_size"), (dict(world_size=65), "config.world_size"),
+                       (dict(kd_weight=float("inf")), "config.kd_weight")):
+        with pytest.raises(InvalidArgumentError) as error:
+            DistillationSettings.from_proto(offline_distiller_pb2.DistillationConfig(**bad))
+        assert error.value.field == field
+
+
+def test_initial_student_tables_are_the_projectors_output(tmp_path) -> None:  # noqa: ANN001
+    checkpoints = CheckpointStore(LocalObjectStore(tmp_path / "store"))
+    teacher = publish_model(checkpoints, "t", tiny_model(4, seed=1), feature_spec=TINY_SPEC, vocab_hash=VOCAB_HASH,
+                            vocabulary=TINY_VOCABULARY)
+    projected = project(checkpoints, FileOperationStore(tmp_path / "ops"), teacher, "p", width=6)
+    # The data has a field the teacher lacks (`site`) and a numerical field it lacks (`discount`).
+    spec = FeatureSpec(categorical=(*TINY_SPEC.categorical, CategoricalField(name="site", vocab_size=5)),
+                       numerical=("discount", "price"))
+    student_model = tiny_model(6, spec=spec)
+    plan = plan_for(student_model, spec=spec, projected=CheckpointPin(name=projected.name, version=projected.version),
+                    seed=4)
+    rows = tiny_clicks(200)
+    rows = type(rows)(categorical=np.concatenate([rows.categorical, rows.categorical[:, :1] % 5], axis=1),
+                      numerical=np.concatenate([rows.numerical, rows.numerical], axis=1), label=rows.label)
+    student, report = initial_student(checkpoints, plan, rows)
+    assert report == {"projected": ["user", "item", "__numerical__"], "random": ["site"], "ignored": []}
+    for table in ("user", "item"):
+        np.testing.assert_array_equal(student.embedding.get_table(table).numpy(), read_table(checkpoints, projected, table))
+    numerical = student.embedding.get_table("__numerical__").numpy()
+    np.testing.assert_array_equal(numerical[1], read_table(checkpoints, projected, "__numerical__")[0])  # price
+    assert not np.allclose(numerical[0], numerical[1])  # discount: the student's own random init
+    assert np.abs(student.embedding.get_table("site").numpy()).max() < 1.0  # random, small (init std)
+    again, _ = initial_student(checkpoints, plan, rows)  # seeded: the same student every time
+    for a, b in zip(student.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_a_run_resumed_from_its_saved_state_ends_bit_for_bit_where_the_uninterrupted_run_ends(dropout: float) -> None:
+    teacher, train_rows = tiny_model(4, seed=1), tiny_clicks(700)
+    rows = train_rows.with_teacher_logit(cache_teacher_logits(teacher, train_rows))
+    config = OfflineDistillConfig(batch_size=64, frozen_epochs=2, joint_epochs=1, num_threads=1)
+
+    def student(seed: int = 2):  # noqa: ANN202
+        return tiny_model(6, seed=seed, dropout=dropout)
+
+    reference = ProgressiveDistillation(student(), rows, config, valid=tiny_clicks(300, seed=4)).run()
+    steps = ProgressiveDistillation(student(), rows, config).total_steps
+    assert steps == 3 * 11
+    for stop in (4, 11, 12, 25, steps - 1):  # mid-epoch, the last step of an epoch, a phase boundary, ...
+        saved = {}
+
+        def callback(run, event):  # noqa: ANN001, ANN202
+            if event == "step" and run.cursor.steps == stop:
+                saved["state"] = tensor_bytes(run.state_dict())
+                saved["weights"] = tensor_bytes(run.trainer.model.state_dict())
+                raise KeyboardInterrupt  # the worker dies here
+
+        with pytest.raises(KeyboardInterrupt):
+            ProgressiveDistillation(student(), rows, config, valid=tiny_clicks(300, seed=4)).run(callback)
+        torch.manual_seed(12345)  # whatever the process did in between
+        resumed_model = student(seed=99)
+        resumed_model.load_state_dict(load_tensor_bytes(saved["weights"], "weights"))
+        run = ProgressiveDistillation(resumed_model, rows, config, valid=tiny_clicks(300, seed=4))
+        run.load_state_dict(load_tensor_bytes(saved["state"], "state"))
+        result = run.run()
+        for name, value in reference.student.state_dict().items():
+            assert torch.equal(result.student.state_dict()[name], value), (stop, name)
+        assert [p.train_loss for p in result.phases] == [p.train_loss for p in reference.phases]
+        assert [p.valid for p in result.phases] == [p.valid for p in reference.phases]
+        assert [p.steps for p in result.phases] == [22, 11]
+
+
+def test_two_data_parallel_processes_match_one_process_at_the_same_global_batch() -> None:
+    """DDP over 2 processes (gloo, 127.0.0.1): every weight within 1e-5 of the 1-process run after 33 steps;
+    the global batch of 96 rows (the last one 40) is split 48/48 (20/20) and the loss scaled per rank."""
+    teacher, rows = tiny_model(4, seed=1), tiny_clicks(1000)
+    rows = rows.with_teacher_logit(cache_teacher_logits(teacher, rows))
+    results = {}
+    for world in (1, 2):
+        student = tiny_model(6, seed=2)
+        plan = plan_for(student, distillation={"frozen_epochs": 1, "joint_epochs": 2}, optim={"batch_size": 96},
+                        world_size=world)
+        _, results[world] = train(plan, DistillationInputs(train=rows, valid=None, student=student), None)
+    one, two = results[1].student.state_dict(), results[2].student.state_dict()
+    differences = {name: float((one[name] - two[name]).abs().max()) for name in one}
+    assert max(differences.values()) <= 1e-5, differences
+    moved = float((one["embedding.table.weight"] - tiny_model(6, seed=2).state_dict()["embedding.table.weight"]).abs().max())
+    assert moved > 1e-3  # they trained (the match is not two untouched models)
+    assert [p.steps for p in results[2].phases] == [p.steps for p in results[1].phases] == [11, 22]
+
+
+def test_bad_sample_rows_fail_naming_the_column() -> None:
+    rows = tiny_clicks(50)
+    check_rows(rows, TINY_SPEC, "sample")
+    rows.categorical[3, 1] = 12
+    with pytest.raises(FailedPreconditionError) as error:
+        check_rows(rows, TINY_SPEC, "sample 'x'")
+    assert error.value.field == "item" and "0..11" in error.value.message
+    rows = tiny_clicks(50).with_teacher_logit(np.full(50, np.nan, dtype=np.float32))
+    with pytest.raises(FailedPreconditionError) as error:
+        check_rows(rows, TINY_SPEC, "sample 'x'")
+    assert error.value.field == "teacher_logit"

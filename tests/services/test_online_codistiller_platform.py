@@ -1,0 +1,268 @@
+"""The online co-distiller through its gRPC API with real Redis, SeaweedFS (S3), a gRPC server and Celery workers.
+
+The stream is a time-partitioned dataset in the store. Checked: every checkpoint publishes teacher
+vM then student vN with the stream position inside; the end of the stream ends the operation;
+`follow` picks up a partition appended later; a partition with another schema fails the operation
+naming it; kill -9 of the whole worker resumes at the last checkpoint's position with 0 rows skipped
+and at most one checkpoint interval replayed (rows counted per partition), ending where an
+uninterrupted run ends; bad requests are refused at Start.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from datetime import timedelta
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from distiller_fixtures import (
+    EPOCH,
+    QUEUES,
+    TINY_SPEC,
+    TINY_VOCABULARY,
+    VOCAB_HASH,
+    HookedPlatform,
+    Stores,
+    cancel_operation,
+    details,
+    distiller_platform,  # noqa: F401 - fixture
+    distiller_stores,  # noqa: F401 - fixture
+    get_operation,
+    platform_settings,
+    project,
+    publish_teacher,
+    tiny_clicks,
+    tiny_model,
+    wait_terminal,
+    worker_of,
+    write_dataset,
+)
+from crossadapt.models.spec import FeatureSpec
+from services.common.model_io import load_model, publish_model
+from services.common.operations import open_operation_store
+from services.common.proto import common_pb2, online_codistiller_pb2
+from services.local.stack import wait_for
+
+SERVICE = "online-codistiller"
+PARTITION_ROWS, PARTITIONS, BATCH, EVERY = 300, 4, 50, 4
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def models(distiller_platform: HookedPlatform, distiller_stores: Stores) -> dict:
+    checkpoints = distiller_stores.checkpoints
+    teacher = publish_teacher(checkpoints, "stream/teacher", seed=2)
+    student = publish_model(checkpoints, "stream/student", tiny_model(6, seed=3), feature_spec=TINY_SPEC,
+                            vocab_hash=VOCAB_HASH, vocabulary=TINY_VOCABULARY)
+    write_dataset(distiller_stores.datasets, "stream/replay", tiny_clicks(600, seed=21))
+    return {"teacher": teacher, "student": student}
+
+
+def new_stream(stores: Stores, partitions: int = PARTITIONS) -> str:
+    name = f"stream/clicks-{uuid.uuid4().hex[:8]}"
+    write_dataset(stores.datasets, name, tiny_clicks(PARTITION_ROWS * partitions, seed=31), partitions=partitions)
+    return name
+
+
+def request(models: dict, stream: str, **overrides) -> online_codistiller_pb2.StartCoDistillationRequest:  # noqa: ANN003
+    config = dict(batch_size=BATCH, checkpoint_every_batches=EVERY, teacher_update_interval=3, window_batches=2,
+                  drift=online_codistiller_pb2.CoDistillationDriftSettings(max_replay=0.2, windows=4, bins=8))
+    config.update(overrides.pop("config", {}))
+    suffix = uuid.uuid4().hex[:8]
+    fields = dict(
+        student=common_pb2.CheckpointRef(name=models["student"].name, version=models["student"].version),
+        teacher=common_pb2.CheckpointRef(name=models["teacher"].name),
+        stream=common_pb2.DatasetRef(name=stream), replay=common_pb2.DatasetRef(name="stream/replay"),
+        student_name=f"stream/student-{suffix}", teacher_name=f"stream/teacher-{suffix}",
+        config=online_codistiller_pb2.CoDistillationConfig(**config),
+    )
+    fields.update(overrides)
+    return online_codistiller_pb2.StartCoDistillationRequest(**fields)
+
+
+def start(platform: HookedPlatform, req) -> common_pb2.Operation:  # noqa: ANN001
+    return platform.stub(SERVICE).StartCoDistillation(req, timeout=30).operation
+
+
+def test_stream_is_consumed_in_order_with_teacher_and_student_published_at_each_checkpoint(
+        distiller_platform: HookedPlatform, distiller_stores: Stores, models: dict) -> None:
+    platform, checkpoints = distiller_platform, distiller_stores.checkpoints
+    platform.pause(0)
+    stream = new_stream(distiller_stores)
+    req = request(models, stream)
+    operation = start(platform, req)
+    final = wait_terminal(platform, SERVICE, operation.id)
+    assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error
+    partitions = distiller_stores.datasets.partitions(stream)
+    students = [checkpoints.resolve(req.student_name, v) for v in checkpoints.versions(req.student_name)]
+    teachers = {f"{req.teacher_name}/{v}" for v in checkpoints.versions(req.teacher_name)}
+    batches = PARTITIONS * PARTITION_ROWS // BATCH
+    assert len(students) == batches // EVERY == len(teachers)
+    positions = [(s.manifest.extra["position"]["partition"], s.manifest.extra["position"]["row"]) for s in students]
+    assert positions == sorted(positions, key=lambda p: (partitions.index(p[0]), p[1]))  # time order
+    assert positions[-1] == (partitions[-1], PARTITION_ROWS)
+    assert all(s.manifest.extra["teacher"] in teachers for s in students)
+    assert students[0].manifest.parent == models["student"].ref
+    assert [s.manifest.parent for s in students[1:]] == [s.ref for s in students[:-1]]
+    last = students[-1].manifest.extra
+    assert last["rows_by_partition"] == {p: PARTITION_ROWS for p in partitions}
+    assert last["replay_rows"] > 0 and last["prequential"]["windows"] == batches // 2
+    assert (final.checkpoint.name, final.checkpoint.version) == (students[-1].name, students[-1].version)
+    assert final.progress == 1.0 and details(final)["position"]["row"] == PARTITION_ROWS
+    teacher_now, _ = load_model(checkpoints, *last["teacher"].rsplit("/", 1))
+    teacher_then, _ = load_model(checkpoints, models["teacher"].name, models["teacher"].version)
+    assert not torch.equal(teacher_now.embedding.table.weight, teacher_then.embedding.table.weight)  # co-evolved
+
+
+def test_follow_consumes_a_partition_appended_later_until_cancelled(
+        distiller_platform: HookedPlatform, distiller_stores: Stores, models: dict) -> None:
+    platform = distiller_platform
+    platform.pause(0)
+    stream = new_stream(distiller_stores, partitions=2)
+    operation = start(platform, request(models, stream, follow=True))
+    first = distiller_stores.datasets.partitions(stream)
+    wait_for(lambda: {line[1] for line in platform.hook_log(operation.id)} == set(first) and
+             any(line[1] == first[-1] and int(line[3]) == PARTITION_ROWS for line in platform.hook_log(operation.id)),
+             60, "the first two partitions")
+    assert get_operation(platform, SERVICE, operation.id).state == common_pb2.OPERATION_STATE_RUNNING  # waiting
+    later = distiller_stores.datasets.write_partition(
+        stream, EPOCH + timedelta(hours=5), _table(tiny_clicks(PARTITION_ROWS, seed=41, first_timestamp=10**6)))
+    wait_for(lambda: any(line[1] == later and int(line[3]) == PARTITION_ROWS for line in platform.hook_log(operation.id)),
+             60, "the appended partition")
+    cancelled = cancel_operation(platform, SERVICE, operation.id)
+    assert cancelled.state == common_pb2.OPERATION_STATE_CANCELLED
+    final = wait_terminal(platform, SERVICE, operation.id)
+    assert final.state == common_pb2.OPERATION_STATE_CANCELLED
+    consumed = [(line[1], int(line[2]), int(line[3])) for line in platform.hook_log(operation.id)]
+    assert [p for p, _, _ in consumed] == sorted((p for p, _, _ in consumed), key=[*first, later].index)
+
+
+def test_a_partition_with_another_schema_fails_the_operation_naming_it(
+        distiller_platform: HookedPlatform, distiller_stores: Stores, models: dict) -> None:
+    platform = distiller_platform
+    platform.pause(0)
+    stream = new_stream(distiller_stores, partitions=2)
+    other = FeatureSpec(categorical=TINY_SPEC.categorical, numerical=("price", "discount"))
+    arrays = tiny_clicks(PARTITION_ROWS, seed=5)
+    arrays = type(arrays)(categorical=arrays.categorical, label=arrays.label, timestamp=arrays.timestamp,
+                          numerical=np.concatenate([arrays.numerical, arrays.numerical], axis=1))
+    bad = write_dataset(distiller_stores.datasets, stream, arrays, spec=other, start=EPOCH + timedelta(hours=3))[0]
+    req = request(models, stream)
+    operation = start(platform, req)
+    final = wait_terminal(platform, SERVICE, operation.id)
+    assert final.state == common_pb2.OPERATION_STATE_FAILED
+    assert final.error.code_name in ("INVALID_ARGUMENT", "FAILED_PRECONDITION") and bad in final.error.message
+    checkpoints = distiller_stores.checkpoints
+    assert checkpoints.versions(req.student_name)  # what came before it stays published, complete
+
+
+def test_bad_requests_are_refused_at_start(distiller_platform: HookedPlatform, distiller_stores: Stores,
+                                           models: dict) -> None:
+    platform, stores = distiller_platform, distiller_stores
+    stream = new_stream(stores, partitions=1)
+    projected = project(stores.checkpoints, open_operation_store(platform_settings(platform)), models["teacher"],
+                        "stream/projected", width=6)
+    write_dataset(stores.datasets, "stream/other-vocab", tiny_clicks(50), vocab_hash="1" * 64)
+    cases = [
+        (request(models, "stream/none"), grpc.StatusCode.NOT_FOUND, "stream"),
+        (request(models, stream, replay=common_pb2.DatasetRef(name="stream/no-pool")), grpc.StatusCode.NOT_FOUND,
+         "replay"),
+        (request(models, stream, student=common_pb2.CheckpointRef(name=projected.name)),
+         grpc.StatusCode.FAILED_PRECONDITION, "student"),
+        (request(models, stream, teacher_name="same", student_name="same"), grpc.StatusCode.INVALID_ARGUMENT,
+         "teacher_name"),
+        (request(models, stream, config={"drift": online_codistiller_pb2.CoDistillationDriftSettings(low=0.5, high=0.1)}),
+         grpc.StatusCode.INVALID_ARGUMENT, "config.drift"),
+        (request(models, stream, config={"teacher_update_interval": 0}), grpc.StatusCode.INVALID_ARGUMENT,
+         "config.teacher_update_interval"),
+        (request(models, "stream/other-vocab"), grpc.StatusCode.INVALID_ARGUMENT, "vocabulary"),
+        (positioned(request(models, stream), "yesterday"), grpc.StatusCode.INVALID_ARGUMENT,
+         "stream.position.partition"),
+    ]
+    for req, code, where in cases:
+        with pytest.raises(grpc.RpcError) as error:
+            start(platform, req)
+        assert error.value.code() == code, (where, error.value.details())
+        assert where in error.value.details(), (where, error.value.details())
+
+
+def test_killed_worker_resumes_at_its_position_without_skipping_a_row(
+        distiller_platform: HookedPlatform, distiller_stores: Stores, models: dict) -> None:
+    """kill -9 of the whole worker (Redis redelivers after its visibility timeout to a new worker)."""
+    platform, stores = distiller_platform, distiller_stores
+    stream = new_stream(stores)
+    req = request(models, stream)
+    platform.pause(0.12)
+    try:
+        operation = start(platform, req)
+        wait_for(lambda: "student" in details(get_operation(platform, SERVICE, operation.id)), 60, "a checkpoint")
+        wait_for(lambda: len(platform.hook_log(operation.id)) >= EVERY + 2, 60, "more batches")
+        victim = worker_of(platform, int(details(get_operation(platform, SERVICE, operation.id))["worker"]["pid"]))
+        if sum(proc.poll() is None for proc in platform.workers.values()) < 2:  # another must take the task over
+            platform.start(workers=(f"w{uuid.uuid4().hex[:4]}",), queue_names=QUEUES)
+        os.killpg(platform.workers[victim].pid, signal.SIGKILL)
+        killed_at = len(platform.hook_log(operation.id))
+        platform.pause(0)
+        final = wait_terminal(platform, SERVICE, operation.id, timeout=90)
+    finally:
+        platform.pause(0)
+    assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error
+    log = platform.hook_log(operation.id)
+    pids = [line[0] for line in log]
+    assert len(set(pids)) == 2 and pids.index(pids[-1]) >= killed_at - 1  # two deliveries, in sequence
+    partitions = stores.datasets.partitions(stream)
+    replayed = 0
+    for partition in partitions:
+        ranges = sorted((int(a), int(b)) for _, p, a, b in log if p == partition)
+        covered = np.zeros(PARTITION_ROWS, dtype=np.int64)
+        for a, b in ranges:
+            covered[a:b] += 1
+        assert covered.min() >= 1, f"rows of {partition} skipped: {np.flatnonzero(covered == 0)[:5]}"
+        replayed += int(covered.sum() - PARTITION_ROWS)
+    assert 0 < replayed <= EVERY * BATCH, replayed  # something was replayed, at most one interval
+    student = stores.checkpoints.resolve(final.checkpoint.name, final.checkpoint.version)
+    assert student.manifest.extra["rows_by_partition"] == {p: PARTITION_ROWS for p in partitions}  # counted once
+    for name in (req.student_name, req.teacher_name):  # every visible version is complete (sha256-verified load)
+        for version in stores.checkpoints.versions(name):
+            load_model(stores.checkpoints, name, version)
+
+    # The same plan, uninterrupted, in this process: the resumed run ends at the same student and teacher.
+    reference_student, reference_teacher = reference_run(stores, platform, operation.id)
+    resumed, _ = load_model(stores.checkpoints, student.name, student.version)
+    teacher, _ = load_model(stores.checkpoints, *student.manifest.extra["teacher"].rsplit("/", 1))
+    for ours, theirs in ((resumed, reference_student), (teacher, reference_teacher)):
+        for name, value in theirs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+def positioned(req, partition: str):  # noqa: ANN001, ANN201
+    req.stream.position.partition = partition
+    return req
+
+
+def _table(arrays):  # noqa: ANN001, ANN202
+    from services.common.model_io import split_table
+
+    return split_table(arrays, TINY_SPEC, VOCAB_HASH)
+
+
+def reference_run(stores: Stores, platform: HookedPlatform, operation_id: str):  # noqa: ANN201
+    from services.online_codistiller import pipeline
+    from services.online_codistiller.plan import CoDistillationPlan
+
+    operations = open_operation_store(platform_settings(platform))
+    plan = CoDistillationPlan.model_validate(operations.get(operation_id).params["plan"])
+    suffix = uuid.uuid4().hex[:8]
+    plan = plan.model_copy(update={"operation_id": f"ref-{suffix}", "student_name": f"ref/student-{suffix}",
+                                   "teacher_name": f"ref/teacher-{suffix}"})
+    ctx = pipeline.CoDistillerContext(checkpoints=stores.checkpoints, datasets=stores.datasets, operations=operations)
+    student = pipeline.run_codistillation(ctx, plan, lambda *args, **kwargs: None)
+    model, _ = load_model(stores.checkpoints, student.name, student.version)
+    teacher, _ = load_model(stores.checkpoints, *student.manifest.extra["teacher"].rsplit("/", 1))
+    return model, teacher

@@ -1,0 +1,82 @@
+"""The co-distiller's pieces without the platform: settings, and the exact resume the task relies on.
+
+* Settings: the request maps onto the core's sections (names, defaults); bad values name the field.
+* A CoDistiller checkpointed after any batch (through the bytes a checkpoint stores) and rebuilt on the
+  saved weights continues bit-for-bit like the uninterrupted one: student, teacher (τ-window kept
+  batches), replay draws, prequential windows; with dropout too.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distiller_fixtures import tiny_clicks, tiny_model
+from crossadapt.transfer.codistill import OnlineCoDistillConfig, build_codistiller
+from crossadapt.transfer.replay import ReplayConfig, ReplayController
+from services.common.errors import InvalidArgumentError
+from services.common.proto import online_codistiller_pb2 as pb
+from services.offline_distiller.publishing import load_tensor_bytes, tensor_bytes
+from services.online_codistiller.config import CoDistillationSettings
+
+
+def test_settings_map_onto_the_cores_config_with_its_defaults() -> None:
+    default = CoDistillationSettings.from_proto(pb.CoDistillationConfig()).core_config("cpu")
+    core = OnlineCoDistillConfig()
+    for name in ("teacher_update_interval", "batch_size", "kd_weight", "temperature", "dense_lr", "embedding_lr",
+                 "teacher_dense_lr", "teacher_embedding_lr", "window_batches"):
+        assert getattr(default, name) == getattr(core, name), name
+    chosen = CoDistillationSettings.from_proto(pb.CoDistillationConfig(
+        teacher_update_interval=3, batch_size=64, kd_weight=0.0, teacher_dense_lr=0.01, seed=4,
+        drift=pb.CoDistillationDriftSettings(metric="kl", windows=4, low=0.02, high=0.2, max_replay=0.0)))
+    config, replay = chosen.core_config("cpu"), chosen.replay_config()
+    assert (config.teacher_update_interval, config.batch_size, config.kd_weight, config.teacher_dense_lr,
+            config.seed) == (3, 64, 0.0, 0.01, 4)
+    assert (replay.drift.metric, replay.drift.windows, replay.theta_low, replay.theta_high, replay.max_ratio) == (
+        "kl", 4, 0.02, 0.2, 0.0)
+    with pytest.raises(InvalidArgumentError) as error:
+        CoDistillationSettings.from_proto(pb.CoDistillationConfig(drift=pb.CoDistillationDriftSettings(bins=1)))
+    assert error.value.field == "config.drift.bins"
+    with pytest.raises(InvalidArgumentError) as error:
+        CoDistillationSettings.from_proto(pb.CoDistillationConfig(batch_size=0))
+    assert error.value.field == "config.batch_size"
+
+
+@pytest.mark.parametrize(("interval", "optimizer", "dropout"), [(3, "adam", 0.0), (1, "sgd", 0.3), (4, "adam", 0.3)])
+def test_a_codistiller_resumed_from_its_saved_state_continues_bit_for_bit(interval: int, optimizer: str,
+                                                                          dropout: float) -> None:
+    stream, pool = tiny_clicks(900, seed=3), tiny_clicks(400, seed=4)
+    config = OnlineCoDistillConfig(batch_size=50, teacher_update_interval=interval, teacher_optimizer=optimizer,
+                                   num_threads=1, window_batches=4)
+    chunks = [stream.slice(i, min(i + 50, len(stream))) for i in range(0, len(stream), 50)]
+
+    def build(student_seed: int = 2, teacher_seed: int = 1):  # noqa: ANN202
+        replay = ReplayController(ReplayConfig(max_ratio=0.3), len(pool), seed=5, initial_shift=0.0)
+        return build_codistiller(tiny_model(4, seed=teacher_seed), tiny_model(6, seed=student_seed, dropout=dropout),
+                                 config, replay=replay, replay_pool=pool)
+
+    reference = build()
+    for chunk in chunks:
+        reference.consume(chunk)
+    expected = reference.finish()
+    for cut in (5, 7, 13):  # inside a τ-window, at its end, inside a prequential window
+        first = build()
+        for chunk in chunks[:cut]:
+            first.consume(chunk)
+        state = tensor_bytes(first.state_dict())
+        weights = tensor_bytes({"student": first.trainer.model.state_dict(), "teacher": first.teacher.model.state_dict()})
+        torch.manual_seed(777)
+        second = build(student_seed=8, teacher_seed=9)
+        saved = load_tensor_bytes(weights, "weights")
+        second.trainer.model.load_state_dict(saved["student"])
+        second.teacher.model.load_state_dict(saved["teacher"])
+        second.load_state_dict(load_tensor_bytes(state, "state"))
+        for chunk in chunks[cut:]:
+            second.consume(chunk)
+        result = second.finish()
+        for ours, theirs in ((result.student, expected.student), (result.teacher, expected.teacher)):
+            for name, value in theirs.state_dict().items():
+                assert torch.equal(ours.state_dict()[name], value), (cut, name)
+        assert result.teacher_update_steps == expected.teacher_update_steps
+        assert (result.batches, result.rows, result.replay_rows) == (expected.batches, expected.rows, expected.replay_rows)
+        assert [w.student_logloss for w in result.windows] == [w.student_logloss for w in expected.windows]
