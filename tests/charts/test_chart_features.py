@@ -110,6 +110,19 @@ def test_settings_values_become_settings() -> None:
     assert r.get("Deployment", full_name("sampler"))["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 30
 
 
+def test_large_integers_stay_integers(tmp_path: Path) -> None:
+    """Helm reads numbers as floats and prints 1e+08 for 100000000; integer settings must not (pydantic
+    rejects "1e+08" for an int)."""
+    path = tmp_path / "values.yaml"
+    path.write_text("settings: {operationTtlSeconds: 100000000, visibilityTimeoutSeconds: 2000000}\n"
+                    "predictor: {maxBatchRows: 1000000}\n")
+    r = render(extra_files=(path,))
+    env = env_of(_container(r, "Deployment", full_name("predictor")))
+    assert env["CROSSADAPT_OPERATION_TTL_S"]["value"] == "100000000"
+    assert env["CROSSADAPT_VISIBILITY_TIMEOUT_S"]["value"] == "2000000"
+    assert env["CROSSADAPT_PREDICTOR_MAX_BATCH_ROWS"]["value"] == "1000000"
+
+
 def test_a_disabled_service_renders_nothing_of_its_own() -> None:
     r = render(values={"services.drift-detector.enabled": False})
     assert not any("drift-detector" in d["metadata"]["name"] for d in r.documents)

@@ -89,13 +89,13 @@ CROSSADAPT_HOME and the caches live on the /tmp emptyDir: the root filesystem is
 - name: CROSSADAPT_RESULT_BACKEND
   value: {{ include "crossadapt.redis.url" (list . (ternary 1 .Values.externalRedis.resultDb .Values.redis.enabled)) | quote }}
 - name: CROSSADAPT_VISIBILITY_TIMEOUT_S
-  value: {{ .Values.settings.visibilityTimeoutSeconds | quote }}
+  value: {{ .Values.settings.visibilityTimeoutSeconds | int64 | quote }}
 - name: CROSSADAPT_TASK_MAX_DELIVERIES
-  value: {{ .Values.settings.taskMaxDeliveries | quote }}
+  value: {{ .Values.settings.taskMaxDeliveries | int64 | quote }}
 - name: CROSSADAPT_OPERATION_TTL_S
-  value: {{ .Values.settings.operationTtlSeconds | quote }}
+  value: {{ .Values.settings.operationTtlSeconds | int64 | quote }}
 - name: CROSSADAPT_SHUTDOWN_GRACE_S
-  value: {{ .Values.settings.shutdownGraceSeconds | quote }}
+  value: {{ .Values.settings.shutdownGraceSeconds | int64 | quote }}
 - name: CROSSADAPT_STORE_URL
   value: {{ printf "s3://%s/%s" .Values.s3.bucket .Values.s3.prefix | trimSuffix "/" | quote }}
 - name: CROSSADAPT_S3_ENDPOINT
@@ -124,9 +124,9 @@ CROSSADAPT_HOME and the caches live on the /tmp emptyDir: the root filesystem is
 - name: CROSSADAPT_GRPC_HOST
   value: 0.0.0.0
 - name: CROSSADAPT_GRPC_PORT
-  value: {{ index . 1 | quote }}
+  value: {{ index . 1 | int64 | quote }}
 - name: CROSSADAPT_METRICS_HOST
   value: 0.0.0.0
 - name: CROSSADAPT_METRICS_PORT
-  value: {{ $root.Values.metrics.port | quote }}
+  value: {{ $root.Values.metrics.port | int64 | quote }}
 {{- end }}

@@ -29,9 +29,9 @@ The predictor's container, the same in our Deployment and in a KServe InferenceS
     - name: CROSSADAPT_PREDICTOR_HOST
       value: 0.0.0.0
     - name: CROSSADAPT_PREDICTOR_HTTP_PORT
-      value: {{ $predictor.httpPort | quote }}
+      value: {{ $predictor.httpPort | int64 | quote }}
     - name: CROSSADAPT_PREDICTOR_INFERENCE_GRPC_PORT
-      value: {{ $predictor.grpcPort | quote }}
+      value: {{ $predictor.grpcPort | int64 | quote }}
     - name: CROSSADAPT_PREDICTOR_MODEL_NAME
       value: {{ $predictor.modelName | quote }}
     - name: CROSSADAPT_PREDICTOR_TEACHER
@@ -45,9 +45,9 @@ The predictor's container, the same in our Deployment and in a KServe InferenceS
     - name: CROSSADAPT_PREDICTOR_SHADOW_SHARE
       value: {{ $predictor.shadowShare | quote }}
     - name: CROSSADAPT_PREDICTOR_MAX_BATCH_ROWS
-      value: {{ $predictor.maxBatchRows | quote }}
+      value: {{ $predictor.maxBatchRows | int64 | quote }}
     - name: CROSSADAPT_PREDICTOR_TORCH_THREADS
-      value: {{ $predictor.torchThreads | quote }}
+      value: {{ $predictor.torchThreads | int64 | quote }}
     {{- with $predictor.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
