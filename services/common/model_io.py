@@ -150,6 +150,11 @@ def split_table(arrays: SplitArrays, spec: FeatureSpec, vocab_hash: str = "") ->
         raise InvalidArgumentError(
             f"split has {arrays.categorical.shape[1]} categorical / {arrays.numerical.shape[1]} numerical columns, "
             f"the spec {len(spec.categorical)} / {len(spec.numerical)}", field="feature_spec")
+    fields = {f.name for f in spec.categorical} | set(spec.numerical)
+    reserved = fields & ({"label"} | {name for name in OPTIONAL_COLUMNS if getattr(arrays, name) is not None})
+    if reserved:
+        raise InvalidArgumentError(f"feature field(s) {sorted(reserved)} collide with the split's own columns of "
+                                   "that name; rename the field", field=sorted(reserved)[0])
     columns: dict[str, Any] = {}
     for index, field in enumerate(spec.categorical):
         columns[field.name] = pa.array(np.ascontiguousarray(arrays.categorical[:, index], dtype=np.int32))
@@ -183,8 +188,9 @@ def table_arrays(table: pa.Table | pa.RecordBatch, spec: FeatureSpec) -> SplitAr
                    if spec.categorical else np.zeros((rows, 0), np.int64))
     numerical = (np.stack([column(n, np.float32) for n in spec.numerical], axis=1)
                  if spec.numerical else np.zeros((rows, 0), np.float32))
+    fields = {f.name for f in spec.categorical} | set(spec.numerical)
     optional = {name: column(name, np.int64 if name in ("timestamp", "user") else np.float32)
-                for name in OPTIONAL_COLUMNS if name in names}
+                for name in OPTIONAL_COLUMNS if name in names and name not in fields}
     return SplitArrays(categorical=categorical, numerical=numerical, label=column("label", np.float32), **optional)
 
 

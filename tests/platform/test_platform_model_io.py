@@ -1,0 +1,89 @@
+"""model_io: core models and splits round-trip through the stores with their tables, vocabulary and schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crossadapt.data.arrays import SplitArrays
+from crossadapt.models import build_model, parse_model_config
+from crossadapt.models.spec import CategoricalField, FeatureSpec
+from services.common import model_io
+from services.common.errors import FailedPreconditionError, InvalidArgumentError
+from services.common.storage import CheckpointStore, LocalObjectStore
+from services.common.storage.datasets import DatasetStore
+from services.common.storage.tables import read_table
+
+SPEC = FeatureSpec(categorical=(CategoricalField(name="user", vocab_size=30), CategoricalField(name="item", vocab_size=12)),
+                   numerical=("price",))
+
+
+def _rows(n: int, seed: int = 0) -> SplitArrays:
+    rng = np.random.default_rng(seed)
+    return SplitArrays(categorical=np.stack([rng.integers(0, 30, n), rng.integers(0, 12, n)], 1),
+                       numerical=rng.standard_normal((n, 1)).astype(np.float32),
+                       label=(rng.random(n) < 0.3).astype(np.float32), timestamp=np.arange(n, dtype=np.int64),
+                       teacher_logit=rng.standard_normal(n).astype(np.float32))
+
+
+@pytest.fixture
+def stores(tmp_path: Path) -> tuple[CheckpointStore, DatasetStore]:
+    objects = LocalObjectStore(tmp_path / "store")
+    return CheckpointStore(objects), DatasetStore(objects)
+
+
+def test_a_model_round_trips_with_its_tables(stores: tuple[CheckpointStore, DatasetStore]) -> None:
+    checkpoints, _ = stores
+    torch.manual_seed(0)
+    model = build_model(parse_model_config({"architecture": "mlp", "embedding_dim": 4, "hidden_units": [8]}), SPEC)
+    published = model_io.publish_model(checkpoints, "t/teacher", model, feature_spec=SPEC, vocab_hash="h" * 8,
+                                       parent="origin")
+    loaded, ref = model_io.load_model(checkpoints, "t/teacher")
+    assert ref.ref == published.ref == "t/teacher/v000001" and ref.manifest.parent == "origin"
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    assert np.array_equal(read_table(checkpoints, published, "user"), model.embedding.get_table("user").detach().numpy())
+    assert model_io.load_vocabulary(checkpoints, published) is None
+
+
+def test_a_table_checkpoint_is_not_a_model(stores: tuple[CheckpointStore, DatasetStore]) -> None:
+    from services.common.storage.tables import upload_table_checkpoint
+
+    checkpoints, _ = stores
+    upload_table_checkpoint(checkpoints, "t/tables", {"user": np.zeros((30, 4), np.float32)}, num_shards=2)
+    with pytest.raises(FailedPreconditionError, match="holds no model"):
+        model_io.load_model(checkpoints, "t/tables")
+
+
+def test_a_split_round_trips_in_partitions_with_its_spec(stores: tuple[CheckpointStore, DatasetStore]) -> None:
+    _, datasets = stores
+    rows = _rows(1000)
+    assert len(model_io.write_split(datasets, "d/train", rows, SPEC, vocab_hash="abc", partitions=4)) == 4
+    back = model_io.read_all(datasets, "d/train", spec=SPEC)
+    for name in ("categorical", "numerical", "label", "timestamp", "teacher_logit"):
+        assert np.array_equal(getattr(back, name), getattr(rows, name)), name
+    assert back.user is None  # the categorical field `user` is a feature, not the optional user column
+    assert model_io.dataset_feature_spec(datasets, "d/train") == (SPEC, "abc")
+
+
+def test_a_partition_with_another_schema_is_refused_by_name(stores: tuple[CheckpointStore, DatasetStore]) -> None:
+    _, datasets = stores
+    model_io.write_split(datasets, "d/stream", _rows(100), SPEC)
+    other = FeatureSpec(categorical=(CategoricalField(name="user", vocab_size=30),), numerical=("price",))
+    rows = _rows(50)
+    model_io.write_split(datasets, "d/stream", SplitArrays(categorical=rows.categorical[:, :1], numerical=rows.numerical,
+                                                          label=rows.label), other,
+                         start=model_io._EPOCH.replace(day=2))
+    with pytest.raises(InvalidArgumentError, match=r"partition d/stream/ts=20260102T000000Z has schema 1 categorical"):
+        list(model_io.read_split(datasets, "d/stream", spec=SPEC))
+
+
+def test_a_field_named_like_a_present_split_column_is_refused(stores: tuple[CheckpointStore, DatasetStore]) -> None:
+    _, datasets = stores
+    spec = FeatureSpec(categorical=(CategoricalField(name="timestamp", vocab_size=30),
+                                    CategoricalField(name="item", vocab_size=12)), numerical=("price",))
+    with pytest.raises(InvalidArgumentError, match="collide"):
+        model_io.write_split(datasets, "d/bad", _rows(10), spec)
