@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from operators.modelswitch import builders
-from operators.modelswitch.clients import Arm, Clients, OperationState, ServiceError, ServiceUnavailable
+from operators.modelswitch.clients import Clients, OperationState, ServiceError, ServiceRejected, ServiceUnavailable
 from operators.modelswitch.crd import FINAL_PHASES, ROLLOUT_PHASES, Action, Phase
 from operators.modelswitch.models import (
     GateStatus,
@@ -27,7 +27,6 @@ from operators.modelswitch.models import (
 )
 from operators.modelswitch.transitions import (
     PHASE_HANDLERS,
-    STAGE_OF_PHASE,
     STAGES,
     Event,
     Tick,
@@ -64,45 +63,59 @@ class Outcome:
 
 def reconcile(observed: Observed, clients: Clients) -> Outcome:
     before = read_status(observed.status)
-    status = before.model_copy(deep=True)
-    clear_action = bool(observed.action)
     try:
-        spec = ModelSwitchSpec.model_validate(observed.spec)
+        spec, problem = ModelSwitchSpec.model_validate(observed.spec), None
     except ValidationError as exc:
-        events = _invalid_spec(status, observed, exc)
-        return _outcome(before, status, observed, events, clear_action)
-
+        spec, problem = None, _describe(exc)
     tick = Tick(name=observed.name, namespace=observed.namespace, uid=observed.uid, generation=observed.generation,
-                spec=spec, status=status, clients=clients, now=observed.now,
+                spec=spec, status=before.model_copy(deep=True), clients=clients, now=observed.now,  # type: ignore[arg-type]
                 predictor_owners=observed.predictor_owners)
-    _set_condition(tick, "SpecValid", True, "Valid", "the spec is usable")
+    handled = False
     try:
-        _step(tick, observed)
+        handled = _step(tick, observed) if problem is None else _hold_invalid(tick, observed, problem)
         _set_condition(tick, "ServicesAvailable", True, "Reachable", "the services answered")
     except ServiceUnavailable as exc:
-        clear_action = False  # the action is tried again with the pass
+        handled = False  # the action is tried again with the pass
         if _condition(tick.status, "ServicesAvailable") != "False":
             tick.event("ServiceUnavailable", str(exc), warning=True)
         _set_condition(tick, "ServicesAvailable", False, exc.code, str(exc))
-    return _outcome(before, tick.status, observed, tick.events, clear_action)
+    except ServiceRejected as exc:
+        _rejected(tick, exc)
+    return _outcome(tick.status, observed, tick.events, handled)
 
 
-def _step(tick: Tick, observed: Observed) -> None:
+def _step(tick: Tick, observed: Observed) -> bool:
+    """One pass with a valid spec; True if it handled the action annotation."""
     status = tick.status
-    if status.phase is None or _spec_was_invalid(status):
-        if status.phase is None:
-            tick.enter(Phase.PENDING, "Accepted", "waiting to start")
-        else:  # the spec is valid again: carry on where it stopped
-            target = status.resume_phase or Phase.PENDING
-            status.resume_phase = None
-            tick.enter(target, "SpecFixed", "the spec is valid again")
-        return
+    _set_condition(tick, "SpecValid", True, "Valid", "the spec is usable")
+    if status.phase is None:
+        tick.enter(Phase.PENDING, "Accepted", "waiting to start")
+        return False
+    if _spec_was_invalid(status):  # the spec is valid again: carry on where it stopped
+        target = status.resume_phase or Phase.PENDING
+        status.resume_phase = None
+        tick.enter(target, "SpecFixed", "the spec is valid again")
+        return False
     if observed.action:
         handle_action(tick, observed.action)
-        return
-    if apply_pause(tick):
-        return
-    PHASE_HANDLERS[status.phase](tick)
+        return True
+    if not apply_pause(tick):
+        PHASE_HANDLERS[status.phase](tick)
+    return False
+
+
+def _rejected(tick: Tick, exc: ServiceRejected) -> None:
+    """A service refused a call the switch cannot do without (an operation it lost, a checkpoint the
+    predictor cannot load): a rollout goes back to the teacher, anything else fails; retry starts over."""
+    reason = f"{''.join(part.title() for part in exc.service.value.split('-'))}Rejected"
+    if tick.status.phase in FINAL_PHASES:  # e.g. the teacher's restore refused: say so once, keep trying
+        if tick.status.message != str(exc):
+            tick.status.message = str(exc)
+            tick.event(reason, str(exc), warning=True)
+    elif tick.status.rollout.owns_predictor:
+        roll_back(tick, reason, str(exc))
+    else:
+        tick.fail(reason, str(exc))
 
 
 # ------------------------------------------------------------------------------------------- actions
@@ -219,25 +232,32 @@ def apply_pause(tick: Tick) -> bool:
 # -------------------------------------------------------------------------------------- invalid specs
 
 
-def _invalid_spec(status: ModelSwitchStatus, observed: Observed, exc: ValidationError) -> list[Event]:
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"spec.{where}: {first['msg']}{more}"
+
+
+def _hold_invalid(tick: Tick, observed: Observed, problem: str) -> bool:
     """A spec the CRD let through but the operator cannot use (e.g. no CEL on an old cluster).
 
     Before anything ran the switch fails with InvalidSpec (and resumes by itself once the spec is
-    fixed); later, it holds where it is — a rollout keeps its traffic — and says why."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    message = f"spec.{where}: {first['msg']}" + (f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1
-                                                 else "")
-    tick = Tick(name=observed.name, namespace=observed.namespace, uid=observed.uid, generation=observed.generation,
-                spec=None, status=status, clients=None, now=observed.now)  # type: ignore[arg-type]
+    fixed); later it holds where it is — a rollout keeps its traffic — and says why. Actions still
+    work (none of them needs the spec): an abort must never wait for a fix."""
+    status = tick.status
+    was_invalid = _condition(status, "SpecValid") == "False"
+    _set_condition(tick, "SpecValid", False, "InvalidSpec", problem)
     if status.phase in (None, Phase.PENDING):
         status.resume_phase = Phase.PENDING
-        tick.enter(Phase.FAILED, "InvalidSpec", message, warning=True)
-    elif not _spec_was_invalid(status) and _condition(status, "SpecValid") != "False":
-        tick.event("InvalidSpec", f"holding in {status.phase.value}: {message}", warning=True)
-    status.conditions = builders.set_condition(status.conditions, "SpecValid", False, "InvalidSpec", message,
-                                               observed.now, observed.generation)
-    return tick.events
+        tick.enter(Phase.FAILED, "InvalidSpec", problem, warning=True)
+        return False
+    if observed.action and not _spec_was_invalid(status):
+        handle_action(tick, observed.action)
+        return True
+    if not was_invalid and not _spec_was_invalid(status):
+        tick.event("InvalidSpec", f"holding in {status.phase.value}: {problem}", warning=True)
+    return False
 
 
 def _spec_was_invalid(status: ModelSwitchStatus) -> bool:
@@ -256,9 +276,9 @@ def _set_condition(tick: Tick, kind: str, value: bool, reason: str, message: str
                                                     tick.generation)
 
 
-def _outcome(before: ModelSwitchStatus, after: ModelSwitchStatus, observed: Observed, events: list[Event],
-             clear_action: bool) -> Outcome:
+def _outcome(after: ModelSwitchStatus, observed: Observed, events: list[Event], handled: bool) -> Outcome:
     after.observed_generation = observed.generation
+    before = read_status(observed.status)
     old, new = before.to_dict(), after.to_dict()
     old.pop("revision", None)
     new.pop("revision", None)
@@ -266,4 +286,4 @@ def _outcome(before: ModelSwitchStatus, after: ModelSwitchStatus, observed: Obse
         after.revision = (before.revision or 0) + 1
     new = after.to_dict()
     return Outcome(status=new, status_patch=builders.merge_patch(owned_status(observed.status), new),
-                   events=events, clear_action=clear_action)
+                   events=events, clear_action=handled)

@@ -108,7 +108,7 @@ class Tick:
 
     def fail(self, reason: str, message: str) -> None:
         """Stop in Failed; a retry resumes the phase that failed."""
-        self.status.resume_phase = self.status.phase
+        self.status.resume_phase = serving_phase(self.status)
         self.enter(Phase.FAILED, reason, message, warning=True)
 
 
@@ -148,9 +148,6 @@ ONLINE_CODISTILLATION = Stage("online_co_distillation", Service.ONLINE_CODISTILL
                                   t.spec, t.prefix, builders.checkpoint_ref(t.status.artifacts.offline_student),
                                   t.request_id("online-codistillation"))))
 STAGES = (PROJECTION, SAMPLING, OFFLINE_DISTILLATION, DRIFT, ONLINE_CODISTILLATION)
-STAGE_OF_PHASE = {Phase.PROJECTING: (PROJECTION,), Phase.SAMPLING: (SAMPLING,),
-                  Phase.OFFLINE_DISTILLING: (OFFLINE_DISTILLATION,),
-                  Phase.ONLINE_CODISTILLING: (DRIFT, ONLINE_CODISTILLATION)}
 
 
 def _record(tick: Tick, stage: Stage, operation: Operation, started_at: str | None) -> None:
@@ -321,13 +318,14 @@ def check_gates(tick: Tick) -> GateDecision:
         status.step_started_at = builders.timestamp(tick.now)  # its rows do not count
     else:
         decision = evaluate_gates(metrics.paired, spec.rollout.gates)
-    if metrics.split is not None and abs(metrics.split.student_weight - wanted_percent / 100.0) > 1e-9:
-        tick.clients.predictor.set_split(tick.split(wanted_percent))
-        tick.event("SplitRestored", f"predictor split was {metrics.split.student_weight:.4f}; set back to "
-                                    f"{wanted_percent}%", warning=True)
     timeout = (spec.rollout.timeouts.shadow_seconds if status.phase is Phase.SHADOW
                else spec.rollout.timeouts.step_seconds)
     decision = with_timeout(decision, held, timeout)
+    drifted = metrics.split is not None and abs(metrics.split.student_weight - wanted_percent / 100.0) > 1e-9
+    if drifted and decision.verdict is not Verdict.ROLL_BACK:  # a roll back sets the split anyway
+        tick.clients.predictor.set_split(tick.split(wanted_percent))
+        tick.event("SplitRestored", f"predictor split was {metrics.split.student_weight:.4f}; set back to "
+                                    f"{wanted_percent}%", warning=True)
     paired = metrics.paired
     status.gate = GateStatus(decision=decision.verdict.value, reason=decision.reason, message=decision.message,
                              checked_at=builders.timestamp(tick.now), window_seconds=window,

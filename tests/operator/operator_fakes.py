@@ -166,6 +166,8 @@ class PredictorBackend:
     down: bool = False
     #: The next this-many SetSplit calls fail with UNAVAILABLE (a blip at the worst moment).
     failing_splits: int = 0
+    #: Checkpoint names SwapArm refuses with NOT_FOUND.
+    missing: set[str] = field(default_factory=set)
     #: Every call, in order: ("split", weight) / ("swap", arm, checkpoint name) / ("metrics", window).
     calls: list[tuple] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -205,6 +207,8 @@ class FakePredictor:
     def swap_arm(self, arm: Arm, checkpoint: CheckpointRef) -> None:
         with self.backend.lock:
             self.backend._check()
+            if checkpoint.name in self.backend.missing:
+                raise ServiceRejected(Service.PREDICTOR, "NOT_FOUND", f"no checkpoint {checkpoint.name}")
             if arm is Arm.TEACHER:
                 self.backend.teacher = checkpoint
             else:

@@ -189,6 +189,26 @@ def test_rollback_waits_out_a_predictor_outage(driver: Driver) -> None:
     assert driver.status["rollout"]["teacherRestored"] is True and backend.split.student_weight == 0.0
 
 
+def test_a_student_the_predictor_cannot_load_rolls_back(driver: Driver) -> None:
+    driver.platform.predictor.missing.add("modelswitch/ml/sw/student")
+    driver.run_until("Shadow")
+    driver.tick()
+    assert driver.phase == "RolledBack" and driver.status["reason"] == "PredictorRejected"
+    assert "NOT_FOUND" in driver.status["message"] and driver.platform.predictor.split.student_weight == 0.0
+    assert driver.status["rollout"] == {"teacherRestored": True}
+
+
+def test_a_lost_operation_fails_the_switch(driver: Driver) -> None:
+    driver.run_until("Sampling")
+    driver.tick()
+    driver.platform.services.ops.clear()  # the operation store was wiped
+    driver.tick()
+    assert driver.phase == "Failed" and driver.status["reason"] == "SamplerRejected"
+    driver.action = "retry"
+    driver.run_until("Promoted")
+    assert len(driver.platform.services.starts_of("sampling")) == 2
+
+
 def test_unreachable_services_hold_the_phase_and_say_so(driver: Driver) -> None:
     driver.run_until("Sampling")
     driver.platform.services.down.add(Service.SAMPLER)
@@ -336,6 +356,15 @@ def test_an_invalid_spec_mid_rollout_holds_the_traffic(driver: Driver) -> None:
         driver.tick()
     assert driver.phase == "Canary" and driver.platform.predictor.split.student_weight == 0.05
     assert driver.reasons().count("InvalidSpec") == 1
+
+
+def test_abort_works_even_with_an_invalid_spec(driver: Driver) -> None:
+    driver.run_until("Canary")
+    driver.spec["rollout"]["steps"] = [50, 25]
+    driver.action = "abort"
+    driver.tick()
+    assert driver.phase == "RolledBack" and driver.action is None
+    assert driver.platform.predictor.split.student_weight == 0.0
 
 
 def test_nothing_changes_nothing_is_written(driver: Driver) -> None:
