@@ -52,6 +52,10 @@ class OperationsCollector(Collector):
         self._cached = (now, counts)
         return counts
 
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The metric's name only: registering must not read (and cache) the store before any operation runs."""
+        yield GaugeMetricFamily("crossadapt_operations", "Operations by kind and state.", labels=["kind", "state"])
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily("crossadapt_operations", "Operations by kind and state.", labels=["kind", "state"])
         try:

@@ -134,3 +134,17 @@ def test_concurrent_creates_of_one_id_make_exactly_one_record_with_its_index(ope
     assert sorted(results) == [False] * 7 + [True]
     assert operations.list_ids().count(record.id) == 1
     assert operations.get(record.id).kind in {f"k{i}" for i in range(8)}
+
+
+def test_operations_gauge_counts_an_operation_made_right_after_registration(tmp_path: Path) -> None:
+    """Registering the collector must not cache an empty count (scrapes right after start saw nothing)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from services.common.metrics import OperationsCollector
+
+    store = FileOperationStore(tmp_path / "ops")
+    registry = CollectorRegistry()
+    registry.register(OperationsCollector(store, cache_s=60))
+    _new(store)
+    text = generate_latest(registry).decode()
+    assert 'crossadapt_operations{kind="projection",state="PENDING"} 1.0' in text
