@@ -46,7 +46,7 @@ from services.drift_detector.pipeline import (
     _named,
     dataset_spec,
 )
-from services.sampler.dataset_rows import partition_batches, scan
+from services.common.storage.dataset_rows import partition_batches, scan
 
 LIVE_PREFIX = "drift/live"
 KEEP_HISTORY = 256  # replay-ratio history entries kept in the state (the head shows the current one)

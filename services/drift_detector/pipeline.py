@@ -42,7 +42,7 @@ from services.common.operations import OperationStore
 from services.common.storage import DatasetStore
 from services.common.storage.checkpoints import check_name
 from services.common.storage.objects import ObjectNotFoundError
-from services.sampler.dataset_rows import PartitionIndex, read_range, scan
+from services.common.storage.dataset_rows import PartitionIndex, read_range, scan
 
 MAX_WINDOWS = 10_000  # reference windows are tasks
 DEFAULT_LIVE_WINDOW_ROWS = 100_000

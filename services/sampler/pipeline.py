@@ -55,7 +55,7 @@ from services.common.operations import OperationStore
 from services.common.storage import CheckpointStore, DatasetStore
 from services.common.storage.checkpoints import CheckpointNotFoundError, check_name
 from services.common.storage.objects import ObjectNotFoundError
-from services.sampler.dataset_rows import PartitionIndex, scan, take_rows
+from services.common.storage.dataset_rows import PartitionIndex, scan, take_rows
 
 log = logging.getLogger(__name__)
 MAX_BLOCKS = 1024  # each block is a task; more only costs scheduling

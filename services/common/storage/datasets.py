@@ -111,11 +111,13 @@ class DatasetStore:
             partitions = [p for p in partitions if partition_start(p) >= begin]
         for partition in partitions:
             first_row = start.row if partition == start.partition else 0
-            yield from self._read_partition(dataset, partition, first_row, batch_rows, columns)
+            yield from self.read_partition(dataset, partition, first_row, batch_rows, columns)
 
-    def _read_partition(
-        self, dataset: str, partition: str, first_row: int, batch_rows: int, columns: list[str] | None
+    def read_partition(
+        self, dataset: str, partition: str, first_row: int = 0, batch_rows: int = 65_536,
+        columns: list[str] | None = None,
     ) -> Iterator[tuple[pa.RecordBatch, DatasetPosition]]:
+        """Record batches of one partition from `first_row` on, each with the position just after it."""
         with tempfile.TemporaryDirectory(prefix="crossadapt-read-") as tmp:
             local = Path(tmp) / PARTITION_FILE
             self.objects.get_file(self._key(dataset, partition), local)

@@ -8,7 +8,7 @@ row numbers into (partition, row) positions, and `read_range` / `take_rows` read
 Errors name what was bad: an unreadable (corrupt) partition is FAILED_PRECONDITION naming it; a
 local disk error stays an OSError (the task retries it; it is not the data's fault, nor DATA_LOSS).
 
-Nothing here is specific to one service (the sampler and the drift-detector use it).
+Nothing here is specific to one service.
 """
 
 from __future__ import annotations
@@ -65,13 +65,13 @@ def _unreadable_partition(datasets: DatasetStore, name: str, after: str | None) 
     """The first partition from `after` on that pyarrow cannot read (the failure path only: it reads them again).
 
     DatasetStore.read does not say which partition it was reading when pyarrow failed; reading the
-    candidates one by one (`_read_partition`, the store's own per-partition reader) does.
+    candidates one by one (`read_partition`, the store's own per-partition reader) does.
     """
     partitions = datasets.partitions(name)
     first = partitions.index(after) if after in partitions else 0
     for partition in partitions[first:]:
         try:
-            for _ in datasets._read_partition(name, partition, 0, READ_BATCH_ROWS, None):  # noqa: SLF001
+            for _ in datasets.read_partition(name, partition, 0, READ_BATCH_ROWS):
                 pass
         except Exception as exc:  # noqa: BLE001 - only parse errors name a partition
             if _parse_error(exc):
@@ -193,7 +193,7 @@ def partition_batches(datasets: DatasetStore, name: str, partition: str, spec: F
 
     where = f"{name}/{partition}"
     try:
-        for batch, _ in datasets._read_partition(name, partition, 0, READ_BATCH_ROWS, None):  # noqa: SLF001
+        for batch, _ in datasets.read_partition(name, partition, 0, READ_BATCH_ROWS):
             metadata = batch.schema.metadata or {}
             found = Spec.model_validate_json(metadata[SPEC_METADATA_KEY]) if SPEC_METADATA_KEY in metadata else None
             if found != spec:
