@@ -104,10 +104,11 @@ def _join(backend: str, device: str, init_method: str, rank: int, world_size: in
 def train_data_parallel(plan: DistillationPlan, inputs: DistillationInputs, callback: Callable[..., None] | None,
                         *, timeout_s: float | None = None) -> tuple[ProgressiveDistillation, OfflineDistillResult]:
     """Run the distillation on `plan.settings.world_size` processes; this one is rank 0 (it runs `callback`)."""
-    from services.offline_distiller.long_task import training_settings
+    if timeout_s is None:
+        from services.offline_distiller.long_task import training_settings
 
+        timeout_s = training_settings().ddp_timeout_s
     world = plan.settings.world_size
-    timeout_s = timeout_s or training_settings().ddp_timeout_s
     backend, devices = backend_and_devices(world)
     init_method = f"tcp://127.0.0.1:{_free_port()}"
     with tempfile.TemporaryDirectory(prefix="crossadapt-ddp-") as tmp:

@@ -146,7 +146,8 @@ def test_cancel_stops_the_task_and_discards_its_outputs(
         assert final.state == common_pb2.OPERATION_STATE_CANCELLED
         wait_until(lambda: not checkpoints.versions(f"wip/offline-distiller/{operation.id}"))
         assert checkpoints.versions(req.student_name) == []  # the claimed version never got a manifest
-        assert len(platform.hook_log(operation.id)) <= steps + 3  # the loop stopped at its next report
+        # The loop stops at its next progress write: within one report interval (0.2 s) of 0.05 s steps.
+        assert len(platform.hook_log(operation.id)) <= steps + 6
     finally:
         platform.pause(0)
 
