@@ -12,9 +12,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 
 from operator_fakes import Platform  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-CRD_PATH = ROOT / "charts" / "crossadapt" / "crds" / "modelswitches.crossadapt.io.yaml"
+from operator_paths import CRD_PATH  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from operator_paths import ROOT
 
 PLUGIN = ROOT / "operators" / "kubectl-modelswitch"
 

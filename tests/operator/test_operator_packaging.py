@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from conftest import ROOT
+from operator_paths import ROOT
 from operators.modelswitch.clients import Service
 from operators.modelswitch.settings import OperatorSettings
 

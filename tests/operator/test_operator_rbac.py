@@ -14,7 +14,7 @@ import kmock
 import pytest
 import yaml
 
-from conftest import ROOT
+from operator_paths import ROOT
 from operator_fakes import FEW_LABELS, GOOD, Platform
 from operator_harness import (
     Emulator,

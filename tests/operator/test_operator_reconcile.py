@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crd_schema import errors
+from operator_crd_schema import errors
 from operator_fakes import BROKEN, FEW_LABELS, GOOD, Platform, ServiceBackend
 from operator_harness import SPEC
 from operators.modelswitch import builders
@@ -403,3 +403,26 @@ def test_every_roll_back_leaves_the_student_at_zero_in_the_same_pass(script: lis
         if before == "RolledBack":
             assert driver.phase == "RolledBack"  # only a retry leaves it
     assert percents == sorted(percents)  # traffic on the student only ever climbs
+
+
+def test_a_view_older_than_the_last_write_is_skipped_for_a_while() -> None:
+    from operators.modelswitch.handlers import is_stale
+
+    patience = timedelta(seconds=30)
+    assert not is_stale({}, {"revision": 3}, T0, patience)  # a fresh process trusts what it sees
+    memo = {"written_revision": 5, "written_at": T0}
+    assert is_stale(memo, {"revision": 4}, T0 + timedelta(seconds=1), patience)
+    assert not is_stale(memo, {"revision": 5}, T0 + timedelta(seconds=1), patience)
+    assert not is_stale(memo, {"revision": 4}, T0 + timedelta(seconds=31), patience)  # the write was lost
+
+
+def test_observe_reads_the_action_and_the_predictor_owners() -> None:
+    from operators.modelswitch.handlers import PREDICTOR_OWNER, observe
+
+    body = {"metadata": {"name": "sw", "namespace": "ml", "uid": "u", "generation": 4,
+                         "annotations": {"crossadapt.io/action": "abort", "other": "x"}},
+            "spec": {"paused": True}, "status": {"phase": "Canary"}}
+    observed = observe(body, {PREDICTOR_OWNER: ["ml/a", "ml/b"]}, T0)
+    assert (observed.action, observed.generation, observed.predictor_owners) == ("abort", 4,
+                                                                                 frozenset({"ml/a", "ml/b"}))
+    assert observe({"metadata": {"name": "n"}}, None, T0).action is None

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from crd_schema import errors
+from operator_crd_schema import errors
 from operator_fakes import BROKEN, FEW_LABELS, Platform
 from operator_harness import (
     SPEC,
