@@ -5,6 +5,7 @@
     crossadapt worker-health                                         # exit 0 if this host's worker answers ping
     crossadapt up [--redis URL --s3 ENDPOINT]                        # the whole stack on this machine
     crossadapt bench platform                                        # projection through the service vs in process
+    crossadapt store put-model|put-split|ls                          # local checkpoints and splits into the store
 
 Only typer is imported at module level, so `crossadapt --help` stays fast and works without the
 `service` extra; each command imports the platform when it runs.
@@ -148,6 +149,9 @@ def register(root: typer.Typer) -> None:
     root.command("worker")(worker)
     root.command("worker-health")(worker_health)
     root.command("up")(up)
+    from services import store_cli
+
+    store_cli.register(root)
 
 
 def register_bench(bench: typer.Typer) -> None:

@@ -125,6 +125,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (CliError, CheckpointError, ValidationError, TrainingDivergedError, OSError, ValueError, KeyError)
 
 
+def _is_user_error(exc: BaseException) -> bool:
+    """A core user error, or a plugin's error whose class says ``user_facing = True`` (the core CLI
+    cannot import plugins' error types, so it asks the class)."""
+    return isinstance(exc, _user_errors()) or bool(getattr(type(exc), "user_facing", False))
+
+
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """Usage-error classes (unknown option, missing value ...): typer >= 0.20 vendors its own click,
     whose errors derive from ``typer.TyperException``; older typer raises click's own."""
@@ -154,8 +160,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except typer.Abort:
         typer.secho("aborted", fg=typer.colors.RED, err=True)
         return 1
-    except _user_errors() as exc:
-        if os.environ.get("CROSSADAPT_DEBUG"):
+    except Exception as exc:  # noqa: BLE001 - anything not a user error is re-raised below
+        if not _is_user_error(exc) or os.environ.get("CROSSADAPT_DEBUG"):
             raise
         typer.secho(f"error: {_one_line(exc)}", fg=typer.colors.RED, err=True)
         return 2

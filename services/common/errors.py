@@ -17,6 +17,8 @@ import grpc
 class PlatformError(Exception):
     """Base of errors a client can act on; `field` names the request field or object at fault."""
 
+    user_facing = True  # the CLI prints one line for these, not a traceback (crossadapt.cli._is_user_error)
+
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.message = message
