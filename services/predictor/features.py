@@ -80,6 +80,17 @@ class RequestColumns:
     row_ids: pa.Array | None  # large_string, no nulls; None: generated from the request id
 
 
+def field_name(name: Any) -> str:
+    """A caller-supplied name fit to report as the field at fault: printable ASCII (others escaped).
+
+    The field travels in a gRPC trailer, and metadata values must be printable ASCII.
+    """
+    text = name if isinstance(name, str) else repr(name)
+    if all(" " <= c <= "~" for c in text):
+        return text
+    return text.encode("unicode_escape").decode("ascii").replace("\x7f", "\\x7f")
+
+
 def check_request_id(request_id: Any) -> str | None:
     if request_id in (None, ""):
         return None
@@ -126,7 +137,7 @@ def _assemble(schema: RequestSchema, columns: Mapping[str, pa.Array | np.ndarray
     unknown = sorted(set(columns) - schema.known)
     if unknown:
         raise InvalidArgumentError(f"unknown field {unknown[0]!r} (the model takes {sorted(schema.known)})",
-                                   field=unknown[0])
+                                   field=field_name(unknown[0]))
     required = [*schema.categorical, *schema.numerical, schema.cohort_key]
     missing = [n for n in required if n not in columns]
     if missing:
@@ -225,9 +236,10 @@ def v2_columns(inputs: Sequence[Any], schema: RequestSchema) -> RequestColumns:
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError("every input needs a name", field="inputs")
         if name in columns:
-            raise InvalidArgumentError("input given twice", field=name)
+            raise InvalidArgumentError("input given twice", field=field_name(name))
         if name not in schema.known:
-            raise InvalidArgumentError(f"unknown field {name!r} (the model takes {sorted(schema.known)})", field=name)
+            raise InvalidArgumentError(f"unknown field {name!r} (the model takes {sorted(schema.known)})",
+                                       field=field_name(name))
         datatype = infer_input.datatype
         if datatype not in NUMBER_TYPES | TEXT_TYPES:
             raise InvalidArgumentError(f"unsupported datatype {datatype!r}", field=name)
@@ -251,7 +263,8 @@ def v1_columns(payload: Any, schema: RequestSchema) -> RequestColumns:
         raise InvalidArgumentError("the body must be a JSON object with 'instances'", field="body")
     extra = sorted(set(payload) - V1_KEYS)
     if extra:
-        raise InvalidArgumentError(f"unknown field {extra[0]!r} (a V1 body has {sorted(V1_KEYS)})", field=extra[0])
+        raise InvalidArgumentError(f"unknown field {extra[0]!r} (a V1 body has {sorted(V1_KEYS)})",
+                                   field=field_name(extra[0]))
     instances = payload.get("instances")
     if not isinstance(instances, list):
         raise InvalidArgumentError("'instances' must be a list of objects", field="instances")
@@ -276,5 +289,5 @@ def _v1_error(instances: list[Any], exc: Exception) -> InvalidArgumentError:
         try:
             pa.array([row.get(name) for row in instances])
         except Exception as field_exc:  # noqa: BLE001
-            return InvalidArgumentError(f"values have mixed or unsupported types: {field_exc}", field=str(name))
+            return InvalidArgumentError(f"values have mixed or unsupported types: {field_exc}", field=field_name(name))
     return InvalidArgumentError(f"instances do not form a table: {exc}", field="instances")

@@ -11,7 +11,8 @@ gRPC (an unknown model is 404 on one and NOT_FOUND on the other, a malformed bod
   unknown model name, undecodable JSON or protobuf, a body that is not an inference request: all
   INVALID_ARGUMENT / 400 naming the field; only a bug is INTERNAL / 500.
 * gRPC methods are registered with raw-bytes requests and parsed inside the handler
-  (`add_service`), because grpcio answers a request it cannot deserialize with INTERNAL.
+  (`add_service`), because grpcio answers a request it cannot deserialize with INTERNAL; the
+  field named by an error is escaped to printable ASCII, as gRPC metadata requires.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from services.common.errors import (
     http_status,
 )
 from services.common.grpc_server import PlatformInterceptor
+from services.predictor.features import field_name
 
 log = logging.getLogger(__name__)
 V2_SERVICE = v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"]
@@ -79,7 +81,11 @@ def platform_error(error: BaseException) -> PlatformError:
 
 
 def error_body(error: PlatformError) -> dict[str, Any]:
-    return {"error": str(error), "type": type(error).__name__, "field": error.field}
+    """The JSON error (text that cannot be UTF-8, e.g. a lone surrogate from the caller's JSON, is escaped)."""
+    def clean(text: str | None) -> str | None:
+        return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+    return {"error": clean(str(error)), "type": type(error).__name__, "field": clean(error.field)}
 
 
 def _json_error(error: BaseException) -> JSONResponse:
@@ -156,7 +162,11 @@ def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescript
                 request = request_type.FromString(raw)
             except (DecodeError, RuntimeWarning, ValueError) as exc:
                 raise InvalidArgumentError(f"malformed {request_type.DESCRIPTOR.name}: {exc}", field="request") from exc
-            return await behaviour(request, context)
+            try:
+                return await behaviour(request, context)
+            except PlatformError as error:  # the field goes into a trailer: printable ASCII only
+                error.field = None if error.field is None else field_name(error.field)
+                raise
 
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             call, request_deserializer=None, response_serializer=response_type.SerializeToString)

@@ -13,7 +13,7 @@ from services.predictor.lookup import VocabularyIndex
 values = st.lists(st.text(max_size=12), min_size=0, max_size=40, unique=True)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(first=values, second=values, queries=st.lists(st.one_of(st.text(max_size=12), st.none()), min_size=1,
                                                        max_size=50))
 def test_lookup_equals_vocabulary_encode(first: list[str], second: list[str], queries: list[str | None]) -> None:

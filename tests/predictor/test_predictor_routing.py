@@ -19,7 +19,7 @@ salts = st.text(max_size=20)
 weights = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, database=None)
 @given(keys=keys, salt=salts)
 def test_batch_buckets_equal_the_one_key_specification(keys: list, salt: str) -> None:
     batch = cohort_buckets(pa.array([str(k) for k in keys]), salt)
@@ -27,14 +27,14 @@ def test_batch_buckets_equal_the_one_key_specification(keys: list, salt: str) ->
     assert ((batch >= 0) & (batch < BUCKETS)).all()
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50, deadline=None, database=None)
 @given(values=st.lists(st.text(max_size=30), min_size=1, max_size=30), seed=st.integers(0, 2**64 - 1))
 def test_seeded_hash_of_sliced_arrays_matches_the_reference(values: list[str], seed: int) -> None:
     array = pa.array(["prefix", *values, "suffix"]).slice(1, len(values))  # offsets that do not start at 0
     assert seeded_hash(array, seed).tolist() == [reference_hash(seed, v) for v in values]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(keys=keys, salt=salts, weight=weights)
 def test_a_cohort_stays_in_its_arm_across_requests(keys: list, salt: str, weight: float) -> None:
     split = Split(weight, salt)
@@ -47,7 +47,7 @@ def test_a_cohort_stays_in_its_arm_across_requests(keys: list, salt: str, weight
         assert split.assign(pa.array(ints))[1].tolist() == split.assign(pa.array([str(k) for k in ints]))[1].tolist()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(keys=keys, salt=salts, low=weights, high=weights)
 def test_raising_the_weight_only_moves_cohorts_from_teacher_to_student(keys: list, salt: str, low: float,
                                                                        high: float) -> None:
