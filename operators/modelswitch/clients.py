@@ -440,7 +440,7 @@ class GrpcPredictor:
             if not response.HasField(name) or not getattr(response, name).HasField("checkpoint"):
                 return None
             ref = getattr(response, name).checkpoint
-            return CheckpointRef(ref.name, ref.version)
+            return CheckpointRef(ref.name, ref.version) if ref.name else None  # an empty arm
 
         paired = PairedMetrics(
             paired_rows=int(response.paired_rows),

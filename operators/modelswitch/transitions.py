@@ -279,6 +279,17 @@ def acquire_predictor(tick: Tick) -> bool:
             tick.status.message = f"waiting for {', '.join(others)} to hand back the predictor"
             tick.event("PredictorBusy", tick.status.message)
         return False
+    serving = tick.clients.predictor.arm_metrics(1.0).teacher_checkpoint
+    teacher = tick.status.artifacts.teacher
+    if teacher is not None and not _same_checkpoint(serving, teacher):
+        # Gates compare against whatever the teacher arm serves, and a rollback returns traffic to it:
+        # both are only right when it is this switch's teacher.
+        if tick.status.reason != "TeacherNotServing":
+            tick.status.reason = "TeacherNotServing"
+            tick.status.message = (f"the predictor's teacher arm serves {serving.name}@{serving.version}, not "
+                                   f"spec.teacher {teacher.name}@{teacher.version or 'latest'}")
+            tick.event("TeacherNotServing", tick.status.message, warning=True)
+        return False
     student = builders.checkpoint_ref(tick.status.artifacts.student)
     rollout.owns_predictor = True  # before the calls: a crash between them still owes a restore
     tick.clients.predictor.swap_arm(Arm.STUDENT, student)

@@ -329,6 +329,18 @@ def test_a_second_rollout_waits_for_the_predictor(driver: Driver) -> None:
     driver.run_until("Promoted")
 
 
+def test_no_rollout_against_a_teacher_that_is_not_serving(driver: Driver) -> None:
+    driver.platform.predictor.teacher = builders.CheckpointRef("ctr/other-model", "v000001")
+    driver.run_until("Shadow")
+    for _ in range(3):
+        driver.tick()
+    assert driver.phase == "Shadow" and driver.status["reason"] == "TeacherNotServing"
+    assert [c[0] for c in driver.platform.predictor.calls] == ["metrics"] * 3  # looked, touched nothing
+    assert driver.reasons().count("TeacherNotServing") == 1
+    driver.platform.predictor.teacher = builders.CheckpointRef("ctr/mlp-teacher", "v000003")
+    driver.run_until("Promoted")
+
+
 def test_a_predictor_changed_behind_the_operators_back_is_set_right(driver: Driver) -> None:
     driver.run_until("Canary")
     driver.platform.predictor.split = builders.Split(0.9, "x")  # someone else's SetSplit
