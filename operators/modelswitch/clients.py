@@ -8,9 +8,9 @@ Everything the operator asks of the world goes through two small Protocols:
   and the paired per-arm metrics the gates read.
 
 `GrpcServices` and `GrpcPredictor` implement them over the generated stubs in
-`services/common/proto` (imported on first use: `import operators.modelswitch.clients` loads no gRPC). Errors come back as `ServiceUnavailable` (worth retrying: the
-server is down, slow or overloaded) or `ServiceRejected` (the request itself is wrong: retrying
-the same request cannot help).
+`services/common/proto` (imported on first use, so importing this module loads no gRPC). Errors
+come back as `ServiceUnavailable` (worth retrying: the server is down, slow or overloaded) or
+`ServiceRejected` (the request itself is wrong: retrying the same request cannot help).
 """
 
 from __future__ import annotations

@@ -67,9 +67,10 @@ def reconcile(observed: Observed, clients: Clients) -> Outcome:
         spec, problem = ModelSwitchSpec.model_validate(observed.spec), None
     except ValidationError as exc:
         spec, problem = None, _describe(exc)
+    # With an invalid spec the tick carries none: only actions run then, and none of them reads it.
     tick = Tick(name=observed.name, namespace=observed.namespace, uid=observed.uid, generation=observed.generation,
-                spec=spec, status=before.model_copy(deep=True), clients=clients, now=observed.now,  # type: ignore[arg-type]
-                predictor_owners=observed.predictor_owners)
+                spec=spec, status=before.model_copy(deep=True),  # type: ignore[arg-type]
+                clients=clients, now=observed.now, predictor_owners=observed.predictor_owners)
     handled = False
     try:
         handled = _step(tick, observed) if problem is None else _hold_invalid(tick, observed, problem)

@@ -31,7 +31,8 @@ def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]
 
 
 def structural_problems(schema: dict[str, Any]) -> list[str]:
-    """Violations of https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema."""
+    """Violations of Kubernetes' structural-schema rules (kubernetes.io/docs/tasks/extend-kubernetes/
+    custom-resources/custom-resource-definitions/#specifying-a-structural-schema)."""
     problems = []
     for path, node in walk(schema):
         if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
