@@ -1,7 +1,8 @@
 """Column conversions from Arrow to the numpy arrays a prepared dataset stores (all vectorised).
 
 Conventions (documented in ``PrepareConfig`` too):
-- numerical: missing or NaN -> 0.0, then ``log2(x)`` where ``x > 2``;
+- numerical: missing or NaN -> 0.0, then ``log2(x)`` where ``x > 2``; :func:`numerical_with_missing` also
+  returns where a value was missing, for the per-field missing indicators (a missing value is not a 0);
 - time: integers are taken as epoch seconds; dates/timestamps are converted to epoch seconds;
   ISO-8601 text is parsed;
 - user keys: integers (or integer text) are kept; any other type becomes a stable 64-bit FNV-1a hash of its text
@@ -41,6 +42,22 @@ def numerical_values(column: pa.ChunkedArray | pa.Array, *, log_transform: bool)
         big = x > 2
         x[big] = np.log2(x[big])
     return x
+
+
+def numerical_with_missing(
+    column: pa.ChunkedArray | pa.Array, *, log_transform: bool, negative_is_missing: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(``[n]`` float32 model input, ``[n]`` bool missing): missing/NaN (and, if asked, negative) values
+    become 0 with ``missing`` set; then log2(x) for x > 2, as :func:`numerical_values`."""
+    x = to_float32(column, missing=np.nan)
+    missing = np.isnan(x)
+    if negative_is_missing:
+        missing |= x < 0
+    x[missing] = 0.0
+    if log_transform:
+        big = x > 2
+        x[big] = np.log2(x[big])
+    return x, missing
 
 
 def is_time_text(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
@@ -97,13 +114,26 @@ def stable_hash64(values: pa.Array) -> np.ndarray:
     return h.view(np.int64)
 
 
+def is_text(column: pa.ChunkedArray | pa.Array) -> bool:
+    return pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+
+
+def all_integer_text(column: pa.ChunkedArray | pa.Array) -> bool:
+    """True when every non-null value of a text column is an integer (the user key is then that integer)."""
+    return pc.all(pc.match_substring_regex(column, INTEGER_TEXT)).as_py() is not False
+
+
 def user_keys(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """``[n]`` int64 user keys: integers kept, anything else hashed (via its distinct values), nulls -1."""
     if pa.types.is_integer(column.type):
         return combined(pc.fill_null(pc.cast(column, pa.int64()), MISSING_USER)).to_numpy(zero_copy_only=False)
-    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-        if pc.all(pc.match_substring_regex(column, INTEGER_TEXT)).as_py() is not False:
-            return user_keys(pc.cast(pc.utf8_trim_whitespace(column), pa.int64()))
+    if is_text(column) and all_integer_text(column):
+        return user_keys(pc.cast(pc.utf8_trim_whitespace(column), pa.int64()))
+    return hashed_user_keys(column)
+
+
+def hashed_user_keys(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """``[n]`` int64 FNV-1a keys of each value's text (via its distinct values), nulls -1."""
     encoded = combined(pc.dictionary_encode(column))
     keys = stable_hash64(encoded.dictionary)
     codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)

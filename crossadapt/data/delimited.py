@@ -50,7 +50,13 @@ class DelimitedTable:
 def read_header(path: Path, delimiter: str) -> list[str]:
     with open(path, "rb") as f:
         first = f.readline().decode("utf-8", errors="replace").rstrip("\r\n")
-    return first.split(delimiter)
+    return header_names(first, delimiter)
+
+
+def header_names(line: str, delimiter: str) -> list[str]:
+    """Column names of a header line; a name in double quotes (as Arrow and pandas write them) is unquoted."""
+    names = line.split(delimiter)
+    return [n[1:-1] if len(n) >= 2 and n[0] == n[-1] == '"' else n for n in names]
 
 
 def read_delimited(
@@ -82,27 +88,53 @@ def read_delimited(
     else:
         names, first_line = column_names, 1 + skip_rows
 
+    return _checked_nonempty(_parse(lambda: path, path, names, kinds, delimiter, first_line, first_line - 1, on_bad_rows))
+
+
+def parse_block(
+    data: bytes,
+    path: Path,
+    first_line: int,
+    names: list[str],
+    kinds: dict[str, Kind],
+    *,
+    delimiter: str,
+    on_bad_rows: OnBadRows = "error",
+) -> DelimitedTable:
+    """Parse one block of whole lines of ``path`` (no header) whose first line is ``first_line``.
+
+    The streaming readers cut a file into such blocks (:mod:`crossadapt.data.blocks`); bad rows are
+    found and named exactly as by :func:`read_delimited`, with their physical line in the file.
+    A block with no rows gives an empty table (the caller decides whether the file as a whole is empty).
+    """
+    return _parse(lambda: pa.BufferReader(data), path, names, kinds, delimiter, first_line, 0, on_bad_rows)
+
+
+def _parse(source, path, names, kinds, delimiter, first_line, skip_rows, on_bad_rows) -> DelimitedTable:
+    """Fast typed parse of ``source()`` (a path or a fresh reader); on any problem a one-thread re-read
+    that finds every bad row and its physical line (pyarrow numbers lines from the start of the source)."""
     skipped: list[BadRow] = []
+    line_offset = first_line - 1 - skip_rows
 
     def on_invalid(row: pcsv.InvalidRow) -> str:
-        skipped.append(BadRow(line=row.number, reason=_count_reason(row), text=row.text[:200]))
+        line = None if row.number is None or row.number < 0 else row.number + line_offset
+        skipped.append(BadRow(line=line, reason=_count_reason(row), text=row.text[:200]))
         return "skip" if on_bad_rows == "skip" else "error"
 
     try:
-        table = _read(path, names, kinds, delimiter, first_line, on_invalid, threads=True, numbers=True)
+        table = _read(source(), names, kinds, delimiter, skip_rows, on_invalid, threads=True, numbers=True)
         if not skipped:
-            return _checked_nonempty(DelimitedTable(table, BadRowReport(), path, first_line))
+            return DelimitedTable(table, BadRowReport(), path, first_line)
     except pa.ArrowInvalid:
         pass
     skipped.clear()
-    slow = _read_slowly(path, names, kinds, delimiter, on_invalid, first_line, skipped, on_bad_rows)
-    return _checked_nonempty(slow)
+    return _read_slowly(source(), path, names, kinds, delimiter, skip_rows, on_invalid, first_line, skipped, on_bad_rows)
 
 
-def _read_slowly(path, names, kinds, delimiter, on_invalid, first_line, skipped, on_bad_rows):
+def _read_slowly(source, path, names, kinds, delimiter, skip_rows, on_invalid, first_line, skipped, on_bad_rows):
     """One-thread re-read with numbers as text, so every bad row is found with its line number."""
     try:
-        table = _read(path, names, kinds, delimiter, first_line, on_invalid, threads=False, numbers=False)
+        table = _read(source, names, kinds, delimiter, skip_rows, on_invalid, threads=False, numbers=False)
     except pa.ArrowInvalid as exc:
         if skipped:
             raise DataFormatError(path, skipped[0].line, None, skipped[0].reason) from None
@@ -140,14 +172,12 @@ def _read_slowly(path, names, kinds, delimiter, on_invalid, first_line, skipped,
     return DelimitedTable(table, report, path, first_line, lines)
 
 
-def _read(path, names, kinds, delimiter, first_line, on_invalid, *, threads: bool, numbers: bool) -> pa.Table:
+def _read(source, names, kinds, delimiter, skip_rows, on_invalid, *, threads: bool, numbers: bool) -> pa.Table:
     """One pyarrow parse; ``numbers=False`` reads numeric columns as text (so conversion cannot fail)."""
     types = {c: _ARROW_TYPES[k] if numbers or k == "category" else pa.string() for c, k in kinds.items()}
     return pcsv.read_csv(
-        path,
-        read_options=pcsv.ReadOptions(
-            use_threads=threads, block_size=_BLOCK_SIZE, column_names=names, skip_rows=first_line - 1
-        ),
+        source,
+        read_options=pcsv.ReadOptions(use_threads=threads, block_size=_BLOCK_SIZE, column_names=names, skip_rows=skip_rows),
         parse_options=pcsv.ParseOptions(
             delimiter=delimiter, quote_char=False, ignore_empty_lines=False, invalid_row_handler=on_invalid
         ),

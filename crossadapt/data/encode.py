@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from crossadapt.data.arrays import SplitArrays
-from crossadapt.data.columns import epoch_seconds, numerical_values, to_float32, user_keys
+from crossadapt.data.columns import epoch_seconds, numerical_with_missing, to_float32, user_keys
+from crossadapt.data.missing import choose_indicator_fields, indicator_columns
 from crossadapt.data.raw import RawData
 from crossadapt.data.schema import PrepareConfig
 from crossadapt.data.vocabulary import Vocabulary, build_field, field_codes
@@ -24,11 +25,15 @@ _INTERLEAVE_ROWS = 4096
 
 @dataclass
 class EncodedRows:
-    """All rows in time order, encoded; ``vocabulary`` covers the schema's categorical fields."""
+    """All rows in time order, encoded; ``vocabulary`` covers the schema's categorical fields.
+
+    ``indicator_fields``: numerical fields whose missing indicator follows the value columns.
+    """
 
     arrays: SplitArrays
     vocabulary: Vocabulary
     reused_fields: list[str]
+    indicator_fields: list[str]
 
 
 def interleave(columns: list[np.ndarray], rows: int, dtype: type) -> np.ndarray:
@@ -62,12 +67,14 @@ def encode_rows(
     *,
     vocabulary: Vocabulary | None = None,
     fit_rows: int | None = None,
+    indicator_fields: list[str] | None = None,
 ) -> EncodedRows:
     """Encode ``raw`` into arrays in time order.
 
     A field in ``vocabulary`` keeps that vocabulary's ids (unknown values -> ``<UNK>``); any other
     field gets a new vocabulary counted over the first ``fit_rows`` rows in time order (hist + train;
-    None means all rows).
+    None means all rows). ``indicator_fields``: the missing indicators to add (None: chosen by
+    ``config``'s mode for the source's format from this data's missing values).
     """
     schema, table = raw.schema, raw.table
     n = table.num_rows
@@ -93,10 +100,17 @@ def encode_rows(
             id_columns.append(ids)
             if kept is not None:
                 new_values[field], new_counts[field] = kept, counts
-        transform = lambda f: in_time_order(numerical_values(table.column(f), log_transform=config.log_transform))
-        numeric_columns = list(pool.map(transform, schema.numerical))
+        negative = config.negative_numerical == "missing"
+        transform = lambda f: numerical_with_missing(table.column(f), log_transform=config.log_transform,
+                                                     negative_is_missing=negative)  # fmt: skip
+        numeric = list(pool.map(transform, schema.numerical))
+    values_columns = [in_time_order(values) for values, _ in numeric]
+    missing = [in_time_order(mask) for _, mask in numeric]
+    if indicator_fields is None:
+        counts = np.array([int(mask.sum()) for mask in missing], dtype=np.int64)
+        indicator_fields = choose_indicator_fields(schema, counts, config.indicator_mode(raw.source.format))
     categorical = interleave(id_columns, n, np.int32)
-    numerical = interleave(numeric_columns, n, np.float32)
+    numerical = interleave(values_columns + indicator_columns(schema, missing, indicator_fields), n, np.float32)
 
     def optional_float(name: str | None) -> np.ndarray | None:
         return None if name is None else in_time_order(to_float32(table.column(name)))
@@ -112,4 +126,4 @@ def encode_rows(
         user=None if schema.user_id is None else in_time_order(user_keys(table.column(schema.user_id))),
         prob=optional_float(schema.prob),
     )
-    return EncodedRows(arrays, Vocabulary(values, counts, check=False), reused)
+    return EncodedRows(arrays, Vocabulary(values, counts, check=False), reused, list(indicator_fields))

@@ -1,5 +1,11 @@
 """``prepare_dataset`` (raw source -> prepared folder) and ``append_split`` (a new stream partition).
 
+Files in a streaming format (criteo, avazu, csv, parquet; plain or gzip; one file, a folder or a list)
+are prepared by :mod:`crossadapt.data.streaming` in bounded memory; in-memory sources (an Arrow table,
+``RawData``, a synthetic config, MovieLens) by :func:`crossadapt.data.encode.encode_rows`. Both give the
+same arrays, vocabulary and manifest for the same rows. ``append_split`` always streams, and can grow
+the vocabulary (:mod:`crossadapt.data.growth`).
+
 Writes are atomic: everything is built in a hidden temp sibling folder which is renamed into
 place at the end; a failure leaves no partial dataset behind and an existing one untouched.
 """
@@ -7,26 +13,32 @@ place at the end; a failure leaves no partial dataset behind and an existing one
 from __future__ import annotations
 
 import re
-import shutil
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from crossadapt.data.arrays import OPTIONAL_COLUMNS, SplitArrays
+from crossadapt.data.atomic import build_atomically as _build_atomically
+from crossadapt.data.atomic import check_target as _check_target
+from crossadapt.data.blocks import DEFAULT_BLOCK_BYTES
 from crossadapt.data.encode import encode_rows
 from crossadapt.data.errors import OnBadRows
+from crossadapt.data.growth import GrowthConfig
+from crossadapt.data.missing import numerical_feature_names
 from crossadapt.data.prepared import DatasetManifest, PreparedDataset, SplitStats
+from crossadapt.data.progress import Progress
 from crossadapt.data.raw import RawData
 from crossadapt.data.readers import SourceFormat, from_table, read_source
 from crossadapt.data.schema import DEFAULT_MIN_COUNT, DatasetSchema, PrepareConfig
+from crossadapt.data.stream_source import DEFAULT_CHUNK_ROWS, STREAMING_FORMATS, StreamingSource
+from crossadapt.data.streaming import append_streaming, prepare_streaming
 from crossadapt.data.synthetic_config import SyntheticConfig
 from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import CategoricalField, FeatureSpec
 
-Source = RawData | pa.Table | SyntheticConfig | str | Path
+Source = RawData | pa.Table | SyntheticConfig | str | Path | list[str | Path]
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.=-]*$")
 
 
@@ -72,29 +84,45 @@ def prepare_dataset(
     config: PrepareConfig | None = None,
     vocabulary: Vocabulary | None = None,
     overwrite: bool = False,
+    progress: Progress | None = None,
+    streaming: bool = True,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> PreparedDataset:
     """Read, encode, split and write a dataset; returns it opened.
 
     Args:
-        source: a file/folder path (with ``source_format``), an Arrow table (with ``schema``),
-            a ``SyntheticConfig`` (generated on the fly) or ``RawData`` from a reader.
+        source: a file/folder path or a list of them, in time order (with ``source_format``), an
+            Arrow table (with ``schema``), a ``SyntheticConfig`` (generated on the fly) or ``RawData``.
         out: the dataset folder to create.
         config: preprocessing; default: ``PrepareConfig`` with the format's min_count.
         vocabulary: reuse these fields' ids (e.g. ``Vocabulary.load(teacher_dataset)``); fields it
             lacks get a new vocabulary from this data's hist + train.
         overwrite: replace an existing dataset at ``out`` (atomically swapped in at the end).
+        progress: where to report long work (e.g. ``BarProgress()``); default: silent.
+        streaming: files in a streaming format are read in bounded memory (False: read whole, the
+            in-memory path, kept for comparison); ``block_bytes`` / ``chunk_rows`` size the stream.
     """
     started = time.perf_counter()
     out = Path(out)
     _check_target(out, overwrite)
     config = config or default_config(source, source_format)
+    if streaming and _is_files(source) and source_format in STREAMING_FORMATS:
+        stream = StreamingSource.open(source_format, source, schema=schema, on_bad_rows=config.on_bad_rows,
+                                      block_bytes=block_bytes, chunk_rows=chunk_rows)  # fmt: skip
+        return prepare_streaming(stream, out, config=config, vocabulary=vocabulary, overwrite=overwrite,
+                                 progress=progress, block_rows=chunk_rows)  # fmt: skip
+    if isinstance(source, list):
+        raise ValueError("a list of files is read by the streaming path (a streaming format, streaming=True)")
     raw = load_source(source, source_format=source_format, schema=schema, on_bad_rows=config.on_bad_rows)
     bounds = config.split_bounds(raw.table.num_rows)
     fit_rows = bounds["train"][1]  # hist + train: the only rows a model may learn the vocabulary from
     encoded = encode_rows(raw, config, vocabulary=vocabulary, fit_rows=fit_rows)
+    if vocabulary is not None and vocabulary.fields == list(raw.schema.categorical):
+        encoded.vocabulary = vocabulary  # every field reused: the same vocabulary, version and history included
     spec = FeatureSpec(
         categorical=tuple(CategoricalField(name=f, vocab_size=encoded.vocabulary.size(f)) for f in raw.schema.categorical),
-        numerical=tuple(raw.schema.numerical),
+        numerical=numerical_feature_names(raw.schema, encoded.indicator_fields),
     )
     splits = {name: encoded.arrays.slice(a, b) for name, (a, b) in bounds.items()}
     manifest = DatasetManifest(
@@ -106,6 +134,8 @@ def prepare_dataset(
         preprocessing=config,
         vocab_hash=encoded.vocabulary.hash,
         vocab_reused_fields=encoded.reused_fields,
+        vocab_version=encoded.vocabulary.version,
+        missing_indicator_fields=encoded.indicator_fields,
         source=raw.source,
     )
 
@@ -129,9 +159,19 @@ def append_split(
     schema: DatasetSchema | None = None,
     on_bad_rows: OnBadRows | None = None,
     overwrite: bool = False,
+    growth: GrowthConfig | None = None,
+    progress: Progress | None = None,
+    block_bytes: int = DEFAULT_BLOCK_BYTES,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> SplitArrays:
     """Encode a new partition (e.g. a day of stream data) with the dataset's vocabulary and
-    preprocessing, and add it as split ``name``. Values the vocabulary lacks become ``<UNK>``."""
+    preprocessing, and add it as split ``name``, in time order, streaming files in bounded memory.
+
+    Without ``growth`` values the vocabulary lacks become ``<UNK>``. With ``growth`` a new value that
+    has been seen ``growth.min_count`` times (this partition plus earlier pending sightings) gets a new
+    id: the vocabulary grows to a new version, and the manifest's feature spec, ``vocab_hash`` and
+    ``vocab_version`` follow; ``split_vocab_versions[name]`` records the version the split uses.
+    """
     ds = dataset if isinstance(dataset, PreparedDataset) else PreparedDataset.open(dataset)
     if not _SPLIT_NAME.match(name):
         raise ValueError(f"split name {name!r}: use letters, digits, '_', '-', '.', '='")
@@ -140,19 +180,28 @@ def append_split(
     schema = schema or ds.schema
     if schema.categorical != ds.schema.categorical or schema.numerical != ds.schema.numerical:
         raise ValueError("the partition's schema must list the dataset's categorical and numerical fields in order")
-    preprocessing = ds.manifest.preprocessing
-    bad_rows = on_bad_rows or preprocessing.on_bad_rows
-    raw = load_source(source, source_format=source_format, schema=schema, on_bad_rows=bad_rows)
-    encoded = encode_rows(raw, preprocessing, vocabulary=ds.vocabulary, fit_rows=0)
-    columns = present_columns(encoded.arrays)
-    if columns != ds.manifest.columns:
-        raise ValueError(f"the partition has columns {columns}, the dataset {ds.manifest.columns}")
-    _build_atomically(ds.path / "splits" / name, lambda folder: write_split(folder, encoded.arrays), overwrite)
-    manifest = ds.manifest.model_copy(deep=True)
-    manifest.splits[name] = len(encoded.arrays)
-    manifest.split_stats[name] = split_stats(encoded.arrays)
-    manifest.write(ds.path)
+    bad_rows = on_bad_rows or ds.manifest.preprocessing.on_bad_rows
+    stream = dict(total_bytes=None, done_bytes=None)
+    if _is_files(source) and source_format in STREAMING_FORMATS:
+        reader = StreamingSource.open(source_format, source, schema=schema, on_bad_rows=bad_rows,
+                                      block_bytes=block_bytes, chunk_rows=chunk_rows)  # fmt: skip
+        tables, stream = reader, dict(total_bytes=reader.total_bytes, done_bytes=lambda: reader.bytes_done)
+        if reader.schema.categorical != ds.schema.categorical or reader.schema.numerical != ds.schema.numerical:
+            raise ValueError("the partition's schema must list the dataset's categorical and numerical fields in order")
+    else:
+        if isinstance(source, list):
+            raise ValueError("a list of files needs a streaming format (criteo, avazu, csv, parquet)")
+        raw = load_source(source, source_format=source_format, schema=schema, on_bad_rows=bad_rows)
+        tables = [raw.table.select(raw.schema.columns)]
+    append_streaming(ds, name, tables, growth=growth, overwrite=overwrite, progress=progress,
+                     block_rows=chunk_rows, **stream)  # fmt: skip
     return PreparedDataset.open(ds.path).split(name)
+
+
+def _is_files(source: Source) -> bool:
+    if isinstance(source, (str, Path)):
+        return True
+    return isinstance(source, list) and all(isinstance(item, (str, Path)) for item in source)
 
 
 def present_columns(arrays: SplitArrays) -> list[str]:
@@ -173,28 +222,3 @@ def write_split(folder: Path, part: SplitArrays) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for column in present_columns(part):
         np.save(folder / f"{column}.npy", np.ascontiguousarray(getattr(part, column)))
-
-
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists (pass overwrite=True / --overwrite to replace it)")
-
-
-def _build_atomically(target: Path, build, overwrite: bool) -> None:
-    """Run ``build(temp_folder)`` in a hidden sibling of ``target``, then rename it into place."""
-    _check_target(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
-    temp.mkdir()
-    try:
-        build(temp)
-        if target.exists():
-            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
-            target.rename(retired)
-            temp.rename(target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            temp.rename(target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise

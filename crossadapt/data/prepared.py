@@ -6,8 +6,9 @@ Layout (all arrays are ``.npy``, memory-mapped on open)::
       dataset.json                 DatasetManifest (written last: a folder without it is incomplete)
       vocab/index.json             fields in order, file names, sizes, vocabulary sha256
       vocab/field_000.parquet ...  per field: value (string), count (int64); row k is id k+1, 0 = <UNK>
+      vocab/pending/field_000.parquet  values not yet admitted to a growing vocabulary, with counts
       splits/<split>/categorical.npy  [n, C] int32
-      splits/<split>/numerical.npy    [n, N] float32
+      splits/<split>/numerical.npy    [n, N + M] float32: N numerical fields, then M missing indicators
       splits/<split>/label.npy        [n] float32
       splits/<split>/{conversion,timestamp,user,prob}.npy   when the source has them
 """
@@ -57,6 +58,14 @@ class DatasetManifest(BaseModel):
     vocab_hash: str
     vocab_reused_fields: list[str] = Field(
         default_factory=list, description="Fields whose vocabulary came from another dataset."
+    )
+    vocab_version: int = Field(1, ge=1, description="Version of the vocabulary (it grows with appended splits).")
+    split_vocab_versions: dict[str, int] = Field(
+        default_factory=dict, description="Vocabulary version each split was encoded with (absent: 1)."
+    )
+    missing_indicator_fields: list[str] = Field(
+        default_factory=list,
+        description="Numerical fields with a missing indicator (numerical columns N.. in this order).",
     )
     source: SourceInfo
     created_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))

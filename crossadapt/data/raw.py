@@ -37,7 +37,8 @@ class RawData:
     """A source table named as in ``schema``, before vocabulary, transforms and split.
 
     Rows map to physical lines of a text file for error messages: ``lines[i]`` when given, else
-    ``first_line + i``; with neither (Parquet, in-memory tables) errors name the 0-based row.
+    ``first_line + i``; with neither (Parquet, in-memory tables) errors name the 0-based row
+    ``row_offset + i`` (a streamed chunk's offset in its file).
     """
 
     table: pa.Table
@@ -46,6 +47,7 @@ class RawData:
     lines: np.ndarray | None = None
     first_line: int | None = None
     path: Path | None = None
+    row_offset: int = 0
 
     def location(self, rows: np.ndarray) -> list[tuple[int | None, str]]:
         """(line, prefix) per row for messages: text files give a line, tables a row number."""
@@ -53,7 +55,7 @@ class RawData:
             return [(int(self.lines[r]), "") for r in rows]
         if self.first_line is not None:
             return [(self.first_line + int(r), "") for r in rows]
-        return [(None, f"row {int(r)}: ") for r in rows]
+        return [(None, f"row {self.row_offset + int(r)}: ") for r in rows]
 
     def drop_bad(self, bad: np.ndarray, column: str, reason: str, on_bad_rows: OnBadRows) -> "RawData":
         """Raise at the first row where ``bad`` holds, or drop those rows and count them."""
@@ -89,8 +91,11 @@ def _mask(values: pa.ChunkedArray | pa.Array, null: bool = True) -> np.ndarray:
     return values.to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
-def validate_rows(raw: RawData, on_bad_rows: OnBadRows) -> RawData:
-    """Apply the checks every source needs; returns ``raw`` with bad rows dropped (skip mode)."""
+def validate_rows(raw: RawData, on_bad_rows: OnBadRows, *, allow_empty: bool = False) -> RawData:
+    """Apply the checks every source needs; returns ``raw`` with bad rows dropped (skip mode).
+
+    ``allow_empty``: a streamed chunk may lose all its rows; the stream as a whole is checked at its end.
+    """
     schema = raw.schema
     check_columns_exist(raw.table, schema, raw.path)
     for name in (schema.label, schema.conversion, schema.prob):
@@ -116,7 +121,7 @@ def validate_rows(raw: RawData, on_bad_rows: OnBadRows) -> RawData:
             raise DataFormatError(raw.path, None, name, f"a numerical field must be numeric, got {column.type}")
         if pa.types.is_floating(column.type):
             raw = raw.drop_bad(_mask(pc.is_inf(column), null=False), name, "infinite value", on_bad_rows)
-    if raw.table.num_rows == 0:
+    if raw.table.num_rows == 0 and not allow_empty:
         raise DataFormatError(raw.path, None, None, "no rows left to prepare")
     raw.source.rows = raw.table.num_rows
     return raw

@@ -44,11 +44,28 @@ def avazu_schema() -> DatasetSchema:
     )
 
 
+def criteo_kinds() -> dict[str, Kind]:
+    """Criteo's 40 columns in file order: the label and I1..I13 as numbers, C1..C26 as text."""
+    kinds: dict[str, Kind] = {"label": "float", **dict.fromkeys(CRITEO_NUMERICAL, "float")}
+    return kinds | dict.fromkeys(CRITEO_CATEGORICAL, "category")
+
+
+def avazu_kinds() -> dict[str, Kind]:
+    return {"click": "float", "hour": "int", **dict.fromkeys(AVAZU_CATEGORICAL, "category")}
+
+
+def csv_kinds(schema: DatasetSchema) -> dict[str, Kind]:
+    """Labels and numerical fields are parsed as numbers; categorical fields, user key and time as text."""
+    kinds: dict[str, Kind] = {c: "category" for c in (schema.user_id, schema.timestamp) if c is not None}
+    kinds |= dict.fromkeys(schema.categorical, "category")
+    kinds |= dict.fromkeys(schema.numerical, "float")  # a numeric user id may also be a numerical field
+    return kinds | {c: "float" for c in (schema.label, schema.conversion, schema.prob) if c is not None}
+
+
 def read_criteo(path: str | Path, *, on_bad_rows: OnBadRows = "error") -> RawData:
     """Criteo Kaggle ``train.txt``: 40 tab-separated columns, no header; empty fields are missing."""
     path = Path(path)
-    kinds: dict[str, Kind] = {"label": "float", **dict.fromkeys(CRITEO_NUMERICAL, "float")}
-    kinds |= dict.fromkeys(CRITEO_CATEGORICAL, "category")
+    kinds = criteo_kinds()
     parsed = read_delimited(path, kinds, delimiter="\t", column_names=list(kinds), on_bad_rows=on_bad_rows)
     source = SourceInfo(format="criteo", path=str(path), bad_rows=parsed.bad_rows)
     raw = RawData(parsed.table, criteo_schema(), source, parsed.lines, parsed.first_data_line, path)
@@ -58,10 +75,14 @@ def read_criteo(path: str | Path, *, on_bad_rows: OnBadRows = "error") -> RawDat
 def read_avazu(path: str | Path, *, on_bad_rows: OnBadRows = "error") -> RawData:
     """Avazu ``train`` CSV (with header); ``hour`` YYMMDDHH becomes epoch seconds and ``hour_of_day``."""
     path = Path(path)
-    kinds: dict[str, Kind] = {"click": "float", "hour": "int", **dict.fromkeys(AVAZU_CATEGORICAL, "category")}
-    parsed = read_delimited(path, kinds, delimiter=",", on_bad_rows=on_bad_rows)
+    parsed = read_delimited(path, avazu_kinds(), delimiter=",", on_bad_rows=on_bad_rows)
     source = SourceInfo(format="avazu", path=str(path), bad_rows=parsed.bad_rows)
     raw = RawData(parsed.table, avazu_schema(), source, parsed.lines, parsed.first_data_line, path)
+    return validate_rows(avazu_time(raw, on_bad_rows), on_bad_rows)
+
+
+def avazu_time(raw: RawData, on_bad_rows: OnBadRows) -> RawData:
+    """Replace ``hour`` (YYMMDDHH, UTC) by ``timestamp`` (epoch seconds) and ``hour_of_day`` (text)."""
     hour = pc.fill_null(raw.table.column("hour"), -1).to_numpy()
     day, month, clock = (hour // 100) % 100, (hour // 10_000) % 100, hour % 100
     invalid = (hour < 0) | (clock > 23) | (month < 1) | (month > 12) | (day < 1) | (day > 31)
@@ -72,11 +93,11 @@ def read_avazu(path: str | Path, *, on_bad_rows: OnBadRows = "error") -> RawData
     days = months.astype("datetime64[D]") + (day - 1).astype("timedelta64[D]")
     seconds = days.astype("datetime64[s]").astype(np.int64) + clock * 3600
     table = raw.table.drop_columns(["hour"])
-    table = table.append_column("timestamp", pa.array(seconds)).append_column(
+    table = table.append_column("timestamp", pa.array(seconds, pa.int64())).append_column(
         "hour_of_day", pc.cast(pa.array(clock), pa.string())
     )
     raw.table = table
-    return validate_rows(raw, on_bad_rows)
+    return raw
 
 
 def read_csv(
@@ -88,11 +109,7 @@ def read_csv(
     time are read as text (the time may be epoch seconds or ISO-8601).
     """
     path = Path(path)
-    kinds: dict[str, Kind] = {c: "category" for c in (schema.user_id, schema.timestamp) if c is not None}
-    kinds |= dict.fromkeys(schema.categorical, "category")
-    kinds |= dict.fromkeys(schema.numerical, "float")  # a numeric user id may also be a numerical field
-    kinds |= {c: "float" for c in (schema.label, schema.conversion, schema.prob) if c is not None}
-    parsed = read_delimited(path, kinds, delimiter=delimiter, on_bad_rows=on_bad_rows)
+    parsed = read_delimited(path, csv_kinds(schema), delimiter=delimiter, on_bad_rows=on_bad_rows)
     source = SourceInfo(format="csv", path=str(path), bad_rows=parsed.bad_rows)
     raw = RawData(parsed.table, schema, source, parsed.lines, parsed.first_data_line, path)
     return validate_rows(raw, on_bad_rows)

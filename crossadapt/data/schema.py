@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +33,13 @@ DEFAULT_MIN_COUNT: dict[str, int] = {
     "csv": 1,
     "parquet": 1,
 }
+
+MissingIndicators = Literal["auto", "all", "none"]
+
+#: Missing indicators per format when ``PrepareConfig.missing_indicators`` is None. The synthetic
+#: generator's click model reads a missing count as 0 (``crossadapt.data.synthetic._numerical``), so an
+#: indicator has nothing to learn there and would only change the benchmark models' shapes.
+DEFAULT_MISSING_INDICATORS: dict[str, MissingIndicators] = {"synthetic": "none"}
 
 
 class DatasetSchema(BaseModel):
@@ -101,7 +109,17 @@ class PrepareConfig(BaseModel):
     - a missing categorical value is the token ``<MISSING>``, counted like any other value
       (frequent: it gets its own id; rare: ``<UNK>``);
     - a numerical value x becomes ``log2(x)`` when ``x > 2`` (if ``log_transform``), else stays x;
-      a missing (or NaN) numerical value becomes 0.0, the same as a true 0;
+      a missing (empty, null or NaN) numerical value becomes 0.0 *and*, with missing indicators, sets a
+      0/1 indicator field ``<field>__missing`` (appended after the numerical fields, embedded like any
+      numerical field: ``1 · v_missing``), so the model tells a missing value from a true 0, as CTR
+      libraries do. ``missing_indicators``: ``auto`` adds one for each numerical field that has a missing
+      value in the data being prepared (a dataset without missing values keeps exactly its old layout),
+      ``all`` for every numerical field, ``none`` for none (the old behaviour: missing reads as 0).
+      The chosen fields are stored in the manifest, so appended partitions get the same layout;
+    - negative counts (Criteo's integer features are counts, yet the Kaggle and day files hold a few
+      negative values, I2 down to -3, with no documented meaning): ``negative_numerical="keep"`` passes
+      them through as values (log2 applies only above 2), as the reference CTR pipelines do;
+      ``"missing"`` treats them as missing values;
     - rows are ordered by time (stable: equal times keep file order) and cut into
       hist : train : online : test by ``split``.
     """
@@ -116,6 +134,13 @@ class PrepareConfig(BaseModel):
         (4.0, 4.0, 1.0, 1.0), description="hist : train : online : test ratios (or a '4:4:1:1' string)."
     )
     log_transform: bool = Field(True, description="x -> log2(x) for numerical x > 2.")
+    missing_indicators: MissingIndicators | None = Field(
+        None, description="Indicator fields for missing numerical values: auto, all or none (None: the "
+        "format's default: none for synthetic data, auto otherwise)."
+    )
+    negative_numerical: Literal["keep", "missing"] = Field(
+        "keep", description="Negative numerical values: keep them as values, or treat them as missing."
+    )
     on_bad_rows: OnBadRows = Field("error", description="'error' stops at a bad row; 'skip' drops and counts it.")
 
     @field_validator("split", mode="before")
@@ -142,6 +167,11 @@ class PrepareConfig(BaseModel):
         if bad:
             raise ValueError(f"min_count_per_field values must be >= 1, got {bad}")
         return value
+
+    def indicator_mode(self, source_format: str) -> MissingIndicators:
+        if self.missing_indicators is not None:
+            return self.missing_indicators
+        return DEFAULT_MISSING_INDICATORS.get(source_format, "auto")
 
     def min_count_for(self, field: str) -> int:
         return self.min_count_per_field.get(field, self.min_count)

@@ -7,6 +7,12 @@ vocabulary (``Vocabulary.load(teacher_dataset)``) so that row i of both tables i
 
 Encoding never loops over rows: a column is dictionary-encoded once (distinct values + per-row
 codes), the small distinct-value array is mapped to ids, and ids = map[codes] is one numpy gather.
+
+Versions: a vocabulary only ever grows by appending values at the end of a field (ids never change),
+so version v is the prefix of every field that held ``history[v-1].sizes`` rows, and its hash is the
+hash of that prefix. A freshly built vocabulary is version 1; :meth:`Vocabulary.grow` makes version
+v+1. A checkpoint names the version it was trained with by its ``vocab_hash`` (optionally with the
+version number, :class:`VocabularyRef`); :meth:`Vocabulary.resolve` gives that version back.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 UNK_TOKEN = "<UNK>"
 MISSING_TOKEN = "<MISSING>"
@@ -75,22 +82,60 @@ def build_field(codes: FieldCodes, fit_rows: int, min_count: int) -> tuple[pa.Ar
     Returns (kept values [V-1] in id order, their counts [V-1] int64, id map [U] int32).
     """
     counts = np.bincount(codes.codes[:fit_rows], minlength=len(codes.values))
+    return build_field_from_counts(codes.values, counts, min_count)
+
+
+def build_field_from_counts(
+    values: pa.Array, counts: np.ndarray, min_count: int, *, first_id: int = 1
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Keep the distinct ``values`` [U] whose ``counts`` [U] reach ``min_count``, most frequent first
+    (ties by value), with ids from ``first_id`` on.
+
+    Returns (kept values in id order, their counts int64, id map [U] int32 with 0 for the others).
+    """
     keep = np.flatnonzero(counts >= min_count)
     kept_counts = counts[keep].astype(np.int64)
-    kept = pa.table({"n": kept_counts, "v": codes.values.take(pa.array(keep))})
+    kept = pa.table({"n": kept_counts, "v": pc.cast(values, pa.string()).take(pa.array(keep))})
     order = pc.sort_indices(kept, sort_keys=[("n", "descending"), ("v", "ascending")]).to_numpy()
-    id_map = np.zeros(len(codes.values), dtype=np.int32)
-    id_map[keep[order]] = np.arange(1, len(keep) + 1, dtype=np.int32)
+    id_map = np.zeros(len(values), dtype=np.int32)
+    id_map[keep[order]] = np.arange(first_id, first_id + len(keep), dtype=np.int32)
     return kept.column("v").combine_chunks().take(pa.array(order)), kept_counts[order], id_map
+
+
+class VocabularyVersion(BaseModel):
+    """One version of a vocabulary: its number, hash and rows per field (``<UNK>`` included)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=1)
+    hash: str
+    sizes: dict[str, int]
+
+
+class VocabularyRef(BaseModel):
+    """How a checkpoint names the vocabulary it was trained with (store it in the checkpoint's manifest:
+    ``vocab_hash`` is the hash, ``extra["vocab_version"]`` the number)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(ge=1)
+    hash: str
 
 
 class Vocabulary:
     """Ordered fields, each an array of kept values (value k has id k+1) and their counts."""
 
     def __init__(
-        self, values: dict[str, pa.Array], counts: dict[str, np.ndarray] | None = None, *, check: bool = True
+        self,
+        values: dict[str, pa.Array],
+        counts: dict[str, np.ndarray] | None = None,
+        *,
+        check: bool = True,
+        history: list[VocabularyVersion] | None = None,
     ):
-        """``values[field][k]`` gets id k+1. ``check=False`` skips the distinctness check (for built vocabularies)."""
+        """``values[field][k]`` gets id k+1. ``check=False`` skips the distinctness check (for built
+        vocabularies). ``history``: the versions so far, the last one being this vocabulary (None: a
+        fresh vocabulary, version 1)."""
         self._values = {f: pc.cast(v, pa.string()) for f, v in values.items()}
         for field, vals in self._values.items() if check else ():
             if vals.null_count or len(pc.unique(vals)) != len(vals):
@@ -98,6 +143,75 @@ class Vocabulary:
         counts = counts or {}
         self._counts = {f: np.asarray(counts.get(f, np.zeros(len(v))), dtype=np.int64) for f, v in self._values.items()}
         self._hash: str | None = None
+        self._history = list(history) if history else None
+        if self._history is not None and self._history[-1].sizes != self.sizes:
+            raise ValueError(f"the last version in the history has sizes {self._history[-1].sizes}, the values {self.sizes}")
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Rows per field's table (``<UNK>`` included)."""
+        return {f: self.size(f) for f in self._values}
+
+    @property
+    def history(self) -> list[VocabularyVersion]:
+        """Every version, oldest first; the last is this vocabulary."""
+        if self._history is None:
+            self._history = [VocabularyVersion(version=1, hash=self.hash, sizes=self.sizes)]
+        return list(self._history)
+
+    @property
+    def version(self) -> int:
+        return self.history[-1].version
+
+    @property
+    def ref(self) -> VocabularyRef:
+        return VocabularyRef(version=self.version, hash=self.hash)
+
+    def grow(self, additions: dict[str, tuple[pa.Array, np.ndarray]]) -> "Vocabulary":
+        """Version + 1 with ``additions[field] = (new values, their counts)`` appended to those fields
+        (ids of existing values never change). Values already present, repeated or null are an error."""
+        unknown = [f for f in additions if f not in self._values]
+        if unknown:
+            raise KeyError(f"no field {unknown[0]!r} in the vocabulary; fields are {self.fields}")
+        values, counts = dict(self._values), dict(self._counts)
+        for field, (new, new_counts) in additions.items():
+            new = pc.cast(new, pa.string())
+            new_counts = np.asarray(new_counts, dtype=np.int64)
+            if len(new_counts) != len(new):
+                raise ValueError(f"field {field!r}: {len(new)} values but {len(new_counts)} counts")
+            if new.null_count or len(pc.unique(new)) != len(new) or bool(pc.any(pc.is_in(new, self._values[field])).as_py()):
+                raise ValueError(f"field {field!r}: new values must be distinct, non-null and not in the vocabulary")
+            values[field] = pa.concat_arrays([self._values[field], new])
+            counts[field] = np.concatenate([self._counts[field], new_counts])
+        grown = Vocabulary(values, counts, check=False)
+        grown._history = self.history + [VocabularyVersion(version=self.version + 1, hash=grown.hash, sizes=grown.sizes)]
+        return grown
+
+    def at_version(self, version: int) -> "Vocabulary":
+        """The vocabulary as it was at ``version`` (each field's first rows); its hash is checked."""
+        history = self.history
+        if not 1 <= version <= len(history):
+            raise ValueError(f"no vocabulary version {version}; versions are 1..{len(history)}")
+        entry = history[version - 1]
+        values = {f: self._values[f].slice(0, entry.sizes[f] - 1) for f in self._values}
+        counts = {f: self._counts[f][: entry.sizes[f] - 1] for f in self._values}
+        old = Vocabulary(values, counts, check=False, history=history[:version])
+        if old.hash != entry.hash:
+            raise ValueError(f"vocabulary version {version}: the values do not match its recorded hash")
+        return old
+
+    def version_of(self, vocab_hash: str) -> int | None:
+        """The version whose hash is ``vocab_hash`` (None: no version of this vocabulary)."""
+        return next((v.version for v in self.history if v.hash == vocab_hash), None)
+
+    def resolve(self, ref: VocabularyRef | str) -> "Vocabulary":
+        """The version a checkpoint names (a :class:`VocabularyRef` or a bare ``vocab_hash``)."""
+        wanted = ref if isinstance(ref, str) else ref.hash
+        version = self.version_of(wanted)
+        if version is None or (isinstance(ref, VocabularyRef) and ref.version != version):
+            raise ValueError(f"vocabulary {wanted[:12]} is not a version of this vocabulary "
+                             f"(versions: {[(v.version, v.hash[:12]) for v in self.history]})")  # fmt: skip
+        return self.at_version(version)
 
     @property
     def fields(self) -> list[str]:
@@ -133,6 +247,7 @@ class Vocabulary:
         return table.take(pa.array(np.asarray(ids, dtype=np.int64))).to_pylist()
 
     def subset(self, fields: list[str]) -> "Vocabulary":
+        """Those fields only: a new vocabulary (version 1 of its own)."""
         return Vocabulary({f: self._values[f] for f in fields}, {f: self._counts[f] for f in fields})
 
     @property
@@ -160,7 +275,8 @@ class Vocabulary:
             pq.write_table(pa.table({"value": self._values[field], "count": self._counts[field]}), directory / name)
             entries.append({"name": field, "file": name, "size": self.size(field)})
         index = {"format_version": _FORMAT_VERSION, "hash": self.hash, "unk_token": UNK_TOKEN,
-                 "missing_token": MISSING_TOKEN, "fields": entries}  # fmt: skip
+                 "missing_token": MISSING_TOKEN, "fields": entries, "version": self.version,
+                 "history": [v.model_dump() for v in self.history]}  # fmt: skip
         partial = directory / f".{_INDEX}.partial"
         partial.write_text(json.dumps(index, indent=2))
         os.replace(partial, directory / _INDEX)
@@ -176,7 +292,8 @@ class Vocabulary:
             table = pq.read_table(directory / entry["file"])
             values[entry["name"]] = table.column("value").combine_chunks()
             counts[entry["name"]] = table.column("count").to_numpy()
-        vocab = cls(values, counts)
-        if vocab.hash != index["hash"]:
+        history = [VocabularyVersion.model_validate(v) for v in index.get("history", [])] or None
+        vocab = cls(values, counts, history=history)
+        if vocab.hash != index["hash"] or (history is not None and history[-1].hash != index["hash"]):
             raise ValueError(f"{directory}: vocabulary files do not match the hash in {_INDEX}")
         return vocab

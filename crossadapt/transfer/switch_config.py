@@ -94,6 +94,24 @@ class SamplingSection(_Section):
         "rate) - logit(data positive rate), so a class-balanced sample does not move the student's base "
         "rate away from the teacher's KD targets (see distill.OfflineDistillConfig.task_logit_shift).",
     )
+    target: Literal["click", "conversion"] = Field(
+        "click",
+        description="The label the sample is drawn on: 'click' (pCTR, every row) or 'conversion' (pCVR: the "
+        "clicked rows, balanced by their conversion label), as the sampler service's SamplingConfig.target.",
+    )
+    unclicked_ratio: float = Field(
+        0.0,
+        ge=0.0,
+        description="r_unclick (pCVR, Eq. 9; crossadapt.transfer.unclicked): unclicked exposures added per "
+        "sampled clicked row, labelled with the teacher's pCVR. 0 = no augmentation; > 0 needs target "
+        "'conversion'.",
+    )
+
+    @model_validator(mode="after")
+    def _unclicked_needs_conversion(self) -> "SamplingSection":
+        if self.unclicked_ratio > 0 and self.target != "conversion":
+            raise ValueError("unclicked_ratio > 0 augments a pCVR sample: set offline.sampling.target to 'conversion'")
+        return self
 
 
 class DistillationSection(_Section):
@@ -125,6 +143,15 @@ class DriftSection(_Section):
     theta_low: float = Field(0.01, ge=0.0)
     theta_high: float = Field(0.05, gt=0.0)
     max_replay: float = Field(0.1, ge=0.0, le=1.0, description="k: replay ratio when the data is stable.")
+    rolling: bool = Field(
+        False,
+        description="Beyond the paper: re-estimate Δ_shift from the online stream window by window "
+        "(crossadapt.transfer.rolling_drift.RollingDrift) and update r_enh as it changes; False: Δ_shift "
+        "of D_train fixes r_enh once, as in the paper.",
+    )
+    window_rows: int = Field(
+        100_000, ge=2, description="Rows per stream window when rolling (the noise floor halves each window)."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> "DriftSection":
@@ -194,6 +221,24 @@ class SwitchConfig(_Section):
     )
     baselines: list[str] = Field(default_factory=lambda: ["Scratch"])
     baseline_training: BaselineSection = BaselineSection()
+
+    @model_validator(mode="after")
+    def _options_can_act(self) -> "SwitchConfig":
+        """An option that a switched-off stage would silently ignore is an error."""
+        sampling, drift, ablation = self.offline.sampling, self.online.drift, self.ablation
+        if sampling.target == "conversion" or sampling.unclicked_ratio > 0:
+            if not (ablation.offline_stage and ablation.sampling):
+                raise ValueError("offline.sampling.target 'conversion' / unclicked_ratio need the offline stage "
+                                 "and sampling (ablation.offline_stage and ablation.sampling true)")  # fmt: skip
+            if self.data.dir is not None:
+                columns = json.loads((self.data.dir / "dataset.json").read_text()).get("columns", [])
+                if "conversion" not in columns:
+                    raise ValueError(f"offline.sampling.target 'conversion': data.dir {str(self.data.dir)!r} "
+                                     "has no conversion column")  # fmt: skip
+        if drift.rolling and not (ablation.online_stage and ablation.adaptive_replay):
+            raise ValueError("online.drift.rolling re-estimates the replay ratio: it needs ablation.online_stage "
+                             "and ablation.adaptive_replay true")  # fmt: skip
+        return self
 
     @field_validator("baselines")
     @classmethod

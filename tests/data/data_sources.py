@@ -47,3 +47,36 @@ def write_movielens(folder: Path, ratings: list[tuple[int, int, float, int]] | N
     write_lines(folder / "ml-100k.user", users)
     write_lines(folder / "ml-100k.item", items)
     return folder
+
+
+def criteo_like_tsv(path: Path, rows: int, seed: int = 0) -> Path:
+    """A Criteo-format TSV from the criteo_like generator (missing values, Zipf categories)."""
+    from crossadapt.data import generate_synthetic, synthetic_preset, write_criteo_tsv
+
+    return write_criteo_tsv(generate_synthetic(synthetic_preset("criteo_like", rows=rows, seed=seed)), path)
+
+
+def gzip_copy(path: Path, target: Path) -> Path:
+    import gzip
+    import shutil
+
+    with open(path, "rb") as source, gzip.open(target, "wb", compresslevel=1) as out:
+        shutil.copyfileobj(source, out)
+    return target
+
+
+def assert_same_dataset(a, b) -> None:
+    """Two prepared datasets hold the same splits, arrays, vocabulary and feature layout."""
+    import numpy as np
+
+    assert a.manifest.splits == b.manifest.splits
+    assert a.vocab_hash == b.vocab_hash and a.feature_spec == b.feature_spec
+    assert a.manifest.columns == b.manifest.columns
+    assert a.manifest.missing_indicator_fields == b.manifest.missing_indicator_fields
+    assert a.manifest.source.bad_rows.by_reason == b.manifest.source.bad_rows.by_reason
+    for name in a.split_names:
+        x, y = a.split(name), b.split(name)
+        for column in a.manifest.columns:
+            np.testing.assert_array_equal(getattr(x, column), getattr(y, column), err_msg=f"{name}.{column}")
+        assert a.manifest.split_stats[name].rows == b.manifest.split_stats[name].rows
+        assert abs(a.manifest.split_stats[name].click_rate - b.manifest.split_stats[name].click_rate) < 1e-6

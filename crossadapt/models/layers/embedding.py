@@ -7,6 +7,7 @@ Symbols: ``B`` batch, ``C`` categorical fields, ``N`` numerical fields, ``F = C 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,22 @@ from torch import nn
 from crossadapt.models.spec import FeatureSpec
 
 NUMERICAL_TABLE = "__numerical__"
+
+
+@dataclass(frozen=True)
+class TableGrowth:
+    """Where :meth:`FeatureEmbedding.grow` put the new rows of the fused table.
+
+    ``rows`` new rows were inserted at fused row ``at`` (the end of the field's block): fused row ``r``
+    of the old table is row ``r`` if ``r < at``, else ``r + rows``. :func:`grow_optimizer_state` applies
+    the same insertion to an optimizer's per-row state.
+    """
+
+    field: str
+    at: int
+    rows: int
+    old_vocab_size: int
+    new_vocab_size: int
 
 
 class FeatureEmbedding(nn.Module):
@@ -54,22 +71,28 @@ class FeatureEmbedding(nn.Module):
             raise ValueError("the feature spec has no fields")
         if not (init_std > 0 and math.isfinite(init_std)):
             raise ValueError(f"init_std must be a positive finite number, got {init_std}")
-        self.spec = spec
         self.embedding_dim = embedding_dim
-        sizes = [field.vocab_size for field in spec.categorical]
-        starts = [0]
-        for size in sizes[:-1]:
-            starts.append(starts[-1] + size)
-        # Buffers, not persistent: they follow from the spec, and the state_dict stays only the weights.
-        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long), persistent=False)
-        self.register_buffer("vocab_sizes", torch.tensor(sizes, dtype=torch.long), persistent=False)
-        self._row_ranges = {field.name: (start, field.vocab_size) for field, start in zip(spec.categorical, starts)}
-        self.table = nn.Embedding(max(sum(sizes), 1), embedding_dim, sparse=sparse)
+        self.init_std = init_std
+        self._set_layout(spec)
+        self.table = nn.Embedding(max(sum(field.vocab_size for field in spec.categorical), 1), embedding_dim, sparse=sparse)
         self.numerical_vectors = nn.Parameter(torch.empty(len(spec.numerical), embedding_dim))
         self.check_ids = True  # one cheap comparison per batch; an out-of-range id would silently read another field
         with torch.no_grad():
             self.table.weight.normal_(0.0, init_std)
             self.numerical_vectors.normal_(0.0, init_std)
+
+    def _set_layout(self, spec: FeatureSpec) -> None:
+        """Offsets and per-field row ranges of the fused table for ``spec``."""
+        self.spec = spec
+        sizes = [field.vocab_size for field in spec.categorical]
+        starts = [0]
+        for size in sizes[:-1]:
+            starts.append(starts[-1] + size)
+        device = self.offsets.device if hasattr(self, "offsets") else None
+        # Buffers, not persistent: they follow from the spec, and the state_dict stays only the weights.
+        self.register_buffer("offsets", torch.tensor(starts, dtype=torch.long, device=device), persistent=False)
+        self.register_buffer("vocab_sizes", torch.tensor(sizes, dtype=torch.long, device=device), persistent=False)
+        self._row_ranges = {field.name: (start, field.vocab_size) for field, start in zip(spec.categorical, starts)}
 
     @property
     def num_categorical(self) -> int:
@@ -178,8 +201,82 @@ class FeatureEmbedding(nn.Module):
         with torch.no_grad():
             weight[start : start + rows].copy_(values.to(device=weight.device, dtype=weight.dtype))
 
+    # -- growth (a vocabulary that grows with the stream) ------------------------------------------------
+
+    def grow(
+        self, field: str, new_rows: int, init: torch.Tensor | None = None, *, use_init: torch.Tensor | None = None
+    ) -> TableGrowth:
+        """Append ``new_rows`` rows to categorical field ``field``'s table (ids ``V_k .. V_k + new_rows - 1``).
+
+        Existing rows keep their values and ids. New rows come from ``init`` (``[new_rows, D]``, e.g. the
+        teacher's projected rows of the same new values), else from the initialiser (``N(0, init_std^2)``
+        from the global torch RNG); with ``use_init`` (``[new_rows]`` bool) only the rows where it is True
+        come from ``init`` (the teacher has them), the others from the initialiser.
+
+        The fused weight keeps its ``Parameter`` object (an optimizer holding it stays valid) but gets a
+        new shape: per-row optimizer state must follow (:func:`grow_optimizer_state`), and a pending
+        ``.grad`` is dropped. ``spec`` is updated to the new vocab size.
+
+        Example::
+
+            growth = model.embedding.grow("C3", 2, init=teacher_rows)        # C3 ids V, V+1 now valid
+            grow_optimizer_state(optimizer, model.embedding.table.weight, growth)
+        """
+        if field not in self._row_ranges:
+            raise KeyError(f"no categorical field {field!r}; fields are {[f.name for f in self.spec.categorical]}")
+        if not isinstance(new_rows, int) or new_rows < 0:
+            raise ValueError(f"new_rows must be an int >= 0, got {new_rows!r}")
+        weight = self.table.weight
+        start, rows = self._row_ranges[field]
+        block = torch.empty(new_rows, self.embedding_dim, dtype=weight.dtype, device=weight.device)
+        with torch.no_grad():
+            block.normal_(0.0, self.init_std)
+            if init is not None:
+                self._check_init(field, init, new_rows)
+                values = init.detach().to(device=weight.device, dtype=weight.dtype)
+                if use_init is None:
+                    block.copy_(values)
+                else:
+                    mask = torch.as_tensor(use_init, dtype=torch.bool, device=weight.device)
+                    if mask.shape != (new_rows,):
+                        raise ValueError(f"use_init must be [{new_rows}] booleans, got shape {tuple(mask.shape)}")
+                    block[mask] = values[mask]
+            elif use_init is not None:
+                raise ValueError("use_init needs init")
+            at = start + rows
+            grown = torch.cat([weight.detach()[:at], block, weight.detach()[at:]])
+        weight.data = grown
+        weight.grad = None
+        self.table.num_embeddings = grown.shape[0]
+        fields = tuple(f.model_copy(update={"vocab_size": f.vocab_size + new_rows}) if f.name == field else f
+                       for f in self.spec.categorical)  # fmt: skip
+        self._set_layout(self.spec.model_copy(update={"categorical": fields}))
+        return TableGrowth(field=field, at=at, rows=new_rows, old_vocab_size=rows, new_vocab_size=rows + new_rows)
+
+    def _check_init(self, field: str, init: torch.Tensor, new_rows: int) -> None:
+        if not isinstance(init, torch.Tensor) or not init.is_floating_point():
+            raise TypeError(f"field {field!r}: init must be a floating-point torch.Tensor")
+        if tuple(init.shape) != (new_rows, self.embedding_dim):
+            raise ValueError(f"field {field!r}: init must be [{new_rows}, {self.embedding_dim}], got {tuple(init.shape)}")
+        if not bool(torch.isfinite(init).all()):
+            raise ValueError(f"field {field!r}: init holds a non-finite value (NaN or inf)")
+
     def extra_repr(self) -> str:
         return (
             f"categorical={self.num_categorical}, numerical={self.num_numerical}, rows={self.table.num_embeddings}, "
             f"embedding_dim={self.embedding_dim}, sparse={self.sparse}"
         )
+
+
+def grow_optimizer_state(optimizer: torch.optim.Optimizer, parameter: torch.Tensor, growth: TableGrowth) -> None:
+    """Insert ``growth.rows`` zero rows at ``growth.at`` into every per-row state tensor of ``parameter``
+    (Adam/SparseAdam moments, Adagrad sums: fresh rows start with no history); scalars such as ``step``
+    are kept. Call it right after :meth:`FeatureEmbedding.grow` with the same parameter."""
+    state = optimizer.state.get(parameter)
+    if not state:
+        return
+    old_rows = parameter.shape[0] - growth.rows
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == old_rows:
+            zeros = value.new_zeros((growth.rows, *value.shape[1:]))
+            state[key] = torch.cat([value[: growth.at], zeros, value[growth.at :]])
