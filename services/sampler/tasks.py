@@ -12,16 +12,14 @@ fails the operation with the error's code and discards the scratch.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any
 
 from celery import Celery, Task, chain, chord, shared_task
 from celery.exceptions import Ignore
 
-from services.common.errors import InternalError, PlatformError, UnavailableError
-from services.common.operations import OperationRecord, OperationState, open_operation_store
+from services.common.operations import OperationState, open_operation_store
+from services.common.task_steps import OperationSteps, task_id
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
 from services.sampler import pipeline
@@ -29,18 +27,8 @@ from services.sampler.pipeline import SamplerContext, SamplingPlan, block_unit
 from services.sampler.spec import SPEC
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 STAGES = ("", "select", "score", "publish", "done")
 TASK_PREFIX = SPEC.task_prefix
-_NOT_READY_RETRY_S = 1.0
-_NOT_READY_MAX_RETRIES = 120
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    import redis.exceptions
-
-    return (UnavailableError, ConnectionError, TimeoutError, redis.exceptions.ConnectionError,
-            redis.exceptions.TimeoutError)
 
 
 @lru_cache(maxsize=1)
@@ -52,11 +40,6 @@ def context() -> SamplerContext:
                           operations=open_operation_store(settings), chunk_rows=settings.shard_chunk_rows)
 
 
-def task_id(operation_id: str, unit: str) -> str:
-    """Deterministic Celery task id of one unit (so Cancel can revoke and tests can look up progress)."""
-    return f"{operation_id}-{unit.replace(':', '-')}"
-
-
 def discard_outputs(ctx: SamplerContext, plan: SamplingPlan) -> None:
     """Best effort: delete a failed or cancelled operation's scratch (the sample itself is one atomic object)."""
     try:
@@ -65,75 +48,22 @@ def discard_outputs(ctx: SamplerContext, plan: SamplingPlan) -> None:
         log.exception("could not discard outputs", extra={"operation_id": plan.operation_id})
 
 
-class SamplerTask(Task):
-    """Marks the operation FAILED when a task fails for good (after its retries)."""
-
-    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict, einfo: Any) -> None:  # noqa: ARG002
-        operation_id = args[0] if args else kwargs.get("operation_id")
-        error = exc if isinstance(exc, PlatformError) else InternalError(
-            f"{self.name} failed: {type(exc).__name__}: {exc}")
-        ctx = context()
-        record = ctx.operations.fail(str(operation_id), error)
-        log.error("operation failed", extra={"operation_id": operation_id, "task": self.name, "error": str(error)})
-        if record is not None:
-            discard_outputs(ctx, pipeline.plan_from_record(record.params))
-
-
-def _start(task: Task, operation_id: str, unit: str, stage: str) -> SamplingPlan:
-    """Enter `stage` (RUNNING) unless the operation ended; enforce the delivery limit."""
-    ctx = context()
-    settings = get_settings()
-    deliveries = ctx.operations.count_attempt(operation_id, unit) - int(task.request.retries or 0)
-    if deliveries > settings.task_max_deliveries:
-        raise InternalError(
-            f"task delivered {deliveries} times without finishing (its worker process keeps dying)", field=unit)
-
-    def enter(record: OperationRecord) -> OperationRecord | None:
-        if record.terminal:
-            return None
-        new_stage = max(record.stage, stage, key=STAGES.index)
-        if record.state == OperationState.RUNNING and new_stage == record.stage:
-            return None
-        return record.model_copy(update={"state": OperationState.RUNNING, "stage": new_stage})
-
-    record = ctx.operations.update(operation_id, enter)
-    if record.terminal:
-        raise Ignore()
-    return pipeline.plan_from_record(record.params)
-
-
-def _reporter(task: Task, operation_id: str, unit: str) -> Callable[[float], None]:
-    ctx = context()
-
-    def report(fraction: float) -> None:
-        ctx.operations.set_progress(operation_id, unit, fraction)
-        task.update_state(state="PROGRESS", meta={
-            "operation_id": operation_id, "unit": unit, "fraction": fraction, "pid": os.getpid(),
-            "hostname": task.request.hostname})
-        if ctx.operations.get(operation_id).terminal:  # cancelled or failed elsewhere: stop early
-            raise Ignore()
-
-    return report
-
-
-def _run(task: Task, work: Callable[[], T]) -> T:
-    """Run a step; transient errors retry with exponential backoff, missing inputs retry soon."""
-    settings = get_settings()
-    try:
-        return work()
-    except pipeline.NotReadyError as exc:
-        raise task.retry(exc=exc, countdown=_NOT_READY_RETRY_S, max_retries=_NOT_READY_MAX_RETRIES) from exc
-    except _transient_errors() as exc:
-        countdown = min(2.0 ** int(task.request.retries or 0), settings.task_retry_backoff_max_s)
-        raise task.retry(exc=exc, countdown=countdown, max_retries=settings.task_max_retries) from exc
+STEPS: OperationSteps[SamplingPlan] = OperationSteps(
+    stages=STAGES,
+    operations=lambda: context().operations,
+    load_plan=pipeline.plan_from_record,
+    discard=lambda plan: discard_outputs(context(), plan),
+    not_ready=(pipeline.NotReadyError,),
+)
+SamplerTask = STEPS.task_base()
 
 
 @shared_task(bind=True, base=SamplerTask, name=f"{TASK_PREFIX}.select")
 def select_task(self: Task, operation_id: str) -> int:
     """The core sampler's choice over the whole dataset (two columns read); its report joins `details`."""
-    plan = _start(self, operation_id, "select", "select")
+    plan = STEPS.start(self, operation_id, "select", "select")
     ctx = context()
-    selection = _run(self, lambda: pipeline.select(ctx, plan))
+    selection = STEPS.run(self, lambda: pipeline.select(ctx, plan))
     ctx.operations.set_progress(operation_id, "select", 1.0)
     sampling = selection.report.model_dump(mode="json")
     ctx.operations.update(operation_id, lambda r: None if r.terminal else r.model_copy(
@@ -144,10 +74,10 @@ def select_task(self: Task, operation_id: str) -> int:
 @shared_task(bind=True, base=SamplerTask, name=f"{TASK_PREFIX}.score_block")
 def score_block_task(self: Task, operation_id: str, block: int) -> str:
     unit = block_unit(block)
-    plan = _start(self, operation_id, unit, "score")
+    plan = STEPS.start(self, operation_id, unit, "score")
     ctx = context()
-    report = _reporter(self, operation_id, unit)
-    entry = _run(self, lambda: pipeline.score_block(ctx, plan, block, report))
+    report = STEPS.reporter(self, operation_id, unit)
+    entry = STEPS.run(self, lambda: pipeline.score_block(ctx, plan, block, report))
     if ctx.operations.get(operation_id).terminal:
         # Failed or cancelled while this block was written: its discard may have run before the
         # file existed, so remove the scratch here (one of the two always does).
@@ -160,9 +90,9 @@ def score_block_task(self: Task, operation_id: str, block: int) -> str:
 @shared_task(bind=True, base=SamplerTask, name=f"{TASK_PREFIX}.publish")
 def publish_task(self: Task, operation_id: str) -> dict[str, str]:
     """Publish the sample as one partition; from here on the operation can no longer be cancelled."""
-    plan = _start(self, operation_id, "publish", "publish")
+    plan = STEPS.start(self, operation_id, "publish", "publish")
     ctx = context()
-    details = _run(self, lambda: pipeline.publish(ctx, plan))
+    details = STEPS.run(self, lambda: pipeline.publish(ctx, plan))
     result = {"dataset": plan.sample_name}
     ctx.operations.set_progress(operation_id, "publish", 1.0)
     ctx.operations.transition(operation_id, {OperationState.RUNNING}, state=OperationState.SUCCEEDED, stage="done",

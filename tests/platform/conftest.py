@@ -48,7 +48,7 @@ SLOW_ENV = {"PYTHONPATH": str(WORKER_HOOKS), "CROSSADAPT_TEST_CHUNK_PAUSE_S": "0
 def _run_stack(stack: Stack, names: tuple[str, ...]) -> Iterator[Stack]:
     stack.extra_env.update(SLOW_ENV)
     try:
-        stack.start(workers=names, server=True)
+        stack.start(workers=names, server=True, queue_names=("projector",))
         yield stack
     finally:
         stack.stop()

@@ -26,7 +26,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     upload_table_checkpoint(store, "t", {"a": table, "b": table[:300]}, num_shards=3)
     ctx = pipeline.ProjectorContext(store, FileOperationStore(tmp_path / "ops"))
     monkeypatch.setattr(tasks, "context", lambda: ctx)
-    monkeypatch.setattr(tasks, "get_settings", lambda: settings)
+    monkeypatch.setattr("services.common.task_steps.get_settings", lambda: settings)
     return settings, ctx
 
 
@@ -58,17 +58,17 @@ def test_a_task_that_keeps_losing_its_worker_fails_the_operation_with_a_reason(s
     _, ctx = setup
     _operation(ctx, 3)
     unit = "apply:a:00001"
-    assert tasks._start(_task(), "op1", unit, "apply").operation_id == "op1"
+    assert tasks.STEPS.start(_task(), "op1", unit, "apply").operation_id == "op1"
     assert ctx.operations.get("op1").state == OperationState.RUNNING and ctx.operations.get("op1").stage == "apply"
-    assert tasks._start(_task(retries=1), "op1", unit, "apply")  # a retry is not a lost delivery
-    tasks._start(_task(retries=1), "op1", unit, "apply")  # the retried message redelivered: 2nd delivery
+    assert tasks.STEPS.start(_task(retries=1), "op1", unit, "apply")  # a retry is not a lost delivery
+    tasks.STEPS.start(_task(retries=1), "op1", unit, "apply")  # the retried message redelivered: 2nd delivery
     with pytest.raises(InternalError, match="delivered 3 times") as caught:
-        tasks._start(_task(retries=1), "op1", unit, "apply")
+        tasks.STEPS.start(_task(retries=1), "op1", unit, "apply")
     tasks.ProjectorTask().on_failure(caught.value, "id", ("op1", "a", 1), {}, None)
     record = ctx.operations.get("op1")
     assert record.state == OperationState.FAILED and "worker process keeps dying" in record.error["message"]
     with pytest.raises(Ignore):  # later deliveries of the failed operation do nothing
-        tasks._start(_task(), "op1", "apply:a:00002", "apply")
+        tasks.STEPS.start(_task(), "op1", "apply:a:00002", "apply")
 
 
 def test_failures_keep_their_code_and_discard_written_shards(setup) -> None:  # noqa: ANN001

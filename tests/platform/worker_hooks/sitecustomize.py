@@ -1,8 +1,9 @@
 """Test-only slowdowns injected into the platform's subprocesses (never part of production code).
 
 The platform tests start workers with this folder on PYTHONPATH, so Python imports this module at
-start-up. With `CROSSADAPT_TEST_CHUNK_PAUSE_S` set, every progress report of a projector shard task
-(one per chunk) also sleeps that long: a shard task then lasts long enough to be killed mid-way.
+start-up. With `CROSSADAPT_TEST_CHUNK_PAUSE_S` set, every progress report of a task (one per chunk,
+`services.common.task_steps.OperationSteps.reporter`) also sleeps that long: a shard task then lasts
+long enough to be killed mid-way.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ import sys
 import time
 
 PAUSE_S = float(os.environ.get("CROSSADAPT_TEST_CHUNK_PAUSE_S", "0") or 0)
-TARGET = "services.projector.tasks"
+TARGET = "services.common.task_steps"
 
 
 def _slow_reporter(module) -> None:  # noqa: ANN001
-    original = module._reporter
+    original = module.OperationSteps.reporter
 
-    def reporter(task, operation_id, unit):  # noqa: ANN001, ANN202
-        report = original(task, operation_id, unit)
+    def reporter(self, task, operation_id, unit):  # noqa: ANN001, ANN202
+        report = original(self, task, operation_id, unit)
 
         def slow(fraction: float) -> None:
             report(fraction)
@@ -28,7 +29,7 @@ def _slow_reporter(module) -> None:  # noqa: ANN001
 
         return slow
 
-    module._reporter = reporter
+    module.OperationSteps.reporter = reporter
 
 
 class _PatchAfterImport(importlib.abc.MetaPathFinder):
