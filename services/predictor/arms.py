@@ -16,7 +16,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from crossadapt.data.columns import numerical_values
 from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import FeatureSpec
 from services.common.errors import FailedPreconditionError, InvalidArgumentError
@@ -52,6 +51,18 @@ class EncodedBatch:
                             np.concatenate([p.numerical for p in parts]), np.concatenate([p.unknown for p in parts]))
 
 
+def model_numbers(columns: list[np.ndarray], rows: int, log_transform: bool) -> np.ndarray:
+    """``[B, N]`` float32 model input of finite raw numbers: the training transform
+    (`crossadapt.data.columns.numerical_values`: float32, then log2(x) where x > 2) on all columns at once."""
+    numbers = np.empty((rows, len(columns)), dtype=np.float32)
+    for index, column in enumerate(columns):
+        numbers[:, index] = column
+    if log_transform:
+        big = numbers > 2
+        numbers[big] = np.log2(numbers[big])
+    return numbers
+
+
 class FeatureEncoder:
     """Raw values of a checkpoint's fields → its row ids (vocabulary) and transformed numbers."""
 
@@ -75,9 +86,8 @@ class FeatureEncoder:
         text = [columns.text[f] if take is None else columns.text[f].take(take) for f in self.categorical]
         count = columns.rows if rows is None else len(rows)
         categorical = self.index.lookup(text) if text else np.zeros((count, 0), np.int64)
-        numbers = [columns.numbers[n] if rows is None else columns.numbers[n][rows] for n in self.numerical]
-        numerical = (np.stack([numerical_values(pa.array(x), log_transform=self.log_transform) for x in numbers], 1)
-                     if numbers else np.zeros((count, 0), np.float32))
+        numerical = model_numbers([columns.numbers[n] if rows is None else columns.numbers[n][rows]
+                                   for n in self.numerical], count, self.log_transform)
         unknown = (categorical == 0).sum(axis=1, dtype=np.int32)
         return EncodedBatch(categorical, numerical, unknown)
 

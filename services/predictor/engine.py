@@ -13,6 +13,7 @@ inputs (the arm pair and the split are replaced, never changed in place).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -72,8 +73,8 @@ class PredictorEngine:
         self.split = Split(settings.student_weight, settings.salt)
         self.score_log = ScoreLog(settings.kept_rows)
         self.shadow = ShadowScorer(self.score_log, max_pending_rows=settings.shadow_queue_rows,
-                                   batch_rows=max(settings.max_batch_rows, 1024), on_scored=self._shadow_scored,
-                                   on_dropped=self._shadow_dropped)
+                                   batch_rows=max(settings.max_batch_rows, 1024), inline_rows=settings.inline_rows,
+                                   on_scored=self._shadow_scored, on_dropped=self._shadow_dropped)
         self.shadow_dropped_rows = 0
         self.last_swap = time.time()
         self.checkpoint_of_generation = {a.generation: a.ref for a in (self.pair.teacher, self.pair.student)}
@@ -83,6 +84,9 @@ class PredictorEngine:
         self._unwritten: list[tuple[object, float, int]] = []  # exposure tables whose write failed, retried next flush
         self._shadow_threshold = int(round(settings.shadow_share * BUCKETS))
         self._tasks: list[asyncio.Future] = []
+        self._early_flush: asyncio.Future | None = None
+        self._id_prefix = uuid.uuid4().hex[:12]  # generated request ids: unique per process, cheap per request
+        self._request_numbers = itertools.count()
 
     # ---- scoring ------------------------------------------------------------------------------
     def compute(self, columns: RequestColumns, request_id: str | None) -> ScoredRows:
@@ -102,8 +106,8 @@ class PredictorEngine:
             probabilities[rows] = loaded.score(batch if len(rows) == columns.rows else batch.rows(rows))
         for arm, batch in encoded.items():
             unknown[:, arm - 1] = batch.unknown
-        return ScoredRows(request_id or uuid.uuid4().hex, columns, pair, buckets, served, probabilities, unknown,
-                          encoded)
+        return ScoredRows(request_id or f"{self._id_prefix}-{next(self._request_numbers)}", columns, pair, buckets,
+                          served, probabilities, unknown, encoded)
 
     @staticmethod
     def _encoded(loaded: LoadedArm, pair: ArmPair, columns: RequestColumns,
@@ -146,12 +150,13 @@ class PredictorEngine:
                 jobs.append(ShadowJob(pair.arm(arm), seqs[rows], columns, rows,
                                       None if batch is None else batch.rows(rows)))
         self.shadow.submit(jobs)
-        if self.score_log.pending_flush >= self.settings.flush_rows and not self._flush_lock.locked():
-            asyncio.get_running_loop().create_task(self.flush())
+        if self.score_log.pending_flush >= self.settings.flush_rows and (self._early_flush is None
+                                                                         or self._early_flush.done()):
+            self._early_flush = asyncio.ensure_future(self.flush())  # kept: a task nobody holds may be collected
 
-    async def score(self, columns: RequestColumns, request_id: str | None, inline_rows: int = 256) -> ScoredRows:
+    async def score(self, columns: RequestColumns, request_id: str | None) -> ScoredRows:
         """`compute` (in a worker thread for large batches, so the loop keeps serving) then `record`."""
-        if columns.rows <= inline_rows:
+        if columns.rows <= self.settings.inline_rows:
             scored = self.compute(columns, request_id)
         else:
             scored = await asyncio.to_thread(self.compute, columns, request_id)

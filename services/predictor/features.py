@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain
 from typing import Any
 
@@ -52,11 +53,11 @@ class RequestSchema:
         if duplicated or self.row_id_field in (*self.categorical, *self.numerical):
             raise ValueError(f"request columns are named twice: {duplicated or [self.row_id_field]}")
 
-    @property
+    @cached_property
     def text_fields(self) -> frozenset[str]:
         return frozenset({*self.categorical, self.cohort_key, self.row_id_field})
 
-    @property
+    @cached_property
     def known(self) -> frozenset[str]:
         return self.text_fields | frozenset(self.numerical)
 
@@ -100,20 +101,27 @@ def check_request_id(request_id: Any) -> str | None:
 
 
 # ---- column checks shared by both protocols ----------------------------------------------------
-def _text_column(name: str, values: pa.Array, allow_nulls: bool) -> pa.Array:
+def _text_column(name: str, values: pa.Array | np.ndarray, allow_nulls: bool) -> pa.Array:
     """Text or integer values as large_string; floats, booleans and nested values are refused."""
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "iu":
+            raise InvalidArgumentError(f"values must be text or integers, got {values.dtype}", field=name)
+        values = pa.array(values)
     kind = values.type
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         try:
-            values = pc.cast(values, pa.string())
+            values = pc.cast(values, pa.large_string())
         except pa.ArrowInvalid as exc:
             raise InvalidArgumentError("values are not valid UTF-8 text", field=name) from exc
-    elif not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind)
-              or pa.types.is_null(kind)):
+    elif pa.types.is_integer(kind) or pa.types.is_null(kind):
+        values = pc.cast(pc.cast(values, pa.string()), pa.large_string())
+    elif pa.types.is_string(kind):
+        values = pc.cast(values, pa.large_string())
+    elif not pa.types.is_large_string(kind):
         raise InvalidArgumentError(f"values must be text or integers, got {kind}", field=name)
     if values.null_count and not allow_nulls:
         raise InvalidArgumentError("values must not be null", field=name)
-    return pc.cast(pc.cast(values, pa.string()), pa.large_string())
+    return values
 
 
 def _number_column(name: str, values: np.ndarray | pa.Array) -> np.ndarray:
@@ -148,28 +156,15 @@ def _assemble(schema: RequestSchema, columns: Mapping[str, pa.Array | np.ndarray
         raise InvalidArgumentError(f"the batch has {rows} rows, more than the limit {schema.max_rows}",
                                    field="inputs")
     numbers = {n: _number_column(n, columns[n]) for n in schema.numerical}
-    text = {n: _text_column(n, _arrow(n, columns[n]), allow_nulls=True)
-            for n in schema.categorical if n not in numbers}
-    cohort = _text_column(schema.cohort_key, _arrow(schema.cohort_key, columns[schema.cohort_key]), allow_nulls=False)
+    text = {n: _text_column(n, columns[n], allow_nulls=True) for n in schema.categorical if n not in numbers}
+    cohort = _text_column(schema.cohort_key, columns[schema.cohort_key], allow_nulls=False)
     row_ids = None
     if schema.row_id_field in columns:
-        row_ids = _text_column(schema.row_id_field, _arrow(schema.row_id_field, columns[schema.row_id_field]),
-                               allow_nulls=False)
+        row_ids = _text_column(schema.row_id_field, columns[schema.row_id_field], allow_nulls=False)
         if pc.max(pc.utf8_length(row_ids)).as_py() > MAX_ID_CHARS:
             raise InvalidArgumentError(f"row ids must have at most {MAX_ID_CHARS} characters",
                                        field=schema.row_id_field)
     return RequestColumns(rows=rows, text=text, numbers=numbers, cohort=cohort, row_ids=row_ids)
-
-
-def _arrow(name: str, values: pa.Array | np.ndarray) -> pa.Array:
-    if isinstance(values, pa.Array):
-        return values
-    try:
-        if values.dtype == object:
-            return pa.array(values.tolist())
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"values have mixed or unsupported types: {exc}", field=name) from exc
 
 
 # ---- V2 ----------------------------------------------------------------------------------------
@@ -182,16 +177,23 @@ def _rows_of_shape(name: str, shape: Any) -> int:
     return int(shape[0])
 
 
-def _v2_values(infer_input: Any, rows: int) -> pa.Array | np.ndarray:
-    """The input's values as one flat array of `rows` values (raw bytes or JSON/contents lists)."""
+def _v2_values(infer_input: Any, rows: int, numeric: bool) -> pa.Array | np.ndarray:
+    """The input's values as one flat array of `rows` values: text as Arrow, numbers as numpy.
+
+    Raw (binary) data is decoded by its datatype; JSON and gRPC-content lists must hold what the
+    datatype says: text (or null) for BYTES, integers for INT*/UINT*, numbers for FP*.
+    """
     name, datatype = infer_input.name, infer_input.datatype
+    if numeric and datatype not in NUMBER_TYPES or not numeric and datatype not in TEXT_TYPES:
+        allowed = NUMBER_TYPES if numeric else TEXT_TYPES
+        raise InvalidArgumentError(f"datatype {datatype!r} is not one of {sorted(allowed)}", field=name)
     raw = getattr(infer_input, "_raw_data", None)
     try:
         if raw is not None:
             if datatype == "BYTES":
                 from kserve.protocol.infer_type import deserialize_bytes_tensor
 
-                values: pa.Array | np.ndarray = pa.array(deserialize_bytes_tensor(raw).tolist(), pa.binary())
+                values: pa.Array | np.ndarray = pa.array(deserialize_bytes_tensor(raw).tolist(), pa.large_binary())
             else:
                 values = np.frombuffer(raw, dtype=_NUMPY[datatype])
         else:
@@ -204,7 +206,15 @@ def _v2_values(infer_input: Any, rows: int) -> pa.Array | np.ndarray:
                 if not all(isinstance(d, list) and len(d) == 1 for d in data):
                     raise InvalidArgumentError("nested data must hold one value per row", field=name)
                 data = list(chain.from_iterable(data))
-            values = pa.array(data)
+            if datatype == "BYTES":
+                text = [v for v in data[:1] if v is not None]
+                values = pa.array(data, pa.large_binary() if text and isinstance(text[0], bytes) else pa.large_string())
+            else:
+                values = np.asarray(data) if data else np.zeros(0, _NUMPY.get(datatype, np.float64))
+                kinds = "iu" if datatype in INTEGER_TYPES else "iuf"
+                if values.dtype.kind not in kinds or values.ndim != 1:
+                    raise InvalidArgumentError(f"datatype {datatype} does not match the data ({values.dtype})",
+                                               field=name)
     except InvalidArgumentError:
         raise
     except Exception as exc:  # noqa: BLE001 - undecodable caller data (struct, Arrow, numpy errors)
@@ -212,17 +222,6 @@ def _v2_values(infer_input: Any, rows: int) -> pa.Array | np.ndarray:
     if len(values) != rows:
         raise InvalidArgumentError(f"shape says {rows} values, the data holds {len(values)}", field=name)
     return values
-
-
-def _check_v2_datatype(name: str, datatype: Any, values: pa.Array | np.ndarray, schema: RequestSchema) -> None:
-    allowed = NUMBER_TYPES if name in schema.numerical else TEXT_TYPES
-    if datatype not in allowed:
-        raise InvalidArgumentError(f"datatype {datatype!r} is not one of {sorted(allowed)}", field=name)
-    if isinstance(values, pa.Array) and len(values) and not pa.types.is_null(values.type):
-        kind = values.type
-        is_text = pa.types.is_string(kind) or pa.types.is_binary(kind)
-        if (datatype == "BYTES") != is_text or (datatype in INTEGER_TYPES and not pa.types.is_integer(kind)):
-            raise InvalidArgumentError(f"datatype {datatype} does not match the data ({kind})", field=name)
 
 
 def v2_columns(inputs: Sequence[Any], schema: RequestSchema) -> RequestColumns:
@@ -240,9 +239,6 @@ def v2_columns(inputs: Sequence[Any], schema: RequestSchema) -> RequestColumns:
         if name not in schema.known:
             raise InvalidArgumentError(f"unknown field {name!r} (the model takes {sorted(schema.known)})",
                                        field=field_name(name))
-        datatype = infer_input.datatype
-        if datatype not in NUMBER_TYPES | TEXT_TYPES:
-            raise InvalidArgumentError(f"unsupported datatype {datatype!r}", field=name)
         count = _rows_of_shape(name, infer_input.shape)
         if rows is not None and count != rows:
             raise InvalidArgumentError(f"has {count} rows, other inputs {rows}", field=name)
@@ -250,9 +246,7 @@ def v2_columns(inputs: Sequence[Any], schema: RequestSchema) -> RequestColumns:
         if rows > schema.max_rows:
             raise InvalidArgumentError(f"the batch has {rows} rows, more than the limit {schema.max_rows}",
                                        field=name)
-        values = _v2_values(infer_input, count)
-        _check_v2_datatype(name, datatype, values, schema)
-        columns[name] = values
+        columns[name] = _v2_values(infer_input, count, numeric=name in schema.numerical)
     return _assemble(schema, columns, rows or 0)
 
 

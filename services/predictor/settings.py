@@ -72,6 +72,10 @@ class PredictorSettings(BaseSettings):
     confidence_level: float = Field(default=0.95, gt=0.5, lt=1.0)
     metrics_refresh_s: float = Field(default=10.0, gt=0, description="Prometheus figures are recomputed this often.")
     torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of each model's forward.")
+    inline_rows: int = Field(
+        default=1024, ge=0, description="Requests and shadow batches up to this many rows are scored on the event "
+        "loop; larger ones in a worker thread, so the loop keeps serving (a thread costs a GIL hand-off, up to "
+        "the 5 ms switch interval when both want one core).")
     seed: int = Field(default=0, description="Seed of shadow sampling and bootstrap draws.")
 
     @field_validator("teacher", "student")

@@ -1,8 +1,9 @@
 """Shadow scoring off the response's critical path: the other arm scores served rows in the background.
 
 A request queues one `ShadowJob` per arm that has rows to shadow-score and returns at once. The
-worker takes every job waiting (up to `batch_rows` rows), scores each arm's rows in one forward in
-a worker thread, and writes the scores into the score log on the event loop. When more than
+worker takes every job waiting (up to `batch_rows` rows), scores each arm's rows in one forward
+(on the loop after the responses went out, or in a worker thread above `inline_rows` rows), and
+writes the scores into the score log on the event loop. When more than
 `max_pending_rows` rows wait, new shadow work is dropped (and counted), never the request.
 """
 
@@ -64,11 +65,12 @@ def score_jobs(jobs: list[ShadowJob]) -> list[ShadowScores]:
 class ShadowScorer:
     """The background worker and its bounded queue."""
 
-    def __init__(self, score_log: ScoreLog, *, max_pending_rows: int, batch_rows: int,
+    def __init__(self, score_log: ScoreLog, *, max_pending_rows: int, batch_rows: int, inline_rows: int,
                  on_scored: Callable[[ShadowScores], None], on_dropped: Callable[[int], None]) -> None:
         self.score_log = score_log
         self.max_pending_rows = max_pending_rows
         self.batch_rows = batch_rows
+        self.inline_rows = inline_rows
         self.on_scored = on_scored
         self.on_dropped = on_dropped
         self._jobs: deque[ShadowJob] = deque()
@@ -105,13 +107,14 @@ class ShadowScorer:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await asyncio.sleep(0)  # let the responses that queued this work go out first
             jobs, rows = [], 0
             while self._jobs and (not jobs or rows + len(self._jobs[0]) <= self.batch_rows):
                 job = self._jobs.popleft()
                 jobs.append(job)
                 rows += len(job)
             try:
-                results = await asyncio.to_thread(score_jobs, jobs)
+                results = score_jobs(jobs) if rows <= self.inline_rows else await asyncio.to_thread(score_jobs, jobs)
             except Exception:  # a failed shadow forward must not stop the worker or lose the rows' primary scores
                 log.exception("shadow scoring failed", extra={"rows": rows})
                 for job in jobs:

@@ -17,6 +17,7 @@ from services.common.storage import CheckpointStore, LocalObjectStore  # noqa: E
 SERVER_SETTINGS = {
     "teacher": "ctr/teacher/v000001", "student": "ctr/student/v000001", "max_batch_rows": "64",
     "flush_interval_s": "3600", "metrics_refresh_s": "0.5", "bootstrap_replicates": "100", "kept_rows": "100000",
+    "inline_rows": "16",  # batches above 16 rows are scored in a worker thread: both paths run
 }
 
 

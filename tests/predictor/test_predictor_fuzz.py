@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from predictor_world import MODEL, PredictorProcess, random_rows, v2_grpc, v2_json
 
-REST_EXAMPLES, GRPC_EXAMPLES, BATCH = 60, 40, 100
+REST_EXAMPLES, GRPC_EXAMPLES, BATCH = 50, 50, 100
 SERVER_ERRORS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNAVAILABLE,
                  grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.DATA_LOSS}
 FIELDS = ["C1", "C2", "C3", "I1", "I2", "user_id", "row_id"]

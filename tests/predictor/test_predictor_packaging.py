@@ -104,11 +104,11 @@ def test_settings_reject_unknown_keys_and_parse_checkpoint_refs(monkeypatch: pyt
         PredictorSettings(teacher="t", shadow_shre=0.5)  # a misspelt key is refused, not ignored
 
 
-def test_serve_without_a_teacher_exits_with_a_clear_message(tmp_path: Path) -> None:
-    import os
+def test_serve_without_a_teacher_exits_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.predictor import server
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSADAPT_")}
-    env["CROSSADAPT_HOME"] = str(tmp_path)
-    result = subprocess.run([sys.executable, "-c", "from services.predictor.server import main; main()"], env=env,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "CROSSADAPT_PREDICTOR_TEACHER" in result.stderr
+    monkeypatch.delenv("CROSSADAPT_PREDICTOR_TEACHER", raising=False)
+    monkeypatch.setattr(server, "configure_logging", lambda *args: None)  # keep pytest's log handlers
+    with pytest.raises(SystemExit) as exited:
+        server.main()
+    assert "CROSSADAPT_PREDICTOR_TEACHER" in str(exited.value.code)

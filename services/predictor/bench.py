@@ -1,0 +1,345 @@
+"""`crossadapt bench predictor --json PATH`: our predictor against a bare KServe model, same MLP-8, same machine.
+
+* bare: a KServe 0.21 model that only runs the torch module on already-encoded inputs
+  (`categorical` INT64 [B, 26] ids, `numerical` FP32 [B, 13]), behind KServe's own REST and gRPC servers;
+* ours: `crossadapt serve predictor` with the same checkpoint in both arms, split 50/50, 100% shadow
+  scoring, raw Criteo-shaped values (26 text fields, 13 numbers, a user id) looked up in the vocabulary.
+
+Both servers are pinned to one core (the first) when the machine has two or more; the client runs
+on the others. Batch 1: sequential requests, p50 / p99 latency. Batch 256: `in_flight` concurrent
+gRPC requests, rows per second. Writes one JSON object with, among others, `grpc_b1_p99_ratio`,
+`rest_b1_p99_ratio` (ours ÷ bare) and `grpc_b256_rows_per_s` (ours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CATEGORICAL_FIELDS = 26
+NUMERICAL_FIELDS = 13
+MODEL = "ctr"
+
+
+# ---- the world: a Criteo-shaped vocabulary and an MLP-8 teacher ---------------------------------
+def build_world(folder: Path, max_cardinality: int = 200_000, seed: int = 0) -> dict[str, Any]:
+    """Publish the MLP-8 teacher with its vocabulary into a local store under `folder`."""
+    import pyarrow as pa
+    import torch
+
+    from crossadapt.data.vocabulary import Vocabulary
+    from crossadapt.models import CategoricalField, FeatureSpec, build_model, paper_teacher_config
+    from services.common.model_io import publish_model
+    from services.common.storage import CheckpointStore, LocalObjectStore
+
+    cardinalities = np.geomspace(10, max_cardinality, CATEGORICAL_FIELDS).astype(int)
+    vocabulary = Vocabulary({f"C{i + 1}": pa.array(np.char.add(f"c{i + 1}-", np.arange(c).astype(str)))
+                             for i, c in enumerate(cardinalities)})
+    spec = FeatureSpec(categorical=tuple(CategoricalField(name=f, vocab_size=vocabulary.size(f))
+                                         for f in vocabulary.fields),
+                       numerical=tuple(f"I{i + 1}" for i in range(NUMERICAL_FIELDS)))
+    torch.manual_seed(seed)
+    model = build_model(paper_teacher_config(), spec)
+    store = folder / "store"
+    published = publish_model(CheckpointStore(LocalObjectStore(store)), "bench/mlp8", model, feature_spec=spec,
+                              vocab_hash=vocabulary.hash, vocabulary=vocabulary, owner="bench")
+    return {"store": str(store), "checkpoint": published.ref, "cardinalities": cardinalities.tolist()}
+
+
+def raw_rows(cardinalities: list[int], rows: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Raw values (what our predictor takes) and their encoded form (what the bare model takes)."""
+    ids = np.stack([rng.integers(0, c, rows) for c in cardinalities], axis=1)
+    text = {f"C{i + 1}": [f"c{i + 1}-{v}" for v in ids[:, i]] for i in range(len(cardinalities))}
+    numbers = rng.exponential(5.0, (rows, NUMERICAL_FIELDS)).round(2)
+    raw = {**text, **{f"I{i + 1}": numbers[:, i].tolist() for i in range(NUMERICAL_FIELDS)},
+           "user_id": [f"user-{u}" for u in rng.integers(0, 1_000_000, rows)]}
+    transformed = numbers.astype(np.float32)
+    transformed[transformed > 2] = np.log2(transformed[transformed > 2])
+    return {"raw": raw, "categorical": ids + 1, "numerical": transformed}  # the vocabulary's id k+1 is value k
+
+
+# ---- the bare KServe model (run in its own process: `python -m services.predictor.bench bare ...`) ----
+def serve_bare(store: str, checkpoint: str, http_port: int, grpc_port: int) -> None:
+    """KServe's stock servers and data plane with a model that only runs the torch module."""
+    import torch
+    from kserve import Model, ModelServer
+    from kserve.model_server import args as kserve_args
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+    from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+    from kserve.protocol.grpc.server import GRPCServer
+    from kserve.protocol.grpc.servicer import InferenceServicer
+    from kserve.protocol.infer_type import InferOutput, InferResponse
+
+    from services.common.model_io import load_model
+    from services.common.storage import CheckpointStore, LocalObjectStore
+    from services.predictor.kserve_server import HostRESTServer
+
+    torch.set_num_threads(1)
+    name, _, version = checkpoint.rpartition("/")
+    module, _ = load_model(CheckpointStore(LocalObjectStore(Path(store))), name, version)
+
+    class BareModel(Model):
+        def __init__(self) -> None:
+            super().__init__(MODEL)
+            self.ready = True
+
+        async def predict(self, payload, headers=None):  # noqa: ANN001, ANN201 - KServe's signature
+            inputs = {i.name: i.as_numpy() for i in payload.inputs}
+            with torch.inference_mode():
+                logits = module(torch.from_numpy(inputs["categorical"].astype(np.int64)),
+                                torch.from_numpy(inputs["numerical"].astype(np.float32)))
+            output = InferOutput(name="probability", shape=[len(logits)], datatype="FP32")
+            output.set_data_from_numpy(torch.sigmoid(logits).numpy(), binary_data=payload.use_binary_outputs)
+            return InferResponse(response_id=payload.id or "", model_name=MODEL, infer_outputs=[output],
+                                 use_binary_outputs=payload.use_binary_outputs)
+
+    class LoopbackGRPCServer(GRPCServer):  # KServe's start(), bound to 127.0.0.1 instead of [::]
+        async def start(self, max_workers: int) -> None:
+            import grpc
+
+            self._server = grpc.aio.server(interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()))
+            grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+                InferenceServicer(self._data_plane, self._model_repository_extension), self._server)
+            self._server.add_insecure_port(f"127.0.0.1:{self._port}")
+            await self._server.start()
+            await self._server.wait_for_termination()
+
+    server = ModelServer(http_port=http_port, grpc_port=grpc_port, enable_latency_logging=False)
+    server._register_and_check_atleast_one_model_is_ready([BareModel()])
+    rest = HostRESTServer("127.0.0.1", lambda app: None, "kserve.model_server:app", server.dataplane,
+                          server.model_repository_extension, http_port)
+    grpc_server = LoopbackGRPCServer(grpc_port, server.dataplane, server.model_repository_extension,
+                                     kwargs=vars(kserve_args))
+
+    async def run() -> None:
+        await asyncio.gather(rest.start(), grpc_server.start(1))
+
+    asyncio.run(run())
+
+
+# ---- clients ------------------------------------------------------------------------------------
+def _grpc_request(payload: dict[str, Any], bare: bool) -> Any:
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=MODEL)
+    if bare:
+        categorical, numerical = payload["categorical"], payload["numerical"]
+        tensor = request.inputs.add(name="categorical", datatype="INT64", shape=list(categorical.shape))
+        tensor.contents.int64_contents.extend(categorical.ravel().tolist())
+        tensor = request.inputs.add(name="numerical", datatype="FP32", shape=list(numerical.shape))
+        tensor.contents.fp32_contents.extend(numerical.ravel().tolist())
+        return request
+    for name, values in payload["raw"].items():
+        if isinstance(values[0], str):
+            tensor = request.inputs.add(name=name, datatype="BYTES", shape=[len(values)])
+            tensor.contents.bytes_contents.extend(v.encode() for v in values)
+        else:
+            tensor = request.inputs.add(name=name, datatype="FP64", shape=[len(values)])
+            tensor.contents.fp64_contents.extend(values)
+    return request
+
+
+def _rest_body(payload: dict[str, Any], bare: bool) -> dict[str, Any]:
+    if bare:
+        return {"inputs": [
+            {"name": "categorical", "datatype": "INT64", "shape": list(payload["categorical"].shape),
+             "data": payload["categorical"].ravel().tolist()},
+            {"name": "numerical", "datatype": "FP32", "shape": list(payload["numerical"].shape),
+             "data": payload["numerical"].ravel().tolist()}]}
+    return {"inputs": [{"name": k, "shape": [len(v)], "datatype": "BYTES" if isinstance(v[0], str) else "FP64",
+                        "data": v} for k, v in payload["raw"].items()]}
+
+
+def _percentiles(seconds: list[float]) -> tuple[float, float]:
+    p50, p99 = np.percentile(np.asarray(seconds) * 1000.0, [50, 99])
+    return float(p50), float(p99)
+
+
+def measure(ports: dict[str, int], payloads: list[dict[str, Any]], big: list[dict[str, Any]], bare: bool,
+            requests: int, in_flight: int) -> dict[str, float]:
+    """Batch-1 latency over gRPC and REST, batch-256 throughput over gRPC, against one server."""
+    import grpc
+    import httpx
+    from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{ports['grpc']}")
+    stub = grpc_predict_v2_pb2_grpc.GRPCInferenceServiceStub(channel)
+    grpc_requests = [_grpc_request(p, bare) for p in payloads]
+    rest_bodies = [json.dumps(_rest_body(p, bare)).encode() for p in payloads]
+    url = f"http://127.0.0.1:{ports['http']}/v2/models/{MODEL}/infer"
+    result: dict[str, float] = {}
+    with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as http:
+        for warm in range(50):
+            stub.ModelInfer(grpc_requests[warm % len(grpc_requests)], timeout=30)
+            http.post(url, content=rest_bodies[warm % len(rest_bodies)]).raise_for_status()
+        for protocol in ("grpc", "rest"):
+            latencies = []
+            for index in range(requests):
+                started = time.perf_counter()
+                if protocol == "grpc":
+                    stub.ModelInfer(grpc_requests[index % len(grpc_requests)], timeout=30)
+                else:
+                    http.post(url, content=rest_bodies[index % len(rest_bodies)]).raise_for_status()
+                latencies.append(time.perf_counter() - started)
+            result[f"{protocol}_b1_p50_ms"], result[f"{protocol}_b1_p99_ms"] = _percentiles(latencies)
+    batches = [_grpc_request(p, bare) for p in big]
+    rows = sum(len(p["categorical"]) for p in big)
+    with ThreadPoolExecutor(in_flight) as pool:
+        list(pool.map(lambda r: stub.ModelInfer(r, timeout=60), batches[:in_flight]))  # warm-up
+        started = time.perf_counter()
+        list(pool.map(lambda r: stub.ModelInfer(r, timeout=60), batches))
+        result["grpc_b256_rows_per_s"] = rows / (time.perf_counter() - started)
+    channel.close()
+    return result
+
+
+def torch_latency(world: dict[str, Any], payloads: list[dict[str, Any]]) -> float:
+    import torch
+
+    from services.common.model_io import load_model
+    from services.common.storage import CheckpointStore, LocalObjectStore
+
+    torch.set_num_threads(1)
+    name, _, version = world["checkpoint"].rpartition("/")
+    module, _ = load_model(CheckpointStore(LocalObjectStore(Path(world["store"]))), name, version)
+    timings = []
+    with torch.inference_mode():
+        for payload in payloads * 3:
+            categorical = torch.from_numpy(payload["categorical"].astype(np.int64))
+            numerical = torch.from_numpy(payload["numerical"])
+            started = time.perf_counter()
+            torch.sigmoid(module(categorical, numerical))
+            timings.append(time.perf_counter() - started)
+    return _percentiles(timings)[0]
+
+
+# ---- processes ----------------------------------------------------------------------------------
+def _pin(pid: int, cores: set[int]) -> None:
+    if hasattr(os, "sched_setaffinity") and cores:
+        try:
+            os.sched_setaffinity(pid, cores)
+        except OSError:
+            pass
+
+
+def _start(args: list[str], env: dict[str, str], log: Path, server_cores: set[int]) -> subprocess.Popen:
+    handle = open(log, "ab")  # noqa: SIM115 - lives as long as the process
+    proc = subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    _pin(proc.pid, server_cores)
+    return proc
+
+
+def _wait_ready(http_port: int, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/v2/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"server on {http_port} not ready:\n{log.read_text()[-3000:]}")
+
+
+def run_predictor_bench(*, requests: int = 1000, big_batches: int = 200, in_flight: int = 4,
+                        max_cardinality: int = 200_000, workdir: Path | None = None) -> dict[str, Any]:
+    """Measure both servers one after the other (same core); returns the figures and ratios."""
+    from services.local.stack import free_port, stop_process
+
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="crossadapt-bench-predictor-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    world = build_world(workdir, max_cardinality)
+    rng = np.random.default_rng(1)
+    payloads = [raw_rows(world["cardinalities"], 1, rng) for _ in range(200)]
+    big = [raw_rows(world["cardinalities"], 256, rng) for _ in range(big_batches)]
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    server_cores = {cores[0]} if len(cores) >= 2 else set()
+    _pin(0, set(cores[1:]) if len(cores) >= 2 else set())
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSADAPT_")}
+    base_env |= {"CROSSADAPT_HOME": str(workdir / "home"), "CROSSADAPT_STORE_URL": world["store"],
+                 "OMP_NUM_THREADS": "1", "CROSSADAPT_LOG_LEVEL": "WARNING"}
+    results: dict[str, Any] = {"server_cores": len(server_cores) or "shared", "requests": requests,
+                               "b256_requests": big_batches, "in_flight": in_flight}
+    for kind in ("bare", "ours"):
+        ports = {"http": free_port(), "grpc": free_port()}
+        log = workdir / f"{kind}.log"
+        if kind == "bare":
+            args = [sys.executable, "-m", "services.predictor.bench", "bare", "--store", world["store"],
+                    "--checkpoint", world["checkpoint"], "--http-port", str(ports["http"]),
+                    "--grpc-port", str(ports["grpc"])]
+            env = base_env
+        else:
+            args = [sys.executable, "-c", "from crossadapt.cli import main; main()", "serve", "predictor"]
+            env = base_env | {
+                "CROSSADAPT_GRPC_PORT": str(free_port()), "CROSSADAPT_METRICS_PORT": "0",
+                "CROSSADAPT_PREDICTOR_TEACHER": world["checkpoint"], "CROSSADAPT_PREDICTOR_STUDENT": world["checkpoint"],
+                "CROSSADAPT_PREDICTOR_STUDENT_WEIGHT": "0.5", "CROSSADAPT_PREDICTOR_SHADOW_SHARE": "1.0",
+                "CROSSADAPT_PREDICTOR_HTTP_PORT": str(ports["http"]),
+                "CROSSADAPT_PREDICTOR_INFERENCE_GRPC_PORT": str(ports["grpc"]),
+                "CROSSADAPT_PREDICTOR_FLUSH_INTERVAL_S": "3600", "CROSSADAPT_PREDICTOR_METRICS_REFRESH_S": "3600"}
+        proc = _start(args, env, log, server_cores)
+        try:
+            _wait_ready(ports["http"], proc, log)
+            figures = measure(ports, payloads, big, bare=kind == "bare", requests=requests, in_flight=in_flight)
+        finally:
+            stop_process(proc)
+        results.update({f"{kind}_{k}": round(v, 3) for k, v in figures.items()})
+    results["torch_b1_p50_ms"] = round(torch_latency(world, payloads), 4)
+    for protocol in ("grpc", "rest"):
+        results[f"{protocol}_b1_p99_ratio"] = round(results[f"ours_{protocol}_b1_p99_ms"]
+                                                    / results[f"bare_{protocol}_b1_p99_ms"], 3)
+        results[f"{protocol}_b1_p50_ratio"] = round(results[f"ours_{protocol}_b1_p50_ms"]
+                                                    / results[f"bare_{protocol}_b1_p50_ms"], 3)
+    results["grpc_b256_rows_per_s"] = results["ours_grpc_b256_rows_per_s"]
+    return results
+
+
+def bench_predictor(json_path: Path | None = None, requests: int = 1000, big_batches: int = 200,
+                    in_flight: int = 4) -> dict[str, Any]:
+    """The `crossadapt bench predictor` command's body: run, print, optionally write JSON."""
+    results = run_predictor_bench(requests=requests, big_batches=big_batches, in_flight=in_flight)
+    text = json.dumps(results, indent=2)
+    if json_path is not None:
+        Path(json_path).write_text(text + "\n")
+    print(text)
+    return results
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.predictor.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="measure both servers")
+    run.add_argument("--json", type=Path, default=None)
+    run.add_argument("--requests", type=int, default=1000)
+    run.add_argument("--big-batches", type=int, default=200)
+    run.add_argument("--in-flight", type=int, default=4)
+    bare = commands.add_parser("bare", help="serve the bare KServe model (used by `run`)")
+    bare.add_argument("--store", required=True)
+    bare.add_argument("--checkpoint", required=True)
+    bare.add_argument("--http-port", type=int, required=True)
+    bare.add_argument("--grpc-port", type=int, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "bare":
+        serve_bare(args.store, args.checkpoint, args.http_port, args.grpc_port)
+    else:
+        bench_predictor(args.json, args.requests, args.big_batches, args.in_flight)
+
+
+if __name__ == "__main__":
+    main()
