@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +83,34 @@ def latest_checkpoint(checkpoints: CheckpointStore, plan: CoDistillationPlan) ->
     return None
 
 
+def rebatch(reads: Iterable[tuple[SplitArrays, DatasetPosition]], size: int,
+            ) -> Iterator[tuple[SplitArrays, DatasetPosition, dict[str, int]]]:
+    """Batches of `size` rows that run across partition boundaries, as the in-process stream does.
+
+    Each comes with the position just after its last row and its rows per partition. Batch
+    boundaries depend only on where reading started, so a run resumed from a saved position forms
+    exactly the batches the uninterrupted run formed from there. The last batch may be shorter.
+    """
+    parts: list[SplitArrays] = []
+    counts: dict[str, int] = {}
+    buffered = 0
+    position: DatasetPosition | None = None
+    for arrays, position in reads:
+        offset = 0
+        while offset < len(arrays):
+            take = min(size - buffered, len(arrays) - offset)
+            parts.append(arrays.slice(offset, offset + take))
+            counts[str(position.partition)] = counts.get(str(position.partition), 0) + take
+            offset += take
+            buffered += take
+            if buffered == size:
+                end = position.model_copy(update={"row": position.row - (len(arrays) - offset)})
+                yield SplitArrays.concat(parts), end, counts
+                parts, counts, buffered = [], {}, 0
+    if buffered and position is not None:
+        yield SplitArrays.concat(parts), position, counts
+
+
 @dataclass
 class StreamRun:
     """The co-distiller over the stream, with the bookkeeping every checkpoint records."""
@@ -100,8 +128,12 @@ class StreamRun:
 
     # -- the stream --------------------------------------------------------------------------------
 
-    def batches(self) -> Iterator[tuple[SplitArrays, DatasetPosition]]:
-        """The stream from the current position; schema or data faults name the partition."""
+    def batches(self) -> Iterator[tuple[SplitArrays, DatasetPosition, dict[str, int]]]:
+        """`batch_size`-row batches across partition boundaries (see `rebatch`)."""
+        return rebatch(self._partition_batches(), self.plan.settings.optim.batch_size)
+
+    def _partition_batches(self) -> Iterator[tuple[SplitArrays, DatasetPosition]]:
+        """The stream from the current position, one read batch at a time; schema or data faults name the partition."""
         plan = self.plan
         stream = read_split(self.ctx.datasets, plan.stream, self.position, batch_rows=plan.settings.optim.batch_size,
                             spec=plan.feature_spec)
@@ -118,12 +150,12 @@ class StreamRun:
             check_rows(arrays, plan.feature_spec, f"stream partition {plan.stream}/{position.partition}")
             yield arrays, position
 
-    def train_batch(self, arrays: SplitArrays, position: DatasetPosition) -> None:
+    def train_batch(self, arrays: SplitArrays, position: DatasetPosition, counts: dict[str, int]) -> None:
         """One stream batch (the rows just before `position`): co-distil, count, maybe checkpoint."""
         self.distiller.consume(arrays)
         self.position = position
-        partition = str(position.partition)
-        self.rows_by_partition[partition] = self.rows_by_partition.get(partition, 0) + len(arrays)
+        for partition, rows in counts.items():
+            self.rows_by_partition[partition] = self.rows_by_partition.get(partition, 0) + rows
         self.batches_since_checkpoint += 1
         if self.batches_since_checkpoint >= self.plan.settings.checkpoint_every_batches:
             self.checkpoint()
@@ -133,8 +165,8 @@ class StreamRun:
     def consume_available(self) -> int:
         """Train on every batch the stream has now; returns how many."""
         count = 0
-        for arrays, position in self.batches():
-            self.train_batch(arrays, position)
+        for arrays, position, counts in self.batches():
+            self.train_batch(arrays, position, counts)
             count += 1
         return count
 

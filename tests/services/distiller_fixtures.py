@@ -169,9 +169,17 @@ def install_worker_hooks(hooks: str) -> None:
         step_callback(self, run, event)
         _pause(hooks)
 
-    def logged_batch(self, arrays, position):  # noqa: ANN001, ANN202
-        _log(hooks, self.plan.operation_id, f"{os.getpid()} {position.partition} {position.row - len(arrays)} {position.row}")
-        train_batch(self, arrays, position)
+    def logged_batch(self, arrays, position, counts):  # noqa: ANN001, ANN202
+        # One line per partition the batch drew rows from: pid, partition, first row, end row.
+        before = self.position
+        names = list(counts)
+        for index, partition in enumerate(names):
+            if index == len(names) - 1:
+                start = position.row - counts[partition]
+            else:
+                start = before.row if index == 0 and before is not None and before.partition == partition else 0
+            _log(hooks, self.plan.operation_id, f"{os.getpid()} {partition} {start} {start + counts[partition]}")
+        train_batch(self, arrays, position, counts)
         _pause(hooks)
 
     Checkpointer.__call__ = logged_step

@@ -80,3 +80,38 @@ def test_a_codistiller_resumed_from_its_saved_state_continues_bit_for_bit(interv
         assert result.teacher_update_steps == expected.teacher_update_steps
         assert (result.batches, result.rows, result.replay_rows) == (expected.batches, expected.rows, expected.replay_rows)
         assert [w.student_logloss for w in result.windows] == [w.student_logloss for w in expected.windows]
+
+
+def test_stream_batches_run_across_partitions_and_resume_on_the_same_boundaries() -> None:
+    """Batches of `size` rows cross partition boundaries like the in-process stream; resuming at any
+    batch's end position forms exactly the rest of the uninterrupted run's batches."""
+    import numpy as np
+
+    from crossadapt.data.arrays import SplitArrays
+    from services.common.storage.datasets import DatasetPosition
+    from services.online_codistiller.pipeline import rebatch
+
+    sizes = [7, 3, 12, 5]  # rows per partition
+    labels = np.arange(sum(sizes), dtype=np.float32)
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+
+    def reads(start: DatasetPosition | None = None, read_rows: int = 4):  # noqa: ANN202 - like DatasetStore.read
+        for index, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+            name = f"p{index}"
+            first = start.row if start is not None and start.partition == name else 0
+            if start is not None and int(start.partition[1:]) > index:
+                continue
+            for row in range(first, hi - lo, read_rows):
+                stop = min(row + read_rows, hi - lo)
+                chunk = labels[lo + row: lo + stop]
+                yield (SplitArrays(categorical=np.zeros((len(chunk), 1), np.int64), numerical=np.zeros((len(chunk), 0),
+                                   np.float32), label=chunk), DatasetPosition(partition=name, row=stop))
+
+    batches = list(rebatch(reads(), 5))
+    assert [len(b) for b, _, _ in batches] == [5, 5, 5, 5, 5, 2]
+    assert np.array_equal(np.concatenate([b.label for b, _, _ in batches]), labels)  # nothing skipped or repeated
+    assert batches[1][1] == DatasetPosition(partition="p1", row=3) and batches[1][2] == {"p0": 2, "p1": 3}
+    assert batches[2][2] == {"p2": 5} and batches[-1][1] == DatasetPosition(partition="p3", row=5)
+    for cut in range(1, len(batches)):
+        resumed = list(rebatch(reads(batches[cut - 1][1]), 5))
+        assert [b.label.tolist() for b, _, _ in resumed] == [b.label.tolist() for b, _, _ in batches[cut:]]
