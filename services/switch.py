@@ -172,17 +172,15 @@ def _model_spec(config: SwitchConfig) -> Any:
 def _drift_summary(operation: common_pb2.Operation, config: SwitchConfig) -> DriftSummary | None:
     from google.protobuf.json_format import MessageToDict
 
-    details = MessageToDict(operation.details)
-    summary = details.get("summary", details)
-    if "shift" not in summary or "replay_ratio" not in summary:
+    reference = MessageToDict(operation.details).get("reference")  # Δ_shift of the training pool (Eq. 13)
+    if not reference:
         return None
-    per_feature = summary.get("per_feature", {})
-    if isinstance(per_feature, list):
-        per_feature = {entry["feature"]: entry["mean"] for entry in per_feature}
     drift = config.online.drift
-    return DriftSummary(metric=drift.metric, shift=float(summary["shift"]), replay_ratio=float(summary["replay_ratio"]),
-                        theta_low=drift.theta_low, theta_high=drift.theta_high,
-                        per_feature={k: float(v) for k, v in per_feature.items()})
+    return DriftSummary(metric=drift.metric, shift=float(reference["shift"]),
+                        replay_ratio=float(reference["replay_ratio"]), theta_low=drift.theta_low,
+                        theta_high=drift.theta_high,
+                        per_feature={entry["name"]: float(entry["mean"])
+                                     for entry in reference.get("report", {}).get("per_feature", [])})
 
 
 def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) -> tuple[Any, dict[str, Any]]:
@@ -245,8 +243,7 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
         from crossadapt.training import positive_rate
 
         report = MessageToDict(sampled.details)
-        sample_rate = report.get("positive_rate", report.get("report", {}).get("positive_rate"))
-        task_logit_shift = prior_shift(sample_rate, positive_rate(run.splits["train"]))
+        task_logit_shift = prior_shift(report.get("positive_rate"), positive_rate(run.splits["train"]))
     log("offline distillation …")
     distilled = client.run("offline-distiller", lambda stub: stub.StartDistillation(
         offline_distiller_pb2.StartDistillationRequest(
