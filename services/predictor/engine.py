@@ -85,6 +85,8 @@ class PredictorEngine:
         self._shadow_threshold = int(round(settings.shadow_share * BUCKETS))
         self._tasks: list[asyncio.Future] = []
         self._early_flush: asyncio.Future | None = None
+        self._figures_state: tuple[int, int, int] | None = None
+        self._refreshes_skipped = 0
         self._id_prefix = uuid.uuid4().hex[:12]  # generated request ids: unique per process, cheap per request
         self._request_numbers = itertools.count()
 
@@ -291,7 +293,13 @@ class PredictorEngine:
                 log.exception("periodic task %s failed", getattr(action, "__name__", action))
 
     async def _refresh_figures(self) -> None:
+        """Recompute the Prometheus figures if labels or arms changed (the bootstrap is the costly part)."""
+        state = (self.score_log.label_updates, self.pair.teacher.generation, self.pair.student.generation)
+        self._refreshes_skipped += 1
+        if state == self._figures_state and self._refreshes_skipped < 6:
+            return
         self.latest_figures = await self.figures(0)
+        self._figures_state, self._refreshes_skipped = state, 0
 
     async def close(self, timeout: float) -> None:
         """Stop the periodic tasks, finish shadow work (up to `timeout`) and flush the exposure log."""

@@ -60,6 +60,7 @@ class ScoreLog:
         self.head = 0  # the next row's sequence number
         self.flushed = 0  # rows before this were written to the exposure log (or lost)
         self.lost_before_flush = 0  # rows overwritten before they were flushed
+        self.label_updates = 0  # feedback calls that matched a row
         self._index: dict[str, int] = {}
 
     @property
@@ -139,6 +140,7 @@ class ScoreLog:
         found = seqs >= self.oldest
         self.label[self._slots(seqs[found])] = labels[found]
         matched = int(found.sum())
+        self.label_updates += bool(matched)
         return matched, len(row_ids) - matched
 
     def _copy(self, seqs: np.ndarray) -> KeptRows:

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
+from services.common.errors import PlatformError
 from services.common.grpc_server import PlatformInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
@@ -102,7 +103,11 @@ def main(settings: PlatformSettings | None = None) -> None:
         first = exc.errors()[0]
         name = "CROSSADAPT_PREDICTOR_" + "_".join(str(p) for p in first["loc"]).upper()
         raise SystemExit(f"predictor settings: {name}: {first['msg']}") from None
-    asyncio.run(serve(settings, predictor))
+    try:
+        asyncio.run(serve(settings, predictor))
+    except PlatformError as exc:  # e.g. a checkpoint that does not exist or cannot serve: say so, exit 1
+        log.error("predictor could not start: %s", exc, extra={"error": exc.to_dict()})
+        raise SystemExit(f"predictor could not start: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -67,10 +67,12 @@ class PredictorSettings(BaseSettings):
     flush_interval_s: float = Field(default=60.0, gt=0, description="Exposure-log flush period.")
     flush_rows: int = Field(default=100_000, gt=0, description="Complete rows that trigger an early flush.")
     bootstrap_replicates: int = Field(default=200, ge=20, description="Poisson bootstrap replicates per interval.")
-    bootstrap_max_rows: int = Field(default=200_000, gt=0,
+    bootstrap_max_rows: int = Field(default=100_000, gt=0,
                                     description="Paired rows the bootstrap resamples at most (a uniform subsample).")
     confidence_level: float = Field(default=0.95, gt=0.5, lt=1.0)
-    metrics_refresh_s: float = Field(default=10.0, gt=0, description="Prometheus figures are recomputed this often.")
+    metrics_refresh_s: float = Field(
+        default=10.0, gt=0, description="Prometheus figures are recomputed this often when labels arrived or an arm "
+        "was swapped since (and at least every 6 periods, for the row counts).")
     torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of each model's forward.")
     inline_rows: int = Field(
         default=1024, ge=0, description="Requests and shadow batches up to this many rows are scored on the event "

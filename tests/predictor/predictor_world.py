@@ -88,8 +88,9 @@ class PredictorProcess:
     """`crossadapt serve predictor` on free loopback ports."""
 
     workdir: Path
-    store: Path
+    store: Path | None  # a local store folder, or None with `store_env` naming an S3 store
     settings: dict[str, str] = field(default_factory=dict)
+    store_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     http_port: int = 0
     grpc_port: int = 0
@@ -108,7 +109,8 @@ class PredictorProcess:
         self.http_port, self.grpc_port, self.admin_port, self.metrics_port = (free_port() for _ in range(4))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSADAPT_")}
         env.update({
-            "CROSSADAPT_HOME": str(self.workdir / "home"), "CROSSADAPT_STORE_URL": str(self.store),
+            "CROSSADAPT_HOME": str(self.workdir / "home"),
+            **({"CROSSADAPT_STORE_URL": str(self.store)} if self.store is not None else self.store_env),
             "CROSSADAPT_GRPC_PORT": str(self.admin_port), "CROSSADAPT_METRICS_PORT": str(self.metrics_port),
             "CROSSADAPT_LOG_FORMAT": "json", "CROSSADAPT_SHUTDOWN_GRACE_S": "5",
             "CROSSADAPT_PREDICTOR_HTTP_PORT": str(self.http_port),

@@ -1,5 +1,7 @@
 """Hot swap under a concurrent load (REST and gRPC clients): zero failed requests, the new checkpoint answers
-right after each swap; then SIGTERM: shadow work drains and every served row lands in the exposure log."""
+right after each swap; then SIGTERM: shadow work drains and every served row lands in the exposure log.
+
+This predictor reads its checkpoints from and writes its exposure log to S3 (SeaweedFS on loopback)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from pathlib import Path
+from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -15,19 +17,43 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc  # noqa: F401 - imported before the clients start
-from predictor_world import MODEL, PredictorProcess, random_rows, v2_grpc, v2_json
+from predictor_world import MODEL, PredictorProcess, publish_tiny, random_rows, v2_grpc, v2_json
 
 from services.common.proto import common_pb2, predictor_pb2
-from services.common.storage import DatasetStore, LocalObjectStore
+from services.common.storage import CheckpointStore, DatasetStore, ObjectStore
+from services.local.stack import S3_ACCESS_KEY, S3_BUCKET, S3_SECRET_KEY, SeaweedS3
 
 DATASET = "exposures/ctr/hot-swap"
+PREFIX = "predictor-hot-swap"
 
 
 @pytest.fixture(scope="module")
-def swapping_predictor(store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> PredictorProcess:
+def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SeaweedS3, ObjectStore]]:
+    """SeaweedFS with ctr/teacher v1 and ctr/student v1 (MLP) and v2 (DeepFM) published into it."""
+    from services.common.storage.s3 import S3ObjectStore
+
+    seaweed = SeaweedS3.start(tmp_path_factory.mktemp("seaweed"))
+    try:
+        objects = S3ObjectStore.connect(f"s3://{S3_BUCKET}/{PREFIX}", endpoint=seaweed.endpoint,
+                                        access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY)
+        checkpoints = CheckpointStore(objects)
+        publish_tiny(checkpoints, "ctr/teacher", seed=0)
+        publish_tiny(checkpoints, "ctr/student", seed=1)
+        publish_tiny(checkpoints, "ctr/student", seed=2, architecture="deepfm")
+        yield seaweed, objects
+    finally:
+        seaweed.stop()
+
+
+@pytest.fixture(scope="module")
+def swapping_predictor(s3_store: tuple[SeaweedS3, ObjectStore],
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[PredictorProcess]:
+    seaweed, _ = s3_store
     settings = {"teacher": "ctr/teacher/v000001", "student": "ctr/student/v000001", "student_weight": "0.5",
                 "max_batch_rows": "64", "flush_interval_s": "3600", "exposure_dataset": DATASET}
-    process = PredictorProcess(tmp_path_factory.mktemp("hot-swap"), store_dir, settings).start()
+    store_env = {"CROSSADAPT_STORE_URL": f"s3://{S3_BUCKET}/{PREFIX}", "CROSSADAPT_S3_ENDPOINT": seaweed.endpoint,
+                 "CROSSADAPT_S3_ACCESS_KEY": S3_ACCESS_KEY, "CROSSADAPT_S3_SECRET_KEY": S3_SECRET_KEY}
+    process = PredictorProcess(tmp_path_factory.mktemp("hot-swap"), None, settings, store_env).start()
     yield process
     process.stop()
 
@@ -85,7 +111,7 @@ class Load:
 
 
 def test_hot_swaps_under_load_fail_no_request_and_shutdown_keeps_every_row(
-        swapping_predictor: PredictorProcess) -> None:
+        swapping_predictor: PredictorProcess, s3_store: tuple[SeaweedS3, ObjectStore]) -> None:
     predictor = swapping_predictor
     load = Load(predictor)
     clients = [threading.Thread(target=load.rest, args=(f"rest{i}",)) for i in range(2)]
@@ -118,7 +144,7 @@ def test_hot_swaps_under_load_fail_no_request_and_shutdown_keeps_every_row(
     assert after and set(after) == {"ctr/student/v000002"}
 
     assert predictor.stop(signal.SIGTERM) == 0
-    datasets = DatasetStore(LocalObjectStore(predictor.store))
+    datasets = DatasetStore(s3_store[1])
     table = pa.Table.from_batches([batch for batch, _ in datasets.read(DATASET)])
     assert sorted(table["row_id"].to_pylist()) == sorted(load.row_ids)  # every served row, once
     assert table["teacher_score"].null_count == 0 and table["student_score"].null_count == 0
