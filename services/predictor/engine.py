@@ -87,6 +87,8 @@ class PredictorEngine:
         self._early_flush: asyncio.Future | None = None
         self._figures_state: tuple[int, int, int] | None = None
         self._refreshes_skipped = 0
+        self._served_counters = {a: prometheus.ROWS.labels(self.model, n, "served") for a, n in ARM_NAMES.items()}
+        self._shadow_counters = {a: prometheus.ROWS.labels(self.model, n, "shadow") for a, n in ARM_NAMES.items()}
         self._id_prefix = uuid.uuid4().hex[:12]  # generated request ids: unique per process, cheap per request
         self._request_numbers = itertools.count()
 
@@ -141,7 +143,7 @@ class PredictorEngine:
         for arm in (TEACHER, STUDENT):
             served_rows = int((served == arm).sum())
             if served_rows:
-                prometheus.ROWS.labels(self.model, ARM_NAMES[arm], "served").inc(served_rows)
+                self._served_counters[arm].inc(served_rows)
                 loaded = pair.arm(arm)
                 batch = scored.encoded[arm]
                 for field, count in loaded.encoder.unknown_by_field(batch.rows(np.flatnonzero(served == arm))).items():
@@ -166,7 +168,7 @@ class PredictorEngine:
         return scored
 
     def _shadow_scored(self, result: ShadowScores) -> None:
-        prometheus.ROWS.labels(self.model, result.arm.name, "shadow").inc(len(result.seqs))
+        self._shadow_counters[result.arm.arm].inc(len(result.seqs))
 
     def _shadow_dropped(self, rows: int) -> None:
         self.shadow_dropped_rows += rows
