@@ -24,7 +24,8 @@ SERVER_SETTINGS = {
 @pytest.fixture(scope="session")
 def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local store with ctr/teacher v1, ctr/student v1 and v2, a model reading a field the requests lack
-    (ctr/wider), and one published without its vocabulary (ctr/novocab)."""
+    (ctr/wider), one published without its vocabulary (ctr/novocab), and one with its own smaller vocabulary
+    over fewer fields (ctr/narrow: C2, C1 and I1)."""
     import pyarrow as pa
 
     from crossadapt.data.vocabulary import Vocabulary
@@ -41,6 +42,8 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from services.common.model_io import publish_model
 
     publish_model(checkpoints, "ctr/novocab", tiny_model(4, base), feature_spec=tiny_spec(base), vocab_hash=base.hash)
+    narrow = Vocabulary({"C2": pa.array([f"ad-{i}" for i in range(11, 3, -1)]), "C1": pa.array(["site-3", "site-1"])})
+    publish_tiny(checkpoints, "ctr/narrow", seed=5, vocabulary=narrow, numerical=("I1",))
     return root
 
 

@@ -37,25 +37,26 @@ def tiny_vocabulary() -> Vocabulary:
     return Vocabulary({name: pa.array(values) for name, values in CATEGORICAL.items()})
 
 
-def tiny_spec(vocabulary: Vocabulary) -> FeatureSpec:
+def tiny_spec(vocabulary: Vocabulary, numerical: tuple[str, ...] = NUMERICAL) -> FeatureSpec:
     return FeatureSpec(categorical=tuple(CategoricalField(name=f, vocab_size=vocabulary.size(f))
-                                         for f in vocabulary.fields), numerical=NUMERICAL)
+                                         for f in vocabulary.fields), numerical=numerical)
 
 
-def tiny_model(seed: int, vocabulary: Vocabulary, architecture: str = "mlp") -> torch.nn.Module:
+def tiny_model(seed: int, vocabulary: Vocabulary, architecture: str = "mlp",
+               numerical: tuple[str, ...] = NUMERICAL) -> torch.nn.Module:
     torch.manual_seed(seed)
     config = {"architecture": architecture, "embedding_dim": 4, "hidden_units": [8], "embedding_init_std": 0.5}
-    model = build_model(config, tiny_spec(vocabulary))
+    model = build_model(config, tiny_spec(vocabulary, numerical))
     model.set_base_rate(0.3)
     return model.eval()
 
 
 def publish_tiny(checkpoints: CheckpointStore, name: str, seed: int, vocabulary: Vocabulary | None = None,
-                 architecture: str = "mlp") -> PublishedCheckpoint:
+                 architecture: str = "mlp", numerical: tuple[str, ...] = NUMERICAL) -> PublishedCheckpoint:
     vocabulary = vocabulary or tiny_vocabulary()
-    model = tiny_model(seed, vocabulary, architecture)
-    return publish_model(checkpoints, name, model, feature_spec=tiny_spec(vocabulary), vocab_hash=vocabulary.hash,
-                         vocabulary=vocabulary, owner="tests")
+    model = tiny_model(seed, vocabulary, architecture, numerical)
+    return publish_model(checkpoints, name, model, feature_spec=tiny_spec(vocabulary, numerical),
+                         vocab_hash=vocabulary.hash, vocabulary=vocabulary, owner="tests")
 
 
 def random_rows(rng: np.random.Generator, count: int, unknown_share: float = 0.0) -> dict[str, list]:
@@ -77,8 +78,11 @@ def model_probabilities(model: torch.nn.Module, vocabulary: Vocabulary, rows: di
     """What the in-process model says for raw rows (the reference the server must match)."""
     from crossadapt.data.columns import numerical_values
 
-    categorical = np.stack([vocabulary.encode(f, pa.array(rows[f])) for f in CATEGORICAL], axis=1).astype(np.int64)
-    numerical = np.stack([numerical_values(pa.array(rows[n], pa.float64()), log_transform=True) for n in NUMERICAL], 1)
+    spec = model.spec
+    categorical = np.stack([vocabulary.encode(f.name, pa.array(rows[f.name])) for f in spec.categorical],
+                           axis=1).astype(np.int64)
+    numerical = np.stack([numerical_values(pa.array(rows[n], pa.float64()), log_transform=True)
+                          for n in spec.numerical], 1)
     with torch.inference_mode():
         return torch.sigmoid(model(torch.from_numpy(categorical), torch.from_numpy(numerical))).numpy()
 

@@ -29,7 +29,7 @@ from predictor_world import (
 )
 from sklearn.metrics import log_loss, roc_auc_score
 
-from services.common.model_io import load_model
+from services.common.model_io import load_model, load_vocabulary
 from services.common.proto import common_pb2, predictor_pb2
 from services.common.storage import CheckpointStore, DatasetStore, LocalObjectStore
 from services.predictor.routing import reference_bucket
@@ -57,6 +57,11 @@ def current_models(predictor: PredictorProcess, checkpoints: CheckpointStore) ->
 def expected_scores(models: dict[int, Any], rows: dict[str, list]) -> dict[int, np.ndarray]:
     vocabulary = tiny_vocabulary()
     return {arm: model_probabilities(model, vocabulary, rows) for arm, model in models.items()}
+
+
+def swap(predictor: PredictorProcess, arm: int, name: str, version: str = "") -> predictor_pb2.SwapArmResponse:
+    return predictor.admin().SwapArm(predictor_pb2.SwapArmRequest(
+        arm=arm, checkpoint=common_pb2.CheckpointRef(name=name, version=version)), timeout=60)
 
 
 def test_every_protocol_answers_what_the_in_process_models_say(predictor: PredictorProcess,
@@ -184,6 +189,45 @@ def test_the_exposure_log_lands_in_the_store_with_both_scores(predictor: Predict
     arms = expected_arms([rows["user_id"][i] for i in index], 0.5, "exposures")
     assert [logged["served_arm"][i] for i in order] == ["student" if a == STUDENT else "teacher" for a in arms]
     assert set(logged["teacher_checkpoint"]) == {"ctr/teacher/v000001"}
+
+
+def test_an_arm_with_its_own_vocabulary_and_fewer_fields_serves_and_shadows(predictor: PredictorProcess,
+                                                                           checkpoints: CheckpointStore) -> None:
+    """The narrow student reads C2, C1 and I1 through its own vocabulary: it encodes separately, both when it
+    serves and in the shadow, and ignores the fields it does not read."""
+    narrow, published = load_model(checkpoints, "ctr/narrow")
+    vocabulary = load_vocabulary(checkpoints, published)
+    swap(predictor, STUDENT, "ctr/narrow")
+    try:
+        set_split(predictor, 0.5, "narrow")
+        rows = random_rows(np.random.default_rng(8), 40)
+        rows["row_id"] = [f"narrow-{i}" for i in range(40)]
+        reply = httpx.post(f"{predictor.http}/v2/models/{MODEL}/infer", json=v2_json(rows), timeout=30)
+        assert reply.status_code == 200, reply.text
+        outputs = {o["name"]: np.array(o["data"]) for o in reply.json()["outputs"]}
+        expected = model_probabilities(narrow, vocabulary, rows)
+        student_rows = outputs["arm"] == STUDENT
+        assert 0 < student_rows.sum() < 40
+        assert np.allclose(outputs["probability"][student_rows], expected[student_rows], atol=1e-6)
+        set_split(predictor, 0.0, "narrow")  # all rows to the teacher: the student encodes in the shadow worker
+        only_shadow = random_rows(np.random.default_rng(9), 10)
+        only_shadow["row_id"] = [f"narrow-shadow-{i}" for i in range(10)]
+        assert httpx.post(f"{predictor.http}/v2/models/{MODEL}/infer", json=v2_json(only_shadow),
+                          timeout=30).status_code == 200
+        rows = {k: rows[k] + only_shadow[k] for k in rows}
+        expected = model_probabilities(narrow, vocabulary, rows)
+        wait_for_shadow(predictor, 50)
+        flushed = predictor.admin().FlushExposureLog(predictor_pb2.FlushExposureLogRequest(), timeout=60)
+        datasets = DatasetStore(LocalObjectStore(predictor.store))
+        table = pa.Table.from_batches([b for b, _ in datasets.read(flushed.dataset)])
+        logged = table.filter(pa.compute.is_in(table["row_id"], pa.array(rows["row_id"]))).to_pydict()
+        by_id = dict(zip(logged["row_id"], logged["student_score"]))
+        assert np.allclose([by_id[r] for r in rows["row_id"]], expected, atol=1e-6)  # served and shadow rows
+        unknown = dict(zip(logged["row_id"], logged["student_unknown"]))
+        assert [unknown[r] for r in rows["row_id"]] == [int(c1 not in ("site-3", "site-1")) + int(c2 not in (
+            [f"ad-{i}" for i in range(4, 12)])) for c1, c2 in zip(rows["C1"], rows["C2"])]
+    finally:
+        swap(predictor, STUDENT, "ctr/student", "v000001")
 
 
 def test_prometheus_shows_traffic_and_figures(predictor: PredictorProcess) -> None:
