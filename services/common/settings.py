@@ -81,6 +81,10 @@ class PlatformSettings(BaseSettings):
     shard_chunk_rows: int = Field(
         default=262_144, gt=0, description="Rows per chunk inside a shard task (progress granularity)."
     )
+    projection_task_rows: int = Field(
+        default=100_000, gt=0, description="Shards smaller than this are packed into one task of up to this many "
+        "rows (one broker round trip for many small tables)."
+    )
 
     @model_validator(mode="after")
     def _s3_needs_credentials(self) -> PlatformSettings:

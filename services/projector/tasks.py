@@ -63,11 +63,14 @@ ProjectorTask = STEPS.task_base()
 
 
 @shared_task(bind=True, base=ProjectorTask, name=f"{TASK_PREFIX}.shard_stats")
-def shard_stats_task(self: Task, operation_id: str, field: str, shard: int) -> int:
-    unit = stats_unit(field, shard)
+def shard_stats_task(self: Task, operation_id: str, unit: str, shards: list[tuple[str, int]]) -> int:
+    """Covariance sums of one or more shards (small tables' shards share a task: one broker round trip)."""
     plan = STEPS.start(self, operation_id, unit, "stats")
-    report = STEPS.reporter(self, operation_id, unit)
-    return STEPS.run(self, lambda: pipeline.shard_stats(context(), plan, field, shard, report))
+    rows = 0
+    for field, shard in shards:
+        report = STEPS.reporter(self, operation_id, stats_unit(field, shard))
+        rows += STEPS.run(self, lambda f=field, i=shard, r=report: pipeline.shard_stats(context(), plan, f, i, r))
+    return rows
 
 
 @shared_task(bind=True, base=ProjectorTask, name=f"{TASK_PREFIX}.fit")
@@ -79,17 +82,19 @@ def fit_task(self: Task, operation_id: str) -> dict[str, str]:
 
 
 @shared_task(bind=True, base=ProjectorTask, name=f"{TASK_PREFIX}.apply_shard")
-def apply_shard_task(self: Task, operation_id: str, field: str, shard: int) -> str:
-    unit = apply_unit(field, shard)
+def apply_shard_task(self: Task, operation_id: str, unit: str, shards: list[tuple[str, int]]) -> list[str]:
+    """Project one or more shards and write them to the student version (not yet published)."""
     plan = STEPS.start(self, operation_id, unit, "apply")
-    report = STEPS.reporter(self, operation_id, unit)
-    digest = STEPS.run(self, lambda: pipeline.apply_shard(context(), plan, field, shard, report))
+    digests = []
+    for field, shard in shards:
+        report = STEPS.reporter(self, operation_id, apply_unit(field, shard))
+        digests.append(STEPS.run(self, lambda f=field, i=shard, r=report: pipeline.apply_shard(context(), plan, f, i, r)))
     if context().operations.get(operation_id).terminal:
-        # Failed or cancelled while this shard was written: its discard may have listed the
-        # version before the file existed, so remove the file here (one of the two always does).
+        # Failed or cancelled while these shards were written: its discard may have listed the
+        # version before the files existed, so remove them here (one of the two always does).
         discard_outputs(context(), plan)
         raise Ignore()
-    return digest
+    return digests
 
 
 @shared_task(bind=True, base=ProjectorTask, name=f"{TASK_PREFIX}.publish")
@@ -111,16 +116,49 @@ def publish_task(self: Task, operation_id: str) -> dict[str, str]:
     return result
 
 
-def build_workflow(app: Celery, plan: ProjectionPlan) -> tuple[Any, list[str]]:
+def group_shards(shards: list[tuple[str, int, int]], task_rows: int) -> list[list[tuple[str, int]]]:
+    """Shards (field, index, rows) → task groups: a shard of ≥ task_rows rows is a task of its own;
+    smaller ones are packed, in order, into tasks of up to task_rows rows, so a teacher with many
+    small tables costs a few broker round trips instead of one per table."""
+    groups: list[list[tuple[str, int]]] = []
+    current: list[tuple[str, int]] = []
+    current_rows = 0
+    for field, index, rows in shards:
+        if rows >= task_rows:
+            groups.append([(field, index)])
+            continue
+        if current and current_rows + rows > task_rows:
+            groups.append(current)
+            current, current_rows = [], 0
+        current.append((field, index))
+        current_rows += rows
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _group_unit(kind: str, group: list[tuple[str, int]], index: int) -> str:
+    """A single shard keeps its own unit (and task id); a packed group is `<kind>-group:NNNNN`."""
+    if len(group) == 1:
+        return (stats_unit if kind == "stats" else apply_unit)(*group[0])
+    return f"{kind}-group:{index:05d}"
+
+
+def build_workflow(app: Celery, plan: ProjectionPlan, task_rows: int | None = None) -> tuple[Any, list[str]]:
     """The canvas of one projection and the ids of all its tasks (deterministic, for revoke)."""
     op = plan.operation_id
+    task_rows = task_rows or get_settings().projection_task_rows
 
     def sig(name: str, unit: str, *args: Any) -> Any:
         return app.signature(f"{TASK_PREFIX}.{name}", args=(op, *args), immutable=True).set(task_id=task_id(op, unit))
 
-    stats = [sig("shard_stats", stats_unit(f, i), f, i)
-             for f, t in plan.tables.items() if plan.needs_stats(f) for i in range(len(t.shards))]
-    applies = [sig("apply_shard", apply_unit(f, i), f, i) for f, t in plan.tables.items() for i in range(len(t.shards))]
+    def grouped(name: str, kind: str, fields: list[str]) -> list[Any]:
+        shards = [(f, i, s.rows) for f in fields for i, s in enumerate(plan.tables[f].shards)]
+        return [sig(name, unit, unit, group) for index, group in enumerate(group_shards(shards, task_rows))
+                for unit in [_group_unit(kind, group, index)]]
+
+    stats = grouped("shard_stats", "stats", [f for f in plan.tables if plan.needs_stats(f)])
+    applies = grouped("apply_shard", "apply", list(plan.tables))
     fit = sig("fit", "fit")
     publish = sig("publish", "publish")
     first = chord(stats, fit) if stats else fit

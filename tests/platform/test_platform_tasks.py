@@ -44,14 +44,25 @@ def _task(retries: int = 0) -> types.SimpleNamespace:
 
 
 @pytest.mark.parametrize(("width", "stats_tasks"), [(3, 3), (12, 0)])
-def test_workflow_has_one_task_per_shard_and_deterministic_ids(setup, width: int, stats_tasks: int) -> None:  # noqa: ANN001
+def test_workflow_has_one_task_per_large_shard_and_deterministic_ids(setup, width: int, stats_tasks: int) -> None:  # noqa: ANN001
     settings, ctx = setup
     plan = _operation(ctx, width)
-    _, ids = tasks.build_workflow(create_celery_app(settings), plan)
+    _, ids = tasks.build_workflow(create_celery_app(settings), plan, task_rows=300)  # 300-row shards: one task each
     assert len(ids) == stats_tasks + 1 + 3 + 1  # stats (PCA only), fit, apply per shard, publish
     assert ids[-1] == "op1-publish" and "op1-apply-a-00002" in ids
     assert sum(i.startswith("op1-stats-") for i in ids) == stats_tasks
     assert len(plan.units()) == len(ids)
+    _, packed = tasks.build_workflow(create_celery_app(settings), plan, task_rows=1000)  # all three in one task
+    assert packed == [*(["op1-stats-group-00000"] if stats_tasks else []), "op1-fit", "op1-apply-group-00000",
+                      "op1-publish"]
+
+
+def test_small_shards_are_packed_and_large_ones_stay_alone() -> None:
+    shards = [("a", 0, 600), ("a", 1, 600), ("b", 0, 50), ("c", 0, 2000), ("d", 0, 700), ("d", 1, 10)]
+    assert tasks.group_shards(shards, 1000) == [[("a", 0)], [("c", 0)], [("a", 1), ("b", 0)], [("d", 0), ("d", 1)]]
+    assert tasks.group_shards(shards, 1) == [[(f, i)] for f, i, _ in shards]
+    packed = tasks.group_shards(shards, 10**6)
+    assert packed == [[(f, i) for f, i, _ in shards]]
 
 
 def test_a_task_that_keeps_losing_its_worker_fails_the_operation_with_a_reason(setup) -> None:  # noqa: ANN001
