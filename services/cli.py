@@ -156,3 +156,8 @@ def register(root: typer.Typer) -> None:
 
 def register_bench(bench: typer.Typer) -> None:
     bench.command("platform")(bench_platform)
+    try:
+        from services.predictor.bench import bench_command
+    except ImportError:  # the predictor's extra (kserve) is not installed
+        return
+    bench.command("predictor")(bench_command)

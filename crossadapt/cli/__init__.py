@@ -119,10 +119,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors a user fixes by changing input or settings (evaluated only once something was raised)."""
     from pydantic import ValidationError
 
-    from crossadapt.checkpoint import CheckpointError
-    from crossadapt.training.trainer import TrainingDivergedError
-
-    return (CliError, CheckpointError, ValidationError, TrainingDivergedError, OSError, ValueError, KeyError)
+    kinds: list[type[BaseException]] = [CliError, ValidationError, OSError, ValueError, KeyError]
+    try:  # torch-backed; an image without torch (the operator's) must still report its own errors
+        from crossadapt.checkpoint import CheckpointError
+        from crossadapt.training.trainer import TrainingDivergedError
+    except ImportError:
+        return tuple(kinds)
+    return (*kinds, CheckpointError, TrainingDivergedError)
 
 
 def _is_user_error(exc: BaseException) -> bool:

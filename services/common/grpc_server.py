@@ -30,6 +30,14 @@ log = logging.getLogger(__name__)
 FIELD_TRAILER = "crossadapt-field"
 
 
+def trailer_value(text: str) -> str:
+    """`text` as a valid ASCII metadata value: a caller-chosen field name (non-ASCII, control characters)
+    must not turn an INVALID_ARGUMENT into a transport failure. Printable ASCII passes unchanged."""
+    if text.isascii() and text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii").replace("\x7f", "\\x7f")[:512]
+
+
 def _split_method(full_method: str) -> tuple[str, str]:
     service, _, method = full_method.lstrip("/").rpartition("/")
     return service, method
@@ -47,7 +55,7 @@ class _CallOutcome:
         """Abort the call with the error's code (always raises)."""
         if isinstance(error, PlatformError):
             self.code = grpc_status(error)
-            trailer = ((FIELD_TRAILER, error.field),) if error.field else ()
+            trailer = ((FIELD_TRAILER, trailer_value(error.field)),) if error.field else ()
             await context.abort(self.code, str(error), trailing_metadata=trailer)
         log.exception("unhandled error in %s/%s", self.service, self.method, exc_info=error)
         self.code = grpc.StatusCode.INTERNAL

@@ -86,3 +86,12 @@ def test_grpc_transport_uses_the_table(error_type: type[errors.PlatformError]) -
 def test_unexpected_exceptions_are_internal() -> None:
     unary, _ = asyncio.run(_call(ZeroDivisionError("oops")))
     assert unary.code() == grpc.StatusCode.INTERNAL and "ZeroDivisionError" in unary.details()
+
+
+@pytest.mark.parametrize("field", ["naïve_field", "line\nbreak", "tab\tand\x00nul", "日本"])
+def test_a_field_name_that_is_not_printable_ascii_still_gets_its_code(field: str) -> None:
+    unary, stream = asyncio.run(_call(errors.InvalidArgumentError("bad", field=field)))
+    for failure in (unary, stream):
+        assert failure.code() == grpc.StatusCode.INVALID_ARGUMENT
+        trailer = dict(failure.trailing_metadata())[FIELD_TRAILER]
+        assert trailer.isascii() and trailer.isprintable()
