@@ -114,7 +114,7 @@ def prepare_command(
         if fmt in ("csv", "parquet") and schema is None:
             _fail(f"--format {fmt} needs --schema FILE (a JSON/YAML DatasetSchema)")
         kwargs = dict(source_format=None if fmt == "synthetic" else fmt, config=config, overwrite=overwrite,
-                      progress=_progress(quiet))  # fmt: skip
+                      progress=_progress(quiet), delimiter=delimiter)  # fmt: skip
         if schema is not None:
             kwargs["schema"] = DatasetSchema.from_file(schema)
         if vocabulary is not None:
@@ -223,8 +223,9 @@ def print_summary(ds: PreparedDataset, seconds: float | None) -> None:
     fields.add_column("vocab size", justify="right")
     for f in m.feature_spec.categorical:
         fields.add_row(f.name, "categorical" + (" (user)" if f.name == ds.schema.user_id else ""), f"{f.vocab_size:,}")
+    indicators = {f"{f}__missing" for f in m.missing_indicator_fields}
     for name in m.feature_spec.numerical:
-        fields.add_row(name, "numerical", "-")
+        fields.add_row(name, "missing indicator" if name in indicators else "numerical", "-")
     console.print(fields)
     total = sum(m.splits.values())
     indicators = f" ({len(m.missing_indicator_fields)} missing indicators)" if m.missing_indicator_fields else ""

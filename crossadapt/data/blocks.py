@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from crossadapt.data.errors import DataFormatError
 
-DEFAULT_BLOCK_BYTES = 64 << 20
+DEFAULT_BLOCK_BYTES = 32 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _NUMBER = re.compile(r"(\d+)")
 
@@ -32,7 +32,7 @@ _NUMBER = re.compile(r"(\d+)")
 class TextBlock:
     """Whole lines of one file: ``data`` starts at physical line ``first_line`` (1-based)."""
 
-    data: bytes
+    data: pa.Buffer
     path: Path
     first_line: int
     source_bytes: int  # bytes of the file (compressed, for gzip) consumed so far, for MB/s
@@ -90,38 +90,69 @@ def read_first_line(path: Path) -> str:
 
 
 def _blocks(path: Path, block_bytes: int, skip_lines: int) -> Iterator[TextBlock]:
-    raw_size = path.stat().st_size
+    if is_gzip(path):
+        yield from _stream_blocks(path, block_bytes, skip_lines)
+    else:
+        yield from _file_blocks(path, block_bytes, skip_lines)
+
+
+def _file_blocks(path: Path, block_bytes: int, skip_lines: int) -> Iterator[TextBlock]:
+    """A plain file: each read starts where the previous block's last line ended (no concatenation;
+    the block is a zero-copy slice of what was read)."""
+    size, position, line = path.stat().st_size, 0, 1
+    with open(path, "rb") as f:
+        while position < size:
+            f.seek(position)
+            piece = f.read(block_bytes)
+            while position + len(piece) < size and piece.rfind(b"\n") < 0:  # a line longer than the block
+                piece += f.read(block_bytes)
+            last = position + len(piece) >= size
+            end = len(piece) if last else piece.rfind(b"\n") + 1
+            start = 0
+            while skip_lines and start < end:
+                newline = piece.find(b"\n", start, end)
+                start = end if newline < 0 else newline + 1
+                skip_lines, line = skip_lines - 1, line + 1
+            if start < end:
+                lines = piece.count(b"\n", start, end) + (0 if piece[end - 1 : end] == b"\n" else 1)
+                yield TextBlock(pa.py_buffer(piece).slice(start, end - start), path, line, position + end)
+                line += lines
+            position += end
+
+
+def _stream_blocks(path: Path, block_bytes: int, skip_lines: int) -> Iterator[TextBlock]:
+    """A gzip file, decompressed as it is read (Arrow's C++ codec, outside the GIL)."""
     line = 1
-    with open(path, "rb") as raw, pa.input_stream(raw, compression="gzip" if is_gzip(path) else None) as stream:
+    with pa.OSFile(path.as_posix()) as raw, pa.CompressedInputStream(raw, "gzip") as stream:
         rest = b""
         eof = False
         while not eof:
             piece = stream.read(block_bytes)
             eof = not piece
-            text = rest + piece
+            text = rest + piece if rest else piece
             if not eof:
                 cut = text.rfind(b"\n") + 1
                 if cut == 0:  # a line longer than the block: read on
                     rest = text
                     continue
-                text, rest = text[:cut], text[cut:]
-            if skip_lines:
-                for _ in range(skip_lines):
-                    end = text.find(b"\n")
-                    text = b"" if end < 0 else text[end + 1 :]
-                    line += 1
-                skip_lines = 0
-            if not text:
-                continue
-            lines = text.count(b"\n") + (0 if text.endswith(b"\n") else 1)
-            yield TextBlock(text, path, line, min(raw.tell(), raw_size))
-            line += lines
+                rest = text[cut:]
+            else:
+                cut = len(text)
+            start = 0
+            while skip_lines and start < cut:
+                newline = text.find(b"\n", start, cut)
+                start = cut if newline < 0 else newline + 1
+                skip_lines, line = skip_lines - 1, line + 1
+            if start < cut:
+                lines = text.count(b"\n", start, cut) + (0 if text[cut - 1 : cut] == b"\n" else 1)
+                yield TextBlock(pa.py_buffer(text).slice(start, cut - start), path, line, raw.tell())
+                line += lines
 
 
 def iter_text_blocks(path: Path, *, block_bytes: int = DEFAULT_BLOCK_BYTES, skip_lines: int = 0) -> Iterator[TextBlock]:
     """Blocks of whole lines of ``path`` after its first ``skip_lines`` lines, read one block ahead.
 
-    Memory: the block being parsed plus the one read ahead (about ``2 * block_bytes``).
+    Memory: the block being used plus the one read ahead (about ``2 * block_bytes``).
     """
     if path.stat().st_size == 0:
         raise DataFormatError(path, None, None, "the file is empty")
@@ -132,25 +163,25 @@ _DONE = object()
 
 
 def _read_ahead(blocks: Iterator[TextBlock]) -> Iterator[TextBlock]:
-    """Run ``blocks`` on a thread, one item ahead (reading and gunzip release the GIL)."""
-    items: queue.Queue = queue.Queue(maxsize=1)
+    """Run ``blocks`` on a thread, exactly one block ahead of the consumer (reading and gunzip release
+    the GIL): the next block is read only once the consumer has taken the previous one."""
+    items: queue.Queue = queue.Queue()
+    may_read = threading.Semaphore(1)
     stop = threading.Event()
 
     def produce() -> None:
         try:
             for block in blocks:
-                while not stop.is_set():
-                    try:
-                        items.put(block, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
+                items.put(block)
+                del block
+                while not may_read.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
             items.put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
             items.put(exc)
 
+    may_read.acquire()  # the producer's first block needs no permission
     thread = threading.Thread(target=produce, name="crossadapt-read-ahead", daemon=True)
     thread.start()
     try:
@@ -160,12 +191,10 @@ def _read_ahead(blocks: Iterator[TextBlock]) -> Iterator[TextBlock]:
                 return
             if isinstance(item, BaseException):
                 raise item
+            may_read.release()  # read the next block while this one is being used
             yield item
+            del item
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                items.get_nowait()
-            except queue.Empty:
-                pass
-            thread.join(0.05)
+        may_read.release()
+        thread.join()

@@ -20,7 +20,7 @@ from crossadapt.data.vocabulary import Vocabulary, build_field, field_codes
 
 # Two workers: Arrow's hashing and numpy's gathers release the GIL, and the box has 2 cores.
 _WORKERS = 2
-_INTERLEAVE_ROWS = 4096
+_INTERLEAVE_ROWS = 1 << 16
 
 
 @dataclass
@@ -39,14 +39,16 @@ class EncodedRows:
 def interleave(columns: list[np.ndarray], rows: int, dtype: type) -> np.ndarray:
     """Stack ``C`` columns ``[n]`` into a row-major ``[n, C]`` array.
 
-    Copied in row blocks that fit in cache: writing whole columns into a row-major array
-    strides over memory and is several times slower.
+    Per block of rows: the columns are stacked field-major (contiguous copies), then transposed into
+    place by numpy in cache-sized tiles, several times faster than writing whole columns into a
+    row-major array (which strides over memory); the field-major copy is one block, not the whole.
     """
     out = np.empty((rows, len(columns)), dtype=dtype)
+    if not columns:
+        return out
     for start in range(0, rows, _INTERLEAVE_ROWS):
         stop = min(start + _INTERLEAVE_ROWS, rows)
-        for j, column in enumerate(columns):
-            out[start:stop, j] = column[start:stop]
+        out[start:stop] = np.vstack([column[start:stop] for column in columns]).T
     return out
 
 

@@ -48,6 +48,7 @@ def load_source(
     source_format: SourceFormat | None = None,
     schema: DatasetSchema | None = None,
     on_bad_rows: OnBadRows = "error",
+    delimiter: str = ",",
 ) -> RawData:
     """Any accepted source as ``RawData`` (files are read with the format's reader)."""
     if isinstance(source, RawData):
@@ -64,7 +65,7 @@ def load_source(
         return from_table(source, schema, on_bad_rows=on_bad_rows)
     if source_format is None:
         raise ValueError(f"give source_format for {source} (one of criteo, avazu, csv, parquet, movielens-100k)")
-    return read_source(source_format, source, schema=schema, on_bad_rows=on_bad_rows)
+    return read_source(source_format, source, schema=schema, on_bad_rows=on_bad_rows, delimiter=delimiter)
 
 
 def default_config(source: Source, source_format: str | None) -> PrepareConfig:
@@ -88,6 +89,7 @@ def prepare_dataset(
     streaming: bool = True,
     block_bytes: int = DEFAULT_BLOCK_BYTES,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    delimiter: str = ",",
 ) -> PreparedDataset:
     """Read, encode, split and write a dataset; returns it opened.
 
@@ -101,7 +103,9 @@ def prepare_dataset(
         overwrite: replace an existing dataset at ``out`` (atomically swapped in at the end).
         progress: where to report long work (e.g. ``BarProgress()``); default: silent.
         streaming: files in a streaming format are read in bounded memory (False: read whole, the
-            in-memory path, kept for comparison); ``block_bytes`` / ``chunk_rows`` size the stream.
+            in-memory path, kept for comparison); ``block_bytes`` (text read per block) and
+            ``chunk_rows`` (Parquet rows per batch, rows per written block) size the stream.
+        delimiter: the column separator of ``csv`` files.
     """
     started = time.perf_counter()
     out = Path(out)
@@ -109,12 +113,12 @@ def prepare_dataset(
     config = config or default_config(source, source_format)
     if streaming and _is_files(source) and source_format in STREAMING_FORMATS:
         stream = StreamingSource.open(source_format, source, schema=schema, on_bad_rows=config.on_bad_rows,
-                                      block_bytes=block_bytes, chunk_rows=chunk_rows)  # fmt: skip
+                                      delimiter=delimiter, block_bytes=block_bytes, chunk_rows=chunk_rows)  # fmt: skip
         return prepare_streaming(stream, out, config=config, vocabulary=vocabulary, overwrite=overwrite,
                                  progress=progress, block_rows=chunk_rows)  # fmt: skip
     if isinstance(source, list):
         raise ValueError("a list of files is read by the streaming path (a streaming format, streaming=True)")
-    raw = load_source(source, source_format=source_format, schema=schema, on_bad_rows=config.on_bad_rows)
+    raw = load_source(source, source_format=source_format, schema=schema, on_bad_rows=config.on_bad_rows, delimiter=delimiter)
     bounds = config.split_bounds(raw.table.num_rows)
     fit_rows = bounds["train"][1]  # hist + train: the only rows a model may learn the vocabulary from
     encoded = encode_rows(raw, config, vocabulary=vocabulary, fit_rows=fit_rows)

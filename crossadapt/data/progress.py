@@ -35,14 +35,14 @@ NoProgress = Progress
 
 
 class _RateColumn(ProgressColumn):
-    """``1,234,567 rows  312k rows/s  88.1 MB/s``."""
+    """``1,234,567 rows  312,345 rows/s  88.1 MB/s``."""
 
     def render(self, task: Task) -> Text:
         rows = task.fields.get("rows", 0)
         seconds = task.elapsed or 0.0
         text = f"{rows:,} rows"
         if seconds > 0:
-            text += f"  {rows / seconds / 1e3:,.0f}k rows/s"
+            text += f"  {rows / seconds:,.0f} rows/s"
             if task.fields.get("bytes_total"):
                 text += f"  {task.fields.get('bytes', 0) / seconds / 2**20:,.1f} MB/s"
         return Text(text)

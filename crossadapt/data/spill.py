@@ -1,21 +1,24 @@
-"""Pass 1 of streaming preparation: encode each chunk once and spill it to disk.
+"""Pass 1 of streaming preparation: encode each block of rows once and spill it to disk as a *run*.
 
-Per categorical field a :class:`GrowingDictionary` gives every distinct value a provisional code in
-order of first appearance (codes never change as chunks arrive), so a chunk is stored as int32 codes;
-counts are merged later by one ``bincount`` per chunk and field, and the frequency threshold is applied
-at the end (the hist + train boundary is known only once every row has been read). Numerical values are
-transformed (log2) with their missing masks, labels and optional columns converted, and a time-stamped
-chunk is stably sorted by time, so each chunk on disk is a sorted run for the merge in
-:mod:`crossadapt.data.time_merge`.
+A run is one validated table from the source (a text block or a Parquet batch). Each categorical field
+is dictionary-encoded within the run (its distinct values, ``<MISSING>`` for nulls, and int32 codes);
+numerical values are transformed (log2) with their missing masks, labels and optional columns
+converted; a time-stamped run is stably sorted by time, so each run on disk is a sorted run for the
+merge in :mod:`crossadapt.data.time_merge`. Nothing is kept across runs but a few counters: the
+runs' dictionaries are merged per field only after the whole source has been read
+(:func:`merge_field`), which is also when the hist + train boundary (and so which rows count for the
+vocabulary) is known.
 
-Memory: one chunk plus the distinct values seen so far (the dictionaries), never the rows. On disk, per
-row: 4 bytes per categorical field, 5 per numerical field, 4 for the label and 4-8 per optional column,
-written with plain ``write`` (page cache, not this process's memory) and read back by offset.
+Memory: the run being encoded, never the rows; merging one field's dictionaries holds that field's
+distinct values plus one batch of run dictionaries. On disk, per row: 4 bytes per categorical field,
+5 per numerical field, 4 for the label and 4-8 per optional column, written with plain ``write`` (the
+page cache, not this process's memory) and read back by offset.
 
-Layout of ``<folder>/chunk_<j>/<column>.bin``: ``categorical`` int32 ``[C, r]`` (field-major, so a field's
-codes are contiguous), ``numerical`` float32 ``[N, r]``, ``missing`` bool ``[N, r]``, and ``label``,
-``conversion``, ``prob`` float32, ``timestamp`` int64, ``user`` int64 (``user_text`` too for text user
-keys that are all integers so far), each ``[r]``.
+Layout of ``<folder>/run_<j>/``: ``categorical.bin`` int32 ``[C, r]`` (field-major: a field's codes are
+contiguous), ``dictionaries.arrow`` (an Arrow IPC file, batch f = field f's distinct values),
+``numerical.bin`` float32 ``[N, r]``, ``missing.bin`` bool ``[N, r]``, and ``label``, ``conversion``,
+``prob`` float32, ``timestamp`` int64, ``user`` int64 (``user_text`` too for text user keys that are all
+integers so far), each ``[r]``.
 """
 
 from __future__ import annotations
@@ -32,90 +35,82 @@ from crossadapt.data.columns import (
     all_integer_text, epoch_seconds, hashed_user_keys, is_text, numerical_with_missing, to_float32, user_keys,
 )  # fmt: skip
 from crossadapt.data.schema import DatasetSchema, PrepareConfig
-from crossadapt.data.vocabulary import MISSING_TOKEN
+from crossadapt.data.vocabulary import MISSING_TOKEN, _same_array
 
 _WORKERS = 2  # Arrow's hashing and numpy's gathers release the GIL; the box has 2 cores
 FLOAT_COLUMNS = ("label", "conversion", "prob")
+_VALUES = pa.schema([("v", pa.string())])
+#: Merge run dictionaries at least this many values at a time (and at least the running dictionary's size,
+#: so re-hashing the running dictionary costs O(log) per value over the whole source).
+MERGE_BATCH_VALUES = 1 << 20
 
 
-class GrowingDictionary:
-    """Distinct values of one field (text, ``<MISSING>`` for nulls) in order of first appearance."""
+def encode_field(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """(distinct values [U] as text, missing as ``<MISSING>``; ``[n]`` int32 codes into them).
 
-    def __init__(self) -> None:
-        self.values: pa.Array = pa.array([], pa.string())
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def add(self, column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-        """``[n]`` int32 codes of ``column``'s values, adding the new ones at the end."""
-        column = _plain(column)
-        encoded = pc.dictionary_encode(column, null_encoding="encode")
-        chunk_values = pc.fill_null(pc.cast(encoded.dictionary, pa.string()), MISSING_TOKEN)
-        known = len(self.values)
-        if known:
-            merged = pc.dictionary_encode(pa.concat_arrays([self.values, chunk_values]))
-            positions = merged.indices.to_numpy(zero_copy_only=False)[known:]
-            self.values = merged.dictionary
-        else:  # the first chunk: its dictionary is distinct, except a literal "<MISSING>" next to nulls
-            merged = pc.dictionary_encode(chunk_values)
-            positions = merged.indices.to_numpy(zero_copy_only=False)
-            self.values = merged.dictionary
-        codes = encoded.indices.to_numpy(zero_copy_only=False)
-        return positions.astype(np.int32, copy=False)[codes]
-
-
-def _plain(column: pa.ChunkedArray | pa.Array) -> pa.Array:
-    """One contiguous array; dictionary-typed input (e.g. from Parquet) decoded to its values."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    return column
+    A literal ``<MISSING>`` next to nulls appears twice in the values; both merge into one later.
+    """
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    chunks = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in chunks if len(c)] or chunks[:1]
+    if pa.types.is_dictionary(chunks[0].type):
+        chunks = [chunks[0].dictionary_decode()]
+    encoded = pc.dictionary_encode(pa.chunked_array(chunks, type=chunks[0].type), null_encoding="encode")
+    parts = encoded.chunks
+    dictionary = parts[-1].dictionary  # every chunk carries the final, shared dictionary
+    if not all(_same_array(p.dictionary, dictionary) for p in parts[:-1]):
+        combined = encoded.combine_chunks()
+        parts, dictionary = [combined], combined.dictionary
+    codes = [p.indices.to_numpy(zero_copy_only=False) for p in parts]
+    values = pc.fill_null(pc.cast(dictionary, pa.string()), MISSING_TOKEN)
+    return values, (codes[0] if len(codes) == 1 else np.concatenate(codes)).astype(np.int32, copy=False)
 
 
 @dataclass
-class ChunkInfo:
+class RunInfo:
     rows: int
+    dictionary_sizes: list[int]  # [C] distinct values per categorical field in this run
     first_time: int | None = None
     last_time: int | None = None
 
 
 @dataclass
 class SpilledRows:
-    """What pass 1 leaves: chunk files, per-field dictionaries and the facts the encode pass needs."""
+    """What pass 1 leaves: run files and the facts the encode pass needs."""
 
     folder: Path
     schema: DatasetSchema
-    chunks: list[ChunkInfo]
-    dictionaries: list[GrowingDictionary]
+    runs: list[RunInfo]
     missing_counts: np.ndarray  # [N] missing values per numerical field over all rows
-    columns: list[str]  # optional per-row columns present, in OPTIONAL_COLUMNS order
-    user_as_integers: bool = True  # text user keys: every chunk held integer text only
-    chunk_files: list[Path] = field(default_factory=list)
+    columns: list[str]  # optional per-row columns present
+    user_as_integers: bool = False  # text user keys: every run held integer text only
+    run_folders: list[Path] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
-        return sum(c.rows for c in self.chunks)
+        return sum(r.rows for r in self.runs)
 
     @property
     def time_sorted(self) -> bool:
         """True when file order is already time order (or there is no time): no merge needed."""
-        stamps = [(c.first_time, c.last_time) for c in self.chunks if c.rows]
         if self.schema.timestamp is None:
             return True
+        stamps = [(r.first_time, r.last_time) for r in self.runs if r.rows]
         return all(prev[1] <= nxt[0] for prev, nxt in zip(stamps, stamps[1:]))
 
-    def read(self, chunk: int, column: str, start: int, stop: int, index: int = 0) -> np.ndarray:
+    def read(self, run: int, column: str, start: int, stop: int, index: int = 0) -> np.ndarray:
         """Rows ``[start, stop)`` of one spilled column (``index``: the field for 2-D columns)."""
-        rows = self.chunks[chunk].rows
-        dtype = _SPILL_DTYPES[column]
-        offset = (index * rows + start) * np.dtype(dtype).itemsize
-        return np.fromfile(self.chunk_files[chunk] / f"{column}.bin", dtype=dtype, count=stop - start, offset=offset)
+        dtype = np.dtype(_SPILL_DTYPES[column])
+        offset = (index * self.runs[run].rows + start) * dtype.itemsize
+        return np.fromfile(self.run_folders[run] / f"{column}.bin", dtype=dtype, count=stop - start, offset=offset)
 
-    def timestamps(self, chunk: int) -> np.ndarray:
-        """The chunk's sorted times, memory-mapped read-only (binary searches touch few pages)."""
-        return np.memmap(self.chunk_files[chunk] / "timestamp.bin", dtype=np.int64, mode="r")
+    def dictionary(self, run: int, index: int) -> pa.Array:
+        """Field ``index``'s distinct values in run ``run`` (codes index into them)."""
+        with pa.OSFile(str(self.run_folders[run] / "dictionaries.arrow")) as f:
+            return pa.ipc.open_file(f).get_batch(index).column(0)
+
+    def timestamps(self, run: int) -> np.ndarray:
+        """The run's sorted times, memory-mapped read-only (binary searches touch few pages)."""
+        return np.memmap(self.run_folders[run] / "timestamp.bin", dtype=np.int64, mode="r")
 
 
 _SPILL_DTYPES = {
@@ -124,23 +119,52 @@ _SPILL_DTYPES = {
 }  # fmt: skip
 
 
+def merge_field(spilled: SpilledRows, index: int) -> tuple[pa.Array, list[np.ndarray]]:
+    """Field ``index``'s distinct values over every run (first appearance first) and, per run, the
+    position of each of its values in them (``[U_run]`` int32)."""
+    values = pa.array([], pa.string())
+    maps: list[np.ndarray] = []
+    batch: list[pa.Array] = []
+    pending = 0
+
+    def merge() -> None:
+        nonlocal values, batch, pending
+        known = len(values)
+        merged = pc.dictionary_encode(pa.concat_arrays([values, *batch]))
+        positions = merged.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        start = known  # the known values are distinct and first: they keep positions 0..known-1
+        for part in batch:
+            maps.append(positions[start : start + len(part)])
+            start += len(part)
+        values, batch, pending = merged.dictionary, [], 0
+
+    for run in range(len(spilled.runs)):
+        part = spilled.dictionary(run, index)
+        batch.append(part)
+        pending += len(part)
+        if pending >= max(len(values), MERGE_BATCH_VALUES):
+            merge()
+    if batch or not maps:
+        merge()
+    return values, maps
+
+
 class SpillWriter:
-    """Encodes chunks into ``folder`` (see the module doc); ``finish()`` returns the :class:`SpilledRows`."""
+    """Encodes tables into runs under ``folder`` (see the module doc); ``finish()`` returns the :class:`SpilledRows`."""
 
     def __init__(self, folder: Path, schema: DatasetSchema, config: PrepareConfig):
         self.folder = folder
         self.schema = schema
         self.config = config
         folder.mkdir(parents=True, exist_ok=True)
-        self.dictionaries = [GrowingDictionary() for _ in schema.categorical]
         self.missing_counts = np.zeros(len(schema.numerical), dtype=np.int64)
-        self.chunks: list[ChunkInfo] = []
-        self.chunk_files: list[Path] = []
+        self.runs: list[RunInfo] = []
+        self.run_folders: list[Path] = []
         self.user_as_integers = True
         self._pool = ThreadPoolExecutor(_WORKERS)
 
     def add(self, table: pa.Table) -> int:
-        """Encode and spill one chunk (columns named as the schema says); returns its rows."""
+        """Encode and spill one run (columns named as the schema says); returns its rows."""
         schema, rows = self.schema, table.num_rows
         stamps = order = None
         if schema.timestamp is not None:
@@ -152,19 +176,24 @@ class SpillWriter:
         def ordered(values: np.ndarray) -> np.ndarray:
             return values if order is None else values[order]
 
-        folder = self.folder / f"chunk_{len(self.chunks):06d}"
+        folder = self.folder / f"run_{len(self.runs):06d}"
         folder.mkdir()
-        encode = lambda pair: ordered(pair[0].add(table.column(pair[1])))
-        categorical = self._pool.map(encode, zip(self.dictionaries, schema.categorical))
+        categorical = self._pool.map(lambda name: encode_field(table.column(name)), schema.categorical)
         negative = self.config.negative_numerical == "missing"
         numeric = lambda name: numerical_with_missing(table.column(name), log_transform=self.config.log_transform,
                                                       negative_is_missing=negative)  # fmt: skip
         numerical = self._pool.map(numeric, schema.numerical)
-        _write_rows(folder / "categorical.bin", categorical)
-        with open(folder / "numerical.bin", "wb") as values, open(folder / "missing.bin", "wb") as missing:
-            for j, (column, mask) in enumerate(numerical):
-                ordered(column).tofile(values)
-                ordered(mask).tofile(missing)
+        sizes = []
+        with open(folder / "categorical.bin", "wb") as codes_file, pa.OSFile(str(folder / "dictionaries.arrow"), "wb") as sink:
+            with pa.ipc.new_file(sink, _VALUES) as dictionaries:
+                for values, codes in categorical:
+                    ordered(codes).tofile(codes_file)
+                    dictionaries.write_batch(pa.record_batch([values], schema=_VALUES))
+                    sizes.append(len(values))
+        with open(folder / "numerical.bin", "wb") as values_file, open(folder / "missing.bin", "wb") as missing_file:
+            for j, (values, mask) in enumerate(numerical):
+                ordered(values).tofile(values_file)
+                ordered(mask).tofile(missing_file)
                 self.missing_counts[j] += int(np.count_nonzero(mask))
         for name in FLOAT_COLUMNS:
             source = getattr(schema, name)
@@ -174,17 +203,18 @@ class SpillWriter:
             stamps.tofile(folder / "timestamp.bin")
         if schema.user_id is not None:
             self._spill_user(table.column(schema.user_id), ordered, folder)
-        info = ChunkInfo(rows)
+        info = RunInfo(rows, sizes)
         if stamps is not None and rows:
             info.first_time, info.last_time = int(stamps[0]), int(stamps[-1])
-        self.chunks.append(info)
-        self.chunk_files.append(folder)
+        self.runs.append(info)
+        self.run_folders.append(folder)
         return rows
 
     def _spill_user(self, column: pa.ChunkedArray, ordered, folder: Path) -> None:
-        """Text keys that are integers stay integers only if *every* chunk's are (as in memory), so both
-        forms are kept until a chunk breaks the rule."""
+        """Text keys that are integers stay integers only if *every* run's are (as in memory), so both
+        forms are kept until a run breaks the rule."""
         if not is_text(column):
+            self.user_as_integers = False
             ordered(user_keys(column)).tofile(folder / "user.bin")
             return
         self.user_as_integers = self.user_as_integers and all_integer_text(column)
@@ -195,18 +225,8 @@ class SpillWriter:
     def finish(self) -> SpilledRows:
         self._pool.shutdown()
         schema = self.schema
-        columns = [name for name, source in (("conversion", schema.conversion), ("timestamp", schema.timestamp),
-                                             ("user", schema.user_id), ("prob", schema.prob)) if source is not None]  # fmt: skip
-        text_user = schema.user_id is not None and self.user_as_integers and any(
-            (f / "user_text.bin").exists() for f in self.chunk_files
-        )
+        present = {"conversion": schema.conversion, "timestamp": schema.timestamp, "user": schema.user_id, "prob": schema.prob}
         return SpilledRows(
-            self.folder, schema, self.chunks, self.dictionaries, self.missing_counts, columns,
-            user_as_integers=text_user, chunk_files=self.chunk_files,
+            self.folder, schema, self.runs, self.missing_counts, [c for c, source in present.items() if source is not None],
+            user_as_integers=schema.user_id is not None and self.user_as_integers, run_folders=self.run_folders,
         )  # fmt: skip
-
-
-def _write_rows(path: Path, columns) -> None:
-    with open(path, "wb") as f:
-        for column in columns:
-            column.tofile(f)

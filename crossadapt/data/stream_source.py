@@ -4,13 +4,13 @@ Every format the in-memory readers know except MovieLens (a join of three small 
 Criteo (one file or several ``day_N`` files, file order = time order), Avazu, delimited text with a
 schema, and Parquet (a file or a folder). Text may be gzip-compressed. Each parsed block goes through
 the same checks as :func:`crossadapt.data.raw.validate_rows`, with the same error messages (file,
-physical line, column) and the same bad-row accounting; blocks are then gathered into chunks of about
-``chunk_rows`` rows for the encoder.
+physical line, column) and the same bad-row accounting; each block (or Parquet batch of at most ``chunk_rows``
+rows) comes out as one table, so memory holds a block or two, never the file.
 
 Example::
 
     source = StreamingSource.open("criteo", ["day_0.gz", "day_1.gz"])
-    for table in source:          # pa.Table chunks, columns as source.schema names them
+    for table in source:          # pa.Table per block, columns as source.schema names them
         ...
     source.info.bad_rows           # rows skipped so far (on_bad_rows="skip")
 """
@@ -34,7 +34,7 @@ from crossadapt.data.readers import (
 from crossadapt.data.schema import DatasetSchema
 
 STREAMING_FORMATS = ("criteo", "avazu", "csv", "parquet")
-DEFAULT_CHUNK_ROWS = 1 << 20
+DEFAULT_CHUNK_ROWS = 1 << 18  # Parquet rows per batch (text: a block of block_bytes)
 
 
 class StreamingSource:
@@ -101,19 +101,11 @@ class StreamingSource:
                    block_bytes=block_bytes, chunk_rows=chunk_rows)  # fmt: skip
 
     def __iter__(self) -> Iterator[pa.Table]:
-        """Chunks of about ``chunk_rows`` validated rows, in file order; raises at a bad row in error mode."""
-        pending: list[pa.Table] = []
-        rows = 0
+        """Validated tables in file order (one per text block or Parquet batch of at most ``chunk_rows``
+        rows; blocks that lost every row are left out); raises at a bad row in error mode."""
         for table in self._validated_tables():
-            if table.num_rows == 0:
-                continue
-            pending.append(table)
-            rows += table.num_rows
-            if rows >= self.chunk_rows:
-                yield _concat(pending)
-                pending, rows = [], 0
-        if pending:
-            yield _concat(pending)
+            if table.num_rows:
+                yield table
         if self.info.rows == 0:
             raise DataFormatError(self.info.path, None, None, "no rows left to prepare")
 
@@ -143,6 +135,7 @@ class StreamingSource:
                                  on_bad_rows=self.on_bad_rows)  # fmt: skip
             rows += parsed.table.num_rows
             self.bytes_done = before + block.source_bytes
+            del block  # the text is parsed: do not hold it while the table is used
             source = SourceInfo(format=self.format, path=str(path), bad_rows=parsed.bad_rows)
             yield RawData(parsed.table, self.schema, source, parsed.lines, parsed.first_data_line, path)
         if rows == 0:
@@ -168,7 +161,7 @@ class StreamingSource:
         if missing:
             raise DataFormatError(path, None, missing[0], "the schema names this column but the data lacks it")
         offset = 0
-        for batch in reader.iter_batches(batch_size=min(self.chunk_rows, 1 << 18), columns=self.schema.columns):
+        for batch in reader.iter_batches(batch_size=self.chunk_rows, columns=self.schema.columns):
             table = pa.Table.from_batches([batch])
             source = SourceInfo(format="parquet", path=str(path))
             raw = RawData(table, self.schema, source, path=path, row_offset=offset)
@@ -176,8 +169,3 @@ class StreamingSource:
             offset += table.num_rows
             yield raw
 
-
-def _concat(tables: list[pa.Table]) -> pa.Table:
-    if len(tables) == 1:
-        return tables[0]
-    return pa.concat_tables(tables, promote_options="permissive")

@@ -1,11 +1,11 @@
 """The output order of a streamed dataset: blocks of rows in time order, cut at the split boundaries.
 
-Each spilled chunk is a run sorted by time (stable: equal times keep file order). When the runs follow
+Each spilled run is sorted by time (stable: equal times keep file order). When the runs follow
 one another (no time column, or a file already in time order: Criteo's day files, Avazu) the output is
-the file order and a block is one or two contiguous slices. Otherwise the runs are merged: the next
-block is the ``B`` smallest remaining keys ``(time, chunk, row)`` across all runs, found by a binary
+the file order and a block is a slice of one run. Otherwise the runs are merged: the next
+block is the ``B`` smallest remaining keys ``(time, run, row)`` across all runs, found by a binary
 search on the time over the runs' (memory-mapped) sorted times, so the merge keeps only the block in
-memory. Reading a block's slices in chunk order and sorting them stably by time gives exactly the
+memory. Reading a block's slices in run order and sorting them stably by time gives exactly the
 order of a stable in-memory sort of the whole file.
 """
 
@@ -23,7 +23,7 @@ DEFAULT_BLOCK_ROWS = 1 << 20
 
 @dataclass(frozen=True)
 class Block:
-    """Rows of one split: ``slices`` (chunk, start, stop) in chunk order; ``merge``: sort them by time."""
+    """Rows of one split: ``slices`` (run, start, stop) in run order; ``merge``: sort them by time."""
 
     split: str
     slices: tuple[tuple[int, int, int], ...]
@@ -43,15 +43,15 @@ def plan_blocks(spilled: SpilledRows, splits: list[tuple[str, int]], block_rows:
     return list(_merged(spilled, splits, block_rows))
 
 
-def prefix_rows(blocks: list[Block], chunks: int, rows: int) -> np.ndarray:
-    """``[chunks]`` rows of each chunk among the first ``rows`` output rows (``rows`` ends a block)."""
-    taken = np.zeros(chunks, dtype=np.int64)
+def prefix_rows(blocks: list[Block], runs: int, rows: int) -> np.ndarray:
+    """``[runs]`` rows of each run among the first ``rows`` output rows (``rows`` ends a block)."""
+    taken = np.zeros(runs, dtype=np.int64)
     position = 0
     for block in blocks:
         if position >= rows:
             break
-        for chunk, _, stop in block.slices:
-            taken[chunk] = stop
+        for run, _, stop in block.slices:
+            taken[run] = stop
         position += block.rows
     if position != rows and rows < sum(b.rows for b in blocks):
         raise ValueError(f"{rows} does not end a block (the blocks are cut at the split boundaries)")
@@ -59,28 +59,25 @@ def prefix_rows(blocks: list[Block], chunks: int, rows: int) -> np.ndarray:
 
 
 def _sequential(spilled: SpilledRows, splits: list[tuple[str, int]], block_rows: int) -> Iterator[Block]:
-    chunk, offset = 0, 0
-    sizes = [c.rows for c in spilled.chunks]
+    """File order: blocks are the pieces of runs cut at split boundaries (and at ``block_rows``), so a
+    block is one contiguous slice of one run and is read without concatenation."""
+    run, offset = 0, 0
+    sizes = [c.rows for c in spilled.runs]
     for split, rows in splits:
         left = rows
         while left > 0:
-            want, slices = min(block_rows, left), []
-            while want > 0:
-                take = min(want, sizes[chunk] - offset)
-                slices.append((chunk, offset, offset + take))
-                want -= take
-                offset += take
-                if offset == sizes[chunk]:
-                    chunk, offset = chunk + 1, 0
-            block = Block(split, tuple(slices), merge=False)
-            left -= block.rows
-            yield block
+            take = min(block_rows, left, sizes[run] - offset)
+            yield Block(split, ((run, offset, offset + take),), merge=False)
+            left -= take
+            offset += take
+            if offset == sizes[run]:
+                run, offset = run + 1, 0
         if rows == 0:
             yield Block(split, (), merge=False)
 
 
 def _merged(spilled: SpilledRows, splits: list[tuple[str, int]], block_rows: int) -> Iterator[Block]:
-    times = [spilled.timestamps(j) for j in range(len(spilled.chunks))]
+    times = [spilled.timestamps(j) for j in range(len(spilled.runs))]
     cursor = np.zeros(len(times), dtype=np.int64)
     try:
         for split, rows in splits:

@@ -95,3 +95,39 @@ def test_data_bench_runs_end_to_end(tmp_path):
     # seconds is reported to the millisecond, so a fast run carries up to 0.5 ms of rounding in the product.
     assert result["rows_per_s"] * result["seconds"] == pytest.approx(3_000, rel=0.02 + 0.0005 / result["seconds"])
     assert list(tmp_path.iterdir()) == []  # its temporary files are gone
+
+
+def test_prepare_day_files_gzip_quiet_and_append_with_growth(tmp_path):
+    from data_sources import gzip_copy
+
+    days = []
+    for day in range(3):
+        lines = [criteo_line(i % 2, [i, "", 3] + [1] * 10, [f"d{day}v{i % 3}", f"v{i % 4}"] + ["x"] * 24) for i in range(30)]
+        path = write_lines(tmp_path / f"day_{day}.txt", lines)
+        days.append(gzip_copy(path, tmp_path / f"day_{day}.gz") if day == 1 else path)
+    args = ["prepare", "-f", "criteo", "-o", str(tmp_path / "ds"), "--min-count", "1", "--quiet"]
+    result = runner.invoke(app, args + [x for p in days for x in ("-i", str(p))])
+    assert result.exit_code == 0, result.output
+    assert result.output == ""  # --quiet: nothing on success
+    ds = PreparedDataset.open(tmp_path / "ds")
+    assert sum(ds.manifest.splits.values()) == 90 and ds.manifest.missing_indicator_fields == ["I2"]
+    assert ds.feature_spec.numerical[-1] == "I2__missing"
+    day3 = write_lines(tmp_path / "day_3.txt", [criteo_line(1, [5] * 13, ["brand_new"] + ["x"] * 25)] * 4)
+    result = runner.invoke(app, ["append", "-d", str(tmp_path / "ds"), "-n", "day3", "-f", "criteo", "-i", str(day3),
+                                 "--grow", "--grow-min-count", "4", "--grow-field", "C2=100"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert "vocabulary grown to version 2" in output and "rows/s" in output
+    grown = PreparedDataset.open(tmp_path / "ds")
+    assert grown.vocabulary.values("C1").to_pylist()[-1] == "brand_new" and grown.manifest.vocab_version == 2
+    bad = runner.invoke(app, ["append", "-d", str(tmp_path / "ds"), "-n", "day4", "-f", "criteo", "-i", str(day3),
+                              "--grow", "--grow-field", "C2"])  # fmt: skip
+    assert bad.exit_code == 2 and "FIELD=N" in bad.output
+
+
+def test_prepare_shows_progress_on_stderr(tmp_path):
+    lines = [criteo_line(i % 2, [i] * 13, [f"v{i % 4}"] * 26) for i in range(50)]
+    path = write_lines(tmp_path / "train.txt", lines)
+    result = runner.invoke(app, ["prepare", "-f", "criteo", "-i", str(path), "-o", str(tmp_path / "ds"), "--min-count", "1"])
+    assert result.exit_code == 0, result.output
+    assert "reading" in result.output and "writing" in result.output and "50 rows" in result.output

@@ -131,12 +131,15 @@ def test_bad_rows_are_named_in_any_block(tmp_path):
 
 def test_blocks_cut_at_newlines_and_count_lines(tmp_path):
     path = write_lines(tmp_path / "a.txt", [f"line{i}" + "x" * (i % 50) for i in range(2_000)])
-    blocks = list(iter_text_blocks(path, block_bytes=1_000, skip_lines=1))
-    assert all(b.data.endswith(b"\n") for b in blocks) and len(blocks) > 50
-    assert blocks[0].first_line == 2 and blocks[0].data.startswith(b"line1x")
-    firsts = [b.first_line for b in blocks]
-    assert firsts == [2] + list(np.cumsum([b.data.count(b"\n") for b in blocks])[:-1] + 2)
-    assert b"".join(b.data for b in blocks) == b"".join(path.read_bytes().splitlines(keepends=True)[1:])
+    expected = b"".join(path.read_bytes().splitlines(keepends=True)[1:])
+    for source in (path, gzip_copy(path, tmp_path / "a.gz")):
+        blocks = list(iter_text_blocks(source, block_bytes=1_000, skip_lines=1))
+        texts = [b.data.to_pybytes() for b in blocks]
+        assert all(t.endswith(b"\n") for t in texts) and len(blocks) > 50
+        assert blocks[0].first_line == 2 and texts[0].startswith(b"line1x")
+        assert [b.first_line for b in blocks] == [2] + list(np.cumsum([t.count(b"\n") for t in texts])[:-1] + 2)
+        assert b"".join(texts) == expected
+        assert blocks[-1].source_bytes == source.stat().st_size
     with pytest.raises(DataFormatError, match="empty"):
         list(iter_text_blocks(write_lines(tmp_path / "e.txt", []), block_bytes=10))
 
