@@ -142,6 +142,27 @@ def bench_platform(
             typer.echo(f"{key:<28} {value}")
 
 
+def bench_switch_platform(
+    config: Annotated[Path, typer.Option(help="The switch config to time.")] = Path("configs/demo.yaml"),
+    redis_s3: Annotated[bool, typer.Option(help="Also time services on Redis + S3 (starts redis-server, weed).")
+                        ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """One switch in process, through `--services local`, and through services on Redis + S3: wall times and ratios."""
+    import json
+
+    from services.local.bench_switch import run_switch_bench
+
+    result = run_switch_bench(config, redis_s3=redis_s3)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    typer.echo(f"{'mode':<20} {'wall s':>8} {'stages s':>9} {'upload s':>9} {'AUC %':>7} {'wall ×':>7} {'stages ×':>9}")
+    for name, mode in result["modes"].items():
+        typer.echo(f"{name:<20} {mode['wall_s']:>8.1f} {mode['stages_s']:>9.1f} {mode['upload_s']:>9.1f} "
+                   f"{mode['student_auc']:>7.2f} {mode['wall_ratio']:>7.2f} {mode['stages_ratio']:>9.2f}")
+
+
 def register(root: typer.Typer) -> None:
     """Mount `serve <service>`, `worker`, `worker-health` and `up` on the root CLI."""
     _mount_serve_commands()
@@ -156,6 +177,7 @@ def register(root: typer.Typer) -> None:
 
 def register_bench(bench: typer.Typer) -> None:
     bench.command("platform")(bench_platform)
+    bench.command("switch-platform")(bench_switch_platform)
     try:
         from services.predictor.bench import bench_command
     except ImportError:  # the predictor's extra (kserve) is not installed

@@ -98,7 +98,9 @@ HOOK_TEXT = textwrap.dedent('''
     FLAG = os.environ.get("CROSSADAPT_TEST_SLOW_FLAG", "/nonexistent")
 
     def _patch(module, pause):
-        original = module._reporter
+        # The module's OperationSteps (frozen): shadow its bound `reporter` on the instance.
+        steps = module.STEPS
+        original = steps.reporter
 
         def reporter(task, operation_id, unit):
             report = original(task, operation_id, unit)
@@ -110,7 +112,7 @@ HOOK_TEXT = textwrap.dedent('''
 
             return slow
 
-        module._reporter = reporter
+        object.__setattr__(steps, "reporter", reporter)
 
     class _Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):

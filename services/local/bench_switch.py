@@ -1,0 +1,105 @@
+"""Benchmark: one switch in process, through `--services local` (embedded), and through services on Redis + S3.
+
+    crossadapt bench switch-platform [--config configs/demo.yaml] [--json]
+
+The three runs share the data and the teacher: a first in-process run generates and trains them,
+and every timed run reads them from there (a derived config with `data.dir` and `teacher.checkpoint`),
+so what differs is only how the CrossAdapt stages run. Reported per mode:
+
+* `wall_s`: the whole `crossadapt switch` command (process start, data open, stages, scoring,
+  baselines, report), `stages_s`: the CrossAdapt stages (the student's "train s"; for the platform the
+  time from the first Start to the last operation's end, upload excluded), `upload_s` (platform:
+  teacher and splits into the store), `startup_s` (`local`: starting servers and workers), the
+  student's test AUC, and each mode's ratio to in-process.
+
+Redis + S3 starts redis-server and SeaweedFS on loopback, the five services and one worker, then
+runs the switch against their addresses, as a client of a deployed platform would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from crossadapt.bench.common import run_metadata
+
+CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
+BACKEND = ("projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller")
+
+
+def _switch(config: Path, out: Path, *extra: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = subprocess.run([*CLI, "switch", "--config", str(config), "--out", str(out), *extra],
+                            capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"switch {' '.join(extra) or 'in process'} failed:\n{result.stderr[-3000:]}")
+    results = json.loads((out / "results.json").read_text())
+    stages = results["student"]["train_seconds"]
+    upload = results["stage_seconds"].get("upload", 0.0)
+    return {"wall_s": round(wall, 2), "stages_s": round(stages, 2), "upload_s": round(upload, 2),
+            "student_auc": round(100 * results["student"]["auc"], 3),
+            "operations": {op["service"]: op["seconds"] for op in results.get("operations", [])}}
+
+
+def _cached_config(config: Path, first_run: Path, work: Path) -> Path:
+    """The config with the first run's data and teacher, so the timed runs only differ in the stages."""
+    data = yaml.safe_load(config.read_text())
+    data_dirs = [p for p in (first_run / "data").iterdir() if p.is_dir()]
+    data["data"] = {"dir": str(data_dirs[0])}
+    data["teacher"] = {"checkpoint": str(first_run / "teacher")}
+    data["baselines"] = []  # the same in every mode; not what this benchmark measures
+    cached = work / "cached.yaml"
+    cached.write_text(yaml.safe_dump(data))
+    return cached
+
+
+def run_switch_bench(config: Path, *, redis_s3: bool = True, workdir: Path | None = None) -> dict[str, Any]:
+    from services.local.stack import LocalPlatform, RedisServer, SeaweedS3
+
+    with tempfile.TemporaryDirectory(prefix="crossadapt-bench-switch-", dir=workdir) as tmp:
+        work = Path(tmp)
+        _switch(config, work / "prepare")  # data and teacher, not timed
+        cached = _cached_config(config, work / "prepare", work)
+        modes = {"in_process": _switch(cached, work / "in-process")}
+        local = _switch(cached, work / "local", "--services", "local")
+        modes["services_local"] = local
+        if redis_s3:
+            redis = RedisServer.start(_mkdir(work / "redis"))
+            s3 = SeaweedS3.start(_mkdir(work / "s3"))
+            try:
+                platform = LocalPlatform.redis_s3(work / "stack", redis, s3)
+                with platform:
+                    begun = time.perf_counter()
+                    platform.start(workers=("w1",), servers=BACKEND)
+                    startup = time.perf_counter() - begun
+                    addresses = ",".join(f"{name}={platform.address(name)}" for name in BACKEND)
+                    env = {**platform.env}
+                    mode = _switch(cached, work / "redis-s3", "--services", addresses, env=env)
+                    mode["startup_s"] = round(startup, 2)
+                    modes["services_redis_s3"] = mode
+            finally:
+                s3.stop()
+                redis.stop()
+    base = modes["in_process"]
+    for name, mode in modes.items():
+        mode["wall_ratio"] = round(mode["wall_s"] / base["wall_s"], 2)
+        mode["stages_ratio"] = round(mode["stages_s"] / base["stages_s"], 2)
+    # What the local run spent outside the stages beyond what in-process spends there: mostly the stack's start.
+    local["startup_s"] = round(local["wall_s"] - local["stages_s"] - local["upload_s"] - base["wall_s"]
+                               + base["stages_s"], 2)
+    return {"config": str(config), "modes": modes, "cores": os.cpu_count(), "load_avg": os.getloadavg(),
+            **run_metadata()}
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
