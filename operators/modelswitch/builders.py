@@ -8,6 +8,7 @@ service answers with the operation it already started instead of starting a seco
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,7 +24,7 @@ from operators.modelswitch.clients import (
     StudentModel,
 )
 from operators.modelswitch.crd import FINAL_PHASES, ROLLOUT_PHASES, TRAINING_PHASES, Phase
-from operators.modelswitch.models import CheckpointStatus, Condition, HistoryEntry, ModelSwitchSpec
+from operators.modelswitch.models import CheckpointStatus, Condition, DatasetStatus, HistoryEntry, ModelSwitchSpec
 
 HISTORY_LIMIT = 50  # the CRD's status.history maxItems
 
@@ -96,15 +97,27 @@ def sampling_request(spec: ModelSwitchSpec, prefix: str, request: str) -> Sampli
                            sample_name=f"{prefix}/sample", request_id=request)
 
 
+def prior_shift(sample: DatasetStatus | None) -> float:
+    """logit(sample rate) − logit(source rate): the BCE logit shift that keeps a student distilled on a
+    class-balanced sample calibrated to the real base rate (the in-process switch's prior correction);
+    0 when a rate is unknown or degenerate."""
+    if sample is None or sample.positive_rate is None or sample.source_positive_rate is None:
+        return 0.0
+    rates = (sample.positive_rate, sample.source_positive_rate)
+    if not all(0.0 < rate < 1.0 for rate in rates):
+        return 0.0
+    return math.log(rates[0] / (1 - rates[0])) - math.log(rates[1] / (1 - rates[1]))
+
+
 def distillation_request(spec: ModelSwitchSpec, prefix: str, projected: CheckpointRef, sample: str,
-                         request: str) -> DistillationRequest:
+                         request: str, task_logit_shift: float = 0.0) -> DistillationRequest:
     distillation = spec.offline.distillation
     model = StudentModel(spec.student.architecture, spec.student.embedding_dim, tuple(spec.student.hidden))
     return DistillationRequest(student=projected, teacher=teacher_ref(spec), sample=sample,
                                kd_weight=distillation.kd_weight, temperature=distillation.temperature,
                                frozen_epochs=distillation.frozen_epochs, joint_epochs=distillation.joint_epochs,
                                seed=spec.offline.seed, student_name=f"{prefix}/offline", student_model=model,
-                               request_id=request)
+                               request_id=request, task_logit_shift=task_logit_shift)
 
 
 def drift_request(spec: ModelSwitchSpec, request: str) -> DriftRequest:

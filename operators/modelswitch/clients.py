@@ -115,6 +115,7 @@ class DistillationRequest:
     student_name: str
     student_model: StudentModel
     request_id: str
+    task_logit_shift: float = 0.0  # the prior correction for a class-balanced sample (builders.prior_shift)
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ class GrpcServices:
         pb = _proto("offline_distiller_pb2")
         config = pb.DistillationConfig(kd_weight=request.kd_weight, temperature=request.temperature,
                                        frozen_epochs=request.frozen_epochs, joint_epochs=request.joint_epochs,
-                                       seed=request.seed)
+                                       seed=request.seed, task_logit_shift=request.task_logit_shift)
         model = pb.ModelSpec(architecture=request.student_model.architecture,
                              embedding_dim=request.student_model.embedding_dim,
                              hidden=list(request.student_model.hidden))

@@ -146,6 +146,9 @@ class CheckpointStatus(_Model):
 
 class DatasetStatus(_Model):
     name: str
+    # The sample's positive rate and its source's: the distiller's prior correction (class-balanced sample).
+    positive_rate: float | None = None
+    source_positive_rate: float | None = None
 
 
 class OperationStatus(_Model):

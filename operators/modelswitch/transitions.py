@@ -140,7 +140,8 @@ SAMPLING = Stage("sampling", Service.SAMPLER, lambda t: t.clients.services.start
 OFFLINE_DISTILLATION = Stage("offline_distillation", Service.OFFLINE_DISTILLER,
                              lambda t: t.clients.services.start_distillation(builders.distillation_request(
                                  t.spec, t.prefix, builders.checkpoint_ref(t.status.artifacts.projected_student),
-                                 t.status.artifacts.sample.name, t.request_id("offline-distillation"))))
+                                 t.status.artifacts.sample.name, t.request_id("offline-distillation"),
+                                 task_logit_shift=builders.prior_shift(t.status.artifacts.sample))))
 DRIFT = Stage("drift", Service.DRIFT_DETECTOR, lambda t: t.clients.services.compute_drift(
     builders.drift_request(t.spec, t.request_id("drift"))))
 ONLINE_CODISTILLATION = Stage("online_co_distillation", Service.ONLINE_CODISTILLER,
@@ -214,7 +215,9 @@ def sampling(tick: Tick) -> None:
         if not sample:
             tick.fail("SamplingNoResult", f"sampler operation {operation.id} succeeded without a dataset")
             return
-        tick.status.artifacts.sample = DatasetStatus(name=sample)
+        rates = {key: operation.details.get(key) for key in ("positive_rate", "source_positive_rate")}
+        tick.status.artifacts.sample = DatasetStatus(
+            name=sample, **{key: float(value) for key, value in rates.items() if isinstance(value, (int, float))})
         tick.enter(Phase.OFFLINE_DISTILLING, "SamplingSucceeded", f"sample {sample}; distilling offline")
 
 

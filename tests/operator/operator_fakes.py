@@ -131,7 +131,7 @@ class FakeServices:
 
     def start_sampling(self, request: SamplingRequest) -> Operation:
         result = Operation("", OperationState.SUCCEEDED, dataset=request.sample_name,
-                           details={"rows": 1200, "positive_rate": 0.5})
+                           details={"rows": 1200, "positive_rate": 0.5, "source_positive_rate": 0.2})
         return self.backend.start(Service.SAMPLER, "sampling", request, request.request_id, result)
 
     def start_distillation(self, request: DistillationRequest) -> Operation:

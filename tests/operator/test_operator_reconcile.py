@@ -103,6 +103,20 @@ def test_requests_follow_the_spec() -> None:
     assert builders.artifact_prefix("ml", "sw", spec) == "modelswitch/ml/sw"
 
 
+def test_the_distillation_carries_the_samples_prior_correction(driver: Driver) -> None:
+    """A class-balanced sample (50% positives of a 20% source) shifts the student's BCE logit by
+    logit(0.5) − logit(0.2), as the in-process switch does, so the student stays calibrated."""
+    import math
+
+    driver.run_until("OnlineCoDistilling", "Shadow")
+    sample = driver.status["artifacts"]["sample"]
+    assert (sample["positiveRate"], sample["sourcePositiveRate"]) == (0.5, 0.2)
+    distillations = [request for kind, request in driver.platform.services.starts if kind == "distillation"]
+    assert distillations and distillations[0].task_logit_shift == pytest.approx(-math.log(0.2 / 0.8))
+    assert builders.prior_shift(None) == 0.0
+    assert builders.prior_shift(builders.DatasetStatus(name="s", positive_rate=0.5, source_positive_rate=1.0)) == 0.0
+
+
 def test_request_ids_are_stable_and_change_with_the_attempt() -> None:
     first = builders.request_id("ml", "sw", "u-1", "sampling", 0)
     assert first == builders.request_id("ml", "sw", "u-1", "sampling", 0)
