@@ -3,8 +3,9 @@
 ``python -m crossadapt.bench.data --sizes 1000000,3000000,10000000`` prints one JSON object with a row
 per size (rows/s, CPU seconds, peak RSS) and the ratios between sizes; ``--rows N`` benchmarks one size.
 The TSV is written from the ``criteo_like`` generator in pieces of 1M rows (not timed); smaller sizes
-are prefixes of the largest file. Each ``prepare_dataset`` runs in a fresh process, so its peak RSS
-(``ru_maxrss`` of that process, i.e. its VmHWM) is its own: read, vocabulary with the <UNK> threshold,
+are prefixes of the largest file. Each ``prepare_dataset`` runs in a freshly spawned process, so its
+peak RSS (that process's VmHWM, which, unlike ``ru_maxrss``, does not carry the parent's peak over
+``exec``) is its own: read, vocabulary with the <UNK> threshold,
 log transform and missing indicators, time split and write are all included. The machine's load
 average is recorded before and after each run (the 2-core CI box is shared).
 """
@@ -38,11 +39,24 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MiB): ``VmHWM`` where Linux has it. Unlike ``ru_maxrss`` it
+    starts afresh at ``exec``, so a spawned child does not inherit its parent's peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _timed_prepare(tsv: str, out: str, queue, streaming: bool = True) -> None:
     started, cpu = time.perf_counter(), _cpu_seconds()
     prepare_dataset(tsv, out, source_format="criteo", streaming=streaming)
     seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
-    queue.put((seconds, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+    queue.put((seconds, cpu, peak_rss_mb()))
 
 
 def _prepare_in_child(tsv: Path, out: Path, streaming: bool) -> tuple[float, float, float]:

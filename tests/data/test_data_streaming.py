@@ -142,6 +142,12 @@ def test_blocks_cut_at_newlines_and_count_lines(tmp_path):
         assert blocks[-1].source_bytes == source.stat().st_size
     with pytest.raises(DataFormatError, match="empty"):
         list(iter_text_blocks(write_lines(tmp_path / "e.txt", []), block_bytes=10))
+    import threading
+
+    reader = iter_text_blocks(path, block_bytes=1_000)
+    next(reader)
+    reader.close()  # a consumer that stops early: the read-ahead thread ends with it
+    assert not [t for t in threading.enumerate() if t.name == "crossadapt-read-ahead"]
 
 
 class Recorder(Progress):
