@@ -24,7 +24,7 @@ from pathlib import Path
 
 import grpc
 
-from services.common.registry import ServiceSpec, get_spec, queues, service_specs
+from services.common.registry import ServiceSpec, get_spec, queues
 from services.common.settings import PlatformSettings
 
 CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
@@ -82,6 +82,13 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
     return proc.returncode
 
 
+def _kill_session(proc: subprocess.Popen) -> None:
+    """SIGKILL a process started by `start_process` and everything in its session (no shutdown at all)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     if not path.exists():
         return "(no log)"
@@ -94,24 +101,38 @@ class RedisServer:
     port: int
     proc: subprocess.Popen
     log: Path
+    args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, workdir: Path) -> RedisServer:
+    def start(cls, workdir: Path, *, persistent: bool = False, port: int | None = None) -> RedisServer:
+        """A redis-server on a free port; `persistent` keeps an fsync'ed append-only file (survives a restart)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server, or scripts/install-test-deps)")
-        port = free_port()
+        port = port or free_port()
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if persistent else ["--appendonly", "no"]
+        args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *durability, "--dir", str(workdir)]
         log = workdir / "redis.log"
-        proc = start_process(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
-            log,
-        )
+        proc = start_process(args, log)
+        server = cls(port, proc, log, args)
+        server._wait_ready()
+        return server
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Kill the server outright, stay down `down_s` seconds, start it again on the same port and files."""
+        _kill_session(self.proc)
+        time.sleep(down_s)
+        self.proc = start_process(self.args, self.log)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
         import redis
+
+        port, proc, log = self.port, self.proc, self.log
 
         client = redis.Redis(port=port)
 
@@ -124,7 +145,6 @@ class RedisServer:
                 return False
 
         wait_for(ping, 20, "redis-server")
-        return cls(port, proc, log)
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -137,6 +157,8 @@ class SeaweedS3:
     endpoint: str
     proc: subprocess.Popen
     log: Path
+    args: list[str] = field(default_factory=list)
+    cwd: Path | None = None
 
     @classmethod
     def start(cls, workdir: Path) -> SeaweedS3:
@@ -161,9 +183,21 @@ class SeaweedS3:
                 "-master.telemetry=false", f"-bucket={S3_BUCKET}", *[f"-{k}={v}" for k, v in ports.items()]]
         log = workdir / "weed.log"
         proc = start_process(args, log, cwd=workdir)
-        endpoint = f"127.0.0.1:{ports['s3.port']}"
+        server = cls(f"127.0.0.1:{ports['s3.port']}", proc, log, args, workdir)
+        server._wait_ready()
+        return server
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Kill `weed` outright (S3 unreachable), wait `down_s` seconds, start it again on its ports and data."""
+        _kill_session(self.proc)
+        time.sleep(down_s)
+        self.proc = start_process(self.args, self.log, cwd=self.cwd)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
         from minio import Minio
 
+        endpoint, proc, log = self.endpoint, self.proc, self.log
         client = Minio(endpoint, access_key=S3_ACCESS_KEY, secret_key=S3_SECRET_KEY, secure=False)
 
         def bucket_ready() -> bool:
@@ -175,7 +209,6 @@ class SeaweedS3:
                 return False
 
         wait_for(bucket_ready, 60, "SeaweedFS S3", interval=0.3)
-        return cls(endpoint, proc, log)
 
     def stop(self) -> None:
         stop_process(self.proc)

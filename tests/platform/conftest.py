@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from platform_stack import RedisServer, SeaweedS3, Stack, s3_store  # noqa: F401 - redis_server/seaweed: tests/conftest.py
+from platform_stack import SLOW_CHUNKS, SLOW_ENV, RedisServer, SeaweedS3, Stack, s3_store  # noqa: F401
 from services.common.storage import LocalObjectStore, ObjectStore
 
 TABLE_ROWS = 1_000_000
@@ -38,11 +38,6 @@ def teacher_table() -> np.ndarray:
     return (rng.standard_normal((TABLE_ROWS, TABLE_DIM)) * scales + 0.25).astype(np.float32)
 
 
-# 16k-row chunks with a short pause (injected by worker_hooks/sitecustomize.py, not a production
-# setting): a shard task lasts long enough to be killed mid-way.
-SLOW_CHUNKS = {"shard_chunk_rows": "16384"}
-WORKER_HOOKS = Path(__file__).parent / "worker_hooks"
-SLOW_ENV = {"PYTHONPATH": str(WORKER_HOOKS), "CROSSADAPT_TEST_CHUNK_PAUSE_S": "0.04"}
 
 
 def _run_stack(stack: Stack, names: tuple[str, ...]) -> Iterator[Stack]:

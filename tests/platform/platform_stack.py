@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from services.local.stack import (  # noqa: F401 - re-exported for the tests
     S3_ACCESS_KEY,
     S3_BUCKET,
@@ -15,6 +17,12 @@ from services.local.stack import (  # noqa: F401 - re-exported for the tests
 )
 
 Stack = LocalPlatform
+
+# 16k-row chunks with a short pause (injected by worker_hooks/sitecustomize.py, not a production
+# setting): a shard task lasts long enough to be killed mid-way.
+SLOW_CHUNKS = {"shard_chunk_rows": "16384"}
+WORKER_HOOKS = Path(__file__).parent / "worker_hooks"
+SLOW_ENV = {"PYTHONPATH": str(WORKER_HOOKS), "CROSSADAPT_TEST_CHUNK_PAUSE_S": "0.04"}
 
 
 def s3_store(seaweed: SeaweedS3, prefix: str, **options):  # noqa: ANN003, ANN201
