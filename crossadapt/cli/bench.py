@@ -55,13 +55,27 @@ def bench_train(
 def bench_data(
     rows: Annotated[int, typer.Option("--rows", help="Rows of the synthetic Criteo-format log.")] = 1_000_000,
     seed: Annotated[int, typer.Option("--seed", help="Synthetic seed.")] = 0,
+    sizes: Annotated[str | None, typer.Option(
+        "--sizes", help="Comma-separated row counts (e.g. 1000000,3000000,10000000): streaming prepare at each, "
+                        "side by side with the in-memory path at 1M, as a table.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Synthetic generation and `prepare` of a Criteo-format TSV: rows/s and peak RSS
-    (crossadapt.bench.data.run_data_bench)."""
-    from crossadapt.bench.data import run_data_bench
+    (crossadapt.bench.data.run_data_bench; with --sizes, run_data_scaling)."""
+    from crossadapt.bench.data import format_scaling, run_data_bench, run_data_scaling
 
-    _show(run_data_bench(rows, seed), as_json)
+    if sizes is None:
+        _show(run_data_bench(rows, seed), as_json)
+        return
+    try:
+        counts = tuple(int(size) for size in sizes.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+    result = run_data_scaling(counts, seed)
+    if as_json:
+        _show(result, True)
+    else:
+        typer.echo(format_scaling(result))
 
 
 @app.command("projection")

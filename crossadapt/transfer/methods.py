@@ -154,6 +154,9 @@ def _measure_replay(ctx: MethodContext, train: "SplitArrays", *, replay: bool) -
         theta_high=drift.theta_high,
         max_ratio=drift.max_replay if replay else 0.0,
         drift=DriftConfig(metric=drift.metric, windows=drift.windows, bins=drift.bins),
+        # Beyond the paper (off by default): re-estimate Δ_shift from the stream as it arrives.
+        rolling=drift.rolling,
+        window_rows=drift.window_rows,
     )
     spec = ctx.feature_spec
     names = [f.name for f in spec.categorical] + list(spec.numerical)

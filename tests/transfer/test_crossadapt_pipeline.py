@@ -48,3 +48,17 @@ def test_without_projection_the_random_tables_are_trained_not_frozen(tiny_data, 
     outcome = run_crossadapt(ctx, AblationSection(projection=False, online_stage=False))
     assert outcome.details["offline_phases"] == ["joint"]
     assert all(not torch.equal(a, b) for a, b in zip(initial, _tables(outcome.model)))
+
+
+def test_rolling_drift_from_the_switch_config_changes_the_online_replay(tiny_data, tiny_model, tiny_spec) -> None:
+    """`online.drift.rolling` reaches the replay controller: the stream's windows re-estimate r_enh,
+    so the online stage replays a different number of rows than with the training pool's fixed r_enh."""
+    from crossadapt.transfer.switch_config import OnlineSection
+
+    fixed = _context(tiny_data, tiny_model, tiny_spec)
+    fixed.online = OnlineSection(drift={"windows": 4, "bins": 8, "max_replay": 0.5})
+    rolling = _context(tiny_data, tiny_model, tiny_spec)
+    rolling.online = OnlineSection(drift={"windows": 4, "bins": 8, "max_replay": 0.5, "rolling": True,
+                                          "window_rows": 100})
+    replayed = [run_crossadapt(ctx, AblationSection()).details["replay_rows"] for ctx in (fixed, rolling)]
+    assert replayed[0] != replayed[1], replayed
