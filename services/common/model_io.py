@@ -60,7 +60,7 @@ def publish_model(  # noqa: PLR0913 - manifest fields
     metrics: Mapping[str, float | int | None] | None = None,
     extra: Mapping[str, Any] | None = None,
     owner: str = "upload",
-    table_shards: int = 4,
+    table_shards: int | None = None,
 ) -> PublishedCheckpoint:
     """Publish a core model (and its tables, sharded for projection) as the next version of `name`."""
     with tempfile.TemporaryDirectory(prefix="crossadapt-publish-") as tmp:
@@ -68,7 +68,7 @@ def publish_model(  # noqa: PLR0913 - manifest fields
         core = save_checkpoint(folder, model, feature_spec=feature_spec, vocab_hash=vocab_hash, metrics=metrics,
                                parent=parent, extra=extra)
         (folder / MANIFEST_NAME).unlink()  # the store writes its own manifest, last
-        layouts = _write_tables(folder, model, table_shards)
+        layouts = write_tables(folder, model, table_shards)
         if vocabulary is not None:
             if vocabulary.hash != vocab_hash:
                 raise InvalidArgumentError(
@@ -81,8 +81,15 @@ def publish_model(  # noqa: PLR0913 - manifest fields
         )
 
 
-def _write_tables(folder: Path, model: Any, num_shards: int) -> dict[str, Any]:
-    """The model's embedding tables in the sharded table layout, under `folder/tables/`."""
+ROWS_PER_SHARD = 1 << 20  # a table is split into shards of about this many rows (projection maps over them)
+
+
+def write_tables(folder: Path, model: Any, num_shards: int | None = None) -> dict[str, Any]:
+    """The model's embedding tables in the sharded table layout, under `folder/tables/`.
+
+    `num_shards` None: ceil(rows / ROWS_PER_SHARD) per table, so the many small tables of a CTR model
+    are one file each and only the large ones are split.
+    """
     from safetensors.numpy import save_file
 
     embedding = getattr(model, "embedding", None)
@@ -92,7 +99,8 @@ def _write_tables(folder: Path, model: Any, num_shards: int) -> dict[str, Any]:
     for table in embedding.table_names():
         weights = embedding.get_table(table).detach().float().cpu().numpy()
         shards = []
-        for index, (start, stop) in enumerate(shard_bounds(len(weights), num_shards)):
+        shards_here = num_shards or max(1, -(-len(weights) // ROWS_PER_SHARD))
+        for index, (start, stop) in enumerate(shard_bounds(len(weights), shards_here)):
             relpath = shard_path(table, index)
             (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
             save_file({TABLE_TENSOR: np.ascontiguousarray(weights[start:stop])}, str(folder / relpath))

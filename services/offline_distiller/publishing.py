@@ -20,16 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from crossadapt.checkpoint import MANIFEST_NAME, CheckpointManifest, save_checkpoint
 from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import FeatureSpec
 from services.common.errors import DataLossError, FailedPreconditionError
-from services.common.model_io import VOCAB_DIR
+from services.common.model_io import VOCAB_DIR, write_tables
 from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
-from services.common.storage.tables import ShardEntry, TableLayout, encode_shard, shard_bounds, shard_path
 
 OPTIMIZER_FILE = "training/optimizer.pt"
 
@@ -47,21 +45,6 @@ def load_tensor_bytes(data: bytes, where: str) -> Any:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad bytes
         raise DataLossError(f"{where}: unreadable training state ({type(exc).__name__}: {exc})", field=where) from exc
-
-
-def _write_tables(folder: Path, model: Any, num_shards: int) -> dict[str, Any]:
-    layouts: dict[str, Any] = {}
-    embedding = model.embedding
-    for table in embedding.table_names():
-        weights = embedding.get_table(table).detach().float().cpu().numpy()
-        shards = []
-        for index, (start, stop) in enumerate(shard_bounds(len(weights), num_shards)):
-            relpath = shard_path(table, index)
-            (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
-            (folder / relpath).write_bytes(encode_shard(np.ascontiguousarray(weights[start:stop])))
-            shards.append(ShardEntry(file=relpath, start=start, rows=stop - start))
-        layouts[table] = TableLayout(rows=len(weights), dim=weights.shape[1], shards=tuple(shards)).model_dump(mode="json")
-    return layouts
 
 
 def published_by(checkpoints: CheckpointStore, name: str, version: str, operation_id: str) -> PublishedCheckpoint | None:
@@ -90,7 +73,7 @@ def publish_checkpoint(  # noqa: PLR0913 - manifest fields
     extra: Mapping[str, Any] | None = None,
     files: Mapping[str, bytes] | None = None,
     tables: bool = True,
-    table_shards: int = 4,
+    table_shards: int | None = None,
 ) -> PublishedCheckpoint:
     """Publish `model` (+ its tables, vocabulary and `files`) into the claimed `name/version`; idempotent."""
     done = published_by(checkpoints, name, version, operation_id)
@@ -101,7 +84,7 @@ def publish_checkpoint(  # noqa: PLR0913 - manifest fields
         core = save_checkpoint(folder, model, feature_spec=feature_spec, vocab_hash=vocab_hash, metrics=metrics,
                                parent=parent, extra=extra)
         (folder / MANIFEST_NAME).unlink()  # the store's manifest comes last, below
-        layouts = _write_tables(folder, model, table_shards) if tables else {}
+        layouts = write_tables(folder, model, table_shards) if tables else {}
         if vocabulary is not None:
             vocabulary.save(folder / VOCAB_DIR)
         for relpath, data in (files or {}).items():

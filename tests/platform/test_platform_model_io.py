@@ -87,3 +87,14 @@ def test_a_field_named_like_a_present_split_column_is_refused(stores: tuple[Chec
                                     CategoricalField(name="item", vocab_size=12)), numerical=("price",))
     with pytest.raises(InvalidArgumentError, match="collide"):
         model_io.write_split(datasets, "d/bad", _rows(10), spec)
+
+
+def test_small_tables_are_one_shard_and_large_ones_are_split(stores: tuple[CheckpointStore, DatasetStore],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoints, _ = stores
+    monkeypatch.setattr(model_io, "ROWS_PER_SHARD", 16)  # `user` has 30 rows: two shards; `item` 12: one
+    model = build_model(parse_model_config({"architecture": "mlp", "embedding_dim": 4, "hidden_units": [8]}), SPEC)
+    published = model_io.publish_model(checkpoints, "t/sharded", model, feature_spec=SPEC, vocab_hash="h")
+    tables = published.manifest.extra["tables"]
+    assert len(tables["user"]["shards"]) == 2 and len(tables["item"]["shards"]) == 1
+    assert np.array_equal(read_table(checkpoints, published, "user"), model.embedding.get_table("user").detach().numpy())
