@@ -3,8 +3,9 @@
 * `operation_message`: an operation record in its wire form (`crossadapt.v1.Operation`).
 * `OperationsServicer`: `crossadapt.v1.OperationsService` (Get / Watch / Cancel / List) over the
   shared operation store; a service plugs in how to cancel its own kinds (`Canceller`).
-* `start_operation`: the idempotent start of a Start* call (request_id → operation id; the same
-  key with other parameters is INVALID_ARGUMENT), the record created before the work is sent.
+* `operation_id_for`, `request_fingerprint`, `existing_operation`: the idempotent start of a Start*
+  call (request_id → operation id; the same key with other parameters is INVALID_ARGUMENT); each
+  service creates the record before it sends the work, and `fail_start` fails it if the broker refuses.
 * `serve_service`: store, metrics, Celery app, gRPC server (the service + operations + health +
   reflection), run until SIGTERM.
 """
