@@ -104,14 +104,15 @@ def local_rollout(dataset: Any, teacher_dir: Path, student_dir: Path, spec: Any,
 
     from operators.local_rollout.predictor import MODEL_NAME, LocalPredictor, publish_for_replay
     from operators.local_rollout.rollout import ReplayClients, run_rollout
-    from operators.local_rollout.traffic import ReplayTraffic
+    from operators.local_rollout.traffic import ReplayTraffic, log_transformed
     from operators.modelswitch.builders import split_salt
     from operators.modelswitch.clients import CheckpointRef, GrpcPredictor
 
     traffic = ReplayTraffic(dataset, split, cohort_key=spec.cohort_key, batch_rows=batch_rows,
                             label_delay_s=label_delay_s, max_rows=max_rows)
     shutil.rmtree(workdir / "store", ignore_errors=True)  # a fresh store: versions start at v000001
-    pair = publish_for_replay(workdir / "store", teacher_dir, student_dir, dataset.vocabulary)
+    pair = publish_for_replay(workdir / "store", teacher_dir, student_dir, dataset.vocabulary,
+                              log_transformed(dataset))
     salt = split_salt("local", name, "")
     with LocalPredictor(pair, workdir, cohort_key=spec.cohort_key, salt=salt,
                         bootstrap_replicates=bootstrap_replicates) as predictor:

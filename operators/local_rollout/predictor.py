@@ -1,9 +1,8 @@
 """A real predictor on loopback for a local rollout: checkpoints published into a local store, and
 `crossadapt serve predictor` (KServe REST + V2 gRPC, admin gRPC) started on free ports.
 
-The replay sends the prepared split's numerical features, which are already log-transformed, so both
-checkpoints are published with `preprocessing.log_transform = false`: the predictor then feeds the
-models exactly the inputs they were evaluated on offline.
+Both checkpoints are published with the dataset's `preprocessing.log_transform`, so the predictor
+transforms the replay's raw numbers (`traffic.raw_numbers`) as the dataset's preparation did.
 """
 
 from __future__ import annotations
@@ -24,8 +23,9 @@ class PublishedPair:
 
 
 def publish_for_replay(store: Path, teacher_dir: Path, student_dir: Path, vocabulary: Any,
-                       log_transformed_inputs: bool = True) -> PublishedPair:
-    """Publish both core checkpoints (with the dataset's vocabulary) as `rollout/teacher` and `rollout/student`."""
+                       log_transform: bool) -> PublishedPair:
+    """Publish both core checkpoints (with the dataset's vocabulary and numeric transform) as
+    `rollout/teacher` and `rollout/student`."""
     from crossadapt.checkpoint import load_checkpoint
     from services.common.model_io import publish_model
     from services.common.storage import CheckpointStore, LocalObjectStore
@@ -36,7 +36,7 @@ def publish_for_replay(store: Path, teacher_dir: Path, student_dir: Path, vocabu
         loaded = load_checkpoint(folder, expected_vocab_hash=vocabulary.hash)
         manifest = loaded.manifest
         extra = {**manifest.extra, "preprocessing": {**(manifest.extra.get("preprocessing") or {}),
-                                                     "log_transform": not log_transformed_inputs}}
+                                                     "log_transform": log_transform}}
         published = publish_model(checkpoints, f"rollout/{role}", loaded.model, feature_spec=manifest.feature_spec,
                                   vocab_hash=manifest.vocab_hash, vocabulary=vocabulary,
                                   parent=str(Path(folder).resolve()), metrics=manifest.metrics, extra=extra,

@@ -1,9 +1,10 @@
 """A prepared split replayed as live traffic: time-ordered V2 inference batches and their delayed labels.
 
 Each row becomes one scored request row: its categorical ids turned back into their vocabulary values,
-its numerical features, a cohort key (the dataset's user column) and a row id. Numerical features go
-out as the prepared split stores them (already log-transformed), so the checkpoints are published for
-this replay with `preprocessing.log_transform = false` (see `predictor.publish_for_replay`).
+its numerical features as raw values, a cohort key (the dataset's user column) and a row id. The
+prepared split stores numbers after the log transform (x → log2 x for x > 2); `raw_numbers` gives
+values that the predictor's transform (the same one, `crossadapt.data.columns.numerical_values`)
+maps back onto the prepared ones: 2^v for v > 2, v itself otherwise.
 
 Labels follow the traffic: a row's label is sent back once the replay clock (the timestamp of the last
 row sent) has passed the row's own timestamp plus `label_delay_s`, as clicks come back after a view.
@@ -39,6 +40,18 @@ def raw_bytes_tensor(values: pa.Array) -> bytes:
     is_data[prefix_slots] = False
     out[is_data] = data[offsets[0]:offsets[-1]]
     return out.tobytes()
+
+
+def log_transformed(dataset: Any) -> bool:
+    """Whether the prepared dataset's numbers went through the log transform (PrepareConfig's default: yes)."""
+    return bool(getattr(dataset.manifest.preprocessing, "log_transform", True))
+
+
+def raw_numbers(prepared: np.ndarray, log_transformed: bool) -> np.ndarray:
+    """Raw values whose log transform is `prepared` (a stored value v > 2 came from 2^v > 4, one ≤ 2 from itself)."""
+    if not log_transformed:
+        return prepared
+    return np.where(prepared > 2, np.exp2(prepared.astype(np.float64)), prepared).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -89,8 +102,8 @@ class ReplayTraffic:
         spec = dataset.feature_spec
         self.categorical_fields = [field.name for field in spec.categorical]
         self.numerical_fields = list(spec.numerical)
-        self.numerical = np.ascontiguousarray(np.asarray(arrays.numerical)[order][:, :len(self.numerical_fields)],
-                                              dtype=np.float32)
+        prepared = np.asarray(arrays.numerical)[order][:, :len(self.numerical_fields)]
+        self.numerical = np.ascontiguousarray(raw_numbers(prepared, log_transformed(dataset)), dtype=np.float32)
         vocabulary = dataset.vocabulary
         self._values = {name: pa.concat_arrays([pa.array([UNKNOWN_VALUE], pa.string()),
                                                 vocabulary.values(name).cast(pa.string())])

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,3 +143,17 @@ def test_the_operator_decides_the_same_steps(tiny_switch: Path, promoted: str, o
     expected = [(c.phase, c.student_percent) for c in local.checks[1:]]
     expected.append((local.outcome, 100 if local.outcome == "Promoted" else 0))
     assert taken == expected
+
+
+def test_the_replays_raw_numbers_transform_back_to_the_prepared_ones(tiny_switch: Path) -> None:
+    """The predictor's transform of what the replay sends gives exactly the inputs the models were tested on."""
+    import pyarrow as pa
+
+    from crossadapt.data.columns import numerical_values
+    from operators.local_rollout.traffic import raw_numbers
+
+    prepared = np.asarray(_dataset(tiny_switch).split("test").numerical)
+    assert (prepared > 2).any() and ((prepared > 1) & (prepared <= 2)).any()  # both branches are exercised
+    raw = raw_numbers(prepared, log_transformed=True)
+    served = np.stack([numerical_values(pa.array(raw[:, j]), log_transform=True) for j in range(raw.shape[1])], 1)
+    np.testing.assert_array_equal(served, prepared)
