@@ -28,23 +28,38 @@ def step_rows(result: RolloutResult) -> list[list[str]]:
     """One row per position reached: the figures of its last gate check."""
     return [[_position(c), f"{c.student_percent}%", str(c.rows_sent), str(c.paired_rows),
              _interval_text(c.delta_auc), _interval_text(c.delta_logloss), _interval_text(c.student_pcoc, ".3f"),
-             f"{c.verdict} ({c.reason})"] for c in result.step_summaries()]
+             f"{c.verdict} ({c.reason})"]
+            for c in result.step_summaries()]
 
 
 HEADERS = ["step", "student", "rows sent", "n (paired)", "ΔAUC [CI]", "ΔLogLoss [CI]", "student PCOC [CI]",
            "gate"]
 
 
+def _terminal_interval(figures: dict[str, float | None], fmt: str) -> str:
+    """The estimate, and below it the interval (compact: an 80-column terminal holds the table)."""
+    if figures.get("estimate") is None:
+        return "—"
+    text = format(figures["estimate"], fmt)
+    if figures.get("lower") is not None and figures.get("upper") is not None:
+        text += f"\n[{format(figures['lower'], fmt)},{format(figures['upper'], fmt)}]"
+    return text
+
+
 def print_rollout(result: RolloutResult, console: object | None = None) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"Rollout {result.student} (teacher {result.teacher})")
-    for header in HEADERS:
-        table.add_column(header, justify="right" if header not in ("step", "gate") else "left")
-    for row in step_rows(result):
-        table.add_row(*row)
+    table = Table(title=f"Rollout of {result.student} (teacher {result.teacher})", box=box.SIMPLE_HEAD,
+                  pad_edge=False, padding=(0, 1), collapse_padding=True)
+    for header in ("step", "n", "ΔAUC [95% CI]", "ΔLogLoss", "PCOC", "gate"):
+        table.add_column(header, justify="left" if header in ("step", "gate") else "right", no_wrap=True)
+    for c in result.step_summaries():
+        table.add_row(f"{_position(c)}\n{c.student_percent}%", f"{c.paired_rows}\nof {c.rows_sent}",
+                      _terminal_interval(c.delta_auc, "+.3f"), _terminal_interval(c.delta_logloss, "+.3f"),
+                      _terminal_interval(c.student_pcoc, ".3f"), f"{c.verdict}\n{c.reason}")
     console.print(table)
     style = "green" if result.outcome == "Promoted" else "red" if result.outcome == "RolledBack" else "yellow"
     console.print(f"[{style}]{result.outcome}[/{style}] ({result.reason}): {result.message}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,9 +71,27 @@ def promoted(tiny_switch: Path) -> str:
     (tiny_switch / "report.md").write_text("# Switch report\n")
     command = [sys.executable, "-c", "from crossadapt.cli import main; main()", "rollout", str(tiny_switch),
                "--config", str(config), "--label-delay-s", "600", "--batch-rows", "64"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT)
+    env = {**os.environ, "PYTHONPATH": str(_without_platform_only_packages(tiny_switch / "hooks"))}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+#: Installed here for the other tests, but not by `scripts/bootstrap predictor` (what scripts/demo installs).
+PLATFORM_ONLY = ("celery", "kombu", "minio", "kopf", "grpc_tools", "redis")
+
+
+def _without_platform_only_packages(folder: Path) -> Path:
+    """A sitecustomize that makes those imports fail in the CLI and the predictor it starts."""
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {PLATFORM_ONLY!r}:\n"
+        "            raise ImportError(f'{name} is not installed by scripts/bootstrap predictor')\n"
+        "sys.meta_path.insert(0, _Refuse())\n")
+    return folder
 
 
 def test_the_cli_promotes_a_good_student(tiny_switch: Path, promoted: str) -> None:
