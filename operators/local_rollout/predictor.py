@@ -22,27 +22,30 @@ class PublishedPair:
     student: str
 
 
-def publish_for_replay(store: Path, teacher_dir: Path, student_dir: Path, vocabulary: Any,
-                       log_transform: bool) -> PublishedPair:
-    """Publish both core checkpoints (with the dataset's vocabulary and numeric transform) as
-    `rollout/teacher` and `rollout/student`."""
+def publish_checkpoint(checkpoints: Any, name: str, folder: Path, vocabulary: Any, log_transform: bool) -> str:
+    """Publish a core checkpoint folder as the next version of `name` with the dataset's vocabulary and
+    numeric transform (what the predictor needs to serve raw values); returns its `name/version`."""
     from crossadapt.checkpoint import load_checkpoint
     from services.common.model_io import publish_model
+
+    loaded = load_checkpoint(folder, expected_vocab_hash=vocabulary.hash)
+    manifest = loaded.manifest
+    extra = {**manifest.extra, "preprocessing": {**(manifest.extra.get("preprocessing") or {}),
+                                                 "log_transform": log_transform}}
+    return publish_model(checkpoints, name, loaded.model, feature_spec=manifest.feature_spec,
+                         vocab_hash=manifest.vocab_hash, vocabulary=vocabulary, parent=str(Path(folder).resolve()),
+                         metrics=manifest.metrics, extra=extra, owner="rollout").ref
+
+
+def publish_for_replay(store: Path, teacher_dir: Path, student_dir: Path, vocabulary: Any,
+                       log_transform: bool) -> PublishedPair:
+    """Both checkpoints into a local store at `store`, as `rollout/teacher` and `rollout/student`."""
     from services.common.storage import CheckpointStore, LocalObjectStore
 
     checkpoints = CheckpointStore(LocalObjectStore(store))
-    refs = {}
-    for role, folder in (("teacher", teacher_dir), ("student", student_dir)):
-        loaded = load_checkpoint(folder, expected_vocab_hash=vocabulary.hash)
-        manifest = loaded.manifest
-        extra = {**manifest.extra, "preprocessing": {**(manifest.extra.get("preprocessing") or {}),
-                                                     "log_transform": log_transform}}
-        published = publish_model(checkpoints, f"rollout/{role}", loaded.model, feature_spec=manifest.feature_spec,
-                                  vocab_hash=manifest.vocab_hash, vocabulary=vocabulary,
-                                  parent=str(Path(folder).resolve()), metrics=manifest.metrics, extra=extra,
-                                  owner="rollout")
-        refs[role] = published.ref
-    return PublishedPair(store, refs["teacher"], refs["student"])
+    teacher = publish_checkpoint(checkpoints, "rollout/teacher", teacher_dir, vocabulary, log_transform)
+    student = publish_checkpoint(checkpoints, "rollout/student", student_dir, vocabulary, log_transform)
+    return PublishedPair(store, teacher, student)
 
 
 @dataclass

@@ -82,7 +82,8 @@ class ReplayTraffic:
     """A split of a prepared dataset in time order, cut into request batches, with delayed feedback."""
 
     def __init__(self, dataset: Any, split: str = "test", *, cohort_key: str = "user_id", row_id_field: str = "row_id",
-                 batch_rows: int = 256, label_delay_s: float = 0.0, max_rows: int | None = None) -> None:
+                 batch_rows: int = 256, label_delay_s: float = 0.0, max_rows: int | None = None,
+                 row_id_prefix: str | None = None) -> None:
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be at least 1, got {batch_rows}")
         if label_delay_s < 0:
@@ -110,7 +111,8 @@ class ReplayTraffic:
                         for name in self.categorical_fields}
         users = np.asarray(arrays.user)[order] if arrays.user is not None else order
         self.cohorts = pa.array(np.char.add("user-", users.astype(str)), pa.string())
-        self.row_ids = np.char.add(f"{split}-", order.astype(str))
+        # Row ids join labels to scored rows: a second pass over the same split needs its own prefix.
+        self.row_ids = np.char.add(f"{row_id_prefix or split}-", order.astype(str))
         self._labelled = 0  # rows whose label has been sent back
 
     def __len__(self) -> int:

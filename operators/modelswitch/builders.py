@@ -18,6 +18,7 @@ from operators.modelswitch.clients import (
     DistillationRequest,
     DriftRequest,
     DriftSettings,
+    Optimiser,
     ProjectionRequest,
     SamplingRequest,
     Split,
@@ -117,7 +118,11 @@ def distillation_request(spec: ModelSwitchSpec, prefix: str, projected: Checkpoi
                                kd_weight=distillation.kd_weight, temperature=distillation.temperature,
                                frozen_epochs=distillation.frozen_epochs, joint_epochs=distillation.joint_epochs,
                                seed=spec.offline.seed, student_name=f"{prefix}/offline", student_model=model,
-                               request_id=request, task_logit_shift=task_logit_shift)
+                               request_id=request, task_logit_shift=task_logit_shift, optim=optimiser(spec))
+
+
+def optimiser(spec: ModelSwitchSpec) -> Optimiser:
+    return Optimiser(spec.optim.batch_size, spec.optim.embedding_lr, spec.optim.dense_lr)
 
 
 def drift_request(spec: ModelSwitchSpec, request: str) -> DriftRequest:
@@ -134,7 +139,7 @@ def codistillation_request(spec: ModelSwitchSpec, prefix: str, offline_student: 
                                  kd_weight=distillation.kd_weight, temperature=distillation.temperature,
                                  drift=drift_settings(spec), seed=spec.offline.seed,
                                  student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher",
-                                 request_id=request)
+                                 request_id=request, optim=optimiser(spec))
 
 
 def drift_figures(details: dict[str, Any]) -> dict[str, float]:

@@ -103,6 +103,19 @@ class StudentModel:
 
 
 @dataclass(frozen=True)
+class Optimiser:
+    """Rows per step and learning rates of a distillation stage (spec.optim)."""
+
+    batch_size: int
+    embedding_lr: float
+    dense_lr: float
+
+    def fields(self) -> dict[str, float]:
+        """The three as the distillers' config messages name them."""
+        return {"batch_size": self.batch_size, "embedding_lr": self.embedding_lr, "dense_lr": self.dense_lr}
+
+
+@dataclass(frozen=True)
 class DistillationRequest:
     student: CheckpointRef  # the projected student
     teacher: CheckpointRef
@@ -116,6 +129,7 @@ class DistillationRequest:
     student_model: StudentModel
     request_id: str
     task_logit_shift: float = 0.0  # the prior correction for a class-balanced sample (builders.prior_shift)
+    optim: Optimiser | None = None  # None: the service's defaults
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,7 @@ class CoDistillationRequest:
     student_name: str
     teacher_name: str
     request_id: str
+    optim: Optimiser | None = None  # None: the service's defaults
 
 
 class Arm(str, Enum):
@@ -341,7 +356,8 @@ class GrpcServices:
         pb = _proto("offline_distiller_pb2")
         config = pb.DistillationConfig(kd_weight=request.kd_weight, temperature=request.temperature,
                                        frozen_epochs=request.frozen_epochs, joint_epochs=request.joint_epochs,
-                                       seed=request.seed, task_logit_shift=request.task_logit_shift)
+                                       seed=request.seed, task_logit_shift=request.task_logit_shift,
+                                       **(request.optim.fields() if request.optim else {}))
         model = pb.ModelSpec(architecture=request.student_model.architecture,
                              embedding_dim=request.student_model.embedding_dim,
                              hidden=list(request.student_model.hidden))
@@ -366,7 +382,7 @@ class GrpcServices:
         drift = request.drift
         config = pb.CoDistillationConfig(
             teacher_update_interval=request.teacher_update_interval, kd_weight=request.kd_weight,
-            temperature=request.temperature, seed=request.seed,
+            temperature=request.temperature, seed=request.seed, **(request.optim.fields() if request.optim else {}),
             drift=pb.CoDistillationDriftSettings(metric=drift.metric, windows=drift.windows, bins=drift.bins,
                                                  low=drift.theta_low, high=drift.theta_high,
                                                  max_replay=drift.max_replay))

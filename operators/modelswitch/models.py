@@ -76,6 +76,12 @@ class OfflineSpec(_Model):
     distillation: DistillationSpec = Field(default_factory=DistillationSpec)
 
 
+class OptimSpec(_Model):
+    batch_size: int = Field(4096, ge=1, le=1_048_576)
+    embedding_lr: float = Field(0.1, gt=0, le=100)
+    dense_lr: float = Field(0.001, gt=0, le=100)
+
+
 class DriftSpec(_Model):
     metric: Literal["js", "kl", "wasserstein"] = "js"
     windows: int = Field(10, ge=2, le=1000)
@@ -131,6 +137,7 @@ class ModelSwitchSpec(_Model):
     student: StudentSpec
     data: DataSpec
     offline: OfflineSpec = Field(default_factory=OfflineSpec)
+    optim: OptimSpec = Field(default_factory=OptimSpec)
     online: OnlineSpec = Field(default_factory=OnlineSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     paused: bool = False

@@ -1,4 +1,4 @@
-"""Fixtures of the operator tests: the CRD, its schema, and the fake platform."""
+"""Fixtures of the operator tests: the CRD, its schema, the fake platform, and a tiny switch's output."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ def crd() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def open_api_schema(crd: dict[str, Any]) -> dict[str, Any]:
     return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+@pytest.fixture(scope="session")
+def tiny_switch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `crossadapt switch` output of configs/switch-tiny.yaml (teacher/, student/, data/; seconds)."""
+    from crossadapt.transfer.switch import load_switch_config, run_switch
+
+    out = tmp_path_factory.mktemp("tiny-switch")
+    run_switch(load_switch_config(Path(__file__).resolve().parents[2] / "configs" / "switch-tiny.yaml"), out)
+    return out
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """`crossadapt rollout`: a tiny switch's student rolled out against a real predictor on loopback.
 
-One tiny switch (configs/switch-tiny.yaml, seconds) gives the teacher, the student and the test split.
+One tiny switch (configs/switch-tiny.yaml, seconds; the `tiny_switch` fixture) gives the teacher, the student and the test split.
 The good student is promoted; a broken one (its weights permuted, so its scores are noise) is rolled
 back by its gate. The gate checks a rollout records are then fed, one per pass, to the operator's
 own reconcile: it must take the same steps to the same end.
@@ -29,15 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 #: A replay of the tiny test split (2000 rows): gates a few hundred rows can decide.
 ROLLOUT = {"steps": [10, 50, 100], "timeouts": {"shadowSeconds": 2_592_000, "stepSeconds": 2_592_000},
            "gates": {"minLabels": 250, "maxAucDrop": 0.05, "maxLogLossRise": 0.05, "maxCalibrationBias": 0.3}}
-
-
-@pytest.fixture(scope="module")
-def tiny_switch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from crossadapt.transfer.switch import load_switch_config, run_switch
-
-    out = tmp_path_factory.mktemp("tiny-switch")
-    run_switch(load_switch_config(ROOT / "configs" / "switch-tiny.yaml"), out)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -193,8 +193,9 @@ def test_a_switch_runs_to_promoted_over_grpc(served: tuple[FakePlatformServer, s
     fake, address = served
     clients, status, now = _clients(address), {}, datetime(2026, 12, 1, tzinfo=timezone.utc)
     for _ in range(40):
-        observed = Observed(name="sw", namespace="ml", uid="u-1", generation=1, spec=copy.deepcopy(SPEC),
-                            status=status, action=None, now=now)
+        spec = {**copy.deepcopy(SPEC), "optim": {"batchSize": 512, "embeddingLr": 0.0125, "denseLr": 0.002}}
+        observed = Observed(name="sw", namespace="ml", uid="u-1", generation=1, spec=spec, status=status,
+                            action=None, now=now)
         status = reconcile(observed, clients).status
         now += timedelta(seconds=1)
         if status.get("phase") == "Promoted":
@@ -213,6 +214,8 @@ def test_a_switch_runs_to_promoted_over_grpc(served: tuple[FakePlatformServer, s
     assert distillation.sample.name == "modelswitch/ml/sw/sample"
     assert (distillation.config.kd_weight, distillation.config.temperature, distillation.config.frozen_epochs,
             distillation.config.joint_epochs) == (0.7, 4.0, 1, 1)
+    assert (distillation.config.batch_size, distillation.config.embedding_lr, distillation.config.dense_lr) == (
+        512, 0.0125, 0.002)
     assert (distillation.student_model.architecture, distillation.student_model.embedding_dim,
             list(distillation.student_model.hidden)) == ("fibinet", 16, [256, 128, 16])
     (drift,) = fake.requests["drift"]
@@ -222,6 +225,8 @@ def test_a_switch_runs_to_promoted_over_grpc(served: tuple[FakePlatformServer, s
     assert codistillation.student.name == "modelswitch/ml/sw/offline" and not codistillation.follow
     assert (codistillation.replay.name, codistillation.config.teacher_update_interval,
             codistillation.config.drift.max_replay) == ("ctr/train", 10, 0.1)
+    assert (codistillation.config.batch_size, codistillation.config.embedding_lr,
+            codistillation.config.dense_lr) == (512, 0.0125, 0.002)
 
     assert [r.split.student_weight for r in fake.requests["split"]] == [0.0, 0.05, 0.25, 0.5, 1.0, 0.0]
     assert len({r.split.salt for r in fake.requests["split"]}) == 1
