@@ -68,8 +68,10 @@ def promoted(tiny_switch: Path) -> str:
     return done.stdout
 
 
-#: Installed here for the other tests, but not by `scripts/bootstrap predictor` (what scripts/demo installs).
-PLATFORM_ONLY = ("celery", "kombu", "minio", "kopf", "grpc_tools", "redis")
+#: Installed here for the other tests, but not by `scripts/bootstrap predictor` (what scripts/demo installs):
+#: the platform extra's own packages and the test extra's.
+PLATFORM_ONLY = ("celery", "kombu", "minio", "kopf", "redis", "sklearn", "scipy", "kubernetes_validate", "jsonschema",
+                 "hypothesis", "kmock", "pytest")
 
 
 def _without_platform_only_packages(folder: Path) -> Path:
