@@ -65,9 +65,11 @@ def rollout_command(
     student: Annotated[Optional[Path], typer.Option(help="Student checkpoint folder [RUN_DIR/student].")] = None,
     data: Annotated[Optional[Path], typer.Option(help="Prepared dataset [the one under RUN_DIR/data].")] = None,
     split: Annotated[str, typer.Option(help="The split replayed as traffic.")] = "test",
-    steps: Annotated[Optional[str], typer.Option(help="Student shares in %, e.g. 10,50,100 (overrides --config).")] = None,
+    steps: Annotated[Optional[str], typer.Option(
+        help="Student shares in %, e.g. 10,50,100 (overrides --config).")] = None,
     min_labels: Annotated[Optional[int], typer.Option(min=1, help="Gate minLabels (overrides --config).")] = None,
-    label_delay_s: Annotated[float, typer.Option(min=0, help="Seconds of traffic time before a label comes back.")] = 1800.0,
+    label_delay_s: Annotated[float, typer.Option(
+        min=0, help="Seconds of traffic time before a label comes back.")] = 1800.0,
     batch_rows: Annotated[int, typer.Option(min=1, max=4096, help="Rows per inference request.")] = 256,
     max_rows: Annotated[Optional[int], typer.Option(min=1, help="Replay at most this many rows.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Where rollout.json/.png/.md go [RUN_DIR].")] = None,
@@ -106,7 +108,7 @@ def local_rollout(dataset: Any, teacher_dir: Path, student_dir: Path, spec: Any,
     from operators.local_rollout.rollout import ReplayClients, run_rollout
     from operators.local_rollout.traffic import ReplayTraffic, log_transformed
     from operators.modelswitch.builders import split_salt
-    from operators.modelswitch.clients import CheckpointRef, GrpcPredictor
+    from operators.modelswitch.clients import Channels, CheckpointRef, GrpcPredictor
 
     traffic = ReplayTraffic(dataset, split, cohort_key=spec.cohort_key, batch_rows=batch_rows,
                             label_delay_s=label_delay_s, max_rows=max_rows)
@@ -116,13 +118,15 @@ def local_rollout(dataset: Any, teacher_dir: Path, student_dir: Path, spec: Any,
     salt = split_salt("local", name, "")
     with LocalPredictor(pair, workdir, cohort_key=spec.cohort_key, salt=salt,
                         bootstrap_replicates=bootstrap_replicates) as predictor:
-        admin = GrpcPredictor(predictor.admin, timeout_s=60.0)
+        channels = Channels()
+        admin = GrpcPredictor(predictor.admin, timeout_s=60.0, channels=channels)
         clients = ReplayClients(predictor.inference, predictor.http, MODEL_NAME)
         try:
             return run_rollout(traffic, admin, clients, spec, teacher=CheckpointRef(*pair.teacher.rsplit("/", 1)),
                                student=CheckpointRef(*pair.student.rsplit("/", 1)), name=name)
         finally:
             clients.close()
+            channels.close()
 
 
 def register(root: typer.Typer) -> None:

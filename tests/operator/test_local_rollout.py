@@ -1,6 +1,7 @@
 """`crossadapt rollout`: a tiny switch's student rolled out against a real predictor on loopback.
 
-One tiny switch (configs/switch-tiny.yaml, seconds; the `tiny_switch` fixture) gives the teacher, the student and the test split.
+One tiny switch (configs/switch-tiny.yaml, seconds; the `tiny_switch` fixture) gives the teacher, the
+student and the test split.
 The good student is promoted; a broken one (its weights permuted, so its scores are noise) is rolled
 back by its gate. The gate checks a rollout records are then fed, one per pass, to the operator's
 own reconcile: it must take the same steps to the same end.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +171,22 @@ def test_the_replays_raw_numbers_transform_back_to_the_prepared_ones(tiny_switch
     raw = raw_numbers(prepared, log_transformed=True)
     served = np.stack([numerical_values(pa.array(raw[:, j]), log_transform=True) for j in range(raw.shape[1])], 1)
     np.testing.assert_array_equal(served, prepared)
+
+
+def test_bad_input_is_refused_in_one_line(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "from crossadapt.cli import main; main()", "rollout", str(tmp_path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and f"no teacher checkpoint at {tmp_path / 'teacher'}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("steps", "problem"), [("50,10", "increase strictly"), ("0,100", "lie in [1, 100]"),
+                                                ("ten", "comma-separated integers")])
+def test_bad_steps_are_refused(steps: str, problem: str) -> None:
+    import typer
+    from pydantic import ValidationError
+
+    from operators.local_rollout.cli import rollout_spec
+
+    with pytest.raises((ValidationError, typer.BadParameter), match=re.escape(problem)):
+        rollout_spec(None, steps, None)
