@@ -10,13 +10,13 @@ from operators.local_rollout.rollout import GateCheck, RolloutResult
 MARKER_BEGIN, MARKER_END = "<!-- rollout:begin -->", "<!-- rollout:end -->"
 
 
-def _interval_text(figures: dict[str, float | None], fmt: str = "+.4f") -> str:
+def _interval_text(figures: dict[str, float | None], fmt: str = "+.4f", before: str = " ", comma: str = ", ") -> str:
     """`estimate [lower, upper]` (ΔAUC, ΔLogLoss with a sign; PCOC with fmt ".3f"); — when unknown."""
     if figures.get("estimate") is None:
         return "—"
     text = format(figures["estimate"], fmt)
     if figures.get("lower") is not None and figures.get("upper") is not None:
-        text += f" [{format(figures['lower'], fmt)}, {format(figures['upper'], fmt)}]"
+        text += f"{before}[{format(figures['lower'], fmt)}{comma}{format(figures['upper'], fmt)}]"
     return text
 
 
@@ -38,12 +38,7 @@ HEADERS = ["step", "student", "rows sent", "n (paired)", "ΔAUC [CI]", "ΔLogLos
 
 def _terminal_interval(figures: dict[str, float | None], fmt: str) -> str:
     """The estimate, and below it the interval (compact: an 80-column terminal holds the table)."""
-    if figures.get("estimate") is None:
-        return "—"
-    text = format(figures["estimate"], fmt)
-    if figures.get("lower") is not None and figures.get("upper") is not None:
-        text += f"\n[{format(figures['lower'], fmt)},{format(figures['upper'], fmt)}]"
-    return text
+    return _interval_text(figures, fmt, before="\n", comma=",")
 
 
 def print_rollout(result: RolloutResult, console: object | None = None) -> None:
