@@ -80,9 +80,9 @@ def plot_timeline(result: RolloutResult, path: Path) -> Path:
     known = [c for c in checks if c.delta_auc["lower"] is not None and c.delta_auc["upper"] is not None]
     xs = [c.labelled_rows for c in known]
     auc_ax.fill_between(xs, [c.delta_auc["lower"] for c in known], [c.delta_auc["upper"] for c in known],
-                        color="tab:orange", alpha=0.3, step="post", label="95% CI")
-    auc_ax.plot(xs, [c.delta_auc["estimate"] for c in known], color="tab:orange", drawstyle="steps-post",
-                label="ΔAUC (student − teacher)")
+                        color="tab:orange", alpha=0.3, label="95% CI")
+    auc_ax.plot(xs, [c.delta_auc["estimate"] for c in known], color="tab:orange", marker="o", markersize=3,
+                label="ΔAUC (student − teacher), one point per gate check")
     drop = result.gates.get("maxAucDrop")
     if drop is not None:
         auc_ax.axhline(-drop, color="tab:red", linestyle="--", linewidth=1, label=f"−maxAucDrop ({drop})")
@@ -91,6 +91,9 @@ def plot_timeline(result: RolloutResult, path: Path) -> Path:
         if check.student_percent != checks[index - 1].student_percent:
             for ax in (share_ax, auc_ax):
                 ax.axvline(check.labelled_rows, color="grey", linestyle=":", linewidth=0.8)
+    if checks:
+        auc_ax.axvline(checks[-1].labelled_rows, color="tab:green" if result.outcome == "Promoted" else "tab:red",
+                       linewidth=1.2, label=result.outcome)
     auc_ax.set_xlabel("labelled rows (delayed feedback)")
     auc_ax.set_ylabel("ΔAUC, step window")
     auc_ax.legend(loc="lower left", fontsize=8)
