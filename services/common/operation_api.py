@@ -7,12 +7,13 @@
   call (request_id → operation id; the same key with other parameters is INVALID_ARGUMENT); each
   service creates the record before it sends the work, and `fail_start` fails it if the broker refuses.
 * `serve_service`: store, metrics, Celery app, gRPC server (the service + operations + health +
-  reflection), run until SIGTERM.
+  reflection) and the stall watchdog (services.common.watchdog), run until SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,7 @@ from services.common.metrics import OperationsCollector, start_metrics_server
 from services.common.operations import OperationRecord, OperationState, OperationStore, open_operation_store
 from services.common.proto import common_pb2, operations_pb2, operations_pb2_grpc
 from services.common.settings import PlatformSettings
+from services.common.watchdog import StallWatchdog
 
 log = logging.getLogger(__name__)
 OPERATIONS_SERVICE_NAME = operations_pb2.DESCRIPTOR.services_by_name["OperationsService"].full_name
@@ -225,8 +227,10 @@ async def serve_service(
     add_servicer: Callable[[Any, grpc.aio.Server], None],
     make_servicer: Callable[[ServiceContext], Any],
     cancellers: dict[str, Canceller] | None = None,
+    resenders: dict[str, Callable[[Celery, OperationRecord], None]] | None = None,
 ) -> None:
-    """Run one service until SIGTERM: its servicer plus OperationsService, health, reflection, /metrics."""
+    """Run one service until SIGTERM: its servicer plus OperationsService, health, reflection, /metrics,
+    and the stall watchdog over its kinds (`resenders`: kind -> how to re-send a stalled operation)."""
     operations = open_operation_store(settings)
     REGISTRY.register(OperationsCollector(operations))
     metrics_port = start_metrics_server(settings.metrics_host, settings.metrics_port)
@@ -244,7 +248,15 @@ async def serve_service(
                                               settings.grpc_host, settings.grpc_port)
     log.info(f"{name} serving", extra={"grpc_port": port, "metrics_port": metrics_port,
                                        "broker": "filesystem" if settings.embedded_broker else "redis"})
-    await serve_until_signal(server, health, settings.shutdown_grace_s, on_shutdown=shutdown.set)
+    watchdog = StallWatchdog(
+        operations, {kind: functools.partial(resend, app) for kind, resend in (resenders or {}).items()}, stall_s=settings.stall_s, max_resends=settings.stall_max_resends,
+        discards={kind: c.discard for kind, c in (cancellers or {}).items() if c.discard is not None})
+    watching = asyncio.create_task(watchdog.run(shutdown))
+    try:
+        await serve_until_signal(server, health, settings.shutdown_grace_s, on_shutdown=shutdown.set)
+    finally:
+        shutdown.set()
+        await watching
 
 
 def fail_start(store: OperationStore, operation_id: str, exc: BaseException, what: str) -> UnavailableError:

@@ -56,6 +56,7 @@ class OperationRecord(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict, description="Reports beyond the result (JSON).")
     params: dict[str, Any] = Field(default_factory=dict)
     task_ids: list[str] = Field(default_factory=list)
+    resends: int = Field(default=0, ge=0, description="Times the stall watchdog re-sent its work (services.common.watchdog).")
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
 
@@ -100,6 +101,14 @@ class OperationStore(ABC):
 
     @abstractmethod
     def list_ids(self) -> list[str]: ...
+
+    @abstractmethod
+    def last_beat(self, operation_id: str) -> float:
+        """When a worker last reported progress or started a unit of the operation (0.0 if never)."""
+
+    def last_activity(self, record: OperationRecord) -> float:
+        """The newest sign of life: a record change (stage, lease heartbeat, ...) or a progress beat."""
+        return max(record.updated_at, self.last_beat(record.id))
 
     def progress(self, record: OperationRecord) -> float:
         if record.state == OperationState.SUCCEEDED:
@@ -194,6 +203,16 @@ class FileOperationStore(OperationStore):
 
     def set_progress(self, operation_id: str, unit: str, fraction: float) -> None:
         self._write(self._dir(operation_id) / "progress" / unit, repr(float(fraction)))
+        self._beat(operation_id)
+
+    def _beat(self, operation_id: str) -> None:
+        self._write(self._dir(operation_id) / "beat", repr(time.time()))
+
+    def last_beat(self, operation_id: str) -> float:
+        try:
+            return float((self._dir(operation_id) / "beat").read_text())
+        except (FileNotFoundError, ValueError):
+            return 0.0
 
     def unit_progress(self, operation_id: str) -> dict[str, float]:
         folder = self._dir(operation_id) / "progress"
@@ -212,7 +231,8 @@ class FileOperationStore(OperationStore):
             handle.seek(0)
             handle.truncate()
             handle.write(str(count))
-            return count
+        self._beat(operation_id)
+        return count
 
     def list_ids(self) -> list[str]:
         self.purge_expired()
@@ -235,7 +255,7 @@ class FileOperationStore(OperationStore):
 
 
 class RedisOperationStore(OperationStore):
-    """Keys `crossadapt:op:<id>` (record JSON), `…:progress` and `…:attempts` hashes, index `crossadapt:ops`.
+    """Keys `crossadapt:op:<id>` (record JSON), `…:progress` and `…:attempts` hashes, `…:beat` (time), index `crossadapt:ops`.
 
     Every key expires `ttl_s` after the operation was created; the index (a sorted set scored by
     creation time) drops expired ids when listed. Record and index are created by one Lua script.
@@ -310,7 +330,17 @@ class RedisOperationStore(OperationStore):
         with self.redis.pipeline() as pipe:
             pipe.hset(key, unit, repr(float(fraction)))
             self._expire_with_record(pipe, operation_id, key)
+            self._beat(pipe, operation_id)
             pipe.execute()
+
+    def _beat(self, pipe: Any, operation_id: str) -> None:
+        key = self._key(operation_id, ":beat")
+        pipe.set(key, repr(time.time()))
+        self._expire_with_record(pipe, operation_id, key)
+
+    def last_beat(self, operation_id: str) -> float:
+        raw = self.redis.get(self._key(operation_id, ":beat"))
+        return float(raw) if raw is not None else 0.0
 
     def unit_progress(self, operation_id: str) -> dict[str, float]:
         raw = self.redis.hgetall(self._key(operation_id, ":progress"))
@@ -321,7 +351,8 @@ class RedisOperationStore(OperationStore):
         with self.redis.pipeline() as pipe:
             pipe.hincrby(key, unit, 1)
             self._expire_with_record(pipe, operation_id, key)
-            count, _ = pipe.execute()
+            self._beat(pipe, operation_id)
+            count = pipe.execute()[0]
         return int(count)
 
     def list_ids(self) -> list[str]:

@@ -75,6 +75,13 @@ class PlatformSettings(BaseSettings):
     operation_ttl_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="Operation records expire this long after they were created."
     )
+    stall_s: float = Field(
+        default=1800.0, gt=0, description="An operation with no sign of life (progress, stage change, lease heartbeat) "
+        "for this long is stalled: its server re-sends its work from the recorded stage (keep it above the longest "
+        "silent step and the longest queue wait).",
+    )
+    stall_max_resends: int = Field(
+        default=3, ge=0, description="Re-sends of a stalled operation before it fails, naming the stall.")
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     # Projection tasks

@@ -56,6 +56,20 @@ def task_id(operation_id: str, unit: str) -> str:
     return f"{operation_id}-{unit.replace(':', '-')}"
 
 
+def count_delivery(task: Task, store: OperationStore, operation_id: str, unit: str) -> int:
+    """Count one more start of `unit` (retries aside); fail once its worker evidently keeps dying.
+
+    The limit is `task_max_deliveries` plus the watchdog's re-sends of the operation: each re-send
+    legitimately starts the unit once more.
+    """
+    deliveries = store.count_attempt(operation_id, unit) - int(task.request.retries or 0)
+    limit = get_settings().task_max_deliveries
+    if deliveries > limit and deliveries > limit + store.get(operation_id).resends:
+        raise InternalError(
+            f"task delivered {deliveries} times without finishing (its worker process keeps dying)", field=unit)
+    return deliveries
+
+
 @dataclass(frozen=True)
 class OperationSteps(Generic[P]):
     """The bookkeeping of one service's tasks: stages in order, how to load its plan and discard outputs."""
@@ -69,10 +83,7 @@ class OperationSteps(Generic[P]):
     def start(self, task: Task, operation_id: str, unit: str, stage: str) -> P:
         """Enter `stage` (RUNNING) unless the operation ended; enforce the delivery limit."""
         store = self.operations()
-        deliveries = store.count_attempt(operation_id, unit) - int(task.request.retries or 0)
-        if deliveries > get_settings().task_max_deliveries:
-            raise InternalError(
-                f"task delivered {deliveries} times without finishing (its worker process keeps dying)", field=unit)
+        count_delivery(task, store, operation_id, unit)
 
         def enter(record: OperationRecord) -> OperationRecord | None:
             if record.terminal:

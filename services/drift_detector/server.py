@@ -45,7 +45,7 @@ from services.drift_detector.pipeline import (
     settings_message_fields,
 )
 from services.drift_detector.spec import SPEC
-from services.drift_detector.tasks import build_workflow, discard_outputs
+from services.drift_detector.tasks import build_workflow, discard_outputs, resend
 
 log = logging.getLogger(__name__)
 OPERATION_KIND = "drift"
@@ -149,6 +149,7 @@ async def serve(settings: PlatformSettings) -> None:
         settings, name=SPEC.name, grpc_service=str(SPEC.grpc_service),
         add_servicer=drift_detector_pb2_grpc.add_DriftDetectorServiceServicer_to_server, make_servicer=make_servicer,
         cancellers={OPERATION_KIND: Canceller(uncancellable_stages=frozenset({"done"}), discard=_discard(cancel_ctx))},
+        resenders={OPERATION_KIND: resend},
     )
 
 

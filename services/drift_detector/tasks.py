@@ -5,7 +5,7 @@
 
 The stream's window count W is known only once `fit` has read the stream's partition index, so
 `fit` sends the chord itself (deterministic task ids, recorded in the operation for Cancel; a
-marker in the scratch keeps a redelivered `fit` from sending it twice). Each task: checks the
+marker in the scratch keeps a redelivered `fit` from sending it twice, per re-send generation). Each task: checks the
 operation is still live, counts its deliveries, reports progress (operation store + `PROGRESS`
 result meta with the worker pid), retries transient errors with exponential backoff, and on a
 permanent error fails the operation with the error's code and discards the scratch.
@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery, Task, chord, shared_task
 from celery.exceptions import Ignore
 
-from services.common.operations import OperationState, open_operation_store
+from services.common.operations import OperationRecord, OperationState, open_operation_store
 from services.common.task_steps import OperationSteps, task_id
 from services.common.settings import get_settings
 from services.common.storage import DatasetStore, open_object_store
@@ -81,7 +81,8 @@ def fit_task(self: Task, operation_id: str) -> int:
         update={"units": len(units) + 2, "task_ids": ids}))
     if record.terminal:
         raise Ignore()
-    marker = f"operations/{operation_id}/launched"
+    # One launch per generation: a re-send of a stalled operation (services.common.watchdog) launches again.
+    marker = f"operations/{operation_id}/launched" + (f"-{record.resends}" if record.resends else "")
     if not ctx.datasets.objects.exists(marker):
         chord(headers)(body)
         ctx.datasets.objects.put_bytes(marker, b"1")
@@ -120,3 +121,10 @@ def build_workflow(app: Celery, plan: DriftPlan) -> tuple[Any, list[str]]:
     """The first task of one measurement (it sends the rest) and the ids known at Start."""
     fit = _signature(app, plan.operation_id, "fit", "fit")
     return fit, [fit.id]
+
+
+def resend(app: Celery, record: OperationRecord) -> None:
+    """The stall watchdog's re-send: `reduce` alone once it was reached, else `fit`, which fits again
+    (idempotent) and sends the window chord for this re-send's generation."""
+    name = "reduce" if record.stage == "reduce" else "fit"
+    _signature(app, record.id, name, name).apply_async()

@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.common.errors import InternalError, PlatformError, UnavailableError
 from services.common.operations import OperationRecord, OperationState, OperationStore
 from services.common.settings import get_settings
+from services.common.task_steps import count_delivery
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -163,10 +164,7 @@ class Lease:
 def start_delivery(task: Task, operations: OperationStore, operation_id: str, stage: str,
                    stages: tuple[str, ...]) -> tuple[Lease, OperationRecord]:
     """Count this delivery (fail after `task_max_deliveries`), then take the lease (waits for a live holder)."""
-    deliveries = operations.count_attempt(operation_id, "deliveries") - int(task.request.retries or 0)
-    if deliveries > get_settings().task_max_deliveries:
-        raise InternalError(f"task delivered {deliveries} times without finishing (its worker process keeps dying)",
-                            field="task")
+    count_delivery(task, operations, operation_id, "deliveries")
     lease = Lease(operations, operation_id)
     return lease, lease.acquire(stage, stages)
 

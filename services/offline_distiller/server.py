@@ -98,6 +98,9 @@ async def serve(settings: PlatformSettings) -> None:
         add_servicer=offline_distiller_pb2_grpc.add_OfflineDistillerServiceServicer_to_server,
         make_servicer=make_servicer,
         cancellers={OPERATION_KIND: Canceller(discard=lambda record: discard_outputs(cancel_ctx, record))},
+        # A stalled training is re-sent whole: the task resumes from its last checkpoint, and the lease
+        # keeps a copy that was not lost after all from training twice.
+        resenders={OPERATION_KIND: lambda app, record: launch(app, record.id)},
     )
 
 

@@ -90,6 +90,9 @@ async def serve(settings: PlatformSettings) -> None:
         make_servicer=make_servicer,
         # A following co-distillation never reaches "done" by itself: cancelling it is how it stops.
         cancellers={OPERATION_KIND: Canceller(uncancellable_stages=frozenset({"publish", "done"}))},
+        # A stalled training is re-sent whole: the task resumes from its last checkpoint, and the lease
+        # keeps a copy that was not lost after all from training twice.
+        resenders={OPERATION_KIND: lambda app, record: launch(app, record.id)},
     )
 
 

@@ -27,7 +27,7 @@ from services.common.proto import common_pb2, projector_pb2, projector_pb2_grpc
 from services.common.settings import PlatformSettings, get_settings
 from services.common.storage import CheckpointStore, open_object_store
 from services.projector.pipeline import ProjectionPlan, ProjectorContext, plan_projection
-from services.projector.tasks import build_workflow, discard_outputs
+from services.projector.tasks import build_workflow, discard_outputs, resend
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = projector_pb2.DESCRIPTOR.services_by_name["ProjectorService"].full_name
@@ -123,6 +123,7 @@ async def serve(settings: PlatformSettings) -> None:
         add_servicer=projector_pb2_grpc.add_ProjectorServiceServicer_to_server, make_servicer=make_servicer,
         cancellers={OPERATION_KIND: Canceller(discard=_discard(
             ProjectorContext(checkpoints=checkpoints, operations=open_operation_store(settings))))},
+        resenders={OPERATION_KIND: resend},
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery, Task, chain, chord, shared_task
 from celery.exceptions import Ignore
 
-from services.common.operations import OperationState, open_operation_store
+from services.common.operations import OperationRecord, OperationState, open_operation_store
 from services.common.task_steps import OperationSteps, task_id
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, open_object_store
@@ -144,8 +144,10 @@ def _group_unit(kind: str, group: list[tuple[str, int]], index: int) -> str:
     return f"{kind}-group:{index:05d}"
 
 
-def build_workflow(app: Celery, plan: ProjectionPlan, task_rows: int | None = None) -> tuple[Any, list[str]]:
-    """The canvas of one projection and the ids of all its tasks (deterministic, for revoke)."""
+def build_workflow(app: Celery, plan: ProjectionPlan, task_rows: int | None = None,
+                   from_stage: str = "") -> tuple[Any, list[str]]:
+    """The canvas of one projection (its rest from `from_stage` on) and the ids of all its tasks
+    (deterministic, for revoke)."""
     op = plan.operation_id
     task_rows = task_rows or get_settings().projection_task_rows
 
@@ -162,9 +164,15 @@ def build_workflow(app: Celery, plan: ProjectionPlan, task_rows: int | None = No
     fit = sig("fit", "fit")
     publish = sig("publish", "publish")
     first = chord(stats, fit) if stats else fit
-    workflow = chain(first, chord(applies, publish))
     ids = [s.id for s in (*stats, fit, *applies, publish)]
-    return workflow, ids
+    rest = {"fit": chain(fit, chord(applies, publish)), "apply": chord(applies, publish), "publish": publish}
+    return rest.get(from_stage, chain(first, chord(applies, publish))), ids
+
+
+def resend(app: Celery, record: OperationRecord) -> None:
+    """The stall watchdog's re-send: the workflow from the recorded stage on (every stage is idempotent)."""
+    plan = ProjectionPlan.model_validate(record.params["plan"])
+    build_workflow(app, plan, from_stage=record.stage)[0].apply_async()
 
 
 def launch_projection(app: Celery, plan: ProjectionPlan) -> list[str]:

@@ -33,7 +33,7 @@ from services.common.settings import PlatformSettings, get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
 from services.sampler.pipeline import SamplerContext, plan_from_record, plan_sampling, sampling_config
 from services.sampler.spec import SPEC
-from services.sampler.tasks import build_workflow, discard_outputs
+from services.sampler.tasks import build_workflow, discard_outputs, resend
 
 log = logging.getLogger(__name__)
 OPERATION_KIND = "sampling"
@@ -103,7 +103,7 @@ async def serve(settings: PlatformSettings) -> None:
     await serve_service(
         settings, name=SPEC.name, grpc_service=str(SPEC.grpc_service),
         add_servicer=sampler_pb2_grpc.add_SamplerServiceServicer_to_server, make_servicer=make_servicer,
-        cancellers={OPERATION_KIND: Canceller(discard=_discard(cancel_ctx))},
+        cancellers={OPERATION_KIND: Canceller(discard=_discard(cancel_ctx))}, resenders={OPERATION_KIND: resend},
     )
 
 

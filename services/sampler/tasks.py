@@ -18,7 +18,7 @@ from typing import Any
 from celery import Celery, Task, chain, chord, shared_task
 from celery.exceptions import Ignore
 
-from services.common.operations import OperationState, open_operation_store
+from services.common.operations import OperationRecord, OperationState, open_operation_store
 from services.common.task_steps import OperationSteps, task_id
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
@@ -103,8 +103,9 @@ def publish_task(self: Task, operation_id: str) -> dict[str, str]:
     return result
 
 
-def build_workflow(app: Celery, plan: SamplingPlan) -> tuple[Any, list[str]]:
-    """The canvas of one sampling and the ids of all its tasks (deterministic, for revoke)."""
+def build_workflow(app: Celery, plan: SamplingPlan, from_stage: str = "") -> tuple[Any, list[str]]:
+    """The canvas of one sampling (its rest from `from_stage` on) and the ids of all its tasks
+    (deterministic, for revoke)."""
     op = plan.operation_id
 
     def sig(name: str, unit: str, *args: Any) -> Any:
@@ -113,5 +114,10 @@ def build_workflow(app: Celery, plan: SamplingPlan) -> tuple[Any, list[str]]:
     select = sig("select", "select")
     blocks = [sig("score_block", block_unit(k), k) for k in range(plan.blocks)]
     publish = sig("publish", "publish")
-    workflow = chain(select, chord(blocks, publish))
-    return workflow, [s.id for s in (select, *blocks, publish)]
+    rest = {"score": chord(blocks, publish), "publish": publish}
+    return rest.get(from_stage, chain(select, chord(blocks, publish))), [s.id for s in (select, *blocks, publish)]
+
+
+def resend(app: Celery, record: OperationRecord) -> None:
+    """The stall watchdog's re-send: the workflow from the recorded stage on (every stage is idempotent)."""
+    build_workflow(app, pipeline.plan_from_record(record.params), from_stage=record.stage)[0].apply_async()

@@ -29,6 +29,8 @@ from services.common.proto import common_pb2
 from services.common.storage.tables import read_table, upload_table_checkpoint
 
 ROWS = 400_000
+# A chain lost in a Redis restart is re-sent after this much silence (tasks report every chunk, < 1 s).
+STALL_S = "5"
 TERMINAL = {common_pb2.OPERATION_STATE_SUCCEEDED, common_pb2.OPERATION_STATE_FAILED}
 
 
@@ -37,7 +39,8 @@ def outage_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sta
     """Its own Redis (append-only file) and its own SeaweedFS, so killing them disturbs no other test."""
     redis = RedisServer.start(tmp_path_factory.mktemp("outage-redis"), persistent=True)
     s3 = SeaweedS3.start(tmp_path_factory.mktemp("outage-s3"))
-    stack = Stack.redis_s3(tmp_path_factory.mktemp("outage-stack"), redis, s3, visibility_timeout_s="10", **SLOW_CHUNKS)
+    stack = Stack.redis_s3(tmp_path_factory.mktemp("outage-stack"), redis, s3, visibility_timeout_s="10",
+                           stall_s=STALL_S, **SLOW_CHUNKS)
     stack.extra_env.update(SLOW_ENV)
     try:
         stack.start(workers=("o1",), server=True, queue_names=("projector",))
@@ -54,9 +57,10 @@ def table() -> np.ndarray:
     return (rng.standard_normal((ROWS, 16)) * np.geomspace(2.0, 0.1, 16)).astype(np.float32)
 
 
-def _projection_survives(stack: Stack, table: np.ndarray, student: str, outage) -> common_pb2.Operation:  # noqa: ANN001
+def _projection_survives(stack: Stack, table: np.ndarray, student: str, outage,  # noqa: ANN001
+                         teacher: str = "outage/teacher") -> common_pb2.Operation:
     store = checkpoint_store(stack)
-    operation = start_projection(stack, "outage/teacher", student, 32, seed=3)
+    operation = start_projection(stack, teacher, student, 32, seed=3)
     while get_operation(stack, operation.id).state == common_pb2.OPERATION_STATE_PENDING:
         time.sleep(0.05)
     assert get_operation(stack, operation.id).state == common_pb2.OPERATION_STATE_RUNNING  # the outage hits mid-way
@@ -82,3 +86,11 @@ def test_s3_unreachable_for_a_few_seconds(outage_stack, table: np.ndarray) -> No
     upload_table_checkpoint(checkpoint_store(stack), "outage/teacher", {"user": table}, num_shards=4)
     final = _projection_survives(stack, table, "outage/after-s3", lambda: s3.restart(down_s=3.0))
     assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error  # transient errors were retried
+
+
+def test_redis_restarted_mid_projection(outage_stack, table: np.ndarray) -> None:  # noqa: ANN001
+    stack, redis, _ = outage_stack
+    upload_table_checkpoint(checkpoint_store(stack), "outage/teacher-r", {"user": table}, num_shards=4)
+    final = _projection_survives(stack, table, "outage/after-redis", lambda: redis.restart(down_s=1.0),
+                                 teacher="outage/teacher-r")
+    assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error
