@@ -35,7 +35,7 @@ from crossadapt.models import build_model, parse_model_config
 from crossadapt.training.runtime import available_cpus
 from crossadapt.transfer.distill import OfflineDistillResult, ProgressiveDistillation
 from services.common.errors import FailedPreconditionError, InternalError
-from services.offline_distiller.pipeline import DistillationInputs, build_run
+from services.offline_distiller.training_run import DistillationInputs, build_run
 from services.offline_distiller.plan import DistillationPlan
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -30,13 +30,11 @@ import torch
 from torch import nn
 
 from crossadapt.data.arrays import SplitArrays
-from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.metrics import log_odds
 from crossadapt.models import build_model, parse_model_config
 from crossadapt.models.spec import FeatureSpec
 from crossadapt.training import positive_rate, seed_everything
 from crossadapt.transfer.distill import (
-    OfflineDistillConfig,
     OfflineDistillResult,
     ProgressiveDistillation,
     cache_teacher_logits,
@@ -47,6 +45,7 @@ from services.common.operations import OperationRecord, OperationStore
 from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetStore
 from services.common.storage.tables import NUMERICAL_TABLE, read_table
+from services.offline_distiller.ddp import train_data_parallel
 from services.offline_distiller.plan import DistillationPlan
 from services.offline_distiller.publishing import (
     OPTIMIZER_FILE,
@@ -56,10 +55,16 @@ from services.offline_distiller.publishing import (
     read_state,
     tensor_bytes,
 )
+from services.offline_distiller.training_run import (  # noqa: F401 - DistillationInputs, build_run: this module's API too
+    EVAL_BATCH_ROWS,
+    DistillationInputs,
+    build_run,
+    core_config,
+    default_device,
+)
 
 log = logging.getLogger(__name__)
 RUN_STATE_FILE = "training/distillation.pt"
-EVAL_BATCH_ROWS = 8192
 ReportFn = Callable[..., None]  # Reporter(fraction, *, force=False, stage=None, details=None)
 
 
@@ -70,20 +75,6 @@ class DistillerContext:
     checkpoints: CheckpointStore
     datasets: DatasetStore
     operations: OperationStore
-
-
-@dataclass
-class DistillationInputs:
-    """What the training run starts from."""
-
-    train: SplitArrays
-    valid: SplitArrays | None
-    student: nn.Module
-    state: dict[str, Any] | None = None  # a resumed run's state (ProgressiveDistillation.state_dict)
-    resumed_from: str | None = None  # the work-in-progress checkpoint it came from
-    vocabulary: Vocabulary | None = None
-    tables: dict[str, list[str]] = field(default_factory=dict)  # {"projected": [...], "random": [...], ...}
-    teacher_logit_seconds: float = 0.0
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -196,29 +187,6 @@ def load_inputs(ctx: DistillerContext, plan: DistillationPlan) -> DistillationIn
 
 
 # ---- training -----------------------------------------------------------------------------------
-def core_config(plan: DistillationPlan, device: str, num_threads: int | None = None) -> OfflineDistillConfig:
-    d, o = plan.settings.distillation, plan.settings.optim
-    return OfflineDistillConfig(
-        frozen_epochs=d.frozen_epochs, joint_epochs=d.joint_epochs, kd_weight=d.kd_weight, temperature=d.temperature,
-        batch_size=o.batch_size, embedding_lr=o.embedding_lr, dense_lr=o.dense_lr, seed=plan.settings.seed,
-        device=device, num_threads=num_threads, teacher_batch_size=EVAL_BATCH_ROWS, eval_batch_size=EVAL_BATCH_ROWS,
-        task_logit_shift=plan.settings.task_logit_shift,
-    )
-
-
-def build_run(plan: DistillationPlan, inputs: DistillationInputs, *, device: str, num_threads: int | None = None,
-              distributed: bool = False) -> ProgressiveDistillation:
-    run = ProgressiveDistillation(inputs.student, inputs.train, core_config(plan, device, num_threads),
-                                  valid=inputs.valid, distributed=distributed)
-    if inputs.state is not None:
-        run.load_state_dict(inputs.state)
-    return run
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def history(run: ProgressiveDistillation) -> list[dict[str, Any]]:
     """Per-epoch rows (phase, epoch, train loss, validation AUC / LogLoss) for the operation's details."""
     rows = []
@@ -276,8 +244,6 @@ def train(plan: DistillationPlan, inputs: DistillationInputs, callback: Callable
     if plan.settings.world_size == 1:
         run = build_run(plan, inputs, device=default_device())
         return run, run.run(callback)
-    from services.offline_distiller.ddp import train_data_parallel
-
     return train_data_parallel(plan, inputs, callback)
 
 
