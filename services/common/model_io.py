@@ -218,14 +218,20 @@ def write_split(datasets: DatasetStore, name: str, arrays: SplitArrays, spec: Fe
 
 
 def dataset_feature_spec(datasets: DatasetStore, name: str) -> tuple[FeatureSpec, str]:
-    """The feature spec and vocabulary hash recorded in the dataset's first partition."""
-    for batch, _ in datasets.read(name, batch_rows=1):
-        return _batch_spec(batch, name)
-    raise FailedPreconditionError(f"dataset {name!r} has no rows", field="dataset")
+    """The feature spec and vocabulary hash recorded in the dataset's first partition (its footer only)."""
+    first = datasets.first_schema(name)
+    if first is None:
+        raise FailedPreconditionError(f"dataset {name!r} has no rows", field="dataset")
+    return schema_spec(first[0], name)
 
 
 def _batch_spec(batch: pa.RecordBatch, where: str) -> tuple[FeatureSpec, str]:
-    metadata = batch.schema.metadata or {}
+    return schema_spec(batch.schema, where)
+
+
+def schema_spec(schema: pa.Schema, where: str) -> tuple[FeatureSpec, str]:
+    """The feature spec and vocabulary hash a partition's schema metadata records (written by write_split)."""
+    metadata = schema.metadata or {}
     if SPEC_METADATA_KEY not in metadata:
         raise InvalidArgumentError(f"{where}: partition carries no feature spec (not written by write_split)",
                                    field="dataset")

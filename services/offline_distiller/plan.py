@@ -9,14 +9,13 @@ logits. Refs are pinned to concrete versions, so a redelivered task trains on th
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from crossadapt.models.spec import FeatureSpec
-from services.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
-from services.common.model_io import SPEC_METADATA_KEY, VOCAB_HASH_METADATA_KEY
+from services.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, PlatformError
+from services.common.model_io import schema_spec
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint, check_name
 from services.common.storage.datasets import DatasetStore
 from services.common.storage.tables import NUMERICAL_TABLE, TableLayout, table_layouts
@@ -89,21 +88,17 @@ def dataset_schema(datasets: DatasetStore, name: str, field: str) -> tuple[Featu
     """(feature spec, vocabulary hash, column names) from the dataset's first partition."""
     checked_name(name, f"{field}.name")
     try:
-        first = next(iter(datasets.read(name, batch_rows=1)), None)
+        first = datasets.first_schema(name)  # the Parquet footer, not the partition's data
     except NotFoundError as exc:
         raise NotFoundError(exc.message, field=field) from None
     if first is None:
         raise FailedPreconditionError(f"dataset {name!r} has no rows", field=field)
-    batch, position = first
-    metadata = batch.schema.metadata or {}
-    if SPEC_METADATA_KEY not in metadata:
-        raise InvalidArgumentError(f"{name}/{position.partition} carries no feature spec (not written by write_split)",
-                                   field=field)
+    schema, partition = first
     try:
-        spec = FeatureSpec.model_validate(json.loads(metadata[SPEC_METADATA_KEY]))
-    except ValueError as exc:
-        raise InvalidArgumentError(f"{name}/{position.partition}: unreadable feature spec: {exc}", field=field) from None
-    return spec, metadata.get(VOCAB_HASH_METADATA_KEY, b"").decode(), list(batch.schema.names)
+        spec, vocab_hash = schema_spec(schema, f"{name}/{partition}")
+    except PlatformError as exc:  # no or unreadable spec: the caller named a dataset it cannot use
+        raise InvalidArgumentError(exc.message, field=field) from None
+    return spec, vocab_hash, list(schema.names)
 
 
 def check_vocabularies(hashes: dict[str, str]) -> str:

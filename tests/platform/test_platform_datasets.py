@@ -78,3 +78,30 @@ def test_bad_positions_and_rewrites_are_rejected(object_store: ObjectStore) -> N
         list(store.read("no-such-dataset"))
     with pytest.raises(ValueError):
         DatasetPosition(partition="ts=20260101T000000Z", row=-1)
+
+
+def test_first_schema_reads_only_parquet_footers(object_store: ObjectStore) -> None:
+    """Start's schema check: schema and metadata of the first partition with rows, from its footer alone."""
+    reads: list[tuple[str, int]] = []
+    fetch_range = object_store.get_range
+
+    def counting_range(key: str, offset: int, length: int) -> bytes:
+        reads.append((key, length))
+        return fetch_range(key, offset, length)
+
+    store = DatasetStore(object_store)
+    empty = pa.table({"id": pa.array([], pa.int64()), "x": pa.array([], pa.float32())})
+    store.write_partition("wide", T0, empty)
+    column = np.arange(200_000, dtype=np.int64)
+    table = pa.table({"id": column, "x": column.astype(np.float32)}).replace_schema_metadata({"spec": "{}"})
+    second = store.write_partition("wide", T0 + timedelta(hours=1), table)
+    object_store.get_range = counting_range
+    object_store.get_bytes = object_store.get_file = None  # a whole-object read would fail
+    schema, partition = store.first_schema("wide")
+    assert partition == second and schema.names == ["id", "x"] and schema.metadata == {b"spec": b"{}"}
+    size = object_store.size(store._key("wide", second))
+    assert sum(length for key, length in reads if second in key) < size / 20  # footer bytes, not the data
+    store.write_partition("only-empty", T0, empty)
+    assert store.first_schema("only-empty") is None  # no rows anywhere: the caller says FAILED_PRECONDITION
+    with pytest.raises(NotFoundError):
+        store.first_schema("missing")

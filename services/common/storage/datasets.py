@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.common.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError
+from services.common.errors import AlreadyExistsError, DataLossError, InvalidArgumentError, NotFoundError
 from services.common.storage.checkpoints import check_name
 from services.common.storage.objects import ObjectStore
 
@@ -87,6 +87,32 @@ class DatasetStore:
         children = self.objects.list_children(f"{self.prefix}/{check_name(dataset)}")
         found = [c for c in children if _PARTITION.match(c) and self.objects.exists(self._key(dataset, c))]
         return sorted(found, key=partition_start)
+
+    def first_schema(self, dataset: str) -> tuple[pa.Schema, str] | None:
+        """The schema (with its metadata) of the first partition that has rows, and that partition;
+        read from the Parquet footers alone (two ranged reads each), never the data. None: no rows."""
+        partitions = self.partitions(dataset)
+        if not partitions and not self.objects.list_children(f"{self.prefix}/{check_name(dataset)}"):
+            raise NotFoundError(f"no dataset named {dataset!r}", field="dataset")
+        for partition in partitions:
+            metadata = self.footer(dataset, partition)
+            if metadata.num_rows > 0:
+                return metadata.schema.to_arrow_schema(), partition
+        return None
+
+    def footer(self, dataset: str, partition: str) -> pq.FileMetaData:
+        """One partition's Parquet footer (row count, row groups, schema) without reading its data."""
+        key = self._key(dataset, partition)
+        size = self.objects.size(key)
+        tail = self.objects.get_range(key, size - 8, 8) if size >= 12 else b""
+        length = int.from_bytes(tail[:4], "little") if tail[4:] == b"PAR1" else -1
+        if not 0 < length <= size - 12:
+            raise DataLossError(f"{dataset}/{partition}: not a Parquet file (bad footer)", field="dataset")
+        footer = self.objects.get_range(key, size - 8 - length, length + 8)
+        try:
+            return pq.read_metadata(pa.BufferReader(b"PAR1" + footer))
+        except (pa.ArrowException, OSError) as exc:
+            raise DataLossError(f"{dataset}/{partition}: unreadable Parquet footer: {exc}", field="dataset") from None
 
     def read(
         self,

@@ -46,6 +46,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def get_file(self, key: str, path: Path) -> None: ...
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` (a Parquet footer without the file); stores override it to read only those."""
+        return self.get_bytes(key)[offset:offset + length]
+
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
@@ -108,6 +112,14 @@ class LocalObjectStore(ObjectStore):
     def get_bytes(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFoundError(f"no object {self.uri(key)}", field=key) from None
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFoundError(f"no object {self.uri(key)}", field=key) from None
 

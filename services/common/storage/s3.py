@@ -156,6 +156,19 @@ class S3ObjectStore(ObjectStore):
 
         return self._retry(get, f"get {name}")
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        name = self._name(key)
+
+        def get() -> bytes:
+            response = self.client.get_object(self.bucket, name, offset=offset, length=length)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return self._retry(get, f"get {name} [{offset}:{offset + length}]")
+
     def get_file(self, key: str, path: Path) -> None:
         name = self._name(key)
         self._retry(lambda: self.client.fget_object(self.bucket, name, str(path)), f"get {name}")
