@@ -3,9 +3,10 @@
 * `operation_message`: an operation record in its wire form (`crossadapt.v1.Operation`).
 * `OperationsServicer`: `crossadapt.v1.OperationsService` (Get / Watch / Cancel / List) over the
   shared operation store; a service plugs in how to cancel its own kinds (`Canceller`).
-* `operation_id_for`, `request_fingerprint`, `existing_operation`: the idempotent start of a Start*
-  call (request_id → operation id; the same key with other parameters is INVALID_ARGUMENT); each
-  service creates the record before it sends the work, and `fail_start` fails it if the broker refuses.
+* `start_operation`: the Start* skeleton every service uses (idempotency key → existing operation,
+  validate/prepare, atomic create, send; `fail_start` fails it if the broker refuses), built on
+  `operation_id_for`, `request_fingerprint`, `existing_operation` (request_id → operation id; the same
+  key with other parameters is INVALID_ARGUMENT).
 * `serve_service`: store, metrics, Celery app, gRPC server (the service + operations + health +
   reflection) and the stall watchdog (services.common.watchdog), run until SIGTERM.
 """
@@ -257,6 +258,46 @@ async def serve_service(
     finally:
         shutdown.set()
         await watching
+
+
+@dataclass
+class PreparedStart:
+    """What a service's Start prepared after validating: the record's plan and units, and how to send it."""
+
+    plan: dict[str, Any]  # JSON; stored as record.params["plan"]
+    send: Callable[[], None]  # sends the work to the broker
+    units: int = 1
+    task_ids: list[str] = field(default_factory=list)
+    abandon: Callable[[], None] = lambda: None  # undo what preparing claimed (a version) when it is not sent
+    log_fields: dict[str, Any] = field(default_factory=dict)
+
+
+def start_operation(store: OperationStore, kind: str, request: Any,
+                    prepare: Callable[[str, dict[str, Any]], PreparedStart]) -> OperationRecord:
+    """Every Start*: idempotency key -> the existing operation (same parameters) or validate and prepare
+    (`prepare(operation_id, request as JSON)` raises INVALID_ARGUMENT / NOT_FOUND before anything is
+    stored) -> create the record atomically -> send the work (a refusing broker fails the operation
+    with UNAVAILABLE and abandons what was prepared)."""
+    fingerprint = request_fingerprint(request)
+    operation_id = operation_id_for(kind, request.request_id)
+    if request.request_id:
+        existing = existing_operation(store, operation_id, fingerprint)
+        if existing is not None:
+            return existing
+    prepared = prepare(operation_id, fingerprint)
+    record = OperationRecord(id=operation_id, kind=kind, units=prepared.units, task_ids=prepared.task_ids,
+                             params={"plan": prepared.plan, "request": fingerprint})
+    if not store.create(record):  # a concurrent call with the same request_id won
+        prepared.abandon()
+        return store.get(operation_id)
+    try:
+        prepared.send()
+    except Exception as exc:
+        error = fail_start(store, operation_id, exc, kind)
+        prepared.abandon()
+        raise error from exc
+    log.info(f"{kind} started", extra={"operation_id": operation_id, **prepared.log_fields})
+    return record
 
 
 def fail_start(store: OperationStore, operation_id: str, exc: BaseException, what: str) -> UnavailableError:

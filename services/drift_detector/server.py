@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 from google.protobuf.json_format import ParseDict
@@ -22,13 +23,12 @@ from prometheus_client import REGISTRY
 from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
+    PreparedStart,
     ServiceContext,
-    existing_operation,
-    fail_start,
-    operation_id_for,
     operation_message,
     request_fingerprint,
     serve_service,
+    start_operation,
 )
 from services.common.operations import OperationRecord, OperationStore, open_operation_store
 from services.common.proto import common_pb2, drift_detector_pb2, drift_detector_pb2_grpc
@@ -82,30 +82,21 @@ class DriftDetectorServicer(drift_detector_pb2_grpc.DriftDetectorServiceServicer
         return operation_message(record, self.operations.progress(record))
 
     # ---- ComputeDrift -------------------------------------------------------------------------
-    def _compute(self, request: drift_detector_pb2.ComputeDriftRequest) -> common_pb2.Operation:
-        fingerprint = request_fingerprint(request)
-        operation_id = operation_id_for(OPERATION_KIND, request.request_id)
-        if request.request_id:
-            existing = existing_operation(self.operations, operation_id, fingerprint)
-            if existing is not None:
-                return self._message(existing)
+    def _prepare(self, request: drift_detector_pb2.ComputeDriftRequest, operation_id: str,
+                 fingerprint: dict[str, Any]) -> PreparedStart:
         settings = drift_settings(fingerprint.get("config", {}))
         plan = plan_drift(self.ctx.datasets, operation_id=operation_id, reference=request.reference.name,
                           stream=request.stream.name, settings=settings,
                           positions=(request.reference.HasField("position"), request.stream.HasField("position")))
         first, task_ids = build_workflow(self.app, plan)
-        record = OperationRecord(id=operation_id, kind=OPERATION_KIND, units=len(plan.initial_units()),
-                                 task_ids=task_ids, params={"plan": plan.model_dump(mode="json"), "request": fingerprint})
-        if not self.operations.create(record):  # a concurrent call with the same request_id won
-            return self._message(self.operations.get(operation_id))
-        try:
-            first.apply_async()
-        except Exception as exc:
-            raise fail_start(self.operations, operation_id, exc, "drift measurement") from exc
-        log.info("drift measurement started", extra={
-            "operation_id": operation_id, "reference": plan.reference, "stream": plan.stream,
-            "metric": settings.drift.metric, "windows": settings.drift.windows})
-        return self._message(record)
+        return PreparedStart(plan=plan.model_dump(mode="json"), send=first.apply_async,
+                             units=len(plan.initial_units()), task_ids=task_ids, log_fields={
+                                 "reference": plan.reference, "stream": plan.stream,
+                                 "metric": settings.drift.metric, "windows": settings.drift.windows})
+
+    def _compute(self, request: drift_detector_pb2.ComputeDriftRequest) -> common_pb2.Operation:
+        return self._message(start_operation(self.operations, OPERATION_KIND, request,
+                                             lambda operation_id, fp: self._prepare(request, operation_id, fp)))
 
     async def ComputeDrift(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._compute, request)

@@ -18,13 +18,11 @@ from celery import Celery
 from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
+    PreparedStart,
     ServiceContext,
-    existing_operation,
-    fail_start,
-    operation_id_for,
     operation_message,
-    request_fingerprint,
     serve_service,
+    start_operation,
 )
 from services.common.operations import OperationRecord, open_operation_store
 from services.common.proto import common_pb2, offline_distiller_pb2, offline_distiller_pb2_grpc
@@ -49,31 +47,20 @@ class OfflineDistillerServicer(offline_distiller_pb2_grpc.OfflineDistillerServic
     def _message(self, record: OperationRecord) -> common_pb2.Operation:
         return operation_message(record, self.ctx.operations.progress(record))
 
-    def _start(self, request: offline_distiller_pb2.StartDistillationRequest) -> common_pb2.Operation:
-        fingerprint = request_fingerprint(request)
-        operation_id = operation_id_for(OPERATION_KIND, request.request_id)
-        if request.request_id:
-            existing = existing_operation(self.ctx.operations, operation_id, fingerprint)
-            if existing is not None:
-                return self._message(existing)
+    def _prepare(self, request: offline_distiller_pb2.StartDistillationRequest, operation_id: str) -> PreparedStart:
         plan = plan_distillation(self.ctx.checkpoints, self.ctx.datasets, request, operation_id)
         version = self.ctx.checkpoints.claim_version(plan.student_name, owner=operation_id)
         plan = plan.model_copy(update={"student_version": version})
-        record = OperationRecord(id=operation_id, kind=OPERATION_KIND, units=1, task_ids=[task_id(operation_id)],
-                                 params={"plan": plan.model_dump(mode="json"), "request": fingerprint})
-        if not self.ctx.operations.create(record):  # a concurrent call with the same request_id won
-            self.ctx.checkpoints.discard(plan.student_name, version)
-            return self._message(self.ctx.operations.get(operation_id))
-        try:
-            launch(self.app, operation_id)
-        except Exception as exc:
-            error = fail_start(self.ctx.operations, operation_id, exc, "distillation")
-            discard_outputs(self.ctx, record)
-            raise error from exc
-        log.info("distillation started", extra={
-            "operation_id": operation_id, "student": f"{plan.student_name}/{version}", "projected": plan.projected.ref,
-            "teacher": plan.teacher.ref, "sample": plan.sample, "world_size": plan.settings.world_size})
-        return self._message(record)
+        return PreparedStart(
+            plan=plan.model_dump(mode="json"), send=lambda: launch(self.app, operation_id),
+            task_ids=[task_id(operation_id)],
+            abandon=lambda: self.ctx.checkpoints.discard(plan.student_name, version),  # nothing else exists yet
+            log_fields={"student": f"{plan.student_name}/{version}", "projected": plan.projected.ref,
+                        "teacher": plan.teacher.ref, "sample": plan.sample, "world_size": plan.settings.world_size})
+
+    def _start(self, request: offline_distiller_pb2.StartDistillationRequest) -> common_pb2.Operation:
+        return self._message(start_operation(self.ctx.operations, OPERATION_KIND, request,
+                                             lambda operation_id, _: self._prepare(request, operation_id)))
 
     async def StartDistillation(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._start, request)

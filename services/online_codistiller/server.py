@@ -18,13 +18,11 @@ from celery import Celery
 from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
+    PreparedStart,
     ServiceContext,
-    existing_operation,
-    fail_start,
-    operation_id_for,
     operation_message,
-    request_fingerprint,
     serve_service,
+    start_operation,
 )
 from services.common.operations import OperationRecord
 from services.common.proto import common_pb2, online_codistiller_pb2, online_codistiller_pb2_grpc
@@ -49,26 +47,17 @@ class OnlineCoDistillerServicer(online_codistiller_pb2_grpc.OnlineCoDistillerSer
     def _message(self, record: OperationRecord) -> common_pb2.Operation:
         return operation_message(record, self.ctx.operations.progress(record))
 
-    def _start(self, request: online_codistiller_pb2.StartCoDistillationRequest) -> common_pb2.Operation:
-        fingerprint = request_fingerprint(request)
-        operation_id = operation_id_for(OPERATION_KIND, request.request_id)
-        if request.request_id:
-            existing = existing_operation(self.ctx.operations, operation_id, fingerprint)
-            if existing is not None:
-                return self._message(existing)
+    def _prepare(self, request: online_codistiller_pb2.StartCoDistillationRequest, operation_id: str) -> PreparedStart:
         plan = plan_codistillation(self.ctx.checkpoints, self.ctx.datasets, request, operation_id)
-        record = OperationRecord(id=operation_id, kind=OPERATION_KIND, units=1, task_ids=[task_id(operation_id)],
-                                 params={"plan": plan.model_dump(mode="json"), "request": fingerprint})
-        if not self.ctx.operations.create(record):  # a concurrent call with the same request_id won
-            return self._message(self.ctx.operations.get(operation_id))
-        try:
-            launch(self.app, operation_id)
-        except Exception as exc:
-            raise fail_start(self.ctx.operations, operation_id, exc, "co-distillation") from exc
-        log.info("co-distillation started", extra={
-            "operation_id": operation_id, "student": plan.student.ref, "teacher": plan.teacher.ref,
-            "stream": plan.stream, "replay": plan.replay, "follow": plan.follow})
-        return self._message(record)
+        return PreparedStart(
+            plan=plan.model_dump(mode="json"), send=lambda: launch(self.app, operation_id),
+            task_ids=[task_id(operation_id)],
+            log_fields={"student": plan.student.ref, "teacher": plan.teacher.ref, "stream": plan.stream,
+                        "replay": plan.replay, "follow": plan.follow})
+
+    def _start(self, request: online_codistiller_pb2.StartCoDistillationRequest) -> common_pb2.Operation:
+        return self._message(start_operation(self.ctx.operations, OPERATION_KIND, request,
+                                             lambda operation_id, _: self._prepare(request, operation_id)))
 
     async def StartCoDistillation(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._start, request)

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
-from typing import Any
 
 from celery import Celery
-from google.protobuf.json_format import MessageToDict
 
-from services.common.errors import InvalidArgumentError, PlatformError
 from services.common.logs import configure_logging
-from services.common.operation_api import Canceller, ServiceContext, fail_start, operation_message, serve_service
+from services.common.operation_api import (
+    Canceller,
+    PreparedStart,
+    ServiceContext,
+    operation_message,
+    serve_service,
+    start_operation,
+)
 from services.common.operations import OperationRecord, OperationStore, open_operation_store
 from services.common.proto import common_pb2, projector_pb2, projector_pb2_grpc
 from services.common.settings import PlatformSettings, get_settings
@@ -32,7 +35,6 @@ from services.projector.tasks import build_workflow, discard_outputs, resend
 log = logging.getLogger(__name__)
 SERVICE_NAME = projector_pb2.DESCRIPTOR.services_by_name["ProjectorService"].full_name
 OPERATION_KIND = "projection"
-_REQUEST_NAMESPACE = uuid.UUID("5b0f4a43-5e4e-4c55-9d0b-3a8f1f0c2d17")
 
 
 class ProjectorServicer(projector_pb2_grpc.ProjectorServiceServicer):
@@ -52,13 +54,7 @@ class ProjectorServicer(projector_pb2_grpc.ProjectorServiceServicer):
         return operation_message(record, self.operations.progress(record))
 
     # ---- StartProjection ------------------------------------------------------------------
-    def _start(self, request: projector_pb2.StartProjectionRequest) -> common_pb2.Operation:
-        request_dict: dict[str, Any] = MessageToDict(request, preserving_proto_field_name=True)
-        operation_id = uuid.uuid5(_REQUEST_NAMESPACE, request.request_id).hex if request.request_id else uuid.uuid4().hex
-        if request.request_id:
-            existing = self._existing(operation_id, request_dict)
-            if existing is not None:
-                return existing
+    def _prepare(self, request: projector_pb2.StartProjectionRequest, operation_id: str) -> PreparedStart:
         plan = plan_projection(
             self.ctx.checkpoints,
             operation_id=operation_id,
@@ -74,32 +70,15 @@ class ProjectorServicer(projector_pb2_grpc.ProjectorServiceServicer):
         version = self.ctx.checkpoints.claim_version(plan.student_name, owner=operation_id)
         plan = plan.model_copy(update={"student_version": version})
         workflow, task_ids = build_workflow(self.app, plan)
-        record = OperationRecord(
-            id=operation_id, kind=OPERATION_KIND, units=len(plan.units()), task_ids=task_ids,
-            params={"plan": plan.model_dump(mode="json"), "request": request_dict},
-        )
-        if not self.operations.create(record):  # a concurrent call with the same request_id won
-            self.ctx.checkpoints.discard(plan.student_name, version)
-            return self._message(self.operations.get(operation_id))
-        try:
-            workflow.apply_async()
-        except Exception as exc:
-            error = fail_start(self.operations, operation_id, exc, "projection")
-            discard_outputs(self.ctx, plan)
-            raise error from exc
-        log.info("projection started", extra={"operation_id": operation_id, "teacher": f"{plan.teacher_name}/"
-                 f"{plan.teacher_version}", "student": f"{plan.student_name}/{version}", "width": plan.width,
-                 "tables": len(plan.tables), "tasks": len(task_ids)})
-        return self._message(record)
+        return PreparedStart(
+            plan=plan.model_dump(mode="json"), send=workflow.apply_async, units=len(plan.units()), task_ids=task_ids,
+            abandon=lambda: self.ctx.checkpoints.discard(plan.student_name, version),  # nothing else exists yet
+            log_fields={"teacher": f"{plan.teacher_name}/{plan.teacher_version}", "student": f"{plan.student_name}/"
+                        f"{version}", "width": plan.width, "tables": len(plan.tables), "tasks": len(task_ids)})
 
-    def _existing(self, operation_id: str, request_dict: dict[str, Any]) -> common_pb2.Operation | None:
-        try:
-            record = self.operations.get(operation_id)
-        except PlatformError:
-            return None
-        if record.params.get("request") != request_dict:
-            raise InvalidArgumentError("request_id was used before with different parameters", field="request_id")
-        return self._message(record)
+    def _start(self, request: projector_pb2.StartProjectionRequest) -> common_pb2.Operation:
+        return self._message(start_operation(self.operations, OPERATION_KIND, request,
+                                             lambda operation_id, _: self._prepare(request, operation_id)))
 
     async def StartProjection(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._start, request)

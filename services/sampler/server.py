@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 
@@ -20,12 +21,10 @@ from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
     ServiceContext,
-    existing_operation,
-    fail_start,
-    operation_id_for,
+    PreparedStart,
     operation_message,
-    request_fingerprint,
     serve_service,
+    start_operation,
 )
 from services.common.operations import OperationRecord, OperationStore, open_operation_store
 from services.common.proto import common_pb2, sampler_pb2, sampler_pb2_grpc
@@ -53,13 +52,8 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
     def _message(self, record: OperationRecord) -> common_pb2.Operation:
         return operation_message(record, self.operations.progress(record))
 
-    def _start(self, request: sampler_pb2.StartSamplingRequest) -> common_pb2.Operation:
-        fingerprint = request_fingerprint(request)
-        operation_id = operation_id_for(OPERATION_KIND, request.request_id)
-        if request.request_id:
-            existing = existing_operation(self.operations, operation_id, fingerprint)
-            if existing is not None:
-                return self._message(existing)
+    def _prepare(self, request: sampler_pb2.StartSamplingRequest, operation_id: str,
+                 fingerprint: dict[str, Any]) -> PreparedStart:
         config, target = sampling_config(fingerprint.get("config", {}))
         plan = plan_sampling(
             self.ctx.checkpoints, self.ctx.datasets, operation_id=operation_id, dataset=request.dataset.name,
@@ -68,18 +62,14 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
             dataset_position=request.dataset.HasField("position"),
         )
         workflow, task_ids = build_workflow(self.app, plan)
-        record = OperationRecord(id=operation_id, kind=OPERATION_KIND, units=len(plan.units()), task_ids=task_ids,
-                                 params={"plan": plan.model_dump(mode="json"), "request": fingerprint})
-        if not self.operations.create(record):  # a concurrent call with the same request_id won
-            return self._message(self.operations.get(operation_id))
-        try:
-            workflow.apply_async()
-        except Exception as exc:
-            raise fail_start(self.operations, operation_id, exc, "sampling") from exc
-        log.info("sampling started", extra={
-            "operation_id": operation_id, "dataset": plan.dataset, "teacher": plan.teacher_ref,
-            "sample": plan.sample_name, "blocks": plan.blocks, "ratio": plan.config.ratio, "target": plan.target})
-        return self._message(record)
+        return PreparedStart(plan=plan.model_dump(mode="json"), send=workflow.apply_async, units=len(plan.units()),
+                             task_ids=task_ids, log_fields={
+                                 "dataset": plan.dataset, "teacher": plan.teacher_ref, "sample": plan.sample_name,
+                                 "blocks": plan.blocks, "ratio": plan.config.ratio, "target": plan.target})
+
+    def _start(self, request: sampler_pb2.StartSamplingRequest) -> common_pb2.Operation:
+        return self._message(start_operation(self.operations, OPERATION_KIND, request,
+                                             lambda operation_id, fp: self._prepare(request, operation_id, fp)))
 
     async def StartSampling(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._start, request)
