@@ -43,7 +43,7 @@ from crossadapt.training import TrainConfig, Trainer
 from crossadapt.training.trainer import TrainingDivergedError
 from crossadapt.training.evaluate import MetricDict, predict_logits
 from crossadapt.transfer.adaptive import AdaptiveKDConfig, AdaptiveKDController
-from crossadapt.transfer.losses import kd_cross_entropy, kd_kl
+from crossadapt.transfer.losses import kd_cross_entropy, kd_kl, teacher_better_rows
 
 if TYPE_CHECKING:
     from crossadapt.data import SplitArrays
@@ -73,6 +73,12 @@ class StudentKDConfig(BaseModel):
     kd_weight: float = Field(0.7, alias="lambda", ge=0.0, description="λ: weight of the KD term.")
     temperature: float = Field(4.0, gt=0.0, description="T: both models' logits are divided by T.")
     scale_kd_by_t2: bool = Field(True, description="Multiply the KD term by T² (Hinton).")
+    kd_gate: Literal["all", "teacher_better"] = Field(
+        "all",
+        description="Which rows are distilled: 'all' (the paper), or 'teacher_better': only rows where the "
+        "teacher's loss on the true label is below the student's at that step (the KD term is still divided "
+        "by the batch size, so it shrinks as the student overtakes the teacher).",
+    )
     embedding_lr: float = Field(0.1, gt=0.0, description="Student embedding lr.")
     dense_lr: float = Field(1e-3, gt=0.0, description="Student interaction-network lr.")
     seed: int = Field(0, description="Seeds shuffling and dropout.")
@@ -173,8 +179,12 @@ class DistillationTrainer(Trainer):
         scale_kd_by_t2: bool = True,
         kd_loss: Literal["cross_entropy", "kl"] = "cross_entropy",
         task_logit_shift: float = 0.0,
+        kd_gate: Literal["all", "teacher_better"] = "all",
     ):
         super().__init__(model, config)
+        if kd_gate not in ("all", "teacher_better"):
+            raise ValueError(f"kd_gate must be 'all' or 'teacher_better', got {kd_gate!r}")
+        self.kd_gate = kd_gate
         self.kd_weight = float(kd_weight)
         self.task_logit_shift = float(task_logit_shift)
         self.kd_loss = kd_cross_entropy if kd_loss == "cross_entropy" else kd_kl
@@ -202,7 +212,10 @@ class DistillationTrainer(Trainer):
             return task * self.loss_scale if self.loss_scale != 1.0 else task
         if batch.teacher_logit is None:
             raise ValueError("distillation needs teacher logits: the batch has no teacher_logit column")
-        kd = self.kd_loss(logits, batch.teacher_logit, self.temperature, scale_by_t2=self.scale_kd_by_t2)
+        rows = (teacher_better_rows(logits, batch.teacher_logit, self.target(batch))
+                if self.kd_gate == "teacher_better" else None)
+        kd = self.kd_loss(logits, batch.teacher_logit, self.temperature, scale_by_t2=self.scale_kd_by_t2,
+                          row_weights=rows)
         self._parts += torch.stack([task.detach(), kd.detach(), torch.ones_like(task)])
         loss = task + self.kd_weight * kd
         return loss * self.loss_scale if self.loss_scale != 1.0 else loss
@@ -603,7 +616,7 @@ def _make_trainer(
     student: nn.Module, config: OfflineDistillConfig, teacher: nn.Module | None, valid: "SplitArrays | None"
 ) -> DistillationTrainer:
     common = dict(kd_weight=config.kd_weight, temperature=config.temperature, scale_kd_by_t2=config.scale_kd_by_t2,
-                  task_logit_shift=config.task_logit_shift)
+                  task_logit_shift=config.task_logit_shift, kd_gate=config.kd_gate)
     if config.adaptive is None:
         return DistillationTrainer(student, config.train_config(1), **common)
     if valid is None:

@@ -25,6 +25,7 @@ __all__ = [
     "rkd_distance",
     "rkd_angle",
     "sample_rows",
+    "teacher_better_rows",
 ]
 
 
@@ -55,6 +56,7 @@ def kd_cross_entropy(
     temperature: float = 4.0,
     *,
     scale_by_t2: bool = True,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Paper Eq. 5's ``L_KD``: cross-entropy of the softened student against the softened teacher.
 
@@ -68,6 +70,8 @@ def kd_cross_entropy(
         teacher_logits: ``[B]``.
         temperature: ``T > 0``.
         scale_by_t2: multiply by ``T²`` (see the module docstring).
+        row_weights: ``[B]`` per-row weights (e.g. :func:`teacher_better_rows`); the sum is divided by
+            ``B``, not by the weights' sum, so fewer distilled rows mean a smaller KD term.
 
     Example::
 
@@ -77,7 +81,8 @@ def kd_cross_entropy(
     z_s = student_logits / temperature
     p_t = torch.sigmoid(teacher_logits.detach().to(z_s.dtype) / temperature)
     # log σ(z) and log(1 - σ(z)) = log σ(-z): finite for any logit, unlike log(sigmoid(z)).
-    loss = -(p_t * F.logsigmoid(z_s) + (1.0 - p_t) * F.logsigmoid(-z_s)).mean()
+    per_row = -(p_t * F.logsigmoid(z_s) + (1.0 - p_t) * F.logsigmoid(-z_s))
+    loss = _weighted_mean(per_row, row_weights)
     return loss * (temperature**2) if scale_by_t2 else loss
 
 
@@ -87,6 +92,7 @@ def kd_kl(
     temperature: float = 4.0,
     *,
     scale_by_t2: bool = True,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Vanilla-KD's term: ``KL(Bern(p_T) || Bern(p_S))`` of the softened models, mean over the batch.
 
@@ -98,14 +104,40 @@ def kd_kl(
         teacher_logits: ``[B]``.
         temperature: ``T > 0``.
         scale_by_t2: multiply by ``T²``.
+        row_weights: as in :func:`kd_cross_entropy`.
     """
     _check_logits(student_logits, teacher_logits, temperature)
     z_s = student_logits / temperature
     z_t = teacher_logits.detach().to(z_s.dtype) / temperature
     p_t = torch.sigmoid(z_t)
     per_row = p_t * (F.logsigmoid(z_t) - F.logsigmoid(z_s)) + (1.0 - p_t) * (F.logsigmoid(-z_t) - F.logsigmoid(-z_s))
-    loss = per_row.mean()
+    loss = _weighted_mean(per_row, row_weights)
     return loss * (temperature**2) if scale_by_t2 else loss
+
+
+def _weighted_mean(per_row: torch.Tensor, row_weights: torch.Tensor | None) -> torch.Tensor:
+    if row_weights is None:
+        return per_row.mean()
+    if row_weights.shape != per_row.shape:
+        raise ValueError(f"row_weights have shape {tuple(row_weights.shape)} but the batch {tuple(per_row.shape)}")
+    return (per_row * row_weights.detach().to(per_row.dtype)).sum() / per_row.numel()
+
+
+def teacher_better_rows(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[B]`` 1.0 where the teacher's BCE on the true label is below the student's, else 0.0 (detached).
+
+    The KD gate ``kd_gate="teacher_better"``: a row is distilled only where the teacher currently knows
+    it better than the student, so a student that outgrows its teacher is no longer pulled toward the
+    teacher's errors, and the effective KD weight falls with the share of rows the teacher still wins.
+    """
+    if not (student_logits.shape == teacher_logits.shape == labels.shape):
+        raise ValueError(f"shapes differ: student {tuple(student_logits.shape)}, teacher "
+                         f"{tuple(teacher_logits.shape)}, labels {tuple(labels.shape)}")
+    z_s = student_logits.detach()
+    y = labels.to(z_s.dtype)
+    student_loss = F.binary_cross_entropy_with_logits(z_s, y, reduction="none")
+    teacher_loss = F.binary_cross_entropy_with_logits(teacher_logits.detach().to(z_s.dtype), y, reduction="none")
+    return (teacher_loss < student_loss).to(z_s.dtype)
 
 
 def hint_mse(projected_student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:

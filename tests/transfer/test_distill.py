@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -85,6 +87,29 @@ def test_distillation_loss_is_bce_plus_lambda_kd(tiny_data, tiny_model):
     assert task == pytest.approx(F.binary_cross_entropy_with_logits(logits, batch.label).item(), rel=1e-6)
     with pytest.raises(ValueError, match="teacher_logit"):
         trainer.compute_loss(tiny_data(4).to_batch(), torch.zeros(4))
+
+
+def test_teacher_better_gate_distills_only_where_the_teacher_wins(tiny_data, tiny_model):
+    """kd_gate='teacher_better': the KD term vanishes once the student beats the teacher on every row of
+    the batch, and is the ungated term while the teacher wins every row."""
+    batch = tiny_data(32).to_batch()
+    sure = torch.where(batch.label > 0.5, 6.0, -6.0)  # confident and right on every row
+    gated = DistillationTrainer(tiny_model(6, seed=2), TrainConfig(num_threads=1), kd_weight=0.7,
+                                temperature=4.0, kd_gate="teacher_better")
+    plain = DistillationTrainer(tiny_model(6, seed=2), TrainConfig(num_threads=1), kd_weight=0.7, temperature=4.0)
+    # Student right and sure, teacher uninformed (logit 0): nothing is distilled, the loss is the BCE.
+    beaten = dataclasses.replace(batch, teacher_logit=torch.zeros(32))
+    assert gated.compute_loss(beaten, sure).item() == pytest.approx(
+        F.binary_cross_entropy_with_logits(sure, batch.label).item(), rel=1e-6)
+    assert plain.compute_loss(beaten, sure).item() > gated.compute_loss(beaten, sure).item() + 0.1
+    # Teacher right and sure, student uninformed: every row is distilled, same loss as without the gate.
+    winning = dataclasses.replace(batch, teacher_logit=sure)
+    student = torch.zeros(32)
+    assert gated.compute_loss(winning, student).item() == pytest.approx(
+        plain.compute_loss(winning, student).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="kd_gate"):
+        DistillationTrainer(tiny_model(6, seed=2), TrainConfig(num_threads=1), kd_weight=0.7, temperature=4.0,
+                            kd_gate="sometimes")
 
 
 def test_task_logit_shift_enters_the_bce_term_only(tiny_data, tiny_model):

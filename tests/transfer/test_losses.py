@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from crossadapt.transfer.losses import bce, hint_mse, kd_cross_entropy, kd_kl, rkd_angle, rkd_distance, sample_rows
+from crossadapt.transfer.losses import bce, hint_mse, kd_cross_entropy, kd_kl, rkd_angle, rkd_distance, sample_rows, teacher_better_rows
 
 
 def _sigmoid(x: float) -> float:
@@ -148,3 +148,17 @@ def test_rkd_subsampling_bounds_the_rows():
     assert value.item() == pytest.approx(expected.item())
     with pytest.raises(ValueError, match="rows"):
         rkd_distance(torch.randn(4, 2), torch.randn(5, 2))
+
+
+def test_teacher_better_rows_marks_rows_the_teacher_predicts_better_and_weights_scale_the_kd_term():
+    labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    student = torch.tensor([2.0, -2.0, -1.0, 1.0])  # right, right, wrong, wrong
+    teacher = torch.tensor([1.0, -3.0, 1.0, -1.0])  # less sure, surer, right, right
+    rows = teacher_better_rows(student, teacher, labels)
+    assert rows.tolist() == [0.0, 1.0, 1.0, 1.0]
+    per_row = [kd_cross_entropy(student[i:i + 1], teacher[i:i + 1], 2.0).item() for i in range(4)]
+    weighted = kd_cross_entropy(student, teacher, 2.0, row_weights=rows).item()
+    assert weighted == pytest.approx(sum(per_row[1:]) / 4, rel=1e-6)  # divided by B, not by the kept rows
+    assert kd_kl(student, teacher, 2.0, row_weights=torch.zeros(4)).item() == 0.0
+    with pytest.raises(ValueError, match="row_weights"):
+        kd_cross_entropy(student, teacher, 2.0, row_weights=torch.ones(3))
