@@ -343,7 +343,8 @@ def build_codistiller(teacher: nn.Module, student: nn.Module, config: OnlineCoDi
                       student_optimizer_state: list[dict] | None = None) -> CoDistiller:
     """The CrossAdapt online stage wired from a config (both models move to ``config.device``)."""
     trainer = DistillationTrainer(student, config.student_train_config(), kd_weight=config.effective_kd_weight,
-                                  temperature=config.temperature, scale_kd_by_t2=config.scale_kd_by_t2)
+                                  temperature=config.temperature, scale_kd_by_t2=config.scale_kd_by_t2,
+                                  kd_gate=config.kd_gate)
     if student_optimizer_state is not None:
         trainer.optimizer.load_state_dict(student_optimizer_state)
     torch.manual_seed(config.seed)  # dropout of the student's training forwards
