@@ -34,6 +34,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -86,6 +87,13 @@ class OnlineCoDistillConfig(StudentKDConfig):
     partial_window: Literal["drop", "flush"] = Field("drop", description="What to do with < τ pending batches.")
     window_batches: int = Field(10, ge=1, description="Batches per prequential window record.")
     adaptive: AdaptiveKDConfig | None = Field(None, description="Gap-driven λ and replay share; None = fixed.")
+    grow_vocabulary: bool = Field(
+        False,
+        description="Stream ids beyond the tables (a newer vocabulary version) grow both models' tables (new "
+        "student rows from the teacher's projected rows where the teacher has the value; optimiser state "
+        "follows); False: such ids read as <UNK> (id 0), as a model of the older version sees them.",
+    )
+    projection_seed: int = Field(0, description="Seed of the teacher -> student projection for grown rows.")
 
     @property
     def effective_interval(self) -> int:
@@ -223,6 +231,7 @@ class CoDistiller:
         if self._finished:
             raise RuntimeError("this CoDistiller has finished; build a new one")
         check_time_order(stream)
+        stream = self.fit_vocabulary(stream)
         started = time.perf_counter() - self.seconds
         for batch in iter_batches(stream, self.config.batch_size, shuffle=False):
             self.train_batch(batch)
@@ -235,6 +244,54 @@ class CoDistiller:
                 started = time.perf_counter() - self.seconds
         _synchronize(self.device)
         self.seconds = time.perf_counter() - started
+
+    def fit_vocabulary(self, stream: "SplitArrays") -> "SplitArrays":
+        """``stream`` as the models can read it: with ``grow_vocabulary`` both models' tables grow to the
+        largest id per field (:meth:`grow_to`); otherwise ids beyond the student's tables become ``<UNK>``."""
+        from crossadapt.data.growth import ids_for_sizes
+        from crossadapt.models.growth import table_sizes
+
+        if not len(stream):
+            return stream
+        needed = stream.categorical.max(axis=0).astype(np.int64) + 1
+        if self.config.grow_vocabulary:
+            self.grow_to(needed.tolist())
+            return stream
+        sizes = table_sizes(self.trainer.model)
+        if self.teacher is not None:
+            sizes = np.minimum(sizes, table_sizes(self.teacher.model))
+        if bool((needed <= sizes).all()):
+            return stream
+        return replace(stream, categorical=ids_for_sizes(stream.categorical, sizes))
+
+    def grow_to(self, sizes: list[int]) -> dict[str, int]:
+        """Grow the teacher's, then the student's tables to ``sizes`` rows per field; returns the student's
+        added rows per field. A new student row starts from the teacher's row of the same id projected to the
+        student's width (the projection fitted on the teacher's whole table, as the switch projects) when
+        the teacher had that id before growing, else from the initialiser; the teacher's new rows start from
+        its initialiser. Both optimisers' per-row state gets zero rows for the new ids."""
+        from crossadapt.models.growth import grow_model, table_sizes
+        from crossadapt.transfer.projection import table_projection
+
+        student = self.trainer.model
+        init: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if self.teacher is not None:
+            teacher = self.teacher.model
+            teacher_sizes = table_sizes(teacher)
+            for field, old, new, had in zip(student.embedding.spec.categorical, table_sizes(student), sizes,
+                                            teacher_sizes):  # fmt: skip
+                if new <= old or had <= old:
+                    continue  # nothing to add, or the teacher has none of the new ids
+                table = teacher.embedding.get_table(field.name).float().cpu().numpy()
+                width = student.embedding.embedding_dim
+                projection = table_projection(table, width, self.config.projection_seed)
+                ids = np.arange(old, new)
+                rows = np.zeros((len(ids), width), dtype=np.float32)
+                known = ids < had
+                rows[known] = projection.apply(table[ids[known]])
+                init[field.name] = (torch.from_numpy(rows), torch.from_numpy(known))
+            grow_model(teacher, sizes, _optimizers(self.teacher.optimizer))
+        return grow_model(student, sizes, _optimizers(self.trainer.optimizer), init=init)
 
     def train_epochs(self, arrays: "SplitArrays", epochs: int, *, seed: int = 0) -> float:
         """Offline epochs over ``arrays`` (reshuffled every epoch, nothing recorded); returns seconds."""
@@ -331,6 +388,13 @@ class CoDistiller:
             windows=self.recorder.windows, seconds=self.seconds,
             kd_weight_trace=list(self.controller.history) if self.controller else [],
         )
+
+
+def _optimizers(optimizer: Any) -> list[torch.optim.Optimizer]:
+    """The plain torch optimisers behind a TrainOptimizer (or a plain one; none for a frozen teacher)."""
+    if optimizer is None:
+        return []
+    return list(getattr(optimizer, "optimizers", [optimizer]))
 
 
 def _synchronize(device: torch.device) -> None:

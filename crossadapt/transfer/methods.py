@@ -238,7 +238,7 @@ def run_crossadapt(
                 temperature=d.temperature, progressive=progressive, batch_size=ctx.optim.batch_size,
                 embedding_lr=ctx.optim.embedding_lr, dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device,
                 num_threads=ctx.threads, adaptive=adaptive_config, teacher_batch_size=EVAL_BATCH_ROWS,
-                eval_batch_size=EVAL_BATCH_ROWS, task_logit_shift=task_logit_shift,
+                eval_batch_size=EVAL_BATCH_ROWS, task_logit_shift=task_logit_shift, kd_gate=d.kd_gate,
             ),
             teacher=teacher,
             # Adaptive λ offline compares student and teacher on the most recent training rows.
@@ -262,11 +262,12 @@ def run_crossadapt(
             student,
             online,
             OnlineCoDistillConfig(
-                batch_size=ctx.optim.batch_size, kd_weight=d.kd_weight, temperature=d.temperature,
+                batch_size=ctx.optim.batch_size, kd_weight=d.kd_weight, temperature=d.temperature, kd_gate=d.kd_gate,
                 teacher_update_interval=o.teacher_update_interval, co_evolution=ablation.co_evolution,
                 asymmetric=ablation.asymmetry, teacher_dense_lr=o.teacher_lr, embedding_lr=ctx.optim.embedding_lr,
                 dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
                 adaptive=adaptive_config, window_batches=window_batches(ctx),
+                grow_vocabulary=o.grow_vocabulary, projection_seed=ctx.seed,
             ),
             replay=controller if ablation.adaptive_replay else None,
             replay_pool=train if ablation.adaptive_replay else None,
@@ -276,6 +277,7 @@ def run_crossadapt(
         student = result.student
         details["teacher_updates"] = result.teacher_updates
         details["replay_rows"] = result.replay_rows
+        details["vocabulary_sizes"] = {f.name: f.vocab_size for f in student.embedding.spec.categorical}
         details["prequential_auc"] = result.student_prequential.get("auc")
         details["prequential_logloss"] = {"student": result.student_prequential.get("logloss"),
                                           "teacher": result.teacher_prequential.get("logloss")}

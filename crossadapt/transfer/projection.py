@@ -291,6 +291,16 @@ def fit_projection(stats: ProjectionStats | None, d_in: int, width: int, seed: i
     return Projection(kind, weight, _report(kind, d_in, width, stats, eigenvalues, seed))
 
 
+def table_projection(table: Any, width: int, seed: int = 0, *,
+                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Projection:
+    """The projection :func:`project_table` applies to ``table`` [V, d_in]: PCA to ``width`` when narrowing
+    (fitted on every row), else the seeded orthogonal expansion. Rows appended to a grown vocabulary are
+    projected with the one fitted on the table they join."""
+    rows = _as_matrix(table, "table")
+    stats = ProjectionStats.from_chunk(rows, chunk_rows=chunk_rows) if width < rows.shape[1] else None
+    return fit_projection(stats, rows.shape[1], width, seed)
+
+
 def project_table(table: Any, width: int, seed: int = 0, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                   dtype: Any = np.float32, out: np.ndarray | None = None) -> tuple[Any, ProjectionReport]:
     """Project one table [V, d_in] (numpy, memmap or tensor) to [V, width]; returns the same kind, in ``dtype``.
@@ -302,8 +312,7 @@ def project_table(table: Any, width: int, seed: int = 0, *, chunk_rows: int = DE
     n, d_in = rows.shape
     width, out_dtype = _check_positive_int(width, "width"), _output_dtype(dtype, out)
     chunk_rows = _check_positive_int(chunk_rows, "chunk_rows")
-    stats = ProjectionStats.from_chunk(rows, chunk_rows=chunk_rows) if width < d_in else None
-    projection = fit_projection(stats, d_in, width, seed)
+    projection = table_projection(rows, width, seed, chunk_rows=chunk_rows)
     if out is None:
         out = np.empty((n, width), dtype=out_dtype)
     elif out.shape != (n, width):

@@ -121,6 +121,9 @@ class DistillationSection(_Section):
     temperature: float = Field(4.0, gt=0.0)
     frozen_epochs: int = Field(1, ge=0)
     joint_epochs: int = Field(1, ge=0)
+    kd_gate: Literal["all", "teacher_better"] = Field(
+        "all", description="Beyond the paper: 'teacher_better' distills only rows where the teacher's loss on the "
+        "true label is below the student's (offline and online); 'all' = the paper.")
 
     @model_validator(mode="after")
     def _some_epochs(self) -> "DistillationSection":
@@ -166,6 +169,13 @@ class OnlineSection(_Section):
     teacher_update_interval: int = Field(10, ge=1)
     teacher_lr: float = Field(1e-3, gt=0.0)
     drift: DriftSection = DriftSection()
+    grow_vocabulary: bool = Field(
+        False,
+        description="Beyond the paper: ids in the online split beyond the tables (a newer vocabulary version, "
+        "e.g. `crossadapt data prepare --append` with growth) grow the student's and the teacher's tables; new "
+        "student rows start from the teacher's projected rows where it has the value. False: they read as "
+        "<UNK>, as a model of the older vocabulary sees them.",
+    )
 
 
 class OptimSection(_Section):
@@ -235,6 +245,9 @@ class SwitchConfig(_Section):
                 if "conversion" not in columns:
                     raise ValueError(f"offline.sampling.target 'conversion': data.dir {str(self.data.dir)!r} "
                                      "has no conversion column")  # fmt: skip
+        if self.online.grow_vocabulary and not ablation.online_stage:
+            raise ValueError("online.grow_vocabulary grows the tables during co-distillation: it needs "
+                             "ablation.online_stage true")  # fmt: skip
         if drift.rolling and not (ablation.online_stage and ablation.adaptive_replay):
             raise ValueError("online.drift.rolling re-estimates the replay ratio: it needs ablation.online_stage "
                              "and ablation.adaptive_replay true")  # fmt: skip

@@ -62,3 +62,20 @@ def test_rolling_drift_from_the_switch_config_changes_the_online_replay(tiny_dat
                                           "window_rows": 100})
     replayed = [run_crossadapt(ctx, AblationSection()).details["replay_rows"] for ctx in (fixed, rolling)]
     assert replayed[0] != replayed[1], replayed
+
+
+def test_grow_vocabulary_from_the_switch_config_grows_the_tables_on_new_online_ids(
+        tiny_data, tiny_model, tiny_spec) -> None:
+    """`online.grow_vocabulary` reaches co-distillation: online ids beyond the tables (a newer vocabulary
+    version) get rows in the student; without it they read as <UNK> and the tables keep their size."""
+    from crossadapt.transfer.switch_config import OnlineSection
+
+    sizes = {}
+    for grow in (False, True):
+        ctx = _context(tiny_data, tiny_model, tiny_spec)
+        online = ctx.splits["online"]
+        online.categorical[::3, 0] = 30 + np.arange(len(online))[::3] % 10  # user ids 30..39 are new
+        ctx.online = OnlineSection(grow_vocabulary=grow)
+        sizes[grow] = run_crossadapt(ctx, AblationSection()).details["vocabulary_sizes"]
+    assert sizes[False] == {"user": 30, "item": 12}
+    assert sizes[True] == {"user": 40, "item": 12}

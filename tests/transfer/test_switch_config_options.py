@@ -69,3 +69,12 @@ def test_conversion_target_needs_a_conversion_column(tmp_path: Path) -> None:
         parse_switch_config({"data": {"dir": str(tmp_path / "clicks")}, "offline": sampling})
     config = parse_switch_config({"data": {"dir": str(tmp_path / "buys")}, "offline": sampling})
     assert config.offline.sampling.unclicked_ratio == 1.0
+
+
+def test_grow_vocabulary_is_off_by_default_typed_and_needs_the_online_stage() -> None:
+    assert parse().online.grow_vocabulary is False
+    assert parse(online={"grow_vocabulary": True}).online.grow_vocabulary is True
+    with pytest.raises(ConfigError, match="online.grow_vocabulary"):
+        parse(online={"grow_vocabulary": "often"})
+    with pytest.raises(ConfigError, match="grow_vocabulary .*online_stage"):
+        parse(online={"grow_vocabulary": True}, ablation={"online_stage": False})
