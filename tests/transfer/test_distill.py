@@ -206,3 +206,12 @@ def test_every_kd_config_shares_the_student_settings(config_class):
     assert train.patience is None and train.restore_best is False and train.progress is False
     with pytest.raises(ValidationError, match="lambada"):
         config_class(lambada=0.5)
+
+
+def test_switch_config_kd_gate_defaults_to_the_paper_and_refuses_unknown_values():
+    from crossadapt.transfer.switch_config import DistillationSection
+
+    assert DistillationSection().kd_gate == "all"
+    assert DistillationSection(kd_gate="teacher_better").kd_gate == "teacher_better"
+    with pytest.raises(ValidationError, match="kd_gate"):
+        DistillationSection(kd_gate="sometimes")
