@@ -23,10 +23,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -45,6 +45,7 @@ from services.common.storage.datasets import DatasetStore
 Log = Callable[[str], None]
 BACKEND_SERVICES = ("projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller")
 STREAM_PARTITIONS = 10  # the online split as a stream of time partitions
+T = TypeVar("T")
 
 
 class PlatformSwitchError(RuntimeError):
@@ -132,22 +133,32 @@ def _result_label(operation: common_pb2.Operation) -> str:
 
 
 @contextmanager
-def connect(services: str, out_dir: Path, log: Log) -> Iterator[PlatformClient]:
-    """A client of a running platform (`ADDRESS`), or of one this call starts and stops (`local`)."""
+def connect(services: str, out_dir: Path, log: Log, meanwhile: Callable[[], T]) -> Iterator[tuple[PlatformClient, T]]:
+    """A client of a running platform (`ADDRESS`), or of one this call starts and stops (`local`), and
+    what `meanwhile()` returned: with `local` it runs while the servers and workers start (their imports
+    of torch and the data work overlap instead of adding up)."""
     if services != "local":
         client = PlatformClient(service_addresses(services), PlatformSettings())
         try:
-            yield client
+            yield client, meanwhile()
         finally:
             client.close()
         return
     from services.local.up import start_platform
 
     log("starting the local platform (embedded broker and store) …")
-    platform = start_platform(out_dir / "platform", services=list(BACKEND_SERVICES))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform-start") as pool:
+        starting = pool.submit(start_platform, out_dir / "platform", services=list(BACKEND_SERVICES))
+        try:
+            result = meanwhile()
+        except BaseException:
+            with suppress(BaseException):
+                starting.result().stop()
+            raise
+        platform = starting.result()
     client = PlatformClient({name: platform.address(name) for name in BACKEND_SERVICES}, platform.settings())
     try:
-        yield client
+        yield client, result
     finally:
         client.close()
         platform.stop()
@@ -279,9 +290,8 @@ def run_switch_through_services(config: SwitchConfig, out_dir: Path, *, services
         raise ValueError(f"the platform path cannot run this config: {'; '.join(problems)}")
     if services != "local":
         service_addresses(services)  # refuse a malformed address before the data work starts
-    run = begin_switch(config, out_dir, log=log)
     prefix = f"switch/{uuid.uuid4().hex[:10]}"
-    with connect(services, Path(out_dir), log) as client:
+    with connect(services, Path(out_dir), log, lambda: begin_switch(config, out_dir, log=log)) as (client, run):
         started = time.perf_counter()
         student, facts = run_stages(client, run, prefix, log)
         train_seconds = time.perf_counter() - started - facts["upload_s"]
