@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from crossadapt.data.vocabulary import Vocabulary, build_field_from_counts
+from crossadapt.data.vocabulary import Vocabulary, VocabularyRef, build_field_from_counts
 
 PENDING_FOLDER = "pending"
 
@@ -95,6 +95,16 @@ def ids_for_sizes(categorical: np.ndarray, sizes: list[int] | np.ndarray) -> np.
     """``[n, C]`` ids as a model with tables of ``sizes`` rows per field reads them: newer ids -> ``<UNK>`` (0)."""
     sizes = np.asarray(sizes, dtype=np.int64)
     return np.where(categorical < sizes[None, :], categorical, 0).astype(categorical.dtype, copy=False)
+
+
+def version_for_sizes(vocabulary: Vocabulary, sizes: dict[str, int]) -> VocabularyRef:
+    """The version whose tables have exactly ``sizes`` rows per field: the one a model with those tables
+    uses (a model grown during co-distillation names it in its checkpoint). No such version: an error."""
+    for entry in reversed(vocabulary.history):
+        if entry.sizes == dict(sizes):
+            return VocabularyRef(version=entry.version, hash=entry.hash)
+    raise ValueError(f"no version of this vocabulary has tables of {dict(sizes)} rows; versions: "
+                     f"{[(v.version, v.sizes) for v in vocabulary.history]}")
 
 
 def save_pending(vocab_folder: Path, vocabulary: Vocabulary, pending: Pending) -> None:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import nn
 
 from crossadapt.transfer.methods import MethodContext, MethodOutcome, run_baseline_method, run_crossadapt, score
@@ -134,7 +135,8 @@ def _teacher(config: SwitchConfig, dataset: "PreparedDataset", out_dir: Path, lo
     if config.teacher.checkpoint is not None:
         path = config.teacher.checkpoint
         log(f"loading teacher checkpoint {path}")
-        return load_checkpoint(path, config.device, expected_vocab_hash=dataset.vocab_hash).model, path
+        expected = _teacher_vocab_hash(path, dataset, config)
+        return load_checkpoint(path, config.device, expected_vocab_hash=expected).model, path
     assert config.teacher.train is not None
     folder = out_dir / "teacher"
     model, _ = obtain_teacher(
@@ -145,8 +147,40 @@ def _teacher(config: SwitchConfig, dataset: "PreparedDataset", out_dir: Path, lo
     return model, folder
 
 
+def _teacher_vocab_hash(path: Path, dataset: "PreparedDataset", config: SwitchConfig) -> str:
+    """The vocabulary a teacher checkpoint must name: the dataset's, or with ``online.grow_vocabulary`` any
+    older version of it (the student inherits that version's tables; co-distillation grows both)."""
+    from crossadapt.checkpoint import read_manifest
+
+    named = read_manifest(path).vocab_hash
+    if config.online.grow_vocabulary and named != dataset.vocab_hash and dataset.vocabulary.version_of(named):
+        return named
+    return dataset.vocab_hash
+
+
+def _vocabulary_ref(model: nn.Module, dataset: "PreparedDataset") -> tuple[str, int]:
+    """(hash, version) of the vocabulary version ``model``'s tables have (a grown or older model's own)."""
+    from crossadapt.data.growth import version_for_sizes
+
+    sizes = {field.name: field.vocab_size for field in model.spec.categorical}
+    if sizes == {field.name: field.vocab_size for field in dataset.feature_spec.categorical}:
+        return dataset.vocab_hash, dataset.manifest.vocab_version
+    ref = version_for_sizes(dataset.vocabulary, sizes)
+    return ref.hash, ref.version
+
+
+def _readable(model: nn.Module, arrays: Any) -> Any:
+    """``arrays`` as ``model`` reads them: ids of a newer vocabulary version than its tables are ``<UNK>``."""
+    from crossadapt.data.growth import ids_for_sizes
+
+    sizes = np.array([field.vocab_size for field in model.spec.categorical])
+    if not len(arrays) or bool((arrays.categorical.max(axis=0) < sizes).all()):
+        return arrays
+    return replace(arrays, categorical=ids_for_sizes(arrays.categorical, sizes))
+
+
 def _score(name: str, role: str, model: nn.Module, test: Any, seconds: float | None) -> tuple[Score, dict[str, Any]]:
-    metrics = score(model, test)
+    metrics = score(model, _readable(model, test))
     return Score(name=name, role=role, auc=float(metrics["auc"]), logloss=float(metrics["logloss"]),  # type: ignore[arg-type]
                  train_seconds=seconds), metrics
 
@@ -184,7 +218,7 @@ def begin_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: No
     if missing:
         raise ValueError(f"dataset {dataset.path} lacks split(s) {missing}; a switch needs train, online and test")
     ctx = MethodContext(
-        splits=splits, feature_spec=dataset.feature_spec, teacher=teacher, student_config=config.student.model,
+        splits=splits, feature_spec=teacher.spec, teacher=teacher, student_config=config.student.model,
         seed=config.seed, offline=config.offline, online=config.online, optim=config.optim,
         baseline_epochs=config.baseline_training.epochs, device=config.device, threads=config.threads,
     )
@@ -204,11 +238,12 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
     student_score, student_metrics = _score(outcome.name, "student", outcome.model, test, outcome.train_seconds)
     # Published before the baselines run: a failing baseline must not cost the student.
     student_dir = out_dir / "student"
+    vocab_hash, vocab_version = _vocabulary_ref(outcome.model, dataset)
     save_checkpoint(
-        student_dir, outcome.model, feature_spec=dataset.feature_spec, vocab_hash=dataset.vocab_hash,
+        student_dir, outcome.model, feature_spec=outcome.model.spec, vocab_hash=vocab_hash,
         metrics={k: v for k, v in student_metrics.items() if isinstance(v, (int, float))},
         parent=str(run.teacher_path.resolve()),
-        extra={"method": "CrossAdapt", "ablation": config.ablation.model_dump(),
+        extra={"method": "CrossAdapt", "vocab_version": vocab_version, "ablation": config.ablation.model_dump(),
                "adaptive_kd": config.adaptive_kd.model_dump() if config.adaptive_kd else None,
                "stage_seconds": outcome.stage_seconds,
                "train_seconds": outcome.train_seconds, "details": outcome.details, **(extra or {})},

@@ -128,3 +128,15 @@ def test_pending_values_are_capped_by_frequency(dataset):
     values, counts = load_pending(ds.path / "vocab", ds.vocabulary)["c"]
     assert values.to_pylist() == ["p", "q"] and counts.tolist() == [3, 2]
     assert ds.manifest.vocab_version == 1  # nothing admitted: the same version
+
+
+def test_a_grown_models_tables_name_their_vocabulary_version(dataset):
+    from crossadapt.data.growth import version_for_sizes
+
+    v1 = dataset.vocabulary
+    append_split(dataset, "day2", table(["new"] * 3, start=100), growth=GrowthConfig(min_count=3))
+    v2 = PreparedDataset.open(dataset.path).vocabulary
+    assert version_for_sizes(v2, v1.sizes) == VocabularyRef(version=1, hash=v1.hash)
+    assert version_for_sizes(v2, v2.sizes) == v2.ref and v2.ref.version == 2
+    with pytest.raises(ValueError, match="no version"):
+        version_for_sizes(v2, {"c": 99, "d": 2})
