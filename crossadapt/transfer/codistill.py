@@ -94,6 +94,9 @@ class OnlineCoDistillConfig(StudentKDConfig):
         "follows); False: such ids read as <UNK> (id 0), as a model of the older version sees them.",
     )
     projection_seed: int = Field(0, description="Seed of the teacher -> student projection for grown rows.")
+    target: Literal["click", "conversion"] = Field(
+        "click", description="The label both models fit: 'conversion' (pCVR) streams the clicked rows only, "
+        "where a conversion label is defined.")
 
     @property
     def effective_interval(self) -> int:
@@ -232,6 +235,10 @@ class CoDistiller:
             raise RuntimeError("this CoDistiller has finished; build a new one")
         check_time_order(stream)
         stream = self.fit_vocabulary(stream)
+        if self.config.target == "conversion":
+            from crossadapt.training.evaluate import select_target_rows
+
+            stream = select_target_rows(stream, "conversion")
         started = time.perf_counter() - self.seconds
         for batch in iter_batches(stream, self.config.batch_size, shuffle=False):
             self.train_batch(batch)
@@ -406,9 +413,9 @@ def build_codistiller(teacher: nn.Module, student: nn.Module, config: OnlineCoDi
                       replay: Any = None, replay_pool: "SplitArrays | None" = None,
                       student_optimizer_state: list[dict] | None = None) -> CoDistiller:
     """The CrossAdapt online stage wired from a config (both models move to ``config.device``)."""
-    trainer = DistillationTrainer(student, config.student_train_config(), kd_weight=config.effective_kd_weight,
-                                  temperature=config.temperature, scale_kd_by_t2=config.scale_kd_by_t2,
-                                  kd_gate=config.kd_gate)
+    trainer = DistillationTrainer(student, config.student_train_config(target=config.target),
+                                  kd_weight=config.effective_kd_weight, temperature=config.temperature,
+                                  scale_kd_by_t2=config.scale_kd_by_t2, kd_gate=config.kd_gate)
     if student_optimizer_state is not None:
         trainer.optimizer.load_state_dict(student_optimizer_state)
     torch.manual_seed(config.seed)  # dropout of the student's training forwards

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import nn
 
 from crossadapt.transfer.results import Curve, DriftSummary
@@ -214,15 +215,21 @@ def run_crossadapt(
         offline_rows, task_logit_shift = train, 0.0
         if ablation.sampling:
             s = ctx.offline.sampling
-            sample = StrategicSampler(
+            sampler = StrategicSampler(
                 SamplingConfig(ratio=s.ratio, positive_ratio=s.positive_ratio, temporal_blocks=s.temporal_blocks,
-                               seed=ctx.seed)
-            ).sample(train.label, train.timestamp)
-            offline_rows = train.take(sample.indices)
+                               unclicked_ratio=s.unclicked_ratio, seed=ctx.seed)
+            )
+            if s.target == "conversion":  # pCVR: balance the clicked rows by conversion, then Eq. 9
+                sample = sampler.sample(train.conversion, train.timestamp, candidates=np.flatnonzero(train.label > 0.5))
+                offline_rows = _pcvr_rows(train, sample, sampler, teacher)
+                details["unclicked_rows"] = len(offline_rows) - len(sample.indices)
+            else:
+                sample = sampler.sample(train.label, train.timestamp)
+                offline_rows = train.take(sample.indices)
             details["sample_rows"] = len(offline_rows)
             details["sample_positive_rate"] = sample.report.positive_rate
             if s.prior_correction:
-                task_logit_shift = prior_shift(sample.report.positive_rate, positive_rate(train))
+                task_logit_shift = prior_shift(sample.report.positive_rate, positive_rate(train, s.target))
                 details["task_logit_shift"] = task_logit_shift
             mark = stage("sampling", mark)
         d = ctx.offline.distillation
@@ -239,6 +246,7 @@ def run_crossadapt(
                 embedding_lr=ctx.optim.embedding_lr, dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device,
                 num_threads=ctx.threads, adaptive=adaptive_config, teacher_batch_size=EVAL_BATCH_ROWS,
                 eval_batch_size=EVAL_BATCH_ROWS, task_logit_shift=task_logit_shift, kd_gate=d.kd_gate,
+                target=ctx.offline.sampling.target,
             ),
             teacher=teacher,
             # Adaptive λ offline compares student and teacher on the most recent training rows.
@@ -268,6 +276,7 @@ def run_crossadapt(
                 dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
                 adaptive=adaptive_config, window_batches=window_batches(ctx),
                 grow_vocabulary=o.grow_vocabulary, projection_seed=ctx.seed,
+                target=ctx.offline.sampling.target,
             ),
             replay=controller if ablation.adaptive_replay else None,
             replay_pool=train if ablation.adaptive_replay else None,
@@ -277,6 +286,7 @@ def run_crossadapt(
         student = result.student
         details["teacher_updates"] = result.teacher_updates
         details["replay_rows"] = result.replay_rows
+        details["online_rows"] = result.rows
         details["vocabulary_sizes"] = {f.name: f.vocab_size for f in student.embedding.spec.categorical}
         details["prequential_auc"] = result.student_prequential.get("auc")
         details["prequential_logloss"] = {"student": result.student_prequential.get("logloss"),
@@ -342,8 +352,21 @@ def run_method(name: str, ctx: MethodContext) -> MethodOutcome:
     raise ValueError(f"unknown method {name!r}; choose from {list(METHODS) + list(ABLATIONS)}")
 
 
-def score(model: nn.Module, arrays: "SplitArrays") -> dict[str, Any]:
-    """Test figures of a model (AUC as a fraction, LogLoss, oracle AUC where the data has `prob`)."""
+def score(model: nn.Module, arrays: "SplitArrays", target: str = "click") -> dict[str, Any]:
+    """Test figures of a model (AUC as a fraction, LogLoss, oracle AUC where the data has `prob`); for
+    ``target`` 'conversion' the clicked rows' conversions."""
     from crossadapt.training import evaluate_model
 
-    return evaluate_model(model, arrays, batch_size=EVAL_BATCH_ROWS)
+    return evaluate_model(model, arrays, target=target, batch_size=EVAL_BATCH_ROWS)
+
+
+def _pcvr_rows(train: "SplitArrays", sample: Any, sampler: Any, teacher: nn.Module) -> "SplitArrays":
+    """D''_train (Eq. 9): the clicked sample plus ``unclicked_ratio`` unclicked exposures per sampled row,
+    labelled with the teacher's pCVR."""
+    from crossadapt.training import predict_logits
+    from crossadapt.transfer.unclicked import pcvr_training_rows
+
+    unclicked = sampler.augment_unclicked(sample, train.label)
+    logits = predict_logits(teacher, train.take(unclicked), batch_size=EVAL_BATCH_ROWS) if len(unclicked) else \
+        np.zeros(0, np.float32)
+    return pcvr_training_rows(train, sample.indices, unclicked, logits)

@@ -91,6 +91,7 @@ def obtain_teacher(
     dense_lr: float = 1e-3,
     device: str = "cpu",
     threads: int | None = None,
+    target: str = "click",
     log: Log = lambda _: None,
 ) -> tuple[nn.Module, float]:
     """Train the teacher on hist ∪ train and save it at `folder`, or load it if an identical one is there.
@@ -101,13 +102,15 @@ def obtain_teacher(
     from crossadapt.training import TrainConfig, train_teacher
 
     extra = {"seed": seed, "epochs": training.epochs, "batch_size": batch_size, "role": "teacher"}
+    if target != "click":  # a pCVR teacher is another model (click teachers keep their cache key)
+        extra["target"] = target
     if _teacher_matches(folder, training.model, dataset.vocab_hash, extra):
         log(f"reusing teacher {model_label(training.model)} at {folder}")
         return load_checkpoint(folder, device, expected_vocab_hash=dataset.vocab_hash).model, 0.0
     log(f"training teacher {model_label(training.model)} on hist ∪ train ({training.epochs} epoch(s))")
     train_config = TrainConfig(
         epochs=training.epochs, batch_size=batch_size, embedding_lr=embedding_lr, dense_lr=dense_lr, seed=seed,
-        device=device, num_threads=threads, progress=False, patience=None, restore_best=False,
+        device=device, num_threads=threads, progress=False, patience=None, restore_best=False, target=target,
     )
     started = time.perf_counter()
     result = train_teacher(dataset, training.model, train_config)
@@ -142,7 +145,7 @@ def _teacher(config: SwitchConfig, dataset: "PreparedDataset", out_dir: Path, lo
     model, _ = obtain_teacher(
         dataset, config.teacher.train, folder, seed=config.seed, batch_size=config.optim.batch_size,
         embedding_lr=config.optim.embedding_lr, dense_lr=config.optim.dense_lr, device=config.device,
-        threads=config.threads, log=log,
+        threads=config.threads, target=config.offline.sampling.target, log=log,
     )
     return model, folder
 
@@ -179,8 +182,9 @@ def _readable(model: nn.Module, arrays: Any) -> Any:
     return replace(arrays, categorical=ids_for_sizes(arrays.categorical, sizes))
 
 
-def _score(name: str, role: str, model: nn.Module, test: Any, seconds: float | None) -> tuple[Score, dict[str, Any]]:
-    metrics = score(model, _readable(model, test))
+def _score(name: str, role: str, model: nn.Module, test: Any, seconds: float | None,
+           target: str = "click") -> tuple[Score, dict[str, Any]]:
+    metrics = score(model, _readable(model, test), target)
     return Score(name=name, role=role, auc=float(metrics["auc"]), logloss=float(metrics["logloss"]),  # type: ignore[arg-type]
                  train_seconds=seconds), metrics
 
@@ -233,9 +237,11 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
 
     config, dataset, out_dir = run.config, run.dataset, run.out_dir
     test = run.splits["test"]
+    target = config.offline.sampling.target  # pCVR switches are scored on the clicked rows' conversions
     teacher_score, teacher_metrics = _score(f"Teacher ({model_label(run.teacher.config)})", "teacher", run.teacher,
-                                            test, None)
-    student_score, student_metrics = _score(outcome.name, "student", outcome.model, test, outcome.train_seconds)
+                                            test, None, target)
+    student_score, student_metrics = _score(outcome.name, "student", outcome.model, test, outcome.train_seconds,
+                                            target)
     # Published before the baselines run: a failing baseline must not cost the student.
     student_dir = out_dir / "student"
     vocab_hash, vocab_version = _vocabulary_ref(outcome.model, dataset)
@@ -253,7 +259,7 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
     for name in config.baselines:
         log(f"baseline {name}")
         base = run_baseline_method(run.ctx, name)
-        baselines.append(_score(name, "baseline", base.model, test, base.train_seconds)[0])
+        baselines.append(_score(name, "baseline", base.model, test, base.train_seconds, target)[0])
         if base.curve is not None:
             curves.append(base.curve)
 

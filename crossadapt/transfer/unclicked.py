@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from crossadapt.data import SplitArrays
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +132,15 @@ def assemble_pcvr_sample(
         labels=np.concatenate([hard.astype(np.float32), pcvr.astype(np.float32)]),
         pseudo=np.concatenate([np.zeros(len(clicked_indices), bool), np.ones(len(unclicked_indices), bool)]),
     )
+
+
+def pcvr_training_rows(arrays: "SplitArrays", clicked_indices: np.ndarray, unclicked_indices: np.ndarray,
+                       teacher_unclicked_logits: np.ndarray) -> "SplitArrays":
+    """D''_train as rows: the clicked sample (conversion labels kept), then the unclicked rows whose
+    conversion column holds the teacher's pCVR (``sigmoid`` of ``teacher_unclicked_logits``, one per row)."""
+    from dataclasses import replace
+
+    sample = assemble_pcvr_sample(clicked_indices, arrays.conversion, unclicked_indices,
+                                  1.0 / (1.0 + np.exp(-np.asarray(teacher_unclicked_logits, np.float64))))
+    rows = arrays.take(sample.indices)
+    return replace(rows, conversion=sample.labels.astype(np.float32))

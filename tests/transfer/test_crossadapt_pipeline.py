@@ -79,3 +79,45 @@ def test_grow_vocabulary_from_the_switch_config_grows_the_tables_on_new_online_i
         sizes[grow] = run_crossadapt(ctx, AblationSection()).details["vocabulary_sizes"]
     assert sizes[False] == {"user": 30, "item": 12}
     assert sizes[True] == {"user": 40, "item": 12}
+
+
+def test_pcvr_options_change_the_sample_the_targets_and_the_online_rows(tiny_data, tiny_model, tiny_spec) -> None:
+    """`offline.sampling.target: conversion` samples the clicked rows balanced by conversion and streams only
+    clicked rows online; `unclicked_ratio` adds unclicked exposures (labelled with the teacher's pCVR)."""
+    from dataclasses import replace
+
+    rows = tiny_data(1500)
+    rng = np.random.default_rng(4)
+    rows = replace(rows, conversion=(rows.label * (rng.random(len(rows)) < 0.3)).astype(np.float32))
+    splits = {"train": rows.take(np.arange(1000)), "online": rows.take(np.arange(1000, 1500))}
+    details = {}
+    for label, sampling in {"click": {}, "conversion": {"target": "conversion"},
+                            "augmented": {"target": "conversion", "unclicked_ratio": 0.5}}.items():
+        ctx = _context(tiny_data, tiny_model, tiny_spec)
+        ctx.splits = splits
+        ctx.offline = OfflineSection(sampling={"ratio": 0.5, "temporal_blocks": 2, **sampling},
+                                     distillation={"frozen_epochs": 1, "joint_epochs": 0})
+        details[label] = run_crossadapt(ctx, AblationSection()).details
+    clicked_online = int(splits["online"].label.sum())
+    assert details["click"]["online_rows"] == 500 and details["conversion"]["online_rows"] == clicked_online
+    assert "unclicked_rows" not in details["click"] and details["conversion"]["unclicked_rows"] == 0
+    clicked_sample = details["conversion"]["sample_rows"]
+    assert clicked_sample <= int(splits["train"].label.sum())  # drawn among clicked rows only
+    assert abs(details["conversion"]["sample_positive_rate"] - 0.5) < 0.05  # balanced by conversion
+    assert details["augmented"]["unclicked_rows"] == round(0.5 * clicked_sample)
+    assert details["augmented"]["sample_rows"] == clicked_sample + details["augmented"]["unclicked_rows"]
+
+
+def test_pcvr_rows_label_unclicked_exposures_with_the_teachers_pcvr(tiny_data) -> None:
+    from dataclasses import replace
+
+    from crossadapt.transfer.unclicked import pcvr_training_rows
+
+    rows = tiny_data(200)
+    rows = replace(rows, conversion=(rows.label * (np.arange(200) % 2)).astype(np.float32))
+    clicked, unclicked = np.flatnonzero(rows.label > 0)[:10], np.flatnonzero(rows.label == 0)[:4]
+    logits = np.array([-2.0, 0.0, 1.0, 3.0], np.float32)
+    out = pcvr_training_rows(rows, clicked, unclicked, logits)
+    assert np.array_equal(out.conversion[:10], rows.conversion[clicked])
+    np.testing.assert_allclose(out.conversion[10:], 1 / (1 + np.exp(-logits)), rtol=1e-6)
+    assert np.array_equal(out.categorical, rows.categorical[np.concatenate([clicked, unclicked])])
