@@ -99,3 +99,20 @@ def test_indicator_name_clash_is_an_error(tmp_path):
     data = pa.table({"x__missing": ["a", "b"], "x": [None, 1.0], "y": [0, 1]})
     with pytest.raises(ValueError, match="clashes"):
         prepare_dataset(data, tmp_path / "ds", schema=schema, config=PrepareConfig(**ONE_SPLIT))
+
+
+def test_criteo_empty_categorical_cells_and_kept_negative_counts(tmp_path):
+    """As PrepareConfig documents: an empty C cell is the <MISSING> token (its own id when frequent), and by
+    default a negative count is a value (-1 stays -1, no indicator), streamed and in memory alike."""
+    lines = [criteo_line(i % 2, [i, -1 if i % 2 else 3] + [5] * 11, ["" if i % 4 == 0 else f"v{i % 3}"] + ["w"] * 25)
+             for i in range(40)]  # fmt: skip
+    path = write_lines(tmp_path / "train.txt", lines)
+    config = PrepareConfig(min_count=2, split="1:0:0:0")
+    streamed = prepare_dataset(path, tmp_path / "s", source_format="criteo", config=config, chunk_rows=7, block_bytes=500)
+    in_memory = prepare_dataset(path, tmp_path / "m", source_format="criteo", config=config, streaming=False)
+    for ds in (streamed, in_memory):
+        hist = ds.split("hist")
+        decoded = ds.vocabulary.decode("C1", hist.categorical[:, 0])
+        assert decoded == ["<MISSING>" if i % 4 == 0 else f"v{i % 3}" for i in range(40)]
+        assert ds.manifest.missing_indicator_fields == []  # no empty I cell, and negatives are values
+        np.testing.assert_allclose(hist.numerical[:, 1], [-1 if i % 2 else np.log2(3) for i in range(40)], rtol=1e-6)
