@@ -79,6 +79,7 @@ def main() -> None:
                 "variant": variant, "auc": round(statistics.fmean(aucs.values()), 2),
                 "scratch_auc": round(statistics.fmean(scratch.values()), 2),
                 "delta_vs_scratch": round(mean, 2), "ci95_half_width": round(half, 2),
+                "per_seed_delta": {s: round(aucs[s] - scratch[s], 3) for s in args.seeds},
             }, ensure_ascii=False))
 
 
