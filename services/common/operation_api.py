@@ -17,7 +17,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,8 @@ from services.common.grpc_server import build_server, serve_until_signal
 from services.common.metrics import OperationsCollector, start_metrics_server
 from services.common.operations import OperationRecord, OperationState, OperationStore, open_operation_store
 from services.common.proto import common_pb2, operations_pb2, operations_pb2_grpc
-from services.common.settings import PlatformSettings
+from services.common.logs import configure_logging
+from services.common.settings import PlatformSettings, get_settings
 from services.common.watchdog import StallWatchdog
 
 log = logging.getLogger(__name__)
@@ -298,6 +299,32 @@ def start_operation(store: OperationStore, kind: str, request: Any,
         raise error from exc
     log.info(f"{kind} started", extra={"operation_id": operation_id, **prepared.log_fields})
     return record
+
+
+class StartServicer:
+    """What every service's servicer shares: its context (`ctx.operations`), its Celery app, Start, the wire form."""
+
+    def __init__(self, ctx: Any, app: Celery) -> None:
+        self.ctx = ctx
+        self.app = app
+
+    @property
+    def operations(self) -> OperationStore:
+        return self.ctx.operations
+
+    def _message(self, record: OperationRecord) -> common_pb2.Operation:
+        return operation_message(record, self.operations.progress(record))
+
+    def _start_operation(self, kind: str, request: Any,
+                         prepare: Callable[[str, dict[str, Any]], PreparedStart]) -> common_pb2.Operation:
+        return self._message(start_operation(self.operations, kind, request, prepare))
+
+
+def run_main(serve: Callable[[PlatformSettings], Awaitable[None]], settings: PlatformSettings | None = None) -> None:
+    """A service's `main`: settings from the environment, logging, then `serve` until SIGTERM."""
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings))
 
 
 def fail_start(store: OperationStore, operation_id: str, exc: BaseException, what: str) -> UnavailableError:

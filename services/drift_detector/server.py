@@ -20,19 +20,18 @@ from celery import Celery
 from google.protobuf.json_format import ParseDict
 from prometheus_client import REGISTRY
 
-from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
     PreparedStart,
     ServiceContext,
-    operation_message,
+    StartServicer,
     request_fingerprint,
+    run_main,
     serve_service,
-    start_operation,
 )
-from services.common.operations import OperationRecord, OperationStore, open_operation_store
+from services.common.operations import OperationRecord, open_operation_store
 from services.common.proto import common_pb2, drift_detector_pb2, drift_detector_pb2_grpc
-from services.common.settings import PlatformSettings, get_settings
+from services.common.settings import PlatformSettings
 from services.common.storage import DatasetStore, open_object_store
 from services.drift_detector.live import LiveDrift, LiveHead, state_lock
 from services.drift_detector.metrics import DriftCollector
@@ -66,20 +65,12 @@ def state_message(head: LiveHead) -> drift_detector_pb2.DriftState:
     return message
 
 
-class DriftDetectorServicer(drift_detector_pb2_grpc.DriftDetectorServiceServicer):
+class DriftDetectorServicer(StartServicer, drift_detector_pb2_grpc.DriftDetectorServiceServicer):
     """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
 
     def __init__(self, ctx: DriftContext, live: LiveDrift, app: Celery) -> None:
-        self.ctx = ctx
+        super().__init__(ctx, app)
         self.live = live
-        self.app = app
-
-    @property
-    def operations(self) -> OperationStore:
-        return self.ctx.operations
-
-    def _message(self, record: OperationRecord) -> common_pb2.Operation:
-        return operation_message(record, self.operations.progress(record))
 
     # ---- ComputeDrift -------------------------------------------------------------------------
     def _prepare(self, request: drift_detector_pb2.ComputeDriftRequest, operation_id: str,
@@ -95,8 +86,8 @@ class DriftDetectorServicer(drift_detector_pb2_grpc.DriftDetectorServiceServicer
                                  "metric": settings.drift.metric, "windows": settings.drift.windows})
 
     def _compute(self, request: drift_detector_pb2.ComputeDriftRequest) -> common_pb2.Operation:
-        return self._message(start_operation(self.operations, OPERATION_KIND, request,
-                                             lambda operation_id, fp: self._prepare(request, operation_id, fp)))
+        return self._start_operation(OPERATION_KIND, request,
+                                     lambda operation_id, fp: self._prepare(request, operation_id, fp))
 
     async def ComputeDrift(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._compute, request)
@@ -145,9 +136,7 @@ async def serve(settings: PlatformSettings) -> None:
 
 
 def main(settings: PlatformSettings | None = None) -> None:
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_main(serve, settings)
 
 
 if __name__ == "__main__":

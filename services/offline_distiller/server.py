@@ -15,18 +15,17 @@ import logging
 
 from celery import Celery
 
-from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
     PreparedStart,
     ServiceContext,
-    operation_message,
+    StartServicer,
+    run_main,
     serve_service,
-    start_operation,
 )
-from services.common.operations import OperationRecord, open_operation_store
+from services.common.operations import open_operation_store
 from services.common.proto import common_pb2, offline_distiller_pb2, offline_distiller_pb2_grpc
-from services.common.settings import PlatformSettings, get_settings
+from services.common.settings import PlatformSettings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
 from services.offline_distiller.pipeline import DistillerContext, discard_outputs
 from services.offline_distiller.plan import plan_distillation
@@ -37,15 +36,8 @@ log = logging.getLogger(__name__)
 OPERATION_KIND = "distillation"
 
 
-class OfflineDistillerServicer(offline_distiller_pb2_grpc.OfflineDistillerServiceServicer):
+class OfflineDistillerServicer(StartServicer, offline_distiller_pb2_grpc.OfflineDistillerServiceServicer):
     """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
-
-    def __init__(self, ctx: DistillerContext, app: Celery) -> None:
-        self.ctx = ctx
-        self.app = app
-
-    def _message(self, record: OperationRecord) -> common_pb2.Operation:
-        return operation_message(record, self.ctx.operations.progress(record))
 
     def _prepare(self, request: offline_distiller_pb2.StartDistillationRequest, operation_id: str) -> PreparedStart:
         plan = plan_distillation(self.ctx.checkpoints, self.ctx.datasets, request, operation_id)
@@ -59,8 +51,8 @@ class OfflineDistillerServicer(offline_distiller_pb2_grpc.OfflineDistillerServic
                         "teacher": plan.teacher.ref, "sample": plan.sample, "world_size": plan.settings.world_size})
 
     def _start(self, request: offline_distiller_pb2.StartDistillationRequest) -> common_pb2.Operation:
-        return self._message(start_operation(self.ctx.operations, OPERATION_KIND, request,
-                                             lambda operation_id, _: self._prepare(request, operation_id)))
+        return self._start_operation(OPERATION_KIND, request,
+                                     lambda operation_id, _: self._prepare(request, operation_id))
 
     async def StartDistillation(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._start, request)
@@ -92,9 +84,7 @@ async def serve(settings: PlatformSettings) -> None:
 
 
 def main(settings: PlatformSettings | None = None) -> None:
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_main(serve, settings)
 
 
 if __name__ == "__main__":

@@ -15,18 +15,16 @@ import logging
 
 from celery import Celery
 
-from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
     PreparedStart,
     ServiceContext,
-    operation_message,
+    StartServicer,
+    run_main,
     serve_service,
-    start_operation,
 )
-from services.common.operations import OperationRecord
 from services.common.proto import common_pb2, online_codistiller_pb2, online_codistiller_pb2_grpc
-from services.common.settings import PlatformSettings, get_settings
+from services.common.settings import PlatformSettings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
 from services.online_codistiller.pipeline import CoDistillerContext
 from services.online_codistiller.plan import plan_codistillation
@@ -37,15 +35,8 @@ log = logging.getLogger(__name__)
 OPERATION_KIND = "codistillation"
 
 
-class OnlineCoDistillerServicer(online_codistiller_pb2_grpc.OnlineCoDistillerServiceServicer):
+class OnlineCoDistillerServicer(StartServicer, online_codistiller_pb2_grpc.OnlineCoDistillerServiceServicer):
     """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
-
-    def __init__(self, ctx: CoDistillerContext, app: Celery) -> None:
-        self.ctx = ctx
-        self.app = app
-
-    def _message(self, record: OperationRecord) -> common_pb2.Operation:
-        return operation_message(record, self.ctx.operations.progress(record))
 
     def _prepare(self, request: online_codistiller_pb2.StartCoDistillationRequest, operation_id: str) -> PreparedStart:
         plan = plan_codistillation(self.ctx.checkpoints, self.ctx.datasets, request, operation_id)
@@ -56,8 +47,8 @@ class OnlineCoDistillerServicer(online_codistiller_pb2_grpc.OnlineCoDistillerSer
                         "replay": plan.replay, "follow": plan.follow})
 
     def _start(self, request: online_codistiller_pb2.StartCoDistillationRequest) -> common_pb2.Operation:
-        return self._message(start_operation(self.ctx.operations, OPERATION_KIND, request,
-                                             lambda operation_id, _: self._prepare(request, operation_id)))
+        return self._start_operation(OPERATION_KIND, request,
+                                     lambda operation_id, _: self._prepare(request, operation_id))
 
     async def StartCoDistillation(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._start, request)
@@ -86,9 +77,7 @@ async def serve(settings: PlatformSettings) -> None:
 
 
 def main(settings: PlatformSettings | None = None) -> None:
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_main(serve, settings)
 
 
 if __name__ == "__main__":

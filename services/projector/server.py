@@ -16,18 +16,17 @@ from collections.abc import Callable
 
 from celery import Celery
 
-from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
     PreparedStart,
     ServiceContext,
-    operation_message,
+    StartServicer,
+    run_main,
     serve_service,
-    start_operation,
 )
-from services.common.operations import OperationRecord, OperationStore, open_operation_store
+from services.common.operations import OperationRecord, open_operation_store
 from services.common.proto import common_pb2, projector_pb2, projector_pb2_grpc
-from services.common.settings import PlatformSettings, get_settings
+from services.common.settings import PlatformSettings
 from services.common.storage import CheckpointStore, open_object_store
 from services.projector.pipeline import ProjectionPlan, ProjectorContext, plan_projection
 from services.projector.tasks import build_workflow, discard_outputs, resend
@@ -37,21 +36,13 @@ SERVICE_NAME = projector_pb2.DESCRIPTOR.services_by_name["ProjectorService"].ful
 OPERATION_KIND = "projection"
 
 
-class ProjectorServicer(projector_pb2_grpc.ProjectorServiceServicer):
+class ProjectorServicer(StartServicer, projector_pb2_grpc.ProjectorServiceServicer):
     """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
 
     def __init__(self, settings: PlatformSettings, ctx: ProjectorContext, app: Celery, shutdown: asyncio.Event) -> None:
+        super().__init__(ctx, app)
         self.settings = settings
-        self.ctx = ctx
-        self.app = app
         self.shutdown = shutdown
-
-    @property
-    def operations(self) -> OperationStore:
-        return self.ctx.operations
-
-    def _message(self, record: OperationRecord) -> common_pb2.Operation:
-        return operation_message(record, self.operations.progress(record))
 
     # ---- StartProjection ------------------------------------------------------------------
     def _prepare(self, request: projector_pb2.StartProjectionRequest, operation_id: str) -> PreparedStart:
@@ -77,8 +68,8 @@ class ProjectorServicer(projector_pb2_grpc.ProjectorServiceServicer):
                         f"{version}", "width": plan.width, "tables": len(plan.tables), "tasks": len(task_ids)})
 
     def _start(self, request: projector_pb2.StartProjectionRequest) -> common_pb2.Operation:
-        return self._message(start_operation(self.operations, OPERATION_KIND, request,
-                                             lambda operation_id, _: self._prepare(request, operation_id)))
+        return self._start_operation(OPERATION_KIND, request,
+                                     lambda operation_id, _: self._prepare(request, operation_id))
 
     async def StartProjection(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._start, request)
@@ -107,9 +98,7 @@ async def serve(settings: PlatformSettings) -> None:
 
 
 def main(settings: PlatformSettings | None = None) -> None:
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_main(serve, settings)
 
 
 if __name__ == "__main__":

@@ -17,18 +17,17 @@ from typing import Any
 
 from celery import Celery
 
-from services.common.logs import configure_logging
 from services.common.operation_api import (
     Canceller,
     ServiceContext,
     PreparedStart,
-    operation_message,
+    StartServicer,
+    run_main,
     serve_service,
-    start_operation,
 )
-from services.common.operations import OperationRecord, OperationStore, open_operation_store
+from services.common.operations import OperationRecord, open_operation_store
 from services.common.proto import common_pb2, sampler_pb2, sampler_pb2_grpc
-from services.common.settings import PlatformSettings, get_settings
+from services.common.settings import PlatformSettings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
 from services.sampler.pipeline import SamplerContext, plan_from_record, plan_sampling, sampling_config
 from services.sampler.spec import SPEC
@@ -38,19 +37,8 @@ log = logging.getLogger(__name__)
 OPERATION_KIND = "sampling"
 
 
-class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
+class SamplerServicer(StartServicer, sampler_pb2_grpc.SamplerServiceServicer):
     """Handlers raise PlatformError; the interceptor maps it to the status code (services.common.errors)."""
-
-    def __init__(self, ctx: SamplerContext, app: Celery) -> None:
-        self.ctx = ctx
-        self.app = app
-
-    @property
-    def operations(self) -> OperationStore:
-        return self.ctx.operations
-
-    def _message(self, record: OperationRecord) -> common_pb2.Operation:
-        return operation_message(record, self.operations.progress(record))
 
     def _prepare(self, request: sampler_pb2.StartSamplingRequest, operation_id: str,
                  fingerprint: dict[str, Any]) -> PreparedStart:
@@ -68,8 +56,8 @@ class SamplerServicer(sampler_pb2_grpc.SamplerServiceServicer):
                                  "blocks": plan.blocks, "ratio": plan.config.ratio, "target": plan.target})
 
     def _start(self, request: sampler_pb2.StartSamplingRequest) -> common_pb2.Operation:
-        return self._message(start_operation(self.operations, OPERATION_KIND, request,
-                                             lambda operation_id, fp: self._prepare(request, operation_id, fp)))
+        return self._start_operation(OPERATION_KIND, request,
+                                     lambda operation_id, fp: self._prepare(request, operation_id, fp))
 
     async def StartSampling(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC API
         operation = await asyncio.to_thread(self._start, request)
@@ -98,9 +86,7 @@ async def serve(settings: PlatformSettings) -> None:
 
 
 def main(settings: PlatformSettings | None = None) -> None:
-    settings = settings or get_settings()
-    configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings))
+    run_main(serve, settings)
 
 
 if __name__ == "__main__":
