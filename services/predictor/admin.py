@@ -10,6 +10,7 @@ SubmitFeedback, FlushExposureLog. REST, next to KServe's endpoints:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from services.common.errors import InvalidArgumentError
+from services.common.errors import InvalidArgumentError, UnavailableError
 from services.common.proto import common_pb2, predictor_pb2, predictor_pb2_grpc
 from services.predictor.arm_metrics import ArmFigures, WindowFigures
 from services.predictor.arms import ARM_NAMES, LoadedArm
@@ -121,11 +122,20 @@ def _check_model(engine: PredictorEngine, model_name: str) -> None:
         raise InvalidArgumentError(f"no model named {model_name!r}", field="model_name")
 
 
-def add_admin_routes(engine: PredictorEngine) -> Any:
-    """A function that adds the REST admin routes to KServe's FastAPI app."""
+def _loaded(engine_of: Callable[[], PredictorEngine | None], model_name: str) -> PredictorEngine:
+    """The engine once both arms have loaded; UNAVAILABLE (503) while a checkpoint is still missing."""
+    engine = engine_of()
+    if engine is None:
+        raise UnavailableError(f"model {model_name!r} is not ready: its checkpoints have not loaded yet")
+    _check_model(engine, model_name)
+    return engine
+
+
+def add_admin_routes(engine_of: Callable[[], PredictorEngine | None]) -> Any:
+    """A function that adds the REST admin routes to KServe's FastAPI app (the engine may load later)."""
 
     async def feedback(model_name: str, request: Request) -> dict[str, int]:
-        _check_model(engine, model_name)
+        engine = _loaded(engine_of, model_name)
         try:
             body = FeedbackBody.model_validate(orjson.loads(await request.body()))
         except orjson.JSONDecodeError as exc:
@@ -137,7 +147,7 @@ def add_admin_routes(engine: PredictorEngine) -> Any:
         return {"matched": matched, "unknown": unknown}
 
     async def arms(model_name: str, window_seconds: str = "0") -> dict[str, Any]:
-        _check_model(engine, model_name)
+        engine = _loaded(engine_of, model_name)
         try:
             window = float(window_seconds)
         except ValueError as exc:

@@ -90,7 +90,9 @@ def error_body(error: PlatformError) -> dict[str, Any]:
 
 def _json_error(error: BaseException) -> JSONResponse:
     mapped = platform_error(error)
-    if http_status(mapped) >= 500:
+    if isinstance(mapped, UnavailableError):  # not ready yet (a checkpoint is missing): expected, no trace
+        log.info("request refused: %s", mapped)
+    elif http_status(mapped) >= 500:
         log.error("request failed: %s", mapped, exc_info=error)
     return JSONResponse(status_code=http_status(mapped), content=error_body(mapped))
 
@@ -108,7 +110,12 @@ async def _validation_handler(_request: Request, error: RequestValidationError) 
 
 
 class PredictorDataPlane(DataPlane):
-    """KServe's data plane, except that a body it cannot decode is INVALID_ARGUMENT, not a crash."""
+    """KServe's data plane, except that a body it cannot decode is INVALID_ARGUMENT, not a crash, and the
+    server is ready only once every model is (KServe's says ready as soon as it listens)."""
+
+    async def ready(self) -> bool:
+        models = list(self._model_registry.get_models().values())
+        return bool(models) and all([await model.healthy() for model in models])
 
     def decode(self, body, headers, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201 - KServe's signature
         try:
@@ -240,7 +247,9 @@ class PredictorModelServer(ModelServer):
 
     async def serve(self, models: list[Any], stop: asyncio.Event) -> None:
         """Serve until `stop` is set or uvicorn stops (it handles SIGTERM itself), then stop both servers."""
-        self._register_and_check_atleast_one_model_is_ready(models)
+        for model in models:  # registered even while not ready: KServe's ready endpoints then answer "not ready"
+            self.register_model(model)
+            model.enable_latency_logging = self.enable_latency_logging
         self._rest_server = HostRESTServer(
             self.host, self.add_routes, "kserve.model_server:app", self.dataplane, self.model_repository_extension,
             self.http_port, grace_period=self.grace_period, timeout_keep_alive=self.timeout_keep_alive)

@@ -33,17 +33,21 @@ _ARM_TEXT = np.array(["", *ARM_NAMES.values()], dtype=object)
 class PredictorModel(Model):
     """A KServe model whose `predict` routes each row to the teacher or the student."""
 
-    def __init__(self, name: str, engine: PredictorEngine) -> None:
+    def __init__(self, name: str, engine: PredictorEngine | None = None) -> None:
         super().__init__(name)
         self.engine = engine
-        self.ready = True  # the engine has loaded both arms before the model exists
+        self.ready = engine is not None  # not ready (KServe answers 503/not ready) until both arms have loaded
+
+    def attach(self, engine: PredictorEngine) -> None:
+        """Both arms have loaded: serve them."""
+        self.engine = engine
+        self.ready = True
 
     def load(self) -> bool:
-        self.ready = True
         return self.ready
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return self.engine.schema.input_types()
+        return self.engine.schema.input_types() if self.engine is not None else []
 
     def get_output_types(self) -> list[dict[str, Any]]:
         return [{"name": "probability", "datatype": "FP32", "shape": [-1]},

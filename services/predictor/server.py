@@ -25,13 +25,13 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from services.common.errors import PlatformError
+from services.common.errors import NotFoundError, PlatformError
 from services.common.grpc_server import PlatformInterceptor
 from services.common.logs import configure_logging
 from services.common.metrics import start_metrics_server
 from services.common.proto import predictor_pb2
 from services.common.settings import PlatformSettings, get_settings
-from services.common.storage import CheckpointStore, DatasetStore, open_object_store
+from services.common.storage import CheckpointStore, DatasetStore, ObjectStore, open_object_store
 from services.predictor.admin import SERVICE_NAME, PredictorAdminServicer, add_admin_routes
 from services.predictor.arms import ArmLoader
 from services.predictor.engine import PredictorEngine
@@ -70,28 +70,68 @@ async def serve(settings: PlatformSettings, predictor: PredictorSettings) -> Non
     for sig in (signal.SIGTERM, signal.SIGINT):  # installed first: uvicorn restores and re-raises to these
         loop.add_signal_handler(sig, stop.set)
     objects = open_object_store(settings)
-    engine = await asyncio.to_thread(PredictorEngine, predictor, ArmLoader(CheckpointStore(objects)),
-                                     DatasetStore(objects))
+    model = PredictorModel(predictor.model_name)
+    model_server = PredictorModelServer(host=predictor.host, http_port=predictor.http_port,
+                                        grpc_port=predictor.inference_grpc_port, grace_s=settings.shutdown_grace_s,
+                                        add_routes=add_admin_routes(lambda: model.engine))
+    started: list[tuple[grpc.aio.Server, HealthServicer]] = []
+    loading = asyncio.ensure_future(load_and_attach(settings, predictor, objects, model, started, stop))
+    try:
+        await model_server.serve([model], stop)
+    finally:
+        log.info("shutdown: draining")
+        loading.cancel()
+        await asyncio.gather(loading, return_exceptions=True)
+        if loading.done() and not loading.cancelled() and isinstance(loading.exception(), PlatformError):
+            raise loading.exception()
+        for admin, health in started:
+            await health.enter_graceful_shutdown()
+            await admin.stop(settings.shutdown_grace_s)
+        if model.engine is not None:
+            await model.engine.close(timeout=settings.shutdown_grace_s)
+        log.info("predictor stopped")
+
+
+async def load_engine(predictor: PredictorSettings, loader: ArmLoader, datasets: DatasetStore,
+                      stop: asyncio.Event) -> PredictorEngine | None:
+    """Both arms, looking again with back-off while a checkpoint does not exist yet (None if stopped first).
+
+    Only a missing checkpoint is waited for; one that exists but cannot serve still fails the start."""
+    delay = predictor.checkpoint_poll_s
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(PredictorEngine, predictor, loader, datasets)
+        except NotFoundError as exc:
+            log.warning("predictor not ready: %s; looking again in %.1f s", exc, delay,
+                        extra={"error": exc.to_dict(), "retry_in_s": delay})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+        delay = min(delay * 2, predictor.checkpoint_poll_max_s)
+    return None
+
+
+async def load_and_attach(settings: PlatformSettings, predictor: PredictorSettings, objects: ObjectStore,
+                          model: PredictorModel, started: list, stop: asyncio.Event) -> None:
+    """Load the arms, then serve them: the model turns ready, the admin API and Prometheus figures start."""
+    try:
+        engine = await load_engine(predictor, ArmLoader(CheckpointStore(objects)), DatasetStore(objects), stop)
+    except PlatformError:
+        stop.set()  # e.g. a checkpoint that cannot serve: the process exits 1 naming it
+        raise
+    if engine is None:
+        return
     REGISTRY.register(FiguresCollector(predictor.model_name, lambda: engine.latest_figures,
                                        lambda: engine.split.student_weight))
     metrics_port = start_metrics_server(settings.metrics_host, settings.metrics_port)
-    admin, health = await start_admin_server(engine, settings.grpc_host, settings.grpc_port)
+    started.append(await start_admin_server(engine, settings.grpc_host, settings.grpc_port))
     engine.start_background()
-    model_server = PredictorModelServer(host=predictor.host, http_port=predictor.http_port,
-                                        grpc_port=predictor.inference_grpc_port, grace_s=settings.shutdown_grace_s,
-                                        add_routes=add_admin_routes(engine))
+    model.attach(engine)
     log.info("predictor serving", extra={
         "model": predictor.model_name, "teacher": engine.pair.teacher.ref, "student": engine.pair.student.ref,
         "http_port": predictor.http_port, "inference_grpc_port": predictor.inference_grpc_port,
         "admin_port": settings.grpc_port, "metrics_port": metrics_port})
-    try:
-        await model_server.serve([PredictorModel(predictor.model_name, engine)], stop)
-    finally:
-        log.info("shutdown: draining")
-        await health.enter_graceful_shutdown()
-        await admin.stop(settings.shutdown_grace_s)
-        await engine.close(timeout=settings.shutdown_grace_s)
-        log.info("predictor stopped")
 
 
 def main(settings: PlatformSettings | None = None) -> None:

@@ -73,6 +73,9 @@ class PredictorSettings(BaseSettings):
     metrics_refresh_s: float = Field(
         default=10.0, gt=0, description="Prometheus figures are recomputed this often when labels arrived or an arm "
         "was swapped since (and at least every 6 periods, for the row counts).")
+    checkpoint_poll_s: float = Field(
+        default=2.0, gt=0, description="First wait before looking again for a missing checkpoint (doubles each try).")
+    checkpoint_poll_max_s: float = Field(default=60.0, gt=0, description="Longest wait between checkpoint looks.")
     torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of each model's forward.")
     inline_rows: int = Field(
         default=1024, ge=0, description="Requests and shadow batches up to this many rows are scored on the event "

@@ -109,7 +109,8 @@ class PredictorProcess:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 90.0) -> PredictorProcess:
+    def start(self, timeout: float = 90.0, wait_path: str = "/v2/health/ready") -> PredictorProcess:
+        """Start and wait until `wait_path` answers 200 (/v2/health/live: listening, ready or not)."""
         self.http_port, self.grpc_port, self.admin_port, self.metrics_port = (free_port() for _ in range(4))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSADAPT_")}
         env.update({
@@ -129,7 +130,7 @@ class PredictorProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the predictor exited:\n{log_tail(self.log)}")
             try:
-                return httpx.get(f"{self.http}/v2/health/ready", timeout=1).status_code == 200
+                return httpx.get(f"{self.http}{wait_path}", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
