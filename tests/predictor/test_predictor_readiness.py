@@ -7,11 +7,14 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2_pb2
 
+from services.common.model_io import publish_model
 from services.common.storage import CheckpointStore, LocalObjectStore
 from services.local.stack import wait_for
-from tests.predictor.predictor_world import MODEL, PredictorProcess, publish_tiny, random_rows, v2_grpc, v2_json
+from tests.predictor.predictor_world import (MODEL, PredictorProcess, publish_tiny, random_rows, tiny_model,
+                                             tiny_spec, tiny_vocabulary, v2_grpc, v2_json)
 
 
 def _not_ready_records(log: Path) -> list[dict]:
@@ -59,3 +62,15 @@ def test_stopping_while_the_teacher_checkpoint_is_missing_exits_cleanly(tmp_path
     predictor.start(wait_path="/v2/health/live")
     assert httpx.get(f"{predictor.http}/v2/health/ready", timeout=5).status_code == 503
     assert predictor.stop() == 0
+
+
+def test_a_checkpoint_that_cannot_serve_still_fails_the_start(tmp_path: Path) -> None:
+    """Only a missing checkpoint is waited for: one without its vocabulary will never serve, so exit 1 naming it."""
+    checkpoints = CheckpointStore(LocalObjectStore(tmp_path / "store"))
+    vocabulary = tiny_vocabulary()
+    publish_model(checkpoints, "ctr/novocab", tiny_model(4, vocabulary), feature_spec=tiny_spec(vocabulary),
+                  vocab_hash=vocabulary.hash)
+    predictor = PredictorProcess(tmp_path, tmp_path / "store", {"teacher": "ctr/novocab"})
+    with pytest.raises(RuntimeError, match="published without a vocabulary"):
+        predictor.start(wait_path="/v2/health/live", timeout=60)
+    assert predictor.proc.wait(timeout=30) == 1
