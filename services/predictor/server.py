@@ -7,6 +7,11 @@ Ports: KServe REST `CROSSADAPT_PREDICTOR_HTTP_PORT` (8080) and V2 gRPC
 `CROSSADAPT_GRPC_HOST:CROSSADAPT_GRPC_PORT` (50056 in images) with health and reflection;
 Prometheus on `CROSSADAPT_METRICS_PORT` (and KServe's /metrics on the REST port).
 
+A teacher or student checkpoint that does not exist yet does not stop the start: the servers listen
+with the model not ready (V2 server/model ready false, inference 503 / UNAVAILABLE), the store is
+looked at again with back-off and each look's reason is logged; the model turns ready when both load.
+A checkpoint that exists but cannot serve (e.g. no vocabulary) exits 1 naming why.
+
 On SIGTERM: the admin health turns NOT_SERVING, KServe's servers drain, waiting shadow work
 finishes (up to the grace period) and the exposure log is flushed to the store.
 """
