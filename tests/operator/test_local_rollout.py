@@ -190,3 +190,13 @@ def test_bad_steps_are_refused(steps: str, problem: str) -> None:
 
     with pytest.raises((ValidationError, typer.BadParameter), match=re.escape(problem)):
         rollout_spec(None, steps, None)
+
+
+def test_example_rollout_configs_validate() -> None:
+    from operators.local_rollout.cli import rollout_spec
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("rollout-*.yaml"))
+    assert configs, "configs/rollout-*.yaml missing"
+    for path in configs:
+        spec = rollout_spec(path, None, None)
+        assert spec.steps and spec.steps == sorted(spec.steps)

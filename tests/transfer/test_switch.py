@@ -89,7 +89,10 @@ def test_config_choices_match_the_libraries() -> None:
 
 
 def test_example_configs_validate() -> None:
-    for path in sorted((REPO / "configs").glob("*.yaml")):
+    # rollout-*.yaml are `crossadapt rollout` configs (validated by tests/operator), not switch configs.
+    switch_configs = [p for p in sorted((REPO / "configs").glob("*.yaml")) if not p.name.startswith("rollout-")]
+    assert len(switch_configs) >= 3
+    for path in switch_configs:
         load_switch_config(path)
 
 
