@@ -16,10 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-from crossadapt.transfer.adaptive import AdaptiveKDConfig
-from crossadapt.transfer.experiment import BenchRunner, resolve_dataset
-from crossadapt.transfer.experiment_presets import STANDARD
-from crossadapt.transfer.methods import run_method, score
+from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
+from crossadapt.transfer.experiments.paper_bench import BenchRunner, resolve_dataset
+from crossadapt.transfer.experiments.presets import STANDARD
+from crossadapt.transfer.experiments.methods import run_method, score
 
 
 def main() -> None:

@@ -18,9 +18,9 @@ import math
 import statistics
 from pathlib import Path
 
-from crossadapt.transfer.experiment import BenchRunner, resolve_dataset
-from crossadapt.transfer.experiment_presets import PRESETS
-from crossadapt.transfer.methods import run_method, score
+from crossadapt.transfer.experiments.paper_bench import BenchRunner, resolve_dataset
+from crossadapt.transfer.experiments.presets import PRESETS
+from crossadapt.transfer.experiments.methods import run_method, score
 
 # name -> changes to offline.distillation (the frozen stage is `frozen_epochs`; 0 = none, joint gets 2);
 # a "method" key runs that Table 2 ablation of CrossAdapt-Sample instead.

@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from crossadapt.transfer.methods import MethodOutcome, prior_shift, window_batches
-from crossadapt.transfer.results import DriftSummary, OperationTiming, SwitchResults
+from crossadapt.transfer.experiments.methods import MethodOutcome, prior_shift, window_batches
+from crossadapt.transfer.experiments.results import DriftSummary, OperationTiming, SwitchResults
 from crossadapt.transfer.switch import SwitchRun, begin_switch, finish_switch
 from crossadapt.transfer.switch_config import SwitchConfig
 from services.common import model_io

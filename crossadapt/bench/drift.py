@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from crossadapt.transfer.drift import DriftConfig, measure_drift
+from crossadapt.transfer.drift.detector import DriftConfig, measure_drift
 
 # Criteo-like cardinalities after rare-value filtering: a few huge fields, many small ones.
 _VOCAB_SIZES = (1_460, 580, 250_000, 120_000, 305, 24, 12_500, 633, 3, 93_000, 5_700, 200_000, 3_200, 27,

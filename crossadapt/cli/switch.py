@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from crossadapt.transfer.results import PaperBenchResults, SwitchResults
+from crossadapt.transfer.experiments.results import PaperBenchResults, SwitchResults
 from crossadapt.transfer.switch_config import ConfigError, load_switch_config
 
 _err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -106,7 +106,7 @@ def bench_paper_command(
     seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Override the preset's seed count.")] = None,
 ) -> None:
     """Methods × seeds × teacher→student pairs, ablations and width table (paper Tables 1-3)."""
-    from crossadapt.transfer.experiment import PRESETS, run_paper_bench
+    from crossadapt.transfer.experiments.paper_bench import PRESETS, run_paper_bench
 
     if preset not in PRESETS:
         _fail(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")

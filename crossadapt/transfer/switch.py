@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-from crossadapt.transfer.methods import MethodContext, MethodOutcome, run_baseline_method, run_crossadapt, score
-from crossadapt.transfer.report import write_switch_report
-from crossadapt.transfer.results import OperationTiming, Score, SwitchResults
+from crossadapt.transfer.experiments.methods import MethodContext, MethodOutcome, run_baseline_method, run_crossadapt, score
+from crossadapt.transfer.experiments.report import write_switch_report
+from crossadapt.transfer.experiments.results import OperationTiming, Score, SwitchResults
 from crossadapt.transfer.switch_config import (
     ConfigError,
     SwitchConfig,

@@ -22,9 +22,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crossadapt.models.config import ModelConfig, paper_student_config, paper_teacher_config
-from crossadapt.transfer.adaptive import AdaptiveKDConfig
+from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
 
-# Spelled out (and checked against crossadapt.transfer.baselines.BASELINES by a test) so that reading a
+# Spelled out (and checked against crossadapt.transfer.experiments.baselines.BASELINES by a test) so that reading a
 # config does not import torch.
 BASELINE_NAMES = ("Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "Hint-KD", "RKD")
 
@@ -102,7 +102,7 @@ class SamplingSection(_Section):
     unclicked_ratio: float = Field(
         0.0,
         ge=0.0,
-        description="r_unclick (pCVR, Eq. 9; crossadapt.transfer.unclicked): unclicked exposures added per "
+        description="r_unclick (pCVR, Eq. 9; crossadapt.transfer.offline.unclicked): unclicked exposures added per "
         "sampled clicked row, labelled with the teacher's pCVR. 0 = no augmentation; > 0 needs target "
         "'conversion'.",
     )
@@ -149,7 +149,7 @@ class DriftSection(_Section):
     rolling: bool = Field(
         False,
         description="Beyond the paper: re-estimate Δ_shift from the online stream window by window "
-        "(crossadapt.transfer.rolling_drift.RollingDrift) and update r_enh as it changes; False: Δ_shift "
+        "(crossadapt.transfer.drift.rolling.RollingDrift) and update r_enh as it changes; False: Δ_shift "
         "of D_train fixes r_enh once, as in the paper.",
     )
     window_rows: int = Field(
@@ -226,7 +226,7 @@ class SwitchConfig(_Section):
     adaptive_kd: AdaptiveKDConfig | None = Field(
         None,
         description="Beyond the paper: lower λ (and the replay share) while the student's LogLoss on fresh "
-        "data beats the teacher's (CrossAdapt-Adaptive; see crossadapt.transfer.adaptive). None: the "
+        "data beats the teacher's (CrossAdapt-Adaptive; see crossadapt.transfer.offline.adaptive). None: the "
         "paper's fixed λ. `{}` takes the defaults.",
     )
     baselines: list[str] = Field(default_factory=lambda: ["Scratch"])

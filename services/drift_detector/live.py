@@ -31,9 +31,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from crossadapt.models.spec import FeatureSpec
-from crossadapt.transfer.drift import DriftReport, FeatureDrift
-from crossadapt.transfer.histogram import HistogramBinner
-from crossadapt.transfer.replay import ReplayController
+from crossadapt.transfer.drift.detector import DriftReport, FeatureDrift
+from crossadapt.transfer.drift.histogram import HistogramBinner
+from crossadapt.transfer.online.replay import ReplayController
 from services.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
 from services.common.settings import PlatformSettings
 from services.common.storage import DatasetStore

@@ -33,9 +33,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from crossadapt.models.spec import FeatureSpec
-from crossadapt.transfer.drift import DriftConfig, DriftReport, report_from_pairs, window_pair_divergences
-from crossadapt.transfer.histogram import HistogramBinner, window_bounds
-from crossadapt.transfer.replay import ReplayConfig, replay_ratio
+from crossadapt.transfer.drift.detector import DriftConfig, DriftReport, report_from_pairs, window_pair_divergences
+from crossadapt.transfer.drift.histogram import HistogramBinner, window_bounds
+from crossadapt.transfer.online.replay import ReplayConfig, replay_ratio
 from services.common.errors import InvalidArgumentError, NotFoundError
 from services.common.model_io import dataset_feature_spec
 from services.common.operations import OperationStore

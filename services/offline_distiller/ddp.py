@@ -33,7 +33,7 @@ import torch.distributed as dist
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.models import build_model, parse_model_config
 from crossadapt.training.runtime import available_cpus
-from crossadapt.transfer.distill import OfflineDistillResult, ProgressiveDistillation
+from crossadapt.transfer.offline.distillation import OfflineDistillResult, ProgressiveDistillation
 from services.common.errors import FailedPreconditionError, InternalError
 from services.offline_distiller.training_run import DistillationInputs, build_run
 from services.offline_distiller.plan import DistillationPlan

@@ -34,7 +34,7 @@ from crossadapt.metrics import log_odds
 from crossadapt.models import build_model, parse_model_config
 from crossadapt.models.spec import FeatureSpec
 from crossadapt.training import positive_rate, seed_everything
-from crossadapt.transfer.distill import (
+from crossadapt.transfer.offline.distillation import (
     OfflineDistillResult,
     ProgressiveDistillation,
     cache_teacher_logits,

@@ -14,7 +14,7 @@ from torch import nn
 
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.data.vocabulary import Vocabulary
-from crossadapt.transfer.distill import OfflineDistillConfig, ProgressiveDistillation
+from crossadapt.transfer.offline.distillation import OfflineDistillConfig, ProgressiveDistillation
 from services.offline_distiller.plan import DistillationPlan
 
 EVAL_BATCH_ROWS = 8192

@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crossadapt.transfer.codistill import OnlineCoDistillConfig
-from crossadapt.transfer.drift import DriftConfig
-from crossadapt.transfer.replay import ReplayConfig
+from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig
+from crossadapt.transfer.drift.detector import DriftConfig
+from crossadapt.transfer.online.replay import ReplayConfig
 from crossadapt.transfer.switch_config import DistillationSection, OnlineSection, OptimSection
 from services.common.errors import InvalidArgumentError
 from services.offline_distiller.config import validate

@@ -29,8 +29,8 @@ from torch import nn
 
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.data.vocabulary import Vocabulary
-from crossadapt.transfer.codistill import CoDistiller, build_codistiller
-from crossadapt.transfer.replay import ReplayController
+from crossadapt.transfer.online.codistillation import CoDistiller, build_codistiller
+from crossadapt.transfer.online.replay import ReplayController
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
 from services.common.model_io import load_model, load_vocabulary, read_split
 from services.common.operations import OperationStore

@@ -4,7 +4,7 @@
       → score_block(k) × K   # block k's rows read from the partitions that hold them, scored by the teacher
       → publish              # the blocks concatenated into ONE partition of the sample dataset
 
-Why selection is one step and not K: the core `StrategicSampler` (crossadapt.transfer.sampling)
+Why selection is one step and not K: the core `StrategicSampler` (crossadapt.transfer.offline.sampling)
 fixes D' = round(r · |D|) with quotas that move between blocks (a block short of a class hands its
 quota on) and draws every block from one seeded random stream, so a block cannot choose its rows
 without the others' counts and the draws before it. The selection reads two columns and runs the
@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.models.spec import FeatureSpec
-from crossadapt.transfer.sampling import SampleReport, SamplingConfig, StrategicSampler, assemble_pcvr_sample
+from crossadapt.transfer.offline.sampling import SampleReport, SamplingConfig, StrategicSampler, assemble_pcvr_sample
 from services.common.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -338,7 +338,7 @@ class BlockEntry(BaseModel):
 
 
 def _teacher_logits(teacher: Any, arrays: SplitArrays, chunk_rows: int, progress: ProgressFn) -> np.ndarray:
-    from crossadapt.transfer.distill import cache_teacher_logits
+    from crossadapt.transfer.offline.distillation import cache_teacher_logits
 
     logits = np.empty(len(arrays), dtype=np.float32)
     for start in range(0, len(arrays), chunk_rows):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from crossadapt.data import SplitArrays
-from crossadapt.transfer.drift import DriftConfig, measure_drift
-from crossadapt.transfer.replay import ReplayConfig, ReplayController
+from crossadapt.transfer.drift.detector import DriftConfig, measure_drift
+from crossadapt.transfer.online.replay import ReplayConfig, ReplayController
 from sampler_drift_fixtures import TINY_SPEC, local_objects, put_dataset, tiny_clicks  # noqa: F401
 from services.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, PlatformError
 from services.common.model_io import split_table

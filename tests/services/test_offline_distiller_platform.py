@@ -49,7 +49,7 @@ def inputs(distiller_platform: HookedPlatform, distiller_stores: Stores) -> dict
     projected = project(stores.checkpoints, open_operation_store(platform_settings(distiller_platform)), teacher,
                         "ctr/projected", width=6)
     model, _ = load_model(stores.checkpoints, teacher.name, teacher.version)
-    from crossadapt.transfer.distill import cache_teacher_logits
+    from crossadapt.transfer.offline.distillation import cache_teacher_logits
 
     sample = tiny_clicks(1200, seed=11)
     write_dataset(stores.datasets, "ctr/sample", sample.with_teacher_logit(cache_teacher_logits(model, sample)),

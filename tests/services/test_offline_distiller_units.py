@@ -24,7 +24,7 @@ from distiller_fixtures import (
     tiny_model,
 )
 from crossadapt.models.spec import CategoricalField, FeatureSpec
-from crossadapt.transfer.distill import OfflineDistillConfig, ProgressiveDistillation, cache_teacher_logits
+from crossadapt.transfer.offline.distillation import OfflineDistillConfig, ProgressiveDistillation, cache_teacher_logits
 from crossadapt.transfer.switch_config import DistillationSection, OptimSection
 from services.common.errors import FailedPreconditionError, InvalidArgumentError
 from services.common.model_io import publish_model

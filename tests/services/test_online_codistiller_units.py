@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from distiller_fixtures import tiny_clicks, tiny_model
-from crossadapt.transfer.codistill import OnlineCoDistillConfig, build_codistiller
-from crossadapt.transfer.replay import ReplayConfig, ReplayController
+from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig, build_codistiller
+from crossadapt.transfer.online.replay import ReplayConfig, ReplayController
 from services.common.errors import InvalidArgumentError
 from services.common.proto import online_codistiller_pb2 as pb
 from services.offline_distiller.publishing import load_tensor_bytes, tensor_bytes

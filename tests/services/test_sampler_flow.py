@@ -11,8 +11,8 @@ import urllib.request
 import grpc
 import pytest
 
-from crossadapt.transfer.distill import cache_teacher_logits
-from crossadapt.transfer.sampling import SamplingConfig, StrategicSampler
+from crossadapt.transfer.offline.distillation import cache_teacher_logits
+from crossadapt.transfer.offline.sampling import SamplingConfig, StrategicSampler
 from sampler_drift_fixtures import (  # noqa: F401 - platform is a fixture
     QUEUES,
     Platform,

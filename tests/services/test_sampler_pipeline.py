@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from crossadapt.data import SplitArrays
-from crossadapt.transfer.distill import cache_teacher_logits
-from crossadapt.transfer.sampling import SamplingConfig, StrategicSampler, assemble_pcvr_sample
+from crossadapt.transfer.offline.distillation import cache_teacher_logits
+from crossadapt.transfer.offline.sampling import SamplingConfig, StrategicSampler, assemble_pcvr_sample
 from sampler_drift_fixtures import (  # noqa: F401 - local_objects is a fixture
     TINY_SPEC,
     assert_same_rows,

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from crossadapt.transfer.distill import cache_teacher_logits
-from crossadapt.transfer.sampling import SamplingConfig, StrategicSampler
+from crossadapt.transfer.offline.distillation import cache_teacher_logits
+from crossadapt.transfer.offline.sampling import SamplingConfig, StrategicSampler
 from sampler_drift_fixtures import HOOK_TEXT, assert_same_rows, put_dataset, put_teacher, tiny_clicks, tiny_model, unique
 from services.common.model_io import read_all
 from services.common.proto import common_pb2, operations_pb2, sampler_pb2

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from crossadapt.transfer.adaptive import AdaptiveKDConfig, AdaptiveKDController, AdaptiveSchedule, smooth_weight
+from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig, AdaptiveKDController, AdaptiveSchedule, smooth_weight
 
 
 def _run(student: np.ndarray, teacher: np.ndarray, config: AdaptiveKDConfig | None = None) -> AdaptiveKDController:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from crossadapt.data import SplitArrays
 from crossadapt.data.batch import Batch
 from crossadapt.training import TrainConfig
-from crossadapt.transfer.baselines import (
+from crossadapt.transfer.experiments.baselines import (
     BASELINES,
     BaselineConfig,
     HintKDTrainer,
@@ -20,9 +20,9 @@ from crossadapt.transfer.baselines import (
     run_rkd,
     run_vanilla_kd,
 )
-from crossadapt.transfer.codistill import AsymmetricTeacher
-from crossadapt.transfer.distill import DistillationTrainer
-from crossadapt.transfer.losses import kd_kl
+from crossadapt.transfer.online.codistillation import AsymmetricTeacher
+from crossadapt.transfer.offline.distillation import DistillationTrainer
+from crossadapt.transfer.offline.losses import kd_kl
 
 
 CONFIG = BaselineConfig(batch_size=50, window_batches=1, num_threads=1)

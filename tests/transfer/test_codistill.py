@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from crossadapt.data import SplitArrays, iter_batches
-from crossadapt.transfer.adaptive import AdaptiveKDConfig, AdaptiveSchedule
-from crossadapt.transfer.codistill import (
+from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig, AdaptiveSchedule
+from crossadapt.transfer.online.codistillation import (
     OnlineCoDistillConfig,
     build_codistiller,
     codistill_online,
     forward_is_deterministic,
 )
-from crossadapt.transfer.replay import ReplayConfig, ReplayController
+from crossadapt.transfer.online.replay import ReplayConfig, ReplayController
 
 
 def _params(model) -> list[torch.Tensor]:
@@ -198,21 +198,10 @@ def test_adaptive_lambda_online_falls_when_the_student_is_better_and_scales_repl
     assert min(w for _, _, w in strong.kd_weight_trace) == pytest.approx(0.7)
 
 
-def test_moved_names_stay_importable_from_codistill():
-    from crossadapt.transfer import codistill, prequential, teacher_schedule
-
-    assert codistill.AsymmetricTeacher is teacher_schedule.AsymmetricTeacher
-    assert codistill.PrequentialRecorder is prequential.PrequentialRecorder
-    assert codistill.WindowRecord is prequential.WindowRecord
-    assert codistill.forward_is_deterministic is prequential.forward_is_deterministic
-    moved = {"AsymmetricTeacher", "PrequentialRecorder", "WindowRecord", "forward_is_deterministic"}
-    assert moved <= set(codistill.__all__)
-
-
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("policy", ["drop", "flush"])
 def test_deferred_teacher_gradient_matches_per_step_accumulation(tiny_data, tiny_model, optimizer, policy):
-    from crossadapt.transfer.teacher_schedule import AsymmetricTeacher
+    from crossadapt.transfer.online.teacher_schedule import AsymmetricTeacher
 
     eager_model = tiny_model(4, 1)
     deferred_model = copy.deepcopy(eager_model)
@@ -238,7 +227,7 @@ def test_deferred_teacher_gradient_matches_per_step_accumulation(tiny_data, tiny
 
 
 def test_deferred_teacher_forward_builds_no_graph_and_needs_the_batch(tiny_data, tiny_model):
-    from crossadapt.transfer.teacher_schedule import AsymmetricTeacher
+    from crossadapt.transfer.online.teacher_schedule import AsymmetricTeacher
 
     teacher = AsymmetricTeacher(tiny_model(4, 1), interval=3, optimizer="adam", embedding_lr=0.1, dense_lr=1e-3)
     batch = next(iter(iter_batches(tiny_data(40), 20)))

@@ -11,7 +11,7 @@ from crossadapt.metrics import auc
 from crossadapt.models import build_model, parse_model_config
 from crossadapt.models.growth import table_sizes
 from crossadapt.models.spec import CategoricalField, FeatureSpec
-from crossadapt.transfer.codistill import OnlineCoDistillConfig, build_codistiller
+from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig, build_codistiller
 from crossadapt.transfer.projection import table_projection
 
 KNOWN_USERS, ALL_USERS = 30, 43  # ids 30..42 (13 of 43, 30% of the stream's users) are newer than the tables

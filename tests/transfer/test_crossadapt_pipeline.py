@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from crossadapt.models import parse_model_config
-from crossadapt.transfer.methods import MethodContext, _fresh_student, run_crossadapt
+from crossadapt.transfer.experiments.methods import MethodContext, _fresh_student, run_crossadapt
 from crossadapt.transfer.projection import project_model_embeddings
 from crossadapt.transfer.switch_config import AblationSection, OfflineSection, OptimSection
 
@@ -111,7 +111,7 @@ def test_pcvr_options_change_the_sample_the_targets_and_the_online_rows(tiny_dat
 def test_pcvr_rows_label_unclicked_exposures_with_the_teachers_pcvr(tiny_data) -> None:
     from dataclasses import replace
 
-    from crossadapt.transfer.unclicked import pcvr_training_rows
+    from crossadapt.transfer.offline.unclicked import pcvr_training_rows
 
     rows = tiny_data(200)
     rows = replace(rows, conversion=(rows.label * (np.arange(200) % 2)).astype(np.float32))

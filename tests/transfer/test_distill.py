@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 
 from crossadapt.training import TrainConfig
-from crossadapt.transfer.adaptive import AdaptiveKDConfig, AdaptiveSchedule
-from crossadapt.transfer.baselines import BaselineConfig
-from crossadapt.transfer.codistill import OnlineCoDistillConfig
-from crossadapt.transfer.distill import (
+from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig, AdaptiveSchedule
+from crossadapt.transfer.experiments.baselines import BaselineConfig
+from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig
+from crossadapt.transfer.offline.distillation import (
     DistillationTrainer,
     OfflineDistillConfig,
     cache_teacher_logits,
     distill_offline,
     logloss_from_logits,
 )
-from crossadapt.transfer.losses import kd_cross_entropy
+from crossadapt.transfer.offline.losses import kd_cross_entropy
 
 
 def _snapshot(params) -> list[torch.Tensor]:
@@ -124,7 +124,7 @@ def test_task_logit_shift_enters_the_bce_term_only(tiny_data, tiny_model):
 
 def test_prior_correction_keeps_a_balanced_sample_from_moving_the_base_rate(tiny_data, tiny_model):
     from crossadapt.training import positive_rate, predict_proba
-    from crossadapt.transfer.methods import prior_shift
+    from crossadapt.transfer.experiments.methods import prior_shift
 
     data = tiny_data(6000, seed=3)
     labels = np.asarray(data.label)

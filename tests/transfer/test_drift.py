@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy, wasserstein_distance
 
-from crossadapt.transfer.drift import (
+from crossadapt.transfer.drift.detector import (
     DriftConfig,
     HistogramBinner,
     js_divergence,
@@ -197,13 +197,3 @@ def test_bad_input_is_named() -> None:
         DriftConfig(metrc="kl")
     with pytest.raises(ValidationError):
         DriftConfig(windows=1)
-
-
-def test_old_import_paths_still_resolve() -> None:
-    """The metrics moved to divergence.py and the binner to histogram.py; drift.py re-exports them."""
-    from crossadapt.transfer import divergence, drift, histogram
-
-    for name in ("js_divergence", "kl_divergence", "wasserstein_1d", "Metric", "_segment_divergence"):
-        assert getattr(drift, name) is getattr(divergence, name)
-    for name in ("HistogramBinner", "infer_vocab_sizes", "window_bounds"):
-        assert getattr(drift, name) is getattr(histogram, name)

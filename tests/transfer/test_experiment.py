@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from crossadapt.cli import run as cli
-from crossadapt.transfer.experiment_presets import PRESETS, BenchPreset, SettingSpec, scaled_embedding_lr
-from crossadapt.transfer.methods import ABLATIONS, METHODS
+from crossadapt.transfer.experiments.presets import PRESETS, BenchPreset, SettingSpec, scaled_embedding_lr
+from crossadapt.transfer.experiments.methods import ABLATIONS, METHODS
 
 PAPER_METHODS = {"Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "Hint-KD", "RKD", "CrossAdapt-Full",
                  "CrossAdapt-Sample", "CrossAdapt-Adaptive"}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from crossadapt.transfer.losses import bce, hint_mse, kd_cross_entropy, kd_kl, rkd_angle, rkd_distance, sample_rows, teacher_better_rows
+from crossadapt.transfer.offline.losses import bce, hint_mse, kd_cross_entropy, kd_kl, rkd_angle, rkd_distance, sample_rows, teacher_better_rows
 
 
 def _sigmoid(x: float) -> float:

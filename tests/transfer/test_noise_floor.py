@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from crossadapt.transfer.divergence import js_divergence
-from crossadapt.transfer.drift import DriftConfig, measure_drift
-from crossadapt.transfer.histogram import HistogramBinner, half_of_rows, window_bounds
-from crossadapt.transfer.replay import ReplayConfig, ReplayController
+from crossadapt.transfer.drift.divergence import js_divergence
+from crossadapt.transfer.drift.detector import DriftConfig, measure_drift
+from crossadapt.transfer.drift.histogram import HistogramBinner, half_of_rows, window_bounds
+from crossadapt.transfer.online.replay import ReplayConfig, ReplayController
 
 
 def _zipf(vocab: int, exponent: float = 1.0) -> np.ndarray:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from crossadapt.transfer.drift import DriftConfig, HistogramBinner, measure_drift
-from crossadapt.transfer.replay import ReplayConfig, ReplayController, replay_ratio
+from crossadapt.transfer.drift.detector import DriftConfig, HistogramBinner, measure_drift
+from crossadapt.transfer.online.replay import ReplayConfig, ReplayController, replay_ratio
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crossadapt.transfer.report import (
+from crossadapt.transfer.experiments.report import (
     render_ablation_table,
     render_bench_markdown,
     render_gain_budget,
@@ -16,7 +16,7 @@ from crossadapt.transfer.report import (
     render_width_table,
     write_switch_report,
 )
-from crossadapt.transfer.results import (
+from crossadapt.transfer.experiments.results import (
     AblationRow,
     Curve,
     DriftSummary,
@@ -182,8 +182,8 @@ def test_gain_budget_splits_the_sample_gain_into_recovered_history_and_sampling_
 
 
 def test_switch_report_lists_the_platform_operations(tmp_path) -> None:  # noqa: ANN001
-    from crossadapt.transfer.report import render_switch_markdown
-    from crossadapt.transfer.results import OperationTiming, Score, SwitchResults
+    from crossadapt.transfer.experiments.report import render_switch_markdown
+    from crossadapt.transfer.experiments.results import OperationTiming, Score, SwitchResults
 
     results = SwitchResults(
         teacher=Score(name="T", role="teacher", auc=0.7, logloss=0.5),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from crossadapt.transfer.sampling import (
+from crossadapt.transfer.offline.sampling import (
     SamplingConfig,
     StrategicSampler,
     assemble_pcvr_sample,
@@ -252,10 +252,3 @@ def test_assemble_pcvr_sample_soft_labels_and_validation() -> None:
         assemble_pcvr_sample(clicked, conversion, unclicked, np.array([0.5, np.nan]))
     with pytest.raises(ValueError, match=r"teacher_pcvr\[0\] = 1.5"):
         assemble_pcvr_sample(clicked, conversion, unclicked, np.array([1.5, 0.1]))
-
-
-def test_unclicked_helpers_keep_their_old_import_path() -> None:
-    from crossadapt.transfer import sampling, unclicked
-
-    for name in ("augment_unclicked", "assemble_pcvr_sample", "PcvrSample"):
-        assert getattr(sampling, name) is getattr(unclicked, name)

@@ -81,7 +81,7 @@ def test_config_choices_match_the_libraries() -> None:
     from typing import get_args
 
     from crossadapt.data.synthetic_config import PRESETS as DATA_PRESETS
-    from crossadapt.transfer.baselines import BASELINES
+    from crossadapt.transfer.experiments.baselines import BASELINES
     from crossadapt.transfer.switch_config import BASELINE_NAMES, SyntheticData
 
     assert BASELINE_NAMES == BASELINES

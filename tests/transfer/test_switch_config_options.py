@@ -1,5 +1,5 @@
 """Switch config: unclicked-exposure augmentation (pCVR) and rolling drift re-estimation are typed,
-validated options (the engine reads them from crossadapt.transfer.methods; see its wiring)."""
+validated options (the engine reads them from crossadapt.transfer.experiments.methods; see its wiring)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from crossadapt.transfer.replay import ReplayConfig
-from crossadapt.transfer.sampling import SamplingConfig
+from crossadapt.transfer.online.replay import ReplayConfig
+from crossadapt.transfer.offline.sampling import SamplingConfig
 from crossadapt.transfer.switch_config import ConfigError, parse_switch_config
 
 SYNTHETIC = {"synthetic": {"preset": "small", "rows": 20_000}}

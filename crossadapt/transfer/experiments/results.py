@@ -1,0 +1,203 @@
+"""Typed results of a switch run and of the paper benchmark (what `results.json` and `--json OUT` hold).
+
+AUC is always a fraction in [0, 1] here; the Markdown tables show it in percent as the paper does.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["teacher", "student", "baseline"]
+
+
+class Score(BaseModel):
+    """One model's test figures; `train_seconds` is training wall time (None for a reused teacher)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    role: Role
+    auc: float
+    logloss: float
+    train_seconds: float | None = None
+
+
+class Curve(BaseModel):
+    """Prequential AUC (predict each online batch, then train on it) against training wall seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    seconds: list[float]
+    auc: list[float]
+
+
+class DriftSummary(BaseModel):
+    """Distribution shift of the training split (paper Eq. 13) and the replay ratio it implies (Eq. 14)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    shift: float
+    replay_ratio: float
+    theta_low: float
+    theta_high: float
+    per_feature: dict[str, float] = Field(description="Mean divergence over adjacent windows, per field.")
+
+
+class OperationTiming(BaseModel):
+    """One long-running operation a platform switch ran (service, its id, wall seconds, final state)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service: str
+    kind: str
+    operation_id: str
+    seconds: float
+    state: str = "SUCCEEDED"
+    result: str = ""
+
+
+class SwitchResults(BaseModel):
+    """Everything `crossadapt switch` measured; serialised as `results.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: Score
+    student: Score
+    baselines: list[Score] = []
+    curves: list[Curve] = []
+    drift: DriftSummary | None = None
+    stage_seconds: dict[str, float] = {}
+    oracle_auc: float | None = None
+    teacher_checkpoint: str
+    student_checkpoint: str
+    dataset: str
+    ablation: dict[str, bool] = {}
+    operations: list[OperationTiming] = []  # set when the stages ran through the platform's services
+    platform: str | None = None  # where they ran: "local", or the services' address
+
+
+class MethodStats(BaseModel):
+    """Mean and spread of one method over seeds (the `methods[NAME]` object of the bench JSON)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auc_mean: float
+    auc_std: float
+    logloss_mean: float
+    logloss_std: float
+    train_seconds_mean: float
+
+    @classmethod
+    def from_runs(cls, runs: "list[RunRecord]") -> "MethodStats":
+        if not runs:
+            raise ValueError("MethodStats.from_runs needs at least one run")
+        auc = np.array([r.auc for r in runs], dtype=np.float64)
+        loss = np.array([r.logloss for r in runs], dtype=np.float64)
+        secs = np.array([r.train_seconds for r in runs], dtype=np.float64)
+        return cls(
+            auc_mean=float(auc.mean()),
+            auc_std=_sample_std(auc),
+            logloss_mean=float(loss.mean()),
+            logloss_std=_sample_std(loss),
+            train_seconds_mean=float(secs.mean()),
+        )
+
+
+def _sample_std(values: np.ndarray) -> float:
+    """Sample standard deviation (ddof=1) as papers report over seeds; 0.0 for a single seed."""
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+class RunRecord(BaseModel):
+    """One method, one seed, one teacher→student pair, one dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    setting: str
+    teacher: str
+    student: str
+    method: str
+    seed: int
+    auc: float
+    logloss: float
+    train_seconds: float
+    curve: Curve | None = None
+
+
+class PairResult(BaseModel):
+    """The bench JSON's `pairs[i]`: exactly teacher, student and methods."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str
+    student: str
+    methods: dict[str, MethodStats]
+
+
+class BenchResults(BaseModel):
+    """The bench JSON (`--json OUT`): exactly `oracle_auc` and `pairs`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    oracle_auc: float | None
+    pairs: list[PairResult]
+
+
+class SettingResults(BaseModel):
+    """One dataset setting of the benchmark, with the detail the Markdown tables need."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    oracle_auc: float | None
+    pairs: list[PairResult]
+    teacher_scores: dict[str, MethodStats] = Field(
+        default_factory=dict, description="Teacher test figures per teacher label (train_seconds_mean = teacher training)."
+    )
+    curves: list[Curve] = []
+
+    def schema_view(self) -> BenchResults:
+        return BenchResults(oracle_auc=self.oracle_auc, pairs=self.pairs)
+
+
+class AblationRow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    group: Literal["full", "offline", "online"]
+    stats: MethodStats
+
+
+class WidthRow(BaseModel):
+    """Table 3: one d_T → d_S scenario; each column is AUC stats over seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher_dim: int
+    student_dim: int
+    teacher: MethodStats
+    scratch: MethodStats
+    without_projection: MethodStats
+    with_projection: MethodStats
+
+
+class PaperBenchResults(BaseModel):
+    """Everything `crossadapt bench paper` produced; `main` is what goes to `--json OUT`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str
+    main: SettingResults
+    extra_settings: list[SettingResults] = []
+    ablation: list[AblationRow] = []
+    ablation_student: str | None = None
+    widths: list[WidthRow] = []
+    wall_seconds: float = 0.0
+    degenerate_runs: list[str] = Field(
+        default_factory=list, description="Runs (and teachers) whose test AUC is 0.5 ± 0.005: a constant predictor."
+    )
