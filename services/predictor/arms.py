@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from crossadapt.data.missing import MISSING_SUFFIX
 from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import FeatureSpec
 from services.common.errors import FailedPreconditionError, InvalidArgumentError
@@ -51,26 +52,47 @@ class EncodedBatch:
                             np.concatenate([p.numerical for p in parts]), np.concatenate([p.unknown for p in parts]))
 
 
-def model_numbers(columns: list[np.ndarray], rows: int, log_transform: bool) -> np.ndarray:
-    """``[B, N]`` float32 model input of finite raw numbers: the training transform
-    (`crossadapt.data.columns.numerical_values`: float32, then log2(x) where x > 2) on all columns at once."""
-    numbers = np.empty((rows, len(columns)), dtype=np.float32)
-    for index, column in enumerate(columns):
-        numbers[:, index] = column
+def model_numbers(raw: np.ndarray, log_transform: bool, negative_is_missing: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(``[B, N]`` float32 model input, ``[B, N]`` bool missing) of ``[N, B]`` raw numbers (NaN = missing):
+    the training transform (`crossadapt.data.columns.numerical_with_missing`: float32, a missing value
+    becomes 0, then log2(x) where x > 2) on all columns at once."""
+    numbers = raw.T.astype(np.float32)
+    missing = np.isnan(numbers)
+    if negative_is_missing:
+        missing |= numbers < 0
+    numbers[missing] = 0.0
     if log_transform:
         big = numbers > 2
         numbers[big] = np.log2(numbers[big])
-    return numbers
+    return numbers, missing
 
 
 class FeatureEncoder:
-    """Raw values of a checkpoint's fields → its row ids (vocabulary) and transformed numbers."""
+    """Raw values of a checkpoint's fields → its row ids (vocabulary) and transformed numbers.
 
-    def __init__(self, vocabulary: Vocabulary, spec: FeatureSpec, log_transform: bool) -> None:
+    The model's numerical inputs are the request's numerical fields (`numerical`) and, for each field
+    prepared with a missing indicator, ``<field>__missing`` (1.0 where the value is missing, else 0.0),
+    derived here as `crossadapt.data.missing` prepares it: requests never carry indicators.
+    """
+
+    def __init__(self, vocabulary: Vocabulary, spec: FeatureSpec, log_transform: bool,
+                 negative_is_missing: bool = False) -> None:
         self.categorical = tuple(f.name for f in spec.categorical)
-        self.numerical = tuple(spec.numerical)
+        indicators = {n: n[: -len(MISSING_SUFFIX)] for n in spec.numerical if n.endswith(MISSING_SUFFIX)
+                      and n[: -len(MISSING_SUFFIX)] in spec.numerical}
+        self.numerical = tuple(n for n in spec.numerical if n not in indicators)
+        self.missing_indicators = tuple(indicators.values())  # request fields with an indicator input
+        # Where each model input comes from: value j of `numerical`, or the missing mask of that value.
+        self._value_slots = np.array([i for i, n in enumerate(spec.numerical) if n not in indicators], np.int64)
+        self._indicator_slots = np.array([i for i, n in enumerate(spec.numerical) if n in indicators], np.int64)
+        self._indicator_sources = np.array([self.numerical.index(indicators[n]) for n in spec.numerical
+                                            if n in indicators], np.int64)
+        self._model_numerical = len(spec.numerical)
         self.log_transform = log_transform
-        self.key = (vocabulary.hash, self.categorical, self.numerical, log_transform)
+        self.negative_is_missing = negative_is_missing
+        self.vocabulary_version = vocabulary.version
+        self.key = (vocabulary.hash, self.categorical, tuple(spec.numerical), log_transform, negative_is_missing)
         for field in spec.categorical:
             if field.name not in vocabulary:
                 raise FailedPreconditionError(f"the vocabulary has no field {field.name!r}", field=field.name)
@@ -82,12 +104,30 @@ class FeatureEncoder:
 
     def encode(self, columns: RequestColumns, rows: np.ndarray | None = None) -> EncodedBatch:
         """The model input of the request's rows (all, or those in ``rows``)."""
-        take = None if rows is None else pa.array(rows)
-        text = [columns.text[f] if take is None else columns.text[f].take(take) for f in self.categorical]
         count = columns.rows if rows is None else len(rows)
-        categorical = self.index.lookup(text) if text else np.zeros((count, 0), np.int64)
-        numerical = model_numbers([columns.numbers[n] if rows is None else columns.numbers[n][rows]
-                                   for n in self.numerical], count, self.log_transform)
+        if self.categorical == columns.categorical_fields and rows is None:
+            text = columns.categorical  # the usual case: the block as it came
+        elif self.categorical:
+            position = {f: i for i, f in enumerate(columns.categorical_fields)}
+            wanted = np.arange(columns.rows) if rows is None else np.asarray(rows, np.int64)
+            take = (np.array([position[f] for f in self.categorical], np.int64)[:, None] * columns.rows
+                    + wanted[None, :]).ravel()
+            text = columns.categorical.take(pa.array(take))
+        categorical = (self.index.lookup_block(text, count) if self.categorical
+                       else np.zeros((count, 0), np.int64))
+        if self.numerical == columns.numerical_fields:
+            raw = columns.numerical if rows is None else columns.numerical[:, rows]
+        else:
+            position = {f: i for i, f in enumerate(columns.numerical_fields)}
+            picked = np.array([position[f] for f in self.numerical], np.int64)
+            raw = columns.numerical[picked] if rows is None else columns.numerical[picked][:, rows]
+        values, missing = model_numbers(raw, self.log_transform, self.negative_is_missing)
+        if len(self._indicator_slots):
+            numerical = np.empty((count, self._model_numerical), dtype=np.float32)
+            numerical[:, self._value_slots] = values
+            numerical[:, self._indicator_slots] = missing[:, self._indicator_sources]
+        else:
+            numerical = values
         unknown = (categorical == 0).sum(axis=1, dtype=np.int32)
         return EncodedBatch(categorical, numerical, unknown)
 
@@ -140,7 +180,11 @@ class ArmPair:
         if clash:
             raise FailedPreconditionError("a field is categorical in one arm and numerical in the other",
                                           field=clash[0])
-        return RequestSchema(categorical, numerical, cohort_key, row_id_field, max_rows)
+        return RequestSchema(categorical, numerical, cohort_key, row_id_field, max_rows, self.missing_numerical())
+
+    def missing_numerical(self) -> frozenset[str]:
+        """Numerical request fields where null/NaN means missing: those an arm has a missing indicator for."""
+        return frozenset(self.teacher.encoder.missing_indicators) | frozenset(self.student.encoder.missing_indicators)
 
 
 def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
@@ -166,13 +210,14 @@ class ArmLoader:
             raise FailedPreconditionError(f"{published.ref} was published without a vocabulary; "
                                           "raw feature values cannot be mapped to its rows", field="checkpoint")
         preprocessing = published.manifest.extra.get("preprocessing") or {}
-        log_transform = bool(preprocessing.get("log_transform", True))  # PrepareConfig's default
+        log_transform = bool(preprocessing.get("log_transform", True))  # PrepareConfig's defaults
+        negative_is_missing = preprocessing.get("negative_numerical", "keep") == "missing"
         key = (vocabulary.hash, tuple(f.name for f in published.manifest.feature_spec.categorical),
-               tuple(published.manifest.feature_spec.numerical), log_transform)
+               tuple(published.manifest.feature_spec.numerical), log_transform, negative_is_missing)
         with self._lock:
             encoder = self._encoders.get(key)
         if encoder is None:
-            encoder = FeatureEncoder(vocabulary, published.manifest.feature_spec, log_transform)
+            encoder = FeatureEncoder(vocabulary, published.manifest.feature_spec, log_transform, negative_is_missing)
             with self._lock:
                 encoder = self._encoders.setdefault(key, encoder)
         model.eval()

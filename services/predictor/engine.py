@@ -73,8 +73,10 @@ class PredictorEngine:
         self.split = Split(settings.student_weight, settings.salt)
         self.score_log = ScoreLog(settings.kept_rows)
         self.shadow = ShadowScorer(self.score_log, max_pending_rows=settings.shadow_queue_rows,
-                                   batch_rows=max(settings.max_batch_rows, 1024), inline_rows=settings.inline_rows,
-                                   on_scored=self._shadow_scored, on_dropped=self._shadow_dropped)
+                                   batch_rows=max(settings.max_batch_rows, settings.shadow_batch_rows),
+                                   inline_rows=settings.inline_rows, on_scored=self._shadow_scored,
+                                   on_dropped=self._shadow_dropped, min_rows=settings.shadow_batch_rows,
+                                   max_delay_s=settings.shadow_max_delay_s)
         self.shadow_dropped_rows = 0
         self.last_swap = time.time()
         self.checkpoint_of_generation = {a.generation: a.ref for a in (self.pair.teacher, self.pair.student)}
@@ -251,8 +253,13 @@ class PredictorEngine:
     def exposure_dataset(self) -> str:
         return self.settings.exposure_dataset_name
 
-    async def flush(self) -> FlushResult:
-        """Write the complete kept rows not written yet (and any earlier failed write) to the store."""
+    async def flush(self, drain_shadow: bool = True) -> FlushResult:
+        """Write the complete kept rows not written yet (and any earlier failed write) to the store.
+
+        First the shadow work queued so far is scored (`drain_shadow`), so every row served before the
+        call is complete and written, not held back by the shadow worker's coalescing wait."""
+        if drain_shadow and self._tasks:
+            await self.shadow.drain(self.settings.shadow_max_delay_s + 30)
         async with self._flush_lock:
             lost = self.score_log.lost_before_flush
             if lost:
@@ -313,5 +320,5 @@ class PredictorEngine:
             self.score_log.settle_all()
         if shadow_task is not None:
             shadow_task.cancel()
-        result = await self.flush()
+        result = await self.flush(drain_shadow=False)
         log.info("exposure log flushed at shutdown", extra={"rows": result.rows, "partitions": result.partitions})

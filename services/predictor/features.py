@@ -7,9 +7,17 @@ Both protocols end in the same `RequestColumns`:
 * V1 REST: ``{"instances": [{"<field>": value, ...}, ...]}``, one object per row.
 
 Every problem is an `InvalidArgumentError` naming the field: a missing or unknown field, a wrong
-datatype or shape, NaN/inf or null in a numerical field, a null cohort key or row id, an empty or
+datatype or shape, infinity in a numerical field, a null cohort key or row id, an empty or
 oversized batch, undecodable bytes. A null categorical value is a missing value, encoded like the
-training data's (`<MISSING>`). Numerical values stay raw here; the arm applies its transform.
+training data's (`<MISSING>`). A numerical value that is null, NaN, or (V1) absent from a row is a
+missing value only for a field some arm's checkpoint has a missing indicator for
+(`RequestSchema.missing_numerical`: its feature spec has ``<field>__missing``); for any other field
+it is the caller's mistake. Numerical values stay raw here (NaN = missing); the arm applies its
+transform, fill and indicator.
+
+The common V2 request (every input a flat list: BYTES for text fields, numbers for numerical ones)
+is converted in bulk: one Arrow array of all categorical values, one float64 block of all numbers;
+anything else takes the per-input path, which also finds the field at fault.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ from services.common.errors import InvalidArgumentError
 
 INTEGER_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
-TEXT_TYPES = frozenset({"BYTES"}) | INTEGER_TYPES
+TEXT_ONLY = frozenset({"BYTES"})
+TEXT_TYPES = TEXT_ONLY | INTEGER_TYPES
 NUMBER_TYPES = FLOAT_TYPES | INTEGER_TYPES
 _NUMPY = {"INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "UINT8": np.uint8,
           "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64, "FP16": np.float16, "FP32": np.float32,
@@ -46,6 +55,7 @@ class RequestSchema:
     cohort_key: str
     row_id_field: str
     max_rows: int
+    missing_numerical: frozenset[str] = frozenset()  # numerical fields where null/NaN means "missing"
 
     def __post_init__(self) -> None:
         names = [*self.categorical, *self.numerical, self.cohort_key, self.row_id_field]
@@ -61,6 +71,10 @@ class RequestSchema:
     def known(self) -> frozenset[str]:
         return self.text_fields | frozenset(self.numerical)
 
+    @cached_property
+    def required(self) -> tuple[str, ...]:
+        return (*self.categorical, *self.numerical, self.cohort_key)
+
     def input_types(self) -> list[dict[str, Any]]:
         """The V2 model metadata of the inputs."""
         text = [{"name": n, "datatype": "BYTES", "shape": [-1]} for n in (*self.categorical, self.cohort_key)
@@ -72,13 +86,29 @@ class RequestSchema:
 
 @dataclass(frozen=True)
 class RequestColumns:
-    """One request's rows: text columns as large_string (nulls = missing), numbers as float64."""
+    """One request's rows, as two blocks (so an arm encodes all fields with a few array calls).
+
+    categorical: the ``C·B`` values of the C categorical fields, field after field (``categorical_fields``
+    order), large_string, nulls = missing. numerical: ``[N, B]`` float64 raw values (``numerical_fields``
+    order), NaN = missing (only in `RequestSchema.missing_numerical` fields).
+    """
 
     rows: int
-    text: Mapping[str, pa.Array]  # categorical fields
-    numbers: Mapping[str, np.ndarray]
+    categorical_fields: tuple[str, ...]
+    categorical: pa.Array
+    numerical_fields: tuple[str, ...]
+    numerical: np.ndarray
     cohort: pa.Array  # large_string, no nulls
     row_ids: pa.Array | None  # large_string, no nulls; None: generated from the request id
+
+    @cached_property
+    def text(self) -> dict[str, pa.Array]:
+        """Each categorical field's values (zero-copy slices of the block)."""
+        return {f: self.categorical.slice(i * self.rows, self.rows) for i, f in enumerate(self.categorical_fields)}
+
+    @cached_property
+    def numbers(self) -> dict[str, np.ndarray]:
+        return {f: self.numerical[i] for i, f in enumerate(self.numerical_fields)}
 
 
 def field_name(name: Any) -> str:
@@ -124,21 +154,31 @@ def _text_column(name: str, values: pa.Array | np.ndarray, allow_nulls: bool) ->
     return values
 
 
-def _number_column(name: str, values: np.ndarray | pa.Array) -> np.ndarray:
-    """Finite float64 values; null, NaN, infinity, text and booleans are refused."""
+def _number_column(name: str, values: np.ndarray | pa.Array, missing_allowed: bool) -> np.ndarray:
+    """float64 values; NaN (null or NaN) only where `missing_allowed`; infinity, text and booleans are refused."""
     if isinstance(values, pa.Array):
-        if values.null_count:
-            raise InvalidArgumentError("values must not be null (send 0 for a missing value, as training does)",
-                                       field=name)
+        if values.null_count and not missing_allowed:
+            raise InvalidArgumentError("values must not be null (this field has no missing indicator in the "
+                                       "checkpoints, so a missing value cannot be told from a number)", field=name)
+        if pa.types.is_null(values.type):
+            return np.full(len(values), np.nan)
         if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
             raise InvalidArgumentError(f"values must be numbers, got {values.type}", field=name)
-        values = values.to_numpy(zero_copy_only=False)
+        values = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)  # nulls -> NaN
     if values.dtype.kind not in "iuf":
         raise InvalidArgumentError(f"values must be numbers, got {values.dtype}", field=name)
     numbers = values.astype(np.float64)
-    if not np.isfinite(numbers).all():
-        raise InvalidArgumentError("values must be finite (no NaN or infinity)", field=name)
+    _check_finite(name, numbers, missing_allowed)
     return numbers
+
+
+def _check_finite(name: str, numbers: np.ndarray, missing_allowed: bool) -> None:
+    if missing_allowed:
+        if np.isinf(numbers).any():
+            raise InvalidArgumentError("values must not be infinite", field=name)
+    elif not np.isfinite(numbers).all():
+        raise InvalidArgumentError("values must be finite (no NaN or infinity: this field has no missing "
+                                   "indicator in the checkpoints)", field=name)
 
 
 def _assemble(schema: RequestSchema, columns: Mapping[str, pa.Array | np.ndarray], rows: int) -> RequestColumns:
@@ -155,16 +195,22 @@ def _assemble(schema: RequestSchema, columns: Mapping[str, pa.Array | np.ndarray
     if rows > schema.max_rows:
         raise InvalidArgumentError(f"the batch has {rows} rows, more than the limit {schema.max_rows}",
                                    field="inputs")
-    numbers = {n: _number_column(n, columns[n]) for n in schema.numerical}
-    text = {n: _text_column(n, columns[n], allow_nulls=True) for n in schema.categorical if n not in numbers}
+    numerical = np.empty((len(schema.numerical), rows), dtype=np.float64)
+    for index, name in enumerate(schema.numerical):
+        numerical[index] = _number_column(name, columns[name], name in schema.missing_numerical)
+    text = [_text_column(n, columns[n], allow_nulls=True) for n in schema.categorical]
+    categorical = pa.concat_arrays(text) if text else pa.array([], pa.large_string())
     cohort = _text_column(schema.cohort_key, columns[schema.cohort_key], allow_nulls=False)
     row_ids = None
     if schema.row_id_field in columns:
-        row_ids = _text_column(schema.row_id_field, columns[schema.row_id_field], allow_nulls=False)
-        if pc.max(pc.utf8_length(row_ids)).as_py() > MAX_ID_CHARS:
-            raise InvalidArgumentError(f"row ids must have at most {MAX_ID_CHARS} characters",
-                                       field=schema.row_id_field)
-    return RequestColumns(rows=rows, text=text, numbers=numbers, cohort=cohort, row_ids=row_ids)
+        row_ids = _row_ids(schema, _text_column(schema.row_id_field, columns[schema.row_id_field], allow_nulls=False))
+    return RequestColumns(rows, schema.categorical, categorical, schema.numerical, numerical, cohort, row_ids)
+
+
+def _row_ids(schema: RequestSchema, row_ids: pa.Array) -> pa.Array:
+    if pc.max(pc.utf8_length(row_ids)).as_py() > MAX_ID_CHARS:
+        raise InvalidArgumentError(f"row ids must have at most {MAX_ID_CHARS} characters", field=schema.row_id_field)
+    return row_ids
 
 
 # ---- V2 ----------------------------------------------------------------------------------------
@@ -212,7 +258,12 @@ def _v2_values(infer_input: Any, rows: int, numeric: bool) -> pa.Array | np.ndar
             else:
                 values = np.asarray(data) if data else np.zeros(0, _NUMPY.get(datatype, np.float64))
                 kinds = "iu" if datatype in INTEGER_TYPES else "iuf"
-                if values.dtype.kind not in kinds or values.ndim != 1:
+                if values.dtype.kind == "O" and None in data:  # JSON nulls: Arrow keeps them as nulls
+                    nullable = pa.array(data)
+                    if pa.types.is_null(nullable.type) or (pa.types.is_integer(nullable.type) if kinds == "iu" else (
+                            pa.types.is_integer(nullable.type) or pa.types.is_floating(nullable.type))):
+                        values = nullable
+                if isinstance(values, np.ndarray) and (values.dtype.kind not in kinds or values.ndim != 1):
                     raise InvalidArgumentError(f"datatype {datatype} does not match the data ({values.dtype})",
                                                field=name)
     except InvalidArgumentError:
@@ -224,30 +275,95 @@ def _v2_values(infer_input: Any, rows: int, numeric: bool) -> pa.Array | np.ndar
     return values
 
 
-def v2_columns(inputs: Sequence[Any], schema: RequestSchema) -> RequestColumns:
-    """Columns of a V2 request's inputs (kserve `InferInput`s)."""
+def v2_columns(inputs: Sequence[Any], schema: RequestSchema, typed_contents: bool = False) -> RequestColumns:
+    """Columns of a V2 request's inputs (kserve `InferInput`s).
+
+    ``typed_contents``: the lists come from gRPC's typed contents (numbers are numbers of the stated
+    datatype), so the numbers of all inputs convert in one call.
+    """
     if not inputs:
         raise InvalidArgumentError("the request has no inputs", field="inputs")
-    columns: dict[str, pa.Array | np.ndarray] = {}
+    found: dict[str, Any] = {}
     rows = None
-    for infer_input in inputs:
+    for infer_input in inputs:  # the inputs' names and shapes (per field, never per row)
         name = infer_input.name
         if not isinstance(name, str) or not name:
             raise InvalidArgumentError("every input needs a name", field="inputs")
-        if name in columns:
+        if name in found:
             raise InvalidArgumentError("input given twice", field=field_name(name))
         if name not in schema.known:
             raise InvalidArgumentError(f"unknown field {name!r} (the model takes {sorted(schema.known)})",
                                        field=field_name(name))
         count = _rows_of_shape(name, infer_input.shape)
+        data = infer_input.data
+        if type(data) is list and getattr(infer_input, "_raw_data", None) is None and len(data) != count:
+            raise InvalidArgumentError(f"shape says {count} values, the data holds {len(data)}", field=name)
         if rows is not None and count != rows:
             raise InvalidArgumentError(f"has {count} rows, other inputs {rows}", field=name)
         rows = count
         if rows > schema.max_rows:
             raise InvalidArgumentError(f"the batch has {rows} rows, more than the limit {schema.max_rows}",
                                        field=name)
-        columns[name] = _v2_values(infer_input, count, numeric=name in schema.numerical)
-    return _assemble(schema, columns, rows or 0)
+        found[name] = infer_input
+    columns = _bulk_v2(found, schema, rows or 0, typed_contents)
+    if columns is not None:
+        return columns
+    values = {name: _v2_values(i, rows or 0, numeric=name in schema.numerical) for name, i in found.items()}
+    return _assemble(schema, values, rows or 0)
+
+
+def _flat_list(infer_input: Any, rows: int, datatypes: frozenset[str]) -> list | None:
+    """The input's data if it is a plain list of `rows` values of one of `datatypes` (else None)."""
+    data = infer_input.data
+    if (infer_input.datatype not in datatypes or getattr(infer_input, "_raw_data", None) is not None
+            or type(data) is not list or len(data) != rows):
+        return None
+    return data
+
+
+def _bulk_v2(found: Mapping[str, Any], schema: RequestSchema, rows: int, typed_contents: bool) -> RequestColumns | None:
+    """The columns of a request whose inputs are all plain lists, converted in bulk; None for anything else
+    (raw data, nested lists, integer-typed text, a missing field, a value of the wrong kind, ...), which
+    the per-input path then converts or refuses naming the field."""
+    if not rows or any(name not in found for name in schema.required):
+        return None
+    text_lists = [_flat_list(found[n], rows, TEXT_ONLY) for n in schema.categorical]
+    number_lists = [_flat_list(found[n], rows, NUMBER_TYPES) for n in schema.numerical]
+    if None in text_lists or None in number_lists:
+        return None
+    try:
+        categorical = pa.array(list(chain.from_iterable(text_lists)), pa.large_string())  # bytes: UTF-8 checked
+        cohort = _bulk_text(found[schema.cohort_key], rows)
+        row_ids = _bulk_text(found[schema.row_id_field], rows) if schema.row_id_field in found else None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        return None
+    if cohort is None or (schema.row_id_field in found and row_ids is None):
+        return None
+    if typed_contents:  # gRPC contents hold numbers of the input's datatype
+        numerical = np.array(list(chain.from_iterable(number_lists)), dtype=np.float64).reshape(-1, rows)
+    else:
+        numerical = np.empty((len(number_lists), rows), dtype=np.float64)
+        for index, (name, data) in enumerate(zip(schema.numerical, number_lists)):
+            values = np.asarray(data)
+            kinds = "iu" if found[name].datatype in INTEGER_TYPES else "iuf"
+            if values.dtype.kind not in kinds or values.ndim != 1:
+                return None
+            numerical[index] = values
+    if not np.isfinite(numerical).all():
+        missing_ok = np.array([n in schema.missing_numerical for n in schema.numerical], dtype=bool)
+        if np.isinf(numerical).any() or np.isnan(numerical[~missing_ok]).any():
+            return None
+    if row_ids is not None:
+        row_ids = _row_ids(schema, row_ids)
+    return RequestColumns(rows, schema.categorical, categorical, schema.numerical, numerical, cohort, row_ids)
+
+
+def _bulk_text(infer_input: Any, rows: int) -> pa.Array | None:
+    data = _flat_list(infer_input, rows, TEXT_ONLY)
+    if data is None:
+        return None
+    values = pa.array(data, pa.large_string())
+    return None if values.null_count else values
 
 
 # ---- V1 ----------------------------------------------------------------------------------------
@@ -272,6 +388,8 @@ def v1_columns(payload: Any, schema: RequestSchema) -> RequestColumns:
     except Exception as exc:  # noqa: BLE001 - the caller's JSON: name the field that did not convert
         raise _v1_error(instances, exc) from exc
     columns: dict[str, pa.Array | np.ndarray] = {n: table.column(n).combine_chunks() for n in table.column_names}
+    for name in schema.missing_numerical - set(columns):  # absent from every row: missing in every row
+        columns[name] = pa.nulls(table.num_rows, pa.float64())
     return _assemble(schema, columns, table.num_rows)
 
 

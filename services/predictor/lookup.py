@@ -3,10 +3,14 @@
 `Vocabulary.encode` builds a hash table of the field's whole vocabulary on every call (Arrow's
 `index_in`), right for encoding a dataset once, far too slow per request (~0.2 s for one row of 26
 fields with 10^5 values each). `VocabularyIndex` builds its table once per arm: every kept value of
-every field is hashed with a per-field seed (hashing.py) into an open-addressing table (linear
-probing, at most half full). A request's values of all fields are looked up together, one probe
-round at a time for all of them (1-2 rounds on average), and a candidate counts only if it is the
-same field and the same text, so a hash collision can never map a value to another value's row. The ids equal
+every field is hashed with a per-field seed into an open-addressing table (linear probing, at most
+half full). A value of at most 16 bytes (most categorical values: ids, hex hashes, short names) is
+its two little-endian 64-bit words and its length, read for all values at once with one strided
+gather; its hash mixes those words (a few array calls over the values, none over their bytes), and
+a candidate is verified by comparing the words. A longer value is hashed with the polynomial hash of
+hashing.py and verified byte by byte. A request's values of all fields are looked up together, one
+probe round at a time for all of them (1-2 rounds on average), and a candidate counts only if it is
+the same field and the same text, so a hash collision can never map a value to another value's row. The ids equal
 `Vocabulary.encode`'s: a kept value k has id k + 1, anything else is 0 (`<UNK>`), and a missing
 value is looked up as `<MISSING>`.
 """
@@ -21,6 +25,10 @@ import pyarrow.compute as pc
 
 from crossadapt.data.vocabulary import MISSING_TOKEN, Vocabulary
 from services.predictor.hashing import as_large_string, fmix64, seeded_hash, text_seed
+
+SHORT_BYTES = 16  # values up to this long are keyed by two 64-bit words
+_BUILD_CHUNK = 1 << 20
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)  # the low k bytes of a word
 
 
 class VocabularyIndex:
@@ -41,9 +49,18 @@ class VocabularyIndex:
         self._field_of = np.repeat(np.arange(len(self.fields), dtype=np.int32), sizes)
         self._ids = (np.arange(len(self._field_of), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes) + 1)
         self._seeds = np.array([text_seed(f"crossadapt-vocabulary\0{f}") for f in self.fields], dtype=np.uint64)
-        self._hashes = seeded_hash(self._values, self._seeds[self._field_of]) if len(self._values) else np.zeros(0, np.uint64)
+        self._offsets, self._bytes = _offsets_and_bytes(self._values)
+        self._lengths = np.diff(self._offsets)
+        self._words = np.zeros((len(self._values), 2), dtype=np.uint64)  # a short value's bytes (else its first 16)
+        for start in range(0, len(self._values), _BUILD_CHUNK):  # chunks bound the gather's scratch memory
+            stop = min(start + _BUILD_CHUNK, len(self._values))
+            first, last = int(self._offsets[start]), int(self._offsets[stop])
+            self._words[start:stop] = _words(self._offsets[start:stop + 1] - first, self._bytes[first:last])
+        self._hashes = self._hash(self._values, self._offsets, self._lengths, self._words, self._field_of)
         self._mask = (1 << max(int(2 * len(self._hashes)).bit_length(), 4)) - 1  # at most half full
         self._slots, self._max_probes = _build_table(fmix64(self._hashes) & np.uint64(self._mask), self._mask)
+        self._slot_hashes = np.zeros(len(self._slots), dtype=np.uint64)
+        self._slot_hashes[self._slots >= 0] = self._hashes[self._slots[self._slots >= 0]]
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -54,34 +71,70 @@ class VocabularyIndex:
             raise ValueError(f"expected {len(self.fields)} columns, got {len(columns)}")
         if not columns:
             return np.zeros((0, 0), dtype=np.int64)
-        rows = len(columns[0])
-        text = pa.concat_arrays([as_large_string(c) for c in columns])
+        return self.lookup_block(pa.concat_arrays([as_large_string(c) for c in columns]), len(columns[0]))
+
+    def lookup_block(self, text: pa.Array, rows: int) -> np.ndarray:
+        """``[B, C]`` int64 ids of the ``C·B`` values of all fields, field after field (large_string; nulls = missing)."""
         if text.null_count:
             text = pc.fill_null(text, MISSING_TOKEN)
-        field_of = np.repeat(np.arange(len(columns), dtype=np.int32), rows)
-        hashes = seeded_hash(text, self._seeds[field_of])
-        entry = self._probe(hashes, field_of)
+        field_of = np.repeat(np.arange(len(self.fields), dtype=np.int32), rows)
+        offsets, data = _offsets_and_bytes(text)
+        lengths = np.diff(offsets)
+        words = _words(offsets, data)
+        hashes = self._hash(text, offsets, lengths, words, field_of)
+        entry = self._probe(hashes)
         ids = np.zeros(len(hashes), dtype=np.int64)
         candidate = np.flatnonzero(entry >= 0)
         if len(candidate):
-            stored = self._values.take(pa.array(entry[candidate]))
-            same = pc.equal(stored, text.take(pa.array(candidate))).to_numpy(zero_copy_only=False)
+            stored = entry[candidate]
+            same = ((self._lengths[stored] == lengths[candidate]) & (self._words[stored, 0] == words[candidate, 0])
+                    & (self._words[stored, 1] == words[candidate, 1]) & (self._field_of[stored] == field_of[candidate]))
+            long = np.flatnonzero(same & (lengths[candidate] > SHORT_BYTES))
+            if len(long):  # equal first 16 bytes and length: compare the rest
+                same[long] = self._same_text(offsets, data, candidate[long], stored[long])
             found = candidate[same]
             ids[found] = self._ids[entry[found]]
-        return ids.reshape(len(columns), rows).T
+        return ids.reshape(len(self.fields), rows).T
 
-    def _probe(self, hashes: np.ndarray, field_of: np.ndarray) -> np.ndarray:
-        """``[n]`` the entry with the same hash and field as each query, or -1."""
+    def _hash(self, text: pa.Array, offsets: np.ndarray, lengths: np.ndarray, words: np.ndarray,
+              field_of: np.ndarray) -> np.ndarray:
+        """``[n]`` uint64: short values from their words and length, long ones with the polynomial hash."""
+        seeds = self._seeds[field_of]
+        hashes = fmix64(words[:, 0] ^ fmix64(words[:, 1] ^ (seeds + lengths.astype(np.uint64))))
+        long = np.flatnonzero(lengths > SHORT_BYTES)
+        if len(long):
+            hashes[long] = seeded_hash(text.take(pa.array(long)), seeds[long])
+        return hashes
+
+    def _same_text(self, offsets: np.ndarray, data: np.ndarray, queries: np.ndarray, entries: np.ndarray) -> np.ndarray:
+        """``[n]`` bool: query value ``queries[i]`` has the same bytes as indexed value ``entries[i]``."""
+        query_start = offsets[queries]
+        length = offsets[queries + 1] - query_start
+        entry_start = self._offsets[entries]
+        same = (self._offsets[entries + 1] - entry_start) == length
+        check = np.flatnonzero(same & (length > 0))
+        if len(check):
+            lengths = length[check]
+            ends = np.cumsum(lengths)
+            within = np.arange(int(ends[-1]), dtype=np.int64) - np.repeat(ends - lengths, lengths)
+            differ = (data[np.repeat(query_start[check], lengths) + within]
+                      != self._bytes[np.repeat(entry_start[check], lengths) + within])
+            same[check[np.add.reduceat(differ, ends - lengths) > 0]] = False
+        return same
+
+    def _probe(self, hashes: np.ndarray) -> np.ndarray:
+        """``[n]`` the entry with the same hash as each query, or -1 (each slot keeps its entry's hash, so a
+        probe round reads two arrays at the same slots)."""
         entry = np.full(len(hashes), -1, dtype=np.int64)
         slot = (fmix64(hashes) & np.uint64(self._mask)).astype(np.int64)
         pending = np.arange(len(hashes))
         for _ in range(self._max_probes):
-            held = self._slots[slot[pending]]
-            hit = held >= 0
-            match = hit.copy()
-            match[hit] = (self._hashes[held[hit]] == hashes[pending[hit]]) & (self._field_of[held[hit]] == field_of[pending[hit]])
+            at = slot[pending]
+            held = self._slots[at]
+            occupied = held >= 0
+            match = occupied & (self._slot_hashes[at] == hashes[pending])
             entry[pending[match]] = held[match]
-            pending = pending[hit & ~match]  # an empty slot ends the search: the value is not indexed
+            pending = pending[occupied & ~match]  # an empty slot ends the search: the value is not indexed
             if not len(pending):
                 break
             slot[pending] = (slot[pending] + 1) & self._mask
@@ -90,7 +143,7 @@ class VocabularyIndex:
 
 def _build_table(home: np.ndarray, mask: int) -> tuple[np.ndarray, int]:
     """Linear-probing slots (entry index or -1) for entries with these home slots, and the longest probe."""
-    slots = np.full(mask + 1, -1, dtype=np.int64)
+    slots = np.full(mask + 1, -1, dtype=np.int32 if mask < 2**31 else np.int64)
     position = home.astype(np.int64)
     pending = np.arange(len(home), dtype=np.int64)
     probes = 0
@@ -107,3 +160,25 @@ def _build_table(home: np.ndarray, mask: int) -> tuple[np.ndarray, int]:
         pending = pending[~taken]
         position[pending] = (position[pending] + 1) & mask
     return slots, max(probes, 1)
+
+
+def _offsets_and_bytes(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """``[n + 1]`` int64 offsets into ``[m]`` uint8 bytes of a large_string array (views, no copy)."""
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset: text.offset + len(text) + 1]
+    buffer = text.buffers()[2]
+    return offsets, (np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.zeros(0, np.uint8))
+
+
+def _words(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """``[n, 2]`` uint64: each value's first 16 bytes, zero-padded, as two little-endian words (two gathers
+    from an unaligned word view of the bytes, then a mask by length)."""
+    starts = offsets[:-1]
+    lengths = offsets[1:] - starts
+    padded = np.zeros(len(data) + SHORT_BYTES, dtype=np.uint8)
+    padded[: len(data)] = data
+    # Element i of this view is the little-endian word at byte i (strided by one byte, built in C: no copy).
+    at_byte = np.ndarray((len(data) + SHORT_BYTES - 7,), dtype="<u8", buffer=padded, strides=(1,))
+    words = np.empty((len(starts), 2), dtype=np.uint64)
+    words[:, 0] = at_byte[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
+    words[:, 1] = at_byte[starts + 8] & _LOW_BYTES[np.clip(lengths - 8, 0, 8)]
+    return words

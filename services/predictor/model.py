@@ -70,14 +70,18 @@ class PredictorModel(Model):
         unknown = [n for n in wanted if n not in OUTPUTS]
         if unknown:
             raise InvalidArgumentError(f"unknown output {unknown[0]!r} (the model has {list(OUTPUTS)})", field="outputs")
-        columns = v2_columns(request.inputs, self.engine.schema)
+        columns = v2_columns(request.inputs, self.engine.schema, typed_contents=bool(request.from_grpc))
         scored = await self.engine.score(columns, request_id)
         binary = bool(request.use_binary_outputs)
         values = {"probability": scored.probabilities, "arm": scored.served.astype(np.int32)}
         outputs = []
         for name in wanted or OUTPUTS:
-            output = InferOutput(name=name, shape=[columns.rows], datatype="FP32" if name == "probability" else "INT32")
-            output.set_data_from_numpy(values[name], binary_data=binary)
+            datatype = "FP32" if name == "probability" else "INT32"
+            if binary:  # raw bytes (a plain ndarray as `data` fails KServe's gRPC encoding with several rows)
+                output = InferOutput(name=name, shape=[columns.rows], datatype=datatype)
+                output.set_data_from_numpy(values[name], binary_data=True)
+            else:  # one C-level tolist(), not KServe's per-value .item() loop
+                output = InferOutput(name=name, shape=[columns.rows], datatype=datatype, data=values[name].tolist())
             outputs.append(output)
         return InferResponse(response_id=scored.request_id, model_name=self.name, infer_outputs=outputs,
                              parameters=self._parameters(scored), use_binary_outputs=binary,

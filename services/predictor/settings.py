@@ -56,6 +56,10 @@ class PredictorSettings(BaseSettings):
                                 description="Share of rows the other arm also scores, off the critical path.")
     shadow_queue_rows: int = Field(default=65_536, gt=0,
                                    description="Rows waiting for shadow scores beyond which shadow work is dropped.")
+    shadow_batch_rows: int = Field(
+        default=1024, gt=0, description="Shadow rows scored together: the worker waits until this many wait "
+        "(or shadow_max_delay_s passed), so small requests share one forward per arm.")
+    shadow_max_delay_s: float = Field(default=0.5, ge=0, description="Longest a shadow row waits to be scored.")
     max_batch_rows: int = Field(default=4096, gt=0, description="Rows per request; more is INVALID_ARGUMENT.")
     kept_rows: int = Field(default=1_000_000, gt=0,
                            description="Scored rows kept in memory for label joins and metrics (a ring).")

@@ -1,9 +1,11 @@
 """Shadow scoring off the response's critical path: the other arm scores served rows in the background.
 
 A request queues one `ShadowJob` per arm that has rows to shadow-score and returns at once. The
-worker takes every job waiting (up to `batch_rows` rows), scores each arm's rows in one forward
-(on the loop after the responses went out, or in a worker thread above `inline_rows` rows), and
-writes the scores into the score log on the event loop. When more than
+worker lets work coalesce across requests: it starts when `min_rows` rows wait or the oldest job has
+waited `max_delay_s` (or `drain` asks), so small requests cost one forward per many requests, not
+one each. It then takes every job waiting (up to `batch_rows` rows), scores each arm's rows in one
+forward (on the loop after the responses went out, or in a worker thread above `inline_rows`
+rows), and writes the scores into the score log on the event loop. When more than
 `max_pending_rows` rows wait, new shadow work is dropped (and counted), never the request.
 """
 
@@ -66,18 +68,24 @@ class ShadowScorer:
     """The background worker and its bounded queue."""
 
     def __init__(self, score_log: ScoreLog, *, max_pending_rows: int, batch_rows: int, inline_rows: int,
-                 on_scored: Callable[[ShadowScores], None], on_dropped: Callable[[int], None]) -> None:
+                 on_scored: Callable[[ShadowScores], None], on_dropped: Callable[[int], None],
+                 min_rows: int = 1, max_delay_s: float = 0.0) -> None:
         self.score_log = score_log
         self.max_pending_rows = max_pending_rows
         self.batch_rows = batch_rows
         self.inline_rows = inline_rows
+        self.min_rows = min_rows
+        self.max_delay_s = max_delay_s
         self.on_scored = on_scored
         self.on_dropped = on_dropped
         self._jobs: deque[ShadowJob] = deque()
         self._pending_rows = 0
+        self._oldest_at = 0.0  # loop time the oldest waiting job was queued
+        self._submitted = 0  # rows queued so far (all time)
+        self._settled = 0  # rows of those scored or given up
+        self._urgent_until = 0  # score without waiting until `_settled` reaches this (a drain asked)
         self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._progress = asyncio.Event()
 
     @property
     def pending_rows(self) -> int:
@@ -93,19 +101,31 @@ class ShadowScorer:
                 self.score_log.settle(job.seqs)
             self.on_dropped(rows)
             return False
+        if not self._jobs:
+            self._oldest_at = asyncio.get_running_loop().time()
+            self._wakeup.set()  # the worker starts the oldest job's clock
         self._jobs.extend(jobs)
         self._pending_rows += rows
-        self._idle.clear()
-        self._wakeup.set()
+        self._submitted += rows
+        if self._pending_rows >= self.min_rows:
+            self._wakeup.set()
         return True
 
     async def run(self) -> None:
         """Score queued work until cancelled."""
+        loop = asyncio.get_running_loop()
         while True:
             if not self._jobs:
-                self._idle.set()
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                continue
+            wait = self._oldest_at + self.max_delay_s - loop.time()
+            if self._pending_rows < self.min_rows and self._urgent_until <= self._settled and wait > 0:
+                self._wakeup.clear()  # set again by enough rows or a drain
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
+                except TimeoutError:
+                    pass
                 continue
             await asyncio.sleep(0)  # let the responses that queued this work go out first
             jobs, rows = [], 0
@@ -113,6 +133,7 @@ class ShadowScorer:
                 job = self._jobs.popleft()
                 jobs.append(job)
                 rows += len(job)
+            self._oldest_at = loop.time()  # what is left waits at most one more period
             try:
                 results = score_jobs(jobs) if rows <= self.inline_rows else await asyncio.to_thread(score_jobs, jobs)
             except Exception:  # a failed shadow forward must not stop the worker or lose the rows' primary scores
@@ -127,11 +148,23 @@ class ShadowScorer:
                     self.on_scored(result)
             finally:
                 self._pending_rows -= rows
+                self._settled += rows
+                self._progress.set()
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until the queue is empty (True) or `timeout` passes (False)."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
+        """Score every row queued so far now (no coalescing wait); True once done, False if `timeout` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        target = self._submitted
+        self._urgent_until = max(self._urgent_until, target)
+        self._wakeup.set()
+        while self._settled < target:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._progress.clear()
+            try:
+                await asyncio.wait_for(self._progress.wait(), remaining)
+            except TimeoutError:
+                return False
         return True
