@@ -19,18 +19,44 @@
   (`not_ready`) retries soon.
 * `task_base()`: a Task class whose `on_failure` fails the operation with the error's code and
   discards its unpublished outputs.
+
+A long training task (both distillers: ONE Celery task that runs for minutes or hours, checkpointing
+as it goes) uses the same steps with a lease instead of `start`/`reporter`:
+
+    lease, plan = STEPS.take_lease(self, operation_id, "prepare")   # deliveries counted, then the lease
+    report = STEPS.lease_reporter(self, lease)                      # throttled; stops if cancelled or taken over
+    try: STEPS.run(self, lambda: pipeline.train(ctx, plan, report))
+    finally: lease.release()
+
+* `Lease`: `details["worker"] = {holder, host, pid, heartbeat}` in the operation record, refreshed by a
+  background thread. A redelivered copy of a task whose holder is alive (Redis redelivers unacked
+  tasks after `visibility_timeout_s`, even to a live worker) waits until the holder finishes or its
+  heartbeat is older than `lease_s`, then resumes from the last checkpoint; never two trainers at once.
+* `LeaseReporter`: throttled progress (operation store + Celery `PROGRESS` meta) with stage and details
+  changes, that also stops the loop (`celery.exceptions.Ignore`) once the operation was cancelled or
+  failed elsewhere, or the lease lost.
+
+Settings of long tasks (`CROSSADAPT_TRAINING_*`): `lease_s`, `heartbeat_s`, `report_interval_s`,
+`follow_poll_s`, `ddp_timeout_s`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Generic, TypeVar
 
 from celery import Task
 from celery.exceptions import Ignore
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.common.errors import InternalError, PlatformError, UnavailableError
 from services.common.operations import OperationRecord, OperationState, OperationStore
@@ -41,6 +67,23 @@ P = TypeVar("P")
 T = TypeVar("T")
 NOT_READY_RETRY_S = 1.0
 NOT_READY_MAX_RETRIES = 120
+
+
+class TrainingTaskSettings(BaseSettings):
+    """How long-running training tasks behave on a worker (environment `CROSSADAPT_TRAINING_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="CROSSADAPT_TRAINING_", extra="ignore")
+
+    lease_s: float = Field(15.0, gt=0, description="A holder silent this long is presumed dead; a redelivery takes over.")
+    heartbeat_s: float = Field(2.0, gt=0, description="How often a running task refreshes its lease.")
+    report_interval_s: float = Field(1.0, ge=0, description="Least time between two progress writes.")
+    follow_poll_s: float = Field(2.0, gt=0, description="A task following a stream: how often to look for new data.")
+    ddp_timeout_s: float = Field(600.0, gt=0, description="torch.distributed collective timeout.")
+
+
+@lru_cache(maxsize=1)
+def training_settings() -> TrainingTaskSettings:
+    return TrainingTaskSettings()
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
@@ -68,6 +111,123 @@ def count_delivery(task: Task, store: OperationStore, operation_id: str, unit: s
         raise InternalError(
             f"task delivered {deliveries} times without finishing (its worker process keeps dying)", field=unit)
     return deliveries
+
+
+def publish_progress(task: Task, store: OperationStore, operation_id: str, unit: str, fraction: float,
+                     change: Callable[[OperationRecord], OperationRecord | None] | None = None) -> OperationRecord:
+    """Write a unit's progress (store + `PROGRESS` meta with the worker's pid), apply `change` to a live
+    record if given; returns the record (terminal: the caller stops)."""
+    store.set_progress(operation_id, unit, fraction)
+    record = store.update(operation_id, change) if change is not None else store.get(operation_id)
+    task.update_state(state="PROGRESS", meta={
+        "operation_id": operation_id, "unit": unit, "fraction": fraction, "pid": os.getpid(),
+        "hostname": task.request.hostname})
+    return record
+
+
+class Lease:
+    """This delivery's hold on an operation, kept alive by a heartbeat thread (see the module docstring)."""
+
+    def __init__(self, operations: OperationStore, operation_id: str, settings: TrainingTaskSettings | None = None):
+        self.operations = operations
+        self.operation_id = operation_id
+        self.settings = settings or training_settings()
+        self.holder = uuid.uuid4().hex
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _entry(self) -> dict[str, Any]:
+        return {"holder": self.holder, "host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+
+    def acquire(self, stage: str, stages: tuple[str, ...]) -> OperationRecord:
+        """Wait until the operation is free (or ends: Ignore), then hold it, RUNNING in at least `stage`."""
+        while True:
+            taken: list[bool] = []
+
+            def take(record: OperationRecord) -> OperationRecord | None:
+                if record.terminal:
+                    return None
+                current = record.details.get("worker")
+                if current and current.get("holder") != self.holder and \
+                        time.time() - float(current.get("heartbeat", 0)) < self.settings.lease_s:
+                    return None  # a live holder: wait
+                taken.append(True)
+                new_stage = max(record.stage, stage, key=lambda s: stages.index(s) if s in stages else 0)
+                return record.model_copy(update={"state": OperationState.RUNNING, "stage": new_stage,
+                                                 "details": {**record.details, "worker": self._entry()}})
+
+            record = self.operations.update(self.operation_id, take)
+            if record.terminal:
+                raise Ignore()
+            if taken:
+                self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+                self._thread.start()
+                return record
+            time.sleep(min(1.0, self.settings.lease_s / 4))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_s):
+            def refresh(record: OperationRecord) -> OperationRecord | None:
+                current = record.details.get("worker") or {}
+                if record.terminal or current.get("holder") != self.holder:
+                    self.lost.set()
+                    return None
+                return record.model_copy(update={"details": {**record.details, "worker": self._entry()}})
+
+            try:
+                self.operations.update(self.operation_id, refresh)
+            except Exception:  # a broker/Redis blip: the next beat retries; the lease tolerates lease_s
+                log.warning("lease heartbeat failed", extra={"operation_id": self.operation_id}, exc_info=True)
+            if self.lost.is_set():
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+        def drop(record: OperationRecord) -> OperationRecord | None:
+            if (record.details.get("worker") or {}).get("holder") != self.holder:
+                return None
+            details = dict(record.details)
+            details["worker"] = {**details["worker"], "heartbeat": 0.0}  # free at once, pid kept for the record
+            return record.model_copy(update={"details": details})
+
+        try:
+            self.operations.update(self.operation_id, drop)
+        except Exception:  # expiry of the heartbeat frees it anyway
+            log.warning("could not release the lease", extra={"operation_id": self.operation_id}, exc_info=True)
+
+
+class LeaseReporter:
+    """Throttled progress of one unit, stage and details changes; raises Ignore once the operation must stop."""
+
+    def __init__(self, task: Task, operations: OperationStore, lease: Lease, unit: str = "train",
+                 interval_s: float | None = None) -> None:
+        self.task, self.operations, self.lease, self.unit = task, operations, lease, unit
+        self.interval_s = training_settings().report_interval_s if interval_s is None else interval_s
+        self._last = 0.0
+
+    def __call__(self, fraction: float, *, force: bool = False, stage: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval_s:
+            return
+        self._last = now
+        change = None
+        if stage is not None or details:
+            def change(record: OperationRecord) -> OperationRecord | None:
+                if record.terminal:
+                    return None
+                update: dict[str, Any] = {"details": {**record.details, **(details or {})}}
+                if stage is not None:
+                    update["stage"] = stage
+                return record.model_copy(update=update)
+
+        record = publish_progress(self.task, self.operations, self.lease.operation_id, self.unit, fraction, change)
+        if record.terminal or self.lease.lost.is_set():  # cancelled, failed elsewhere, or taken over
+            raise Ignore()
 
 
 @dataclass(frozen=True)
@@ -102,14 +262,26 @@ class OperationSteps(Generic[P]):
         store = self.operations()
 
         def report(fraction: float) -> None:
-            store.set_progress(operation_id, unit, fraction)
-            task.update_state(state="PROGRESS", meta={
-                "operation_id": operation_id, "unit": unit, "fraction": fraction, "pid": os.getpid(),
-                "hostname": task.request.hostname})
-            if store.get(operation_id).terminal:  # cancelled or failed elsewhere: stop early
+            if publish_progress(task, store, operation_id, unit, fraction).terminal:  # cancelled or failed elsewhere
                 raise Ignore()
 
         return report
+
+    def take_lease(self, task: Task, operation_id: str, stage: str, unit: str = "deliveries") -> tuple[Lease, P]:
+        """A long task's start: count this delivery (fail after `task_max_deliveries`), then take the
+        operation's lease (waits while another holder is alive; Ignore if the operation ended)."""
+        store = self.operations()
+        count_delivery(task, store, operation_id, unit)
+        lease = Lease(store, operation_id)
+        record = lease.acquire(stage, self.stages)
+        try:
+            return lease, self.load_plan(record.params)
+        except BaseException:
+            lease.release()
+            raise
+
+    def lease_reporter(self, task: Task, lease: Lease, unit: str = "train") -> LeaseReporter:
+        return LeaseReporter(task, self.operations(), lease, unit)
 
     def run(self, task: Task, work: Callable[[], T]) -> T:
         """Run a step; transient errors retry with exponential backoff, missing map outputs retry soon."""
@@ -120,6 +292,8 @@ class OperationSteps(Generic[P]):
             raise task.retry(exc=exc, countdown=NOT_READY_RETRY_S, max_retries=NOT_READY_MAX_RETRIES) from exc
         except transient_errors() as exc:
             countdown = min(2.0 ** int(task.request.retries or 0), settings.task_retry_backoff_max_s)
+            log.warning("transient error; retrying (a long task resumes from its last checkpoint)",
+                        extra={"task": task.name, "error": f"{type(exc).__name__}: {exc}", "countdown": countdown})
             raise task.retry(exc=exc, countdown=countdown, max_retries=settings.task_max_retries) from exc
 
     def fail(self, task_name: str, exc: BaseException, operation_id: str) -> None:
@@ -129,13 +303,14 @@ class OperationSteps(Generic[P]):
         record = self.operations().fail(str(operation_id), error)
         log.error("operation failed", extra={"operation_id": operation_id, "task": task_name, "error": str(error)})
         if record is not None:
-            self.discard_quietly(self.load_plan(record.params), operation_id)
+            self.discard_record(record)
 
-    def discard_quietly(self, plan: P, operation_id: str) -> None:
+    def discard_record(self, record: OperationRecord) -> None:
+        """Best-effort removal of an ended operation's unpublished outputs."""
         try:
-            self.discard(plan)
+            self.discard(self.load_plan(record.params))
         except Exception:  # unpublished files are invisible without a manifest: costs space, not correctness
-            log.exception("could not discard outputs", extra={"operation_id": operation_id})
+            log.exception("could not discard outputs", extra={"operation_id": record.id})
 
     def task_base(self) -> type[Task]:
         """A Celery Task class that fails the operation (and discards its outputs) when a task fails for good."""

@@ -105,7 +105,7 @@ def train_data_parallel(plan: DistillationPlan, inputs: DistillationInputs, call
                         *, timeout_s: float | None = None) -> tuple[ProgressiveDistillation, OfflineDistillResult]:
     """Run the distillation on `plan.settings.world_size` processes; this one is rank 0 (it runs `callback`)."""
     if timeout_s is None:
-        from services.offline_distiller.long_task import training_settings
+        from services.common.task_steps import training_settings
 
         timeout_s = training_settings().ddp_timeout_s
     world = plan.settings.world_size

@@ -41,7 +41,7 @@ from crossadapt.transfer.offline.distillation import (
 )
 from services.common.errors import DataLossError, FailedPreconditionError
 from services.common.model_io import load_model, load_vocabulary, read_all
-from services.common.operations import OperationRecord, OperationStore
+from services.common.operations import OperationStore
 from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetStore
 from services.common.storage.tables import NUMERICAL_TABLE, read_table
@@ -302,9 +302,8 @@ def run_distillation(ctx: DistillerContext, plan: DistillationPlan, report: Repo
     return published
 
 
-def discard_outputs(ctx: DistillerContext, record: OperationRecord) -> None:
+def discard_outputs(ctx: DistillerContext, plan: DistillationPlan) -> None:
     """After a failure or a cancel: drop the work-in-progress checkpoints and the unpublished student files."""
-    plan = DistillationPlan.model_validate(record.params["plan"])
     delete_checkpoint(ctx.checkpoints, plan.wip_name)
     if plan.student_version:
         try:

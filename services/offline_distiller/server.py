@@ -30,7 +30,7 @@ from services.common.storage import CheckpointStore, DatasetStore, open_object_s
 from services.offline_distiller.pipeline import DistillerContext, discard_outputs
 from services.offline_distiller.plan import plan_distillation
 from services.offline_distiller.spec import SPEC
-from services.offline_distiller.tasks import launch, task_id
+from services.offline_distiller.tasks import launch, load_plan, task_id
 
 log = logging.getLogger(__name__)
 OPERATION_KIND = "distillation"
@@ -76,7 +76,7 @@ async def serve(settings: PlatformSettings) -> None:
         settings, name=SPEC.name, grpc_service=SPEC.grpc_service or "",
         add_servicer=offline_distiller_pb2_grpc.add_OfflineDistillerServiceServicer_to_server,
         make_servicer=make_servicer,
-        cancellers={OPERATION_KIND: Canceller(discard=lambda record: discard_outputs(cancel_ctx, record))},
+        cancellers={OPERATION_KIND: Canceller(discard=lambda record: discard_outputs(cancel_ctx, load_plan(record.params)))},
         # A stalled training is re-sent whole: the task resumes from its last checkpoint, and the lease
         # keeps a copy that was not lost after all from training twice.
         resenders={OPERATION_KIND: lambda app, record: launch(app, record.id)},

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery, Task, shared_task
 from celery.exceptions import Ignore
 
-from services.common.operations import OperationRecord, OperationState, open_operation_store
+from services.common.operations import OperationState, open_operation_store
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
+from services.common.task_steps import OperationSteps, task_id as unit_task_id
 from services.offline_distiller import pipeline
-from services.offline_distiller.long_task import Reporter, TrainingTask, run_retrying, start_delivery
 from services.offline_distiller.pipeline import DistillerContext
 from services.offline_distiller.plan import DistillationPlan
 from services.offline_distiller.spec import SPEC
@@ -40,29 +41,28 @@ def context() -> DistillerContext:
                             operations=open_operation_store(settings))
 
 
-def discard(record: OperationRecord) -> None:
-    pipeline.discard_outputs(context(), record)
+def load_plan(params: dict[str, Any]) -> DistillationPlan:
+    """The plan stored in the operation record at Start."""
+    return DistillationPlan.model_validate(params["plan"])
 
 
-class DistillTask(TrainingTask):
-    abstract = True
-    operations = staticmethod(lambda: context().operations)
-    discard = staticmethod(discard)
+STEPS: OperationSteps[DistillationPlan] = OperationSteps(
+    stages=STAGES, operations=lambda: context().operations, load_plan=load_plan,
+    discard=lambda plan: pipeline.discard_outputs(context(), plan))
 
 
 def task_id(operation_id: str) -> str:
     """The Celery task id of an operation's task (Cancel revokes it)."""
-    return f"{operation_id}-distill"
+    return unit_task_id(operation_id, "distill")
 
 
-@shared_task(bind=True, base=DistillTask, name=TASK_NAME)
+@shared_task(bind=True, base=STEPS.task_base(), name=TASK_NAME)
 def distill_task(self: Task, operation_id: str) -> dict[str, str]:
     ctx = context()
-    lease, record = start_delivery(self, ctx.operations, operation_id, "prepare", STAGES)
+    lease, plan = STEPS.take_lease(self, operation_id, "prepare")
     try:
-        plan = DistillationPlan.model_validate(record.params["plan"])
-        report = Reporter(self, ctx.operations, lease)
-        published = run_retrying(self, lambda: pipeline.run_distillation(ctx, plan, report))
+        report = STEPS.lease_reporter(self, lease)
+        published = STEPS.run(self, lambda: pipeline.run_distillation(ctx, plan, report))
         result = {"name": published.name, "version": published.version}
         done = ctx.operations.transition(operation_id, {OperationState.RUNNING}, state=OperationState.SUCCEEDED,
                                          stage="done", result=result)
@@ -76,7 +76,7 @@ def distill_task(self: Task, operation_id: str) -> dict[str, str]:
         # last checkpoint landed, so clean up once more here.
         record = ctx.operations.get(operation_id)
         if record.terminal and record.state != OperationState.SUCCEEDED:
-            discard(record)
+            STEPS.discard_record(record)
         raise
     finally:
         lease.release()

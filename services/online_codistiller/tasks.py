@@ -14,18 +14,14 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from typing import Any
+
 from celery import Celery, Task, shared_task
 
-from services.common.operations import OperationRecord, OperationState, open_operation_store
+from services.common.operations import OperationState, open_operation_store
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
-from services.offline_distiller.long_task import (
-    Reporter,
-    TrainingTask,
-    run_retrying,
-    start_delivery,
-    training_settings,
-)
+from services.common.task_steps import OperationSteps, task_id as unit_task_id, training_settings
 from services.online_codistiller import pipeline
 from services.online_codistiller.pipeline import CoDistillerContext
 from services.online_codistiller.plan import CoDistillationPlan
@@ -45,28 +41,30 @@ def context() -> CoDistillerContext:
                               operations=open_operation_store(settings))
 
 
-def discard(record: OperationRecord) -> None:  # noqa: ARG001 - every published pair is complete and stays
+def load_plan(params: dict[str, Any]) -> CoDistillationPlan:
+    """The plan stored in the operation record at Start."""
+    return CoDistillationPlan.model_validate(params["plan"])
+
+
+def discard(plan: CoDistillationPlan) -> None:  # noqa: ARG001 - every published pair is complete and stays
     """Nothing to clean: a co-distillation publishes only complete checkpoints, which outlive it."""
 
 
-class CoDistillTask(TrainingTask):
-    abstract = True
-    operations = staticmethod(lambda: context().operations)
-    discard = staticmethod(discard)
+STEPS: OperationSteps[CoDistillationPlan] = OperationSteps(
+    stages=STAGES, operations=lambda: context().operations, load_plan=load_plan, discard=discard)
 
 
 def task_id(operation_id: str) -> str:
-    return f"{operation_id}-codistill"
+    return unit_task_id(operation_id, "codistill")
 
 
-@shared_task(bind=True, base=CoDistillTask, name=TASK_NAME)
+@shared_task(bind=True, base=STEPS.task_base(), name=TASK_NAME)
 def codistill_task(self: Task, operation_id: str) -> dict[str, str]:
     ctx = context()
-    lease, record = start_delivery(self, ctx.operations, operation_id, "prepare", STAGES)
+    lease, plan = STEPS.take_lease(self, operation_id, "prepare")
     try:
-        plan = CoDistillationPlan.model_validate(record.params["plan"])
-        report = Reporter(self, ctx.operations, lease)
-        published = run_retrying(self, lambda: pipeline.run_codistillation(
+        report = STEPS.lease_reporter(self, lease)
+        published = STEPS.run(self, lambda: pipeline.run_codistillation(
             ctx, plan, report, follow_poll_s=training_settings().follow_poll_s))
         result = {"name": published.name, "version": published.version}
         ctx.operations.transition(operation_id, {OperationState.RUNNING}, state=OperationState.SUCCEEDED,
