@@ -22,22 +22,42 @@ each of the student's ``F`` field vectors, MSE against the teacher's ``[B, F, D_
 (``"hidden"``: ``Linear(H_S → H_T)``). The regressor trains with its own Adam at the dense lr. RKD compares
 ``forward_with_representation`` outputs on at most ``rkd_max_rows`` rows per batch (a fresh random subset
 each step), so widths may differ and cost stays bounded.
+
+Beyond the paper, two switch settings reach every baseline so that it competes with CrossAdapt on the same
+terms (:class:`BaselineConfig`, filled by ``methods.run_baseline_method`` from the switch config or the
+bench preset):
+
+- ``grow_vocabulary`` (the switch's ``online.grow_vocabulary``): ids of a newer vocabulary version than the
+  student's tables (the online split after ``data prepare --append`` with growth, whose thresholds and
+  versions assigned those ids) grow the student's tables, and the KD teacher copy's, to the largest id per
+  field, exactly as CrossAdapt's co-distillation grows them (``CoDistiller.fit_vocabulary``), so both end
+  with the same vocabulary version. A baseline has no teacher projection: its new rows start from the
+  initialiser (so a KD baseline refuses a teacher with more rows than its student, which the shared
+  growth step would project). Off: such ids read as ``<UNK>``, as for CrossAdapt. Either way no id
+  reaches a table that lacks it (in a fused table it would silently read another field's row). The test
+  split is scored with the grown ids; ids newer still read as ``<UNK>``.
+- ``target`` (the switch's ``offline.sampling.target``): ``"conversion"`` (pCVR) trains every stage on
+  the clicked rows' conversions (``select_target_rows``, as CrossAdapt) and scores the test split's clicked
+  rows on conversion.
 """
 
 from __future__ import annotations
 
 import abc
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
 
 from crossadapt.data.batch import Batch
+from crossadapt.data.growth import ids_for_sizes
+from crossadapt.models.growth import table_sizes
 from crossadapt.training import TrainConfig
-from crossadapt.training.evaluate import MetricDict, evaluate_model
+from crossadapt.training.evaluate import MetricDict, evaluate_model, select_target_rows
 from crossadapt.transfer.online.codistillation import CoDistiller, OnlineCoDistillConfig, OnlineCoDistillResult
 from crossadapt.transfer.offline.distillation import DistillationTrainer, KDFeatures, StudentKDConfig, forward_with_features
 from crossadapt.transfer.offline.losses import hint_mse, rkd_angle, rkd_distance, sample_rows
@@ -59,6 +79,7 @@ __all__ = [
     "run_vanilla_kd",
     "run_hint_kd",
     "run_rkd",
+    "readable_by",
 ]
 
 BaselineName = Literal["Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "Hint-KD", "RKD"]
@@ -81,14 +102,24 @@ class BaselineConfig(StudentKDConfig):
     rkd_angle_weight: float = Field(2.0, ge=0.0)
     rkd_max_rows: int = Field(64, ge=2, description="Rows per batch RKD compares (m² pairs, m³ triplets).")
     window_batches: int = Field(10, ge=1, description="Batches per prequential window on the stream.")
+    grow_vocabulary: bool = Field(
+        False,
+        description="Ids beyond the student's tables (a newer vocabulary version) grow its tables and the KD "
+        "teacher copy's, as CrossAdapt's co-distillation does; new rows start from the initialiser (no teacher "
+        "projection in a baseline). False: such ids read as <UNK>.",
+    )
+    target: Literal["click", "conversion"] = Field(
+        "click", description="The label every stage fits and the test split is scored on: 'conversion' (pCVR) "
+        "uses the clicked rows' conversions only.")
 
     def train_config(self, epochs: int = 1) -> TrainConfig:
-        return self.student_train_config(epochs=epochs)
+        return self.student_train_config(epochs=epochs, target=self.target)
 
     def stream_config(self) -> OnlineCoDistillConfig:
         return OnlineCoDistillConfig(batch_size=self.batch_size, window_batches=self.window_batches,
                                      teacher_update_interval=1, seed=self.seed, device=self.device,
-                                     num_threads=self.num_threads)
+                                     num_threads=self.num_threads, grow_vocabulary=self.grow_vocabulary,
+                                     target=self.target)
 
 
 @dataclass
@@ -186,15 +217,29 @@ class RKDTrainer(_FeatureKDTrainer):
 # --------------------------------------------------------------------------- runners
 
 
+def readable_by(model: nn.Module, arrays: "SplitArrays") -> "SplitArrays":
+    """``arrays`` as ``model`` reads them: ids beyond its (possibly grown) tables are ``<UNK>``."""
+    sizes = np.asarray(table_sizes(model))
+    if not len(arrays) or bool((arrays.categorical.max(axis=0) < sizes).all()):
+        return arrays
+    return replace(arrays, categorical=ids_for_sizes(arrays.categorical, sizes))
+
+
+def _training_rows(distiller: CoDistiller, arrays: "SplitArrays", config: BaselineConfig) -> "SplitArrays":
+    """Offline rows as the stream's are read: the models' tables fitted to their ids (grown, or newer ids as
+    ``<UNK>``: :meth:`CoDistiller.fit_vocabulary`), then the target's rows (the clicked ones for pCVR)."""
+    return select_target_rows(distiller.fit_vocabulary(arrays), config.target)
+
+
 def _finish(method: str, distiller: CoDistiller, online: "SplitArrays | None", config: BaselineConfig,
             offline_seconds: float, test: "SplitArrays | None") -> BaselineResult:
-    """Stream ``online`` (if the protocol says so), then score ``test``."""
+    """Stream ``online`` (if the protocol says so), then score ``test`` on the target with the grown ids."""
     stream_result = None
     if config.stream and online is not None and len(online):
         distiller.consume(online)
         stream_result = distiller.finish()
     model = distiller.trainer.model
-    metrics = evaluate_model(model, test) if test is not None else {}
+    metrics = evaluate_model(model, readable_by(model, test), target=config.target) if test is not None else {}
     seconds = offline_seconds + (stream_result.seconds if stream_result else 0.0)
     teacher = distiller.teacher.model if distiller.teacher is not None else None
     return BaselineResult(method, model, metrics, seconds, offline_seconds, stream_result, teacher)
@@ -204,8 +249,10 @@ def _scratch(method: str, student: nn.Module, offline: "SplitArrays | None", onl
              config: BaselineConfig, test: "SplitArrays | None") -> BaselineResult:
     trainer = DistillationTrainer(student, config.train_config(config.offline_epochs), kd_weight=0.0,
                                   temperature=1.0)
-    offline_seconds = trainer.fit(offline).seconds if offline is not None else 0.0
     distiller = CoDistiller(trainer, None, config.stream_config())
+    offline_seconds = 0.0
+    if offline is not None:
+        offline_seconds = trainer.fit(_training_rows(distiller, offline, config)).seconds
     return _finish(method, distiller, online, config, offline_seconds, test)
 
 
@@ -234,12 +281,19 @@ def run_full_retrain(student: nn.Module, hist: "SplitArrays", train: "SplitArray
 def _kd(method: str, trainer: DistillationTrainer, teacher: nn.Module, train: "SplitArrays",
         online: "SplitArrays | None", config: BaselineConfig, test: "SplitArrays | None") -> BaselineResult:
     """Both models learn every batch (teacher on BCE, student on its KD loss): offline epochs, then stream."""
+    teacher_rows, student_rows = table_sizes(teacher), table_sizes(trainer.model)
+    if config.grow_vocabulary and any(t > s for t, s in zip(teacher_rows, student_rows)):
+        raise ValueError(f"{method} with grow_vocabulary: the teacher's tables ({teacher_rows} rows per field) are "
+                         f"larger than the student's ({student_rows}); growing would start the student's new rows "
+                         "from the teacher's projected rows, which a baseline must not get. Build the student "
+                         "with the teacher's vocabulary version (its feature spec)")
     teacher_copy = copy.deepcopy(teacher).to(trainer.device)
     asym = AsymmetricTeacher(teacher_copy, interval=1, optimizer="adam", embedding_lr=config.teacher_embedding_lr,
                              dense_lr=config.teacher_dense_lr, trainable=config.update_teacher)
     torch.manual_seed(config.seed)
     distiller = CoDistiller(trainer, asym, config.stream_config())
-    offline_seconds = distiller.train_epochs(train, config.offline_epochs, seed=config.seed)
+    offline_seconds = distiller.train_epochs(_training_rows(distiller, train, config), config.offline_epochs,
+                                             seed=config.seed)
     return _finish(method, distiller, online, config, offline_seconds, test)
 
 
@@ -257,7 +311,7 @@ def _feature_width(model: nn.Module, target: KDFeatures, sample: "SplitArrays") 
     """``D`` (embedding width) or ``H`` (penultimate width, measured on one row)."""
     if target == "embedding":
         return int(model.embedding.embedding_dim)
-    batch = sample.slice(0, 1).to_batch()
+    batch = readable_by(model, sample.slice(0, 1)).to_batch()
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
