@@ -356,7 +356,8 @@ def run_baseline_method(ctx: MethodContext, name: str) -> MethodOutcome:
         offline_epochs=ctx.baseline_epochs, batch_size=ctx.optim.batch_size, embedding_lr=ctx.optim.embedding_lr,
         dense_lr=ctx.optim.dense_lr, kd_weight=d.kd_weight, temperature=d.temperature,
         teacher_dense_lr=ctx.online.teacher_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
-        window_batches=window_batches(ctx),
+        window_batches=window_batches(ctx), grow_vocabulary=ctx.online.grow_vocabulary,
+        target=ctx.offline.sampling.target,
     )
     splits = {key: ctx.splits[key] for key in ("hist", "train", "online") if key in ctx.splits}
     result = run_baseline(name, student=_fresh_student(ctx), splits=splits, teacher=ctx.teacher, config=config)  # type: ignore[arg-type]
