@@ -3,15 +3,8 @@ shortfalls and moved quotas. Built by `StrategicSampler.sample` (`crossadapt.tra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
-from crossadapt.transfer.offline.unclicked import _round_half_up
-
-if TYPE_CHECKING:
-    from crossadapt.transfer.offline.sampling import SamplingConfig
 
 
 class BlockReport(BaseModel):
@@ -76,7 +69,6 @@ class SampleReport(BaseModel):
 
 
 def build_sample_report(
-    config: SamplingConfig,
     is_pos: np.ndarray,
     bounds: np.ndarray,
     *,
@@ -87,7 +79,12 @@ def build_sample_report(
     replaced: np.ndarray,
     unique_rows: int,
     notes: list[str],
+    target_rows: int,
+    temporal: bool,
+    balanced: bool,
+    empty_block_policy: str,
 ) -> SampleReport:
+    """The report of one draw; the sampler passes its counts per block and the settings it drew with."""
     rows = len(is_pos)
     available_pos, available_neg = available
     blocks = [
@@ -115,7 +112,7 @@ def build_sample_report(
     return SampleReport(
         source_rows=rows,
         source_positive_rate=float(available_pos.sum() / rows),
-        target_rows=_round_half_up(config.ratio * rows),
+        target_rows=target_rows,
         total_rows=total,
         unique_rows=unique_rows,
         positives=positives,
@@ -124,9 +121,9 @@ def build_sample_report(
         effective_ratio=total / rows,
         shortfall_pos=int(shortfall[0].sum()),
         shortfall_neg=int(shortfall[1].sum()),
-        temporal=config.temporal,
-        balanced=config.balanced,
-        empty_block_policy=config.empty_block_policy,
+        temporal=temporal,
+        balanced=balanced,
+        empty_block_policy=empty_block_policy,
         blocks=blocks,
         notes=notes,
     )

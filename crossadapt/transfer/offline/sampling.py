@@ -192,7 +192,6 @@ class StrategicSampler:
         positions = np.sort(np.concatenate(picked))  # time order; oversampled duplicates sit together
         indices = positions.astype(np.int64) if rows is None else rows[positions]
         report = build_sample_report(
-            config,
             is_pos,
             bounds,
             available=(available_pos, available_neg),
@@ -202,6 +201,10 @@ class StrategicSampler:
             replaced=replaced,
             unique_rows=int(np.count_nonzero(np.diff(positions))) + 1 if len(positions) else 0,  # sorted
             notes=notes,
+            target_rows=_round_half_up(config.ratio * len(is_pos)),
+            temporal=config.temporal,
+            balanced=config.balanced,
+            empty_block_policy=config.empty_block_policy,
         )
         return SampleResult(indices=indices, report=report)
 
