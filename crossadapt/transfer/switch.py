@@ -31,8 +31,10 @@ from torch import nn
 from crossadapt.transfer.experiments.methods import MethodContext, MethodOutcome, run_baseline_method, run_crossadapt, score
 from crossadapt.transfer.experiments.report import write_switch_report
 from crossadapt.transfer.experiments.results import OperationTiming, Score, SwitchResults
+from crossadapt.transfer.optim_fit import OptimChoice
 from crossadapt.transfer.switch_config import (
     ConfigError,
+    OptimSection,
     SwitchConfig,
     TeacherTraining,
     load_switch_config,
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
     from crossadapt.data.prepared import PreparedDataset
 
 __all__ = ["SwitchConfig", "ConfigError", "load_switch_config", "parse_switch_config", "run_switch",
-           "begin_switch", "finish_switch", "SwitchRun", "prepare_synthetic", "obtain_teacher", "model_label"]
+           "begin_switch", "finish_switch", "SwitchRun", "prepare_synthetic", "obtain_teacher", "model_label", "fit_optim"]
 
 Log = Callable[[str], None]
 
@@ -132,6 +134,28 @@ def _open_dataset(config: SwitchConfig, out_dir: Path, log: Log) -> tuple["Prepa
     return dataset, f"synthetic:{syn.preset} ({syn.rows} rows, seed {syn.seed})"
 
 
+def fit_optim(config: SwitchConfig, train_rows: int) -> OptimChoice:
+    """The switch's batch and learning rates for a D_train of ``train_rows`` rows (see `optim_fit`).
+
+    The batch is fitted to the rows the student's offline stage trains on per epoch: the strategic sample
+    (ratio r of D_train) when sampling is on, else D_train; the online stage then gets at least as many
+    steps per row. Every other stage (teacher, baselines) uses the same values, so times compare.
+    """
+    sampling, ablation = config.offline.sampling, config.ablation
+    if ablation.offline_stage and ablation.sampling:
+        rows = max(1, round(sampling.ratio * train_rows))
+        basis = f"offline sample (r = {sampling.ratio:g} of {train_rows} D_train rows)"
+    else:
+        rows, basis = train_rows, "D_train"
+    return config.optim.choose(basis_rows=rows, basis=basis)
+
+
+def _with_optim(config: SwitchConfig, choice: OptimChoice) -> SwitchConfig:
+    """``config`` with its optim's left-out values filled by ``choice`` (what every stage then reads)."""
+    values = {"batch_size": choice.batch_size, "embedding_lr": choice.embedding_lr, "dense_lr": choice.dense_lr}
+    return config.model_copy(update={"optim": config.optim.model_copy(update=values)})
+
+
 def _teacher(config: SwitchConfig, dataset: "PreparedDataset", out_dir: Path, log: Log) -> tuple[nn.Module, Path]:
     from crossadapt.checkpoint import load_checkpoint
 
@@ -201,6 +225,7 @@ class SwitchRun:
     teacher_path: Path
     splits: dict[str, Any]
     ctx: MethodContext
+    optim: OptimChoice | None = None  # the batch and lrs every stage trains with, and why
 
     @property
     def student_label(self) -> str:
@@ -216,17 +241,26 @@ def begin_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: No
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset, dataset_label = _open_dataset(config, out_dir, log)
-    teacher, teacher_path = _teacher(config, dataset, out_dir, log)
     splits = {name: dataset.split(name) for name in ("hist", "train", "online", "test") if name in dataset.split_names}
     missing = [name for name in ("train", "online", "test") if name not in splits]
     if missing:
         raise ValueError(f"dataset {dataset.path} lacks split(s) {missing}; a switch needs train, online and test")
+    optim = fit_optim(config, len(splits["train"]))
+    log(f"optim: {optim.reason()}")
+    config = _with_optim(config, optim)
+    teacher, teacher_path = _teacher(config, dataset, out_dir, log)
     ctx = MethodContext(
         splits=splits, feature_spec=teacher.spec, teacher=teacher, student_config=config.student.model,
-        seed=config.seed, offline=config.offline, online=config.online, optim=config.optim,
+        seed=config.seed, offline=config.offline, online=config.online, optim=_concrete(config),
         baseline_epochs=config.baseline_training.epochs, device=config.device, threads=config.threads,
     )
-    return SwitchRun(config, out_dir, dataset, dataset_label, teacher, Path(teacher_path), splits, ctx)
+    return SwitchRun(config, out_dir, dataset, dataset_label, teacher, Path(teacher_path), splits, ctx, optim)
+
+
+def _concrete(config: SwitchConfig) -> OptimSection:
+    o = config.optim
+    assert o.batch_size is not None and o.embedding_lr is not None and o.dense_lr is not None  # _with_optim
+    return OptimSection(batch_size=o.batch_size, embedding_lr=o.embedding_lr, dense_lr=o.dense_lr)
 
 
 def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _: None,
@@ -268,7 +302,7 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
         stage_seconds=outcome.stage_seconds, oracle_auc=teacher_metrics.get("oracle_auc"),
         teacher_checkpoint=str(run.teacher_path.resolve()), student_checkpoint=str(student_dir.resolve()),
         dataset=run.dataset_label, ablation=config.ablation.model_dump(), operations=operations or [],
-        platform=platform,
+        platform=platform, optim=run.optim,
     )
     write_switch_report(results, out_dir)
     log(f"report written to {out_dir / 'report.md'}")

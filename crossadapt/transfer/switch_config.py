@@ -1,7 +1,9 @@
 """`SwitchConfig`: what `crossadapt switch --config FILE` reads (YAML or JSON), with the paper's defaults.
 
 Paper defaults (Appendix B): λ 0.7, T 4, r 0.1, r_pos 0.5, K 10, τ 10, JS drift over n 10 windows with
-b 50 bins, θ_low 0.01 / θ_high 0.05, k 0.1, batch 4096, Adam lr 0.1 (embeddings) / 1e-3 (network).
+b 50 bins, θ_low 0.01 / θ_high 0.05, k 0.1. The optimiser is the exception: by default its batch and
+embedding lr are fitted to the data's rows (`optim: data`); `optim: paper` gives the paper's batch 4096,
+Adam lr 0.1 (embeddings) / 1e-3 (network).
 Every section forbids unknown keys, so a typo is an error that names the field.
 
 Example (YAML)::
@@ -23,6 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crossadapt.models.config import ModelConfig, paper_student_config, paper_teacher_config
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
+from crossadapt.transfer.optim_fit import (
+    DEFAULT_STEPS_PER_EPOCH,
+    PAPER_BATCH,
+    PAPER_DENSE_LR,
+    PAPER_EMBEDDING_LR,
+    OptimChoice,
+    OptimPreset,
+    choose_optim,
+)
 
 # Spelled out (and checked against crossadapt.transfer.experiments.baselines.BASELINES by a test) so that reading a
 # config does not import torch.
@@ -179,9 +190,45 @@ class OnlineSection(_Section):
 
 
 class OptimSection(_Section):
-    batch_size: int = Field(4096, ge=1)
-    embedding_lr: float = Field(0.1, gt=0.0)
-    dense_lr: float = Field(1e-3, gt=0.0)
+    """Concrete batch and learning rates (the paper's by default), as a training stage or service takes them."""
+
+    batch_size: int = Field(PAPER_BATCH, ge=1)
+    embedding_lr: float = Field(PAPER_EMBEDDING_LR, gt=0.0)
+    dense_lr: float = Field(PAPER_DENSE_LR, gt=0.0)
+
+
+class SwitchOptimSection(_Section):
+    """The switch's `optim`: a preset ('data': fitted to the data's rows, the default; 'paper': batch 4096,
+    lr 0.1 / 1e-3) and any values that override it. `optim: paper` is short for `{preset: paper}`.
+
+    The switch resolves the left-out values once the data is open (crossadapt.transfer.optim_fit.choose_optim)
+    and states the choice in its report.
+    """
+
+    preset: OptimPreset = "data"
+    batch_size: int | None = Field(None, ge=1)
+    embedding_lr: float | None = Field(None, gt=0.0)
+    dense_lr: float | None = Field(None, gt=0.0)
+    steps_per_epoch: int = Field(
+        DEFAULT_STEPS_PER_EPOCH, ge=1,
+        description="preset 'data': the fewest steps per epoch the student's offline rows (the sample) may get.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_name(cls, value: Any) -> Any:
+        return {"preset": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _steps_need_data(self) -> "SwitchOptimSection":
+        if self.preset == "paper" and "steps_per_epoch" in self.model_fields_set:
+            raise ValueError("optim.steps_per_epoch fits the batch to the data: it needs preset 'data'")
+        return self
+
+    def choose(self, *, basis_rows: int, basis: str) -> OptimChoice:
+        return choose_optim(self.preset, basis_rows=basis_rows, basis=basis, batch_size=self.batch_size,
+                            embedding_lr=self.embedding_lr, dense_lr=self.dense_lr,
+                            steps_per_epoch=self.steps_per_epoch)
 
 
 class AblationSection(_Section):
@@ -221,7 +268,10 @@ class SwitchConfig(_Section):
     student: StudentSection = Field(default_factory=StudentSection)
     offline: OfflineSection = OfflineSection()
     online: OnlineSection = OnlineSection()
-    optim: OptimSection = OptimSection()
+    optim: SwitchOptimSection = Field(
+        default_factory=SwitchOptimSection,
+        description="Batch and learning rates: 'data' (fitted to the rows, the default), 'paper', or values.",
+    )
     ablation: AblationSection = AblationSection()
     adaptive_kd: AdaptiveKDConfig | None = Field(
         None,

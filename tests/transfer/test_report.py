@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from crossadapt.transfer.optim_fit import choose_optim
+
 from crossadapt.transfer.experiments.report import (
     render_ablation_table,
     render_bench_markdown,
@@ -51,6 +53,7 @@ def _switch_results() -> SwitchResults:
         student_checkpoint="/x/student",
         dataset="synthetic:small",
         ablation={"projection": True, "sampling": False},
+        optim=choose_optim("data", basis_rows=16_000, basis="offline sample (r = 0.1 of 160000 D_train rows)"),
     )
 
 
@@ -62,6 +65,8 @@ def test_switch_markdown_lists_models_with_percent_auc_and_delta() -> None:
     assert "oracle AUC (true click probability on the test split): 80.00%" in text
     assert "disabled sampling" in text
     assert "r_enh = 0.060" in text
+    assert ("## Optimiser\n\nbatch 128, embedding lr 0.003125, dense lr 0.001: fitted to the data (optim: data)"
+            in text) and "16000 rows of the offline sample (r = 0.1 of 160000 D_train rows) → 125 steps" in text
     # Most shifted first.
     assert text.index("`I1` 0.0500") < text.index("`C1` 0.0300") < text.index("`C2` 0.0010")
 

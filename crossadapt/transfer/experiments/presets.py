@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crossadapt.models.config import FiBiNETConfig, MLPConfig, ModelConfig
 from crossadapt.transfer.experiments.methods import ABLATIONS, METHODS
+from crossadapt.transfer.optim_fit import scaled_embedding_lr
 from crossadapt.transfer.switch_config import OfflineSection, OnlineSection, OptimSection
+
+__all__ = ["scaled_embedding_lr", "BenchPreset", "PRESETS", "PairSpec", "SettingSpec"]
 
 
 class _Strict(BaseModel):
@@ -85,23 +88,6 @@ class BenchPreset(_Strict):
             unknown = [r for r in self.ablation.rows if r not in ABLATIONS]
             if unknown:
                 raise ValueError(f"preset {self.name}: unknown ablation(s) {unknown}")
-
-
-PAPER_BATCH = 4096
-PAPER_EMBEDDING_LR = 0.1
-
-
-def scaled_embedding_lr(batch_size: int) -> float:
-    """The paper's embedding lr (0.1 at batch 4096) scaled linearly with the batch (Goyal et al., 2017).
-
-    Adam moves every touched embedding row by about ``lr`` per step whatever the gradient's size, so at
-    an 8x smaller batch (8x the steps per epoch) an unscaled 0.1 moves the tables 8x further per epoch
-    than the paper's. Measured on the `small` preset (300k rows, batch 512, validation AUC of one
-    epoch on hist ∪ train): FiBiNET-16 reached 69.9% at 0.1 against 74.7% at 0.0125, while the
-    MLP-8 teacher was unaffected (74.1% against 73.9–74.2%). Unscaled, the "architecture-mismatched"
-    student would be a crippled FiBiNET, five points below the MLP it replaces.
-    """
-    return PAPER_EMBEDDING_LR * batch_size / PAPER_BATCH
 
 
 def _optim(batch_size: int) -> OptimSection:

@@ -63,6 +63,8 @@ def render_switch_markdown(results: SwitchResults, *, plots: dict[str, str] | No
             f"| {score.name} | {score.role} | {_pct(score.auc)} | {score.logloss:.4f} | "
             f"{_seconds(score.train_seconds)} | {delta:+.2f} |"
         )
+    if results.optim is not None:
+        lines += ["", "## Optimiser", "", results.optim.reason()]
     if results.stage_seconds:
         lines += ["", "## Stage wall time", "", "| Stage | Seconds |", "|---|---:|"]
         lines += [f"| {stage} | {secs:.2f} |" for stage, secs in results.stage_seconds.items()]

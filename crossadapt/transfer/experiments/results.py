@@ -10,6 +10,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from crossadapt.transfer.optim_fit import OptimChoice
+
 Role = Literal["teacher", "student", "baseline"]
 
 
@@ -79,6 +81,7 @@ class SwitchResults(BaseModel):
     ablation: dict[str, bool] = {}
     operations: list[OperationTiming] = []  # set when the stages ran through the platform's services
     platform: str | None = None  # where they ran: "local", or the services' address
+    optim: OptimChoice | None = None  # batch and learning rates every stage trained with, and why
 
 
 class MethodStats(BaseModel):
