@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from crossadapt.checkpoint import MANIFEST_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from crossadapt.checkpoint import MANIFEST_NAME, CheckpointError, build_manifest, load_checkpoint, save_checkpoint
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import FeatureSpec
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
-from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
+from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetPosition, DatasetStore
 from services.common.storage.tables import TABLE_TENSOR, ShardEntry, TableLayout, shard_bounds, shard_path
 
@@ -61,24 +61,65 @@ def publish_model(  # noqa: PLR0913 - manifest fields
     extra: Mapping[str, Any] | None = None,
     owner: str = "upload",
     table_shards: int | None = None,
+    operation_id: str | None = None,
+    version: str | None = None,
+    files: Mapping[str, bytes] | None = None,
+    tables: bool = True,
 ) -> PublishedCheckpoint:
-    """Publish a core model (and its tables, sharded for projection) as the next version of `name`."""
+    """Publish a core model (and its tables, sharded for projection) as the next version of `name`.
+
+    An operation's output: `operation_id` is recorded in the manifest (`extra.operation_id`, also the
+    claim's owner); with `version` (claimed by that operation at its start) the model is published into
+    that version, and publishing it again returns the published one (a retried task), while a version
+    published by another operation is FAILED_PRECONDITION. `files` ({relpath: bytes}) ride along (a
+    trainer's state); `tables=False` leaves out the sharded tables (a checkpoint nobody projects).
+    """
+    if version is not None:
+        if operation_id is None:
+            raise InvalidArgumentError("publishing into a claimed version needs the operation that claimed it",
+                                       field="operation_id")
+        done = published_by(checkpoints, name, version, operation_id)
+        if done is not None:
+            return done
+    if vocabulary is not None and vocabulary.hash != vocab_hash:
+        raise InvalidArgumentError(
+            f"vocabulary hash {vocabulary.hash[:12]}… is not the model's {vocab_hash[:12]}…", field="vocabulary")
     with tempfile.TemporaryDirectory(prefix="crossadapt-publish-") as tmp:
         folder = Path(tmp) / "ckpt"
         core = save_checkpoint(folder, model, feature_spec=feature_spec, vocab_hash=vocab_hash, metrics=metrics,
                                parent=parent, extra=extra)
         (folder / MANIFEST_NAME).unlink()  # the store writes its own manifest, last
-        layouts = write_tables(folder, model, table_shards)
+        layouts = write_tables(folder, model, table_shards) if tables else {}
         if vocabulary is not None:
-            if vocabulary.hash != vocab_hash:
-                raise InvalidArgumentError(
-                    f"vocabulary hash {vocabulary.hash[:12]}… is not the model's {vocab_hash[:12]}…", field="vocabulary")
             vocabulary.save(folder / VOCAB_DIR)
-        return checkpoints.publish_folder(
-            name, folder, owner=owner, architecture=core.architecture, config=core.config,
-            feature_spec=feature_spec, vocab_hash=vocab_hash, metrics=core.metrics, parent=parent,
-            extra={**core.extra, "tables": layouts, "has_vocabulary": vocabulary is not None},
-        )
+        for relpath, data in (files or {}).items():
+            (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relpath).write_bytes(data)
+        fields: dict[str, Any] = dict(
+            architecture=core.architecture, config=core.config, feature_spec=feature_spec, vocab_hash=vocab_hash,
+            metrics=core.metrics, parent=parent,
+            extra={**core.extra, **({"tables": layouts} if tables else {}), "has_vocabulary": vocabulary is not None,
+                   **({"operation_id": operation_id} if operation_id is not None else {})})
+        if version is None:
+            return checkpoints.publish_folder(name, folder, owner=operation_id or owner, **fields)
+        paths = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+        manifest = build_manifest(paths, **fields)
+        for relpath, path in paths.items():
+            checkpoints.write_file(name, version, relpath, path.read_bytes())
+        return checkpoints.publish_manifest(name, version, manifest)
+
+
+def published_by(checkpoints: CheckpointStore, name: str, version: str, operation_id: str,
+                 ) -> PublishedCheckpoint | None:
+    """`name/version` if `operation_id` published it already (a retry after the manifest was written), else
+    None; FAILED_PRECONDITION if another operation did."""
+    try:
+        existing = checkpoints.resolve(name, version)
+    except CheckpointNotFoundError:
+        return None
+    if existing.manifest.extra.get("operation_id") != operation_id:
+        raise FailedPreconditionError(f"{existing.ref} was published by another operation", field=name)
+    return existing
 
 
 ROWS_PER_SHARD = 1 << 20  # a table is split into shards of about this many rows (projection maps over them)
