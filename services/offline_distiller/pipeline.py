@@ -40,21 +40,20 @@ from crossadapt.transfer.offline.distillation import (
     cache_teacher_logits,
 )
 from services.common.errors import DataLossError, FailedPreconditionError
-from services.common.model_io import load_model, load_vocabulary, read_all
+from services.common.model_io import load_model, load_vocabulary, publish_model, read_all
 from services.common.operations import OperationStore
 from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetStore
 from services.common.storage.tables import NUMERICAL_TABLE, read_table
-from services.offline_distiller.ddp import train_data_parallel
-from services.offline_distiller.plan import DistillationPlan
-from services.offline_distiller.publishing import (
+from services.common.training_state import (
     OPTIMIZER_FILE,
     delete_checkpoint,
     delete_version,
-    publish_checkpoint,
     read_state,
     tensor_bytes,
 )
+from services.offline_distiller.ddp import train_data_parallel
+from services.offline_distiller.plan import DistillationPlan
 from services.offline_distiller.training_run import (  # noqa: F401 - DistillationInputs, build_run: this module's API too
     EVAL_BATCH_ROWS,
     DistillationInputs,
@@ -225,8 +224,8 @@ class Checkpointer:
         """Publish the run's weights and state as the next work-in-progress version, then drop older ones."""
         checkpoints, plan = self.ctx.checkpoints, self.plan
         version = checkpoints.claim_version(plan.wip_name, owner=plan.operation_id)
-        self.last = publish_checkpoint(
-            checkpoints, plan.wip_name, version, run.trainer.model, feature_spec=plan.feature_spec,
+        self.last = publish_model(
+            checkpoints, plan.wip_name, run.trainer.model, version=version, feature_spec=plan.feature_spec,
             vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, parent=plan.projected.ref,
             extra={"work_in_progress": True, "cursor": asdict(run.cursor), "initial_tables": self.initial_tables},
             files={RUN_STATE_FILE: tensor_bytes(run.state_dict())}, tables=False)
@@ -262,9 +261,9 @@ def publish_student(ctx: DistillerContext, plan: DistillationPlan, inputs: Disti
         "phases": [{"name": r.name, "epochs": r.epochs, "steps": r.steps, "train_loss": r.train_loss,
                     "task_loss": r.task_loss, "kd_loss": r.kd_loss} for r in result.phases],
     }
-    return publish_checkpoint(
-        ctx.checkpoints, plan.student_name, plan.student_version, result.student, feature_spec=plan.feature_spec,
-        vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=inputs.vocabulary,
+    return publish_model(
+        ctx.checkpoints, plan.student_name, result.student, version=plan.student_version,
+        feature_spec=plan.feature_spec, vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=inputs.vocabulary,
         parent=plan.teacher.ref, metrics=metrics, extra=_json_safe(extra),
         files={OPTIMIZER_FILE: tensor_bytes(result.optimizer_state)})
 

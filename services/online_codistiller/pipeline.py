@@ -32,12 +32,12 @@ from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.transfer.online.codistillation import CoDistiller, build_codistiller
 from crossadapt.transfer.online.replay import ReplayController
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
-from services.common.model_io import load_model, load_vocabulary, read_split
+from services.common.model_io import load_model, load_vocabulary, publish_model, read_split
 from services.common.operations import OperationStore
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetPosition, DatasetStore
+from services.common.training_state import OPTIMIZER_FILE, read_state, tensor_bytes
 from services.offline_distiller.pipeline import check_rows, default_device, read_rows
-from services.offline_distiller.publishing import OPTIMIZER_FILE, publish_checkpoint, read_state, tensor_bytes
 from services.online_codistiller.plan import CoDistillationPlan
 
 log = logging.getLogger(__name__)
@@ -190,18 +190,18 @@ class StreamRun:
         common = {"operation_id": plan.operation_id, "stream": plan.stream, "position": position,
                   "batches": distiller.step, "rows": distiller.rows, "final": final}
         teacher_version = checkpoints.claim_version(plan.teacher_name, owner=plan.operation_id)
-        teacher = publish_checkpoint(
-            checkpoints, plan.teacher_name, teacher_version, distiller.teacher.model, feature_spec=plan.feature_spec,
-            vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=self.vocabulary,
+        teacher = publish_model(
+            checkpoints, plan.teacher_name, distiller.teacher.model, version=teacher_version,
+            feature_spec=plan.feature_spec, vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=self.vocabulary,
             parent=self.last.teacher_ref if self.last else plan.teacher.ref,
             extra={**common, "role": "teacher", "teacher_updates": len(distiller.teacher.update_steps)})
         files = {OPTIMIZER_FILE: tensor_bytes(distiller.trainer.optimizer.state_dict())}
         if state is not None:
             files[RUN_STATE_FILE] = tensor_bytes(state)
         student_version = checkpoints.claim_version(plan.student_name, owner=plan.operation_id)
-        student = publish_checkpoint(
-            checkpoints, plan.student_name, student_version, distiller.trainer.model, feature_spec=plan.feature_spec,
-            vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=self.vocabulary,
+        student = publish_model(
+            checkpoints, plan.student_name, distiller.trainer.model, version=student_version,
+            feature_spec=plan.feature_spec, vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=self.vocabulary,
             parent=self.last.student.ref if self.last else plan.student.ref, files=files,
             extra={**common, "role": "student", "teacher": teacher.ref, "rows_by_partition": self.rows_by_partition,
                    "replay_rows": distiller.replay_rows, "prequential": prequential_summary(distiller)})

@@ -34,8 +34,8 @@ from services.common.storage import CheckpointStore, LocalObjectStore
 from services.common.storage.tables import read_table
 from services.offline_distiller.config import DistillationSettings
 from services.offline_distiller.pipeline import DistillationInputs, check_rows, initial_student, train
+from services.common.training_state import load_tensor_bytes, tensor_bytes
 from services.offline_distiller.plan import CheckpointPin, DistillationPlan
-from services.offline_distiller.publishing import load_tensor_bytes, tensor_bytes
 
 
 def plan_for(model, *, spec: FeatureSpec = TINY_SPEC, projected: CheckpointPin | None = None, **settings):  # noqa: ANN001, ANN003
@@ -64,6 +64,34 @@ def test_settings_default_to_the_cores_and_map_onto_its_configs() -> None:
         with pytest.raises(InvalidArgumentError) as error:
             DistillationSettings.from_proto(offline_distiller_pb2.DistillationConfig(**bad))
         assert error.value.field == field
+
+
+def test_an_operation_publishes_its_model_into_its_claimed_version_once(tmp_path) -> None:  # noqa: ANN001
+    """model_io.publish_model with a claimed version: the distillers' outputs (training state beside the
+    model, tables optional); a retry returns the published version, another operation is refused."""
+    from services.common.model_io import load_model
+
+    checkpoints = CheckpointStore(LocalObjectStore(tmp_path / "store"))
+    version = checkpoints.claim_version("s", owner="op-1")
+    state = {"step": torch.tensor(3)}
+    published = publish_model(checkpoints, "s", tiny_model(4), version=version, operation_id="op-1",
+                              feature_spec=TINY_SPEC, vocab_hash=VOCAB_HASH, vocabulary=TINY_VOCABULARY,
+                              files={"training/run.pt": tensor_bytes(state)}, tables=False, extra={"role": "x"})
+    assert (published.version, published.manifest.extra["operation_id"]) == (version, "op-1")
+    assert "tables" not in published.manifest.extra and not any(f.startswith("tables/") for f in published.manifest.files)
+    assert load_tensor_bytes(checkpoints.read_file(published, "training/run.pt"), "state")["step"] == 3
+    again = publish_model(checkpoints, "s", tiny_model(4, seed=5), version=version, operation_id="op-1",
+                          feature_spec=TINY_SPEC, vocab_hash=VOCAB_HASH)
+    assert again.manifest == published.manifest  # the retry did not overwrite the published version
+    with pytest.raises(FailedPreconditionError):
+        publish_model(checkpoints, "s", tiny_model(4), version=version, operation_id="op-2", feature_spec=TINY_SPEC,
+                      vocab_hash=VOCAB_HASH)
+    model, _ = load_model(checkpoints, "s", version)
+    assert torch.equal(model.embedding.get_table("user"), tiny_model(4).embedding.get_table("user"))
+    with_tables = publish_model(checkpoints, "s", tiny_model(4), feature_spec=TINY_SPEC, vocab_hash=VOCAB_HASH,
+                                operation_id="op-3")
+    assert with_tables.version > version and set(with_tables.manifest.extra["tables"]) >= {"user", "item"}
+    assert checkpoints.claim_owner("s", with_tables.version) == "op-3"
 
 
 def test_initial_student_tables_are_the_projectors_output(tmp_path) -> None:  # noqa: ANN001

@@ -16,7 +16,7 @@ from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig, bui
 from crossadapt.transfer.online.replay import ReplayConfig, ReplayController
 from services.common.errors import InvalidArgumentError
 from services.common.proto import online_codistiller_pb2 as pb
-from services.offline_distiller.publishing import load_tensor_bytes, tensor_bytes
+from services.common.training_state import load_tensor_bytes, tensor_bytes
 from services.online_codistiller.config import CoDistillationSettings
 
 
