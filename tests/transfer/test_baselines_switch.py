@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,7 +17,14 @@ from crossadapt.models.growth import table_sizes
 from crossadapt.training import evaluate_model
 from crossadapt.transfer.experiments.baselines import BASELINES, BaselineConfig, run_baseline
 from crossadapt.transfer.experiments.methods import MethodContext, run_baseline_method
-from crossadapt.transfer.switch_config import OfflineSection, OnlineSection, OptimSection, SamplingSection
+from crossadapt.transfer.switch import begin_switch, obtain_teacher
+from crossadapt.transfer.switch_config import (
+    OfflineSection,
+    OptimSection,
+    SamplingSection,
+    TeacherTraining,
+    parse_switch_config,
+)
 
 SCHEMA = DatasetSchema(label="y", timestamp="t", categorical=["c", "d"], numerical=["x"])
 MODEL = parse_model_config({"architecture": "mlp", "embedding_dim": 4, "hidden_units": [8]})
@@ -39,11 +45,13 @@ def _rows(values: list[str], start: int, n: int, seed: int) -> pa.Table:
 @pytest.fixture(scope="module")
 def grown(tmp_path_factory) -> tuple[PreparedDataset, object]:
     """A dataset whose online day grew the vocabulary to version 2 (min_count 2) and whose test day grew it to
-    version 3 (values newer than the online day's); returns it and the version-1 feature spec."""
+    version 3 (values newer than the online day's); returns it and the version-1 feature spec. A teacher of
+    version 1 is saved beside it (``../teacher``)."""
     folder = tmp_path_factory.mktemp("grown") / "ds"
     dataset = prepare_dataset(_rows(OLD, 0, 2000, 0), folder, schema=SCHEMA,
                               config=PrepareConfig(min_count=1, split="4:4:1:1"))
     v1_spec = dataset.feature_spec
+    obtain_teacher(dataset, TeacherTraining(model=MODEL), folder.parent / "teacher", seed=0, batch_size=256)
     growth = GrowthConfig(min_count=2)
     append_split(dataset, "online", _rows(ONLINE, 10_000, 1000, 1), overwrite=True, growth=growth)
     append_split(PreparedDataset.open(folder), "test", _rows(ONLINE + ["m0", "m1"], 20_000, 600, 2),
@@ -64,14 +72,26 @@ def _context(splits: dict[str, SplitArrays], spec, **sections) -> MethodContext:
                          optim=OptimSection(batch_size=128), threads=1, **sections)
 
 
+@pytest.fixture(scope="module")
+def growing_switch(grown, tmp_path_factory):
+    """A switch config with every baseline and online.grow_vocabulary on a version-1 teacher checkpoint, begun
+    as ``crossadapt switch`` begins it (data, teacher, the baselines' context)."""
+    dataset, _ = grown
+    raw = {"data": {"dir": str(dataset.path)}, "teacher": {"checkpoint": str(dataset.path.parent / "teacher")},
+           "student": {"model": STUDENT.model_dump()}, "baselines": list(BASELINES), "threads": 1,
+           "optim": {"batch_size": 128}, "online": {"grow_vocabulary": True}}
+    return begin_switch(parse_switch_config(raw), tmp_path_factory.mktemp("switch"))
+
+
 @pytest.mark.parametrize("name", BASELINES)
-def test_each_baseline_grows_to_the_online_version_as_the_switch_does(grown, name):
+def test_each_baseline_grows_to_the_online_version_as_the_switch_does(grown, growing_switch, name):
     dataset, v1_spec = grown
-    splits = {key: dataset.split(key) for key in ("hist", "train", "online")}
-    new_rows = float(np.mean(splits["online"].categorical[:, 0] >= v1_spec.categorical[0].vocab_size))
+    online = dataset.split("online")
+    new_rows = float(np.mean(online.categorical[:, 0] >= v1_spec.categorical[0].vocab_size))
     assert 0.2 < new_rows < 0.4  # ~30% of the online rows carry a new id
-    # The switch's context: the student is built from the (older) teacher's spec, online.grow_vocabulary on.
-    outcome = run_baseline_method(_context(splits, v1_spec, online=OnlineSection(grow_vocabulary=True)), name)
+    # As finish_switch runs each listed baseline: the student is built from the (older) teacher's spec.
+    assert name in growing_switch.config.baselines
+    outcome = run_baseline_method(growing_switch.ctx, name)
     v2 = _version_sizes(dataset, 2)
     assert v2 != [f.vocab_size for f in v1_spec.categorical]
     assert table_sizes(outcome.model) == v2
