@@ -43,6 +43,7 @@ TABLES_PREFIX = "tables/"
 VOCAB_DIR = "vocab"
 SPEC_METADATA_KEY = b"crossadapt.feature_spec"
 VOCAB_HASH_METADATA_KEY = b"crossadapt.vocab_hash"
+VOCAB_VERSION_METADATA_KEY = b"crossadapt.vocab_version"
 OPTIONAL_COLUMNS = ("conversion", "timestamp", "user", "prob", "teacher_logit")
 _EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -193,8 +194,10 @@ def load_vocabulary(checkpoints: CheckpointStore, published: PublishedCheckpoint
 
 
 # ---- datasets -----------------------------------------------------------------------------------
-def split_table(arrays: SplitArrays, spec: FeatureSpec, vocab_hash: str = "") -> pa.Table:
-    """A split as an Arrow table with named columns and the spec in the schema metadata."""
+def split_table(arrays: SplitArrays, spec: FeatureSpec, vocab_hash: str = "", vocab_version: int | None = None,
+                ) -> pa.Table:
+    """A split as an Arrow table with named columns and the spec (and vocabulary hash and version) in the
+    schema metadata."""
     if arrays.categorical.shape[1] != len(spec.categorical) or arrays.numerical.shape[1] != len(spec.numerical):
         raise InvalidArgumentError(
             f"split has {arrays.categorical.shape[1]} categorical / {arrays.numerical.shape[1]} numerical columns, "
@@ -215,6 +218,8 @@ def split_table(arrays: SplitArrays, spec: FeatureSpec, vocab_hash: str = "") ->
         if value is not None:
             columns[name] = pa.array(np.asarray(value))
     metadata = {SPEC_METADATA_KEY: spec.model_dump_json().encode(), VOCAB_HASH_METADATA_KEY: vocab_hash.encode()}
+    if vocab_version is not None:
+        metadata[VOCAB_VERSION_METADATA_KEY] = str(int(vocab_version)).encode()
     return pa.table(columns).replace_schema_metadata(metadata)
 
 
@@ -245,11 +250,13 @@ def table_arrays(table: pa.Table | pa.RecordBatch, spec: FeatureSpec) -> SplitAr
 
 def write_split(datasets: DatasetStore, name: str, arrays: SplitArrays, spec: FeatureSpec, *,
                 vocab_hash: str = "", partitions: int = 1, start: datetime = _EPOCH,
-                partition_span: timedelta = timedelta(hours=1)) -> list[str]:
-    """Store a split as `partitions` consecutive time partitions (rows stay in order); returns their ids."""
+                partition_span: timedelta = timedelta(hours=1), vocab_version: int | None = None) -> list[str]:
+    """Store a split as `partitions` consecutive time partitions (rows stay in order); returns their ids.
+
+    `vocab_version`: the version of a growing vocabulary the ids are of (recorded beside its hash)."""
     if partitions < 1:
         raise InvalidArgumentError(f"partitions must be >= 1, got {partitions}", field="partitions")
-    table = split_table(arrays, spec, vocab_hash)
+    table = split_table(arrays, spec, vocab_hash, vocab_version)
     edges = np.linspace(0, len(arrays), min(partitions, max(len(arrays), 1)) + 1).round().astype(np.int64)
     written = []
     for index, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
@@ -281,6 +288,15 @@ def schema_spec(schema: pa.Schema, where: str) -> tuple[FeatureSpec, str]:
     except ValueError as exc:
         raise DataLossError(f"{where}: unreadable feature spec in the Parquet metadata: {exc}", field="dataset") from exc
     return spec, metadata.get(VOCAB_HASH_METADATA_KEY, b"").decode()
+
+
+def schema_vocab_version(schema: pa.Schema) -> int | None:
+    """The vocabulary version a partition's schema metadata records (write_split's `vocab_version`), if any."""
+    raw = (schema.metadata or {}).get(VOCAB_VERSION_METADATA_KEY)
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def read_split(datasets: DatasetStore, name: str, start: DatasetPosition | None = None, *,
