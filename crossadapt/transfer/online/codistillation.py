@@ -24,6 +24,9 @@ baselines' offline epochs (:meth:`CoDistiller.train_epochs`).
 Choices (the teacher's optimiser and eval mode: :mod:`crossadapt.transfer.online.teacher_schedule`):
 - ``partial_window``: ``"drop"`` (default, as Algorithm 1) or ``"flush"`` the ``t_end mod τ`` batches
   pending at the end (see :meth:`AsymmetricTeacher.finish`); the result reports which and how many.
+- ``collaborative`` (beyond the paper, default off): the teacher's loss also pulls it toward the student on
+  the rows where the student knows more (:mod:`crossadapt.transfer.online.collaborative`); the student's
+  eval-mode logits of ``B_aug`` before its step are the targets.
 - Ablations: ``co_evolution=False`` freezes the teacher (no gradient at all); ``asymmetric=False`` steps the
   teacher every batch (τ = 1); ``distillation=False`` sets λ = 0 (the teacher still predicts and learns).
 """
@@ -37,13 +40,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from crossadapt.data.batch import Batch
 from crossadapt.training.evaluate import MetricDict, evaluate_model
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig, AdaptiveKDController
 from crossadapt.transfer.offline.distillation import DistillationTrainer, StudentKDConfig
+from crossadapt.transfer.online.collaborative import CollaborativeConfig, CollaborativeTeacher
 from crossadapt.transfer.online.prequential import (
     PrequentialRecorder,
     WindowRecord,
@@ -97,6 +101,16 @@ class OnlineCoDistillConfig(StudentKDConfig):
     target: Literal["click", "conversion"] = Field(
         "click", description="The label both models fit: 'conversion' (pCVR) streams the clicked rows only, "
         "where a conversion label is defined.")
+    collaborative: CollaborativeConfig | None = Field(
+        None, description="Beyond the paper: the teacher also distills from the student where the student knows "
+        "more (CrossAdapt-Collaborative; crossadapt.transfer.online.collaborative). None: the teacher learns "
+        "from the labels only, as in the paper.")
+
+    @model_validator(mode="after")
+    def _collaboration_needs_a_learning_teacher(self) -> "OnlineCoDistillConfig":
+        if self.collaborative is not None and not self.co_evolution:
+            raise ValueError("collaborative co-distillation trains the teacher: it needs co_evolution")
+        return self
 
     @property
     def effective_interval(self) -> int:
@@ -130,6 +144,9 @@ class OnlineCoDistillResult:
     windows: list[WindowRecord]
     seconds: float
     kd_weight_trace: list[tuple[int, float, float]] = field(default_factory=list)
+    #: Collaborative co-distillation: mean weight a_i of the teacher's KD term toward the student over the
+    #: rows it accumulated (the share of the stream where the student taught the teacher); None when off.
+    collaboration_share: float | None = None
 
     @property
     def teacher_updates(self) -> int:
@@ -197,18 +214,23 @@ class CoDistiller:
             teacher_logits, context = self.teacher.logits_and_features(aug, self.trainer.teacher_features)
             self.trainer.teacher_context = context
             aug = replace(aug, teacher_logit=teacher_logits.detach())
-        student_before = None
-        if record and not self.deterministic:
-            student_before = eval_logits(self.trainer.model, aug, n)
+        collaborative = isinstance(self.teacher, CollaborativeTeacher)
+        student_before = None  # eval-mode logits before the student's step: of B_t, or of B_aug if collaborative
+        if not self.deterministic and (record or collaborative):
+            student_before = eval_logits(self.trainer.model, aug, len(aug) if collaborative else n)
         self.trainer.train_step(aug)
+        if student_before is None and (record or collaborative):
+            student_before = self.trainer.last_logits  # a deterministic training forward = the eval forward
         if record:
-            student_before = student_before if student_before is not None else self.trainer.last_logits[:n]
-            self.recorder.add(labels[:n], student_before, None if teacher_logits is None else teacher_logits[:n])
-        if self.teacher is not None:
+            self.recorder.add(labels[:n], student_before[:n], None if teacher_logits is None else teacher_logits[:n])
+        if collaborative:
+            self.teacher.accumulate(teacher_logits, labels, aug, student_logits=student_before)
+        elif self.teacher is not None:
             self.teacher.accumulate(teacher_logits, labels, aug)
+        if self.teacher is not None:
             self.teacher.maybe_step(t)
         if record and self.controller is not None:
-            self._adapt(labels[:n], student_before, teacher_logits[:n].detach())
+            self._adapt(labels[:n], student_before[:n], teacher_logits[:n].detach())
         self.teacher_clock = t
         if record:
             self.step, self.rows = self.step + 1, self.rows + n
@@ -394,6 +416,7 @@ class CoDistiller:
             student_prequential=student_total, teacher_prequential=teacher_total if self.teacher else {},
             windows=self.recorder.windows, seconds=self.seconds,
             kd_weight_trace=list(self.controller.history) if self.controller else [],
+            collaboration_share=self.teacher.taught_share if isinstance(self.teacher, CollaborativeTeacher) else None,
         )
 
 
@@ -419,9 +442,12 @@ def build_codistiller(teacher: nn.Module, student: nn.Module, config: OnlineCoDi
     if student_optimizer_state is not None:
         trainer.optimizer.load_state_dict(student_optimizer_state)
     torch.manual_seed(config.seed)  # dropout of the student's training forwards
-    asym = AsymmetricTeacher(teacher.to(trainer.device), interval=config.effective_interval,
-                             optimizer=config.teacher_optimizer, embedding_lr=config.teacher_embedding_lr,
-                             dense_lr=config.teacher_dense_lr, trainable=config.co_evolution)
+    schedule = dict(interval=config.effective_interval, optimizer=config.teacher_optimizer,
+                    embedding_lr=config.teacher_embedding_lr, dense_lr=config.teacher_dense_lr,
+                    trainable=config.co_evolution)
+    teacher = teacher.to(trainer.device)
+    asym = (CollaborativeTeacher(teacher, config.collaborative, **schedule) if config.collaborative is not None
+            else AsymmetricTeacher(teacher, **schedule))
     return CoDistiller(trainer, asym, config, replay=replay, replay_pool=replay_pool)
 
 
