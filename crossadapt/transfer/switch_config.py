@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crossadapt.models.config import ModelConfig, paper_student_config, paper_teacher_config
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
+from crossadapt.transfer.online.collaborative import CollaborativeConfig
 from crossadapt.transfer.optim_fit import (
     DEFAULT_STEPS_PER_EPOCH,
     PAPER_BATCH,
@@ -187,6 +188,12 @@ class OnlineSection(_Section):
         "student rows start from the teacher's projected rows where it has the value. False: they read as "
         "<UNK>, as a model of the older vocabulary sees them.",
     )
+    collaborative: CollaborativeConfig | None = Field(
+        None,
+        description="Beyond the paper (CrossAdapt-Collaborative): the teacher also distills from the student on the "
+        "rows where the student knows more (weight, temperature, gate: crossadapt.transfer.online.collaborative). "
+        "None: the teacher learns from the labels only, as in the paper. `{}` takes the defaults.",
+    )
 
 
 class OptimSection(_Section):
@@ -295,6 +302,9 @@ class SwitchConfig(_Section):
                 if "conversion" not in columns:
                     raise ValueError(f"offline.sampling.target 'conversion': data.dir {str(self.data.dir)!r} "
                                      "has no conversion column")  # fmt: skip
+        if self.online.collaborative is not None and not (ablation.online_stage and ablation.co_evolution):
+            raise ValueError("online.collaborative trains the teacher from the student during co-distillation: it "
+                             "needs ablation.online_stage and ablation.co_evolution true")  # fmt: skip
         if self.online.grow_vocabulary and not ablation.online_stage:
             raise ValueError("online.grow_vocabulary grows the tables during co-distillation: it needs "
                              "ablation.online_stage true")  # fmt: skip
