@@ -73,6 +73,17 @@ def test_micro_bench_writes_the_schema_and_tables(tmp_path: Path, capsys) -> Non
     full = json.loads((work / "paper-full.json").read_text())
     assert [row["name"] for row in full["ablation"]] == ["CrossAdapt-Sample", "w/o projection"]
     assert full["widths"][0]["teacher_dim"] == 8 and full["widths"][0]["student_dim"] == 16
+    # Paired deltas vs Scratch: every non-Scratch method of each pair, each table; one seed: no seed interval.
+    deltas = {d["method"]: d for d in full["main"]["deltas"][0]["deltas"]}
+    assert set(deltas) == set(micro.main.methods) - {"Scratch"}
+    auc = {m: s["auc_mean"] for m, s in data["pairs"][0]["methods"].items()}
+    for method, d in deltas.items():
+        assert d["delta_pp"] == pytest.approx(100 * (auc[method] - auc["Scratch"]))
+        assert d["seed_ci_pp"] is None and d["rows_ci_pp"][0] < d["rows_ci_pp"][1]
+        # The point estimate sits inside its own row bootstrap interval (a loose check the pairing is right).
+        assert d["rows_ci_pp"][0] - 0.05 <= d["delta_pp"] <= d["rows_ci_pp"][1] + 0.05
+    assert all(row["vs_scratch"]["rows_ci_pp"] for row in full["ablation"]) and full["widths"][0]["vs_scratch"]
+    assert "#### Paired deltas vs Scratch" in report and "Rows 95% CI" in report
     runs = (work / "runs.jsonl").read_text().splitlines()
     # 3 methods + 1 ablation + 3 width cells (8 → 16 is a new pair), each run once.
     assert len(runs) == 7

@@ -23,6 +23,7 @@ from crossadapt.transfer.experiments.results import (
     Curve,
     DriftSummary,
     MethodStats,
+    PairedDelta,
     PaperBenchResults,
     PairResult,
     RunRecord,
@@ -122,6 +123,27 @@ def test_ablation_table_deltas_are_against_the_full_model() -> None:
     assert "| w/o projection | 80.12 ± 0.00 | -0.15 | 0.4500 ± 0.0000 |" in text
     assert "| w/o online stage | 79.87 ± 0.00 | -0.40 |" in text
     assert text.index("*Offline components*") < text.index("w/o projection") < text.index("*Online components*")
+    rows[1].vs_scratch = PairedDelta(method="w/o projection", versus="Scratch", seeds=3, delta_pp=-0.31,
+                                     seed_ci_pp=None, rows_ci_pp=(-0.52, -0.1))
+    paired = render_ablation_table(rows)
+    assert "| w/o projection | 80.12 ± 0.00 | -0.15 | 0.4500 ± 0.0000 | -0.31 | – | [-0.52, -0.10] |" in paired
+    assert "| CrossAdapt-Sample | 80.27 ± 0.00 | – | 0.4500 ± 0.0000 | – | – | – |" in paired
+
+
+def test_paired_delta_table_lists_every_method_against_scratch() -> None:
+    from crossadapt.transfer.experiments.report import render_paired_deltas
+    from crossadapt.transfer.experiments.results import PairDeltas
+
+    deltas = [PairedDelta(method=m, versus="Scratch", seeds=5, delta_pp=d, seed_ci_pp=(d - 0.2, d + 0.2),
+                          rows_ci_pp=(d - 0.1, d + 0.1), time_ratio=r)
+              for m, d, r in (("CrossAdapt-Sample", 0.31, 0.38), ("Full-Retrain", 0.5, 1.7))]
+    setting = SettingResults(name="s", oracle_auc=None, pairs=[],
+                             deltas=[PairDeltas(teacher="mlp-8", student="fibinet-16", deltas=deltas)])
+    text = render_paired_deltas(setting)
+    rows = [line for line in text.splitlines() if line.startswith("| fibinet-16")]
+    assert rows == ["| fibinet-16 (teacher mlp-8) | Full-Retrain | +0.50 | [+0.30, +0.70] | [+0.40, +0.60] | 170% |",
+                    "| fibinet-16 (teacher mlp-8) | CrossAdapt-Sample | +0.31 | [+0.11, +0.51] | [+0.21, +0.41] | 38% |"]
+    assert "paired by seed (5 seed(s))" in text
 
 
 def test_width_table_classifies_scenarios_and_delta_is_with_projection_minus_scratch() -> None:
@@ -132,8 +154,11 @@ def test_width_table_classifies_scenarios_and_delta_is_with_projection_minus_scr
                  without_projection=_stats(0.8001), with_projection=_stats(0.8016)),
     ]
     text = render_width_table(rows)
-    assert "| 8 → 16 | expansion | 80.08 ± 0.00 | 80.08 ± 0.00 | 80.12 ± 0.00 | 80.27 ± 0.00 | +0.19 |" in text
-    assert "| 32 → 16 | reduction |" in text and text.rstrip().endswith("+0.08 |")
+    assert "| 8 → 16 | expansion | 80.08 ± 0.00 | 80.08 ± 0.00 | 80.12 ± 0.00 | 80.27 ± 0.00 | +0.19 | – | – |" in text
+    assert "| 32 → 16 | reduction |" in text and text.rstrip().endswith("+0.08 | – | – |")
+    rows[0].vs_scratch = PairedDelta(method="CrossAdapt-Sample", versus="Scratch", seeds=3, delta_pp=0.19,
+                                     seed_ci_pp=(-0.05, 0.43), rows_ci_pp=(0.02, 0.36))
+    assert "| +0.19 | [-0.05, +0.43] | [+0.02, +0.36] |" in render_width_table(rows)
 
 
 def test_method_stats_use_sample_std_over_seeds() -> None:

@@ -23,11 +23,22 @@ import numpy as np
 from torch import nn
 
 from crossadapt.transfer.experiments.presets import PRESETS, BenchPreset, PairSpec, SettingSpec
-from crossadapt.transfer.experiments.methods import ABLATIONS, TEACHER_FREE_METHODS, MethodContext, run_method, score
+from crossadapt.training import metrics_from_predictions, predict_proba
+from crossadapt.transfer.experiments.methods import (
+    ABLATIONS,
+    EVAL_BATCH_ROWS,
+    TEACHER_FREE_METHODS,
+    MethodContext,
+    run_method,
+    score,
+)
+from crossadapt.transfer.experiments.paired import bootstrap_aucs, percentile_interval, seed_interval
 from crossadapt.transfer.experiments.report import CONVERGENCE_PNG, plot_convergence, render_bench_markdown
 from crossadapt.transfer.experiments.results import (
     AblationRow,
     MethodStats,
+    PairDeltas,
+    PairedDelta,
     PairResult,
     PaperBenchResults,
     RunRecord,
@@ -98,6 +109,9 @@ class BenchRunner:
     def __init__(self, preset: BenchPreset, work_dir: Path, log: Log, *, runs_log: str = "runs.jsonl"):
         self.preset, self.work_dir, self.log = preset, work_dir, log
         self.records: dict[tuple[str, str, str, str, int], RunRecord] = {}
+        # Per run: its test AUC on each bootstrap resample of the test rows (the same resamples for every
+        # run of a dataset, so two runs' vectors subtract into a paired bootstrap of their delta).
+        self.row_aucs: dict[tuple[str, str, str, str, int], np.ndarray] = {}
         self.teachers: dict[tuple[str, str, int], tuple[nn.Module, dict[str, Any]]] = {}
         self.runs_log = work_dir / runs_log
         self.runs_log.write_text("")  # this invocation's runs only (teachers and data stay cached)
@@ -136,14 +150,17 @@ class BenchRunner:
         canonical = _SAME_AS.get(method, method)
         t_label, s_label = model_label(pair.teacher), model_label(pair.student)
         # A teacher-free baseline is the same run whatever the pair's teacher (e.g. 8 → 8 and 16 → 8 Scratch).
-        key = (setting, "*" if canonical in TEACHER_FREE_METHODS else t_label, s_label, canonical, seed)
+        key = self._key(setting, pair, method, seed)
         if key in self.records:
             return self.records[key]
         ctx = self.context(dataset, pair, seed)
         splits = ctx.splits
         self.log(f"[{setting}] {t_label}→{s_label} {method} seed {seed}")
         outcome = run_method(canonical, ctx)
-        metrics = score(outcome.model, splits["test"])
+        test = splits["test"]
+        probabilities = predict_proba(outcome.model, test, EVAL_BATCH_ROWS)
+        metrics = metrics_from_predictions(np.asarray(test.label), probabilities)
+        self.row_aucs[key] = bootstrap_aucs(np.asarray(test.label), probabilities)
         record = RunRecord(
             setting=setting, teacher=t_label, student=s_label, method=canonical, seed=seed,
             auc=float(metrics["auc"]), logloss=float(metrics["logloss"]),  # type: ignore[arg-type]
@@ -154,6 +171,27 @@ class BenchRunner:
         with self.runs_log.open("a") as fh:
             fh.write(record.model_dump_json() + "\n")
         return record
+
+    def _key(self, setting: str, pair: PairSpec, method: str, seed: int) -> tuple[str, str, str, str, int]:
+        canonical = _SAME_AS.get(method, method)
+        teacher = "*" if canonical in TEACHER_FREE_METHODS else model_label(pair.teacher)
+        return (setting, teacher, model_label(pair.student), canonical, seed)
+
+    def paired(self, setting: str, dataset: "PreparedDataset", pair: PairSpec, method: str, seeds: int,
+               versus: str = "Scratch") -> PairedDelta:
+        """``method`` − ``versus`` over seeds 0..seeds-1: mean delta (pp), seed t-interval, row bootstrap."""
+        mine = [self.run(setting, dataset, pair, method, s) for s in range(seeds)]
+        base = [self.run(setting, dataset, pair, versus, s) for s in range(seeds)]
+        per_seed = [100.0 * (a.auc - b.auc) for a, b in zip(mine, base)]
+        rows = np.mean([self.row_aucs[self._key(setting, pair, method, s)]
+                        - self.row_aucs[self._key(setting, pair, versus, s)] for s in range(seeds)], axis=0)
+        low, high = percentile_interval(100.0 * rows)
+        base_seconds = float(np.mean([b.train_seconds for b in base]))
+        return PairedDelta(
+            method=method, versus=versus, seeds=seeds, delta_pp=float(np.mean(per_seed)),
+            seed_ci_pp=seed_interval(per_seed), rows_ci_pp=(low, high),
+            time_ratio=float(np.mean([a.train_seconds for a in mine])) / base_seconds if base_seconds > 0 else None,
+        )
 
     def stats(self, setting: str, dataset: "PreparedDataset", pair: PairSpec, method: str, seeds: int) -> MethodStats:
         return MethodStats.from_runs([self.run(setting, dataset, pair, method, s) for s in range(seeds)])
@@ -180,26 +218,30 @@ class BenchRunner:
     def setting(self, spec: SettingSpec, dataset: "PreparedDataset", methods: list[str] | None = None) -> SettingResults:
         seeds = self.preset.seeds
         methods = methods or spec.methods
-        pairs, teacher_scores = [], {}
+        pairs, teacher_scores, deltas = [], {}, []
         for pair in spec.pairs:
             stats = {m: self.stats(spec.name, dataset, pair, m, seeds) for m in methods}
-            pairs.append(PairResult(teacher=model_label(pair.teacher), student=model_label(pair.student), methods=stats))
-            teacher_scores[model_label(pair.teacher)] = self.teacher_stats(dataset, pair.teacher, seeds)
+            t_label, s_label = model_label(pair.teacher), model_label(pair.student)
+            pairs.append(PairResult(teacher=t_label, student=s_label, methods=stats))
+            teacher_scores[t_label] = self.teacher_stats(dataset, pair.teacher, seeds)
+            if "Scratch" in methods:
+                deltas.append(PairDeltas(teacher=t_label, student=s_label, deltas=[
+                    self.paired(spec.name, dataset, pair, m, seeds) for m in methods if m != "Scratch"]))
         last = spec.pairs[-1]  # the convergence plot shows the last (mismatched, FiBiNET) pair's first seed
         last_runs = [self.run(spec.name, dataset, last, m, 0) for m in methods]  # all cached by now
         curves = [r.curve for r in last_runs if r.curve is not None]
         return SettingResults(name=spec.name, oracle_auc=oracle_auc(dataset), pairs=pairs,
-                              teacher_scores=teacher_scores, curves=curves)
+                              teacher_scores=teacher_scores, curves=curves, deltas=deltas)
 
     def ablation(self, spec: SettingSpec, dataset: "PreparedDataset") -> list[AblationRow]:
         plan = self.preset.ablation
         assert plan is not None
-        rows = [AblationRow(name="CrossAdapt-Sample", group="full",
-                            stats=self.stats(spec.name, dataset, plan.pair, "CrossAdapt-Sample", plan.seeds))]
-        for name in plan.rows:
-            group = ABLATIONS[name][0]
+        rows = []
+        for name in ["CrossAdapt-Sample", *plan.rows]:
+            group = "full" if name == "CrossAdapt-Sample" else ABLATIONS[name][0]
             rows.append(AblationRow(name=name, group=group,  # type: ignore[arg-type]
-                                    stats=self.stats(spec.name, dataset, plan.pair, name, plan.seeds)))
+                                    stats=self.stats(spec.name, dataset, plan.pair, name, plan.seeds),
+                                    vs_scratch=self.paired(spec.name, dataset, plan.pair, name, plan.seeds)))
         return rows
 
     def widths(self, spec: SettingSpec, dataset: "PreparedDataset") -> list[WidthRow]:
@@ -215,6 +257,7 @@ class BenchRunner:
                 scratch=self.stats(spec.name, dataset, pair, "Scratch", plan.seeds),
                 without_projection=self.stats(spec.name, dataset, pair, "w/o projection", plan.seeds),
                 with_projection=self.stats(spec.name, dataset, pair, "CrossAdapt-Sample", plan.seeds),
+                vs_scratch=self.paired(spec.name, dataset, pair, "CrossAdapt-Sample", plan.seeds),
             ))
         return rows
 

@@ -17,6 +17,7 @@ from crossadapt.transfer.experiments.results import (  # noqa: E402
     Curve,
     DriftSummary,
     MethodStats,
+    PairedDelta,
     PaperBenchResults,
     Score,
     SettingResults,
@@ -215,6 +216,39 @@ def render_table1(setting: SettingResults) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "–" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _delta_cells(delta: PairedDelta) -> list[str]:
+    """Δ (pp), its 95% seed interval and its 95% row-bootstrap interval."""
+    return [f"{delta.delta_pp:+.2f}", _interval(delta.seed_ci_pp), _interval(delta.rows_ci_pp)]
+
+
+def _interval_note(seeds: str) -> str:
+    return (f"Δ = method − Scratch test AUC (pp), paired by seed ({seeds}); *seeds CI*: 95% t-interval of the "
+            "per-seed deltas; *rows CI*: 95% interval of a paired bootstrap over the test rows (the same "
+            "resamples for both methods and every seed). A CI above 0 means better than Scratch beyond that noise.")
+
+
+def render_paired_deltas(setting: SettingResults) -> str:
+    """Every method − Scratch per pair of one setting, with both 95% intervals and the time ratio."""
+    if not setting.deltas:
+        return ""
+    seeds = setting.deltas[0].deltas[0].seeds if setting.deltas[0].deltas else 0
+    lines = [f"#### Paired deltas vs Scratch — {setting.name}", "", _interval_note(f"{seeds} seed(s)"), "",
+             "| Student | Method | Δ AUC (pp) | Seeds 95% CI | Rows 95% CI | Time / Scratch |",
+             "|---|---|---:|---|---|---:|"]
+    for pair in setting.deltas:
+        label = f"{pair.student} (teacher {pair.teacher})"
+        ordered = sorted(pair.deltas, key=lambda d: (TABLE1_ORDER.index(d.method) if d.method in TABLE1_ORDER
+                                                     else len(TABLE1_ORDER), d.method))
+        for d in ordered:
+            ratio = "–" if d.time_ratio is None else f"{d.time_ratio:.0%}"
+            lines.append(f"| {label} | {d.method} | " + " | ".join(_delta_cells(d)) + f" | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
 #: Issue #3's bar for CrossAdapt-Sample against Scratch, and for CrossAdapt-Full against Full-Retrain.
 TARGET_SAMPLE_GAIN_PP, TARGET_SAMPLE_TIME_SHARE, TARGET_FULL_GAP_PP = 0.30, 0.40, -0.05
 
@@ -261,15 +295,23 @@ def render_ablation_table(rows: list[AblationRow], *, student: str | None = None
     """Paper Table 2: each configuration's AUC, its Δ (pp) against the full model, LogLoss."""
     full = next((r for r in rows if r.group == "full"), None)
     title = "### Table 2 — ablation" + (f" ({student} student)" if student else "")
-    lines = [title, "", "| Configuration | AUC (%) | Δ (pp) | LogLoss |", "|---|---:|---:|---:|"]
+    paired = any(r.vs_scratch is not None for r in rows)
+    extra_head = " Δ vs Scratch (pp) | Seeds 95% CI | Rows 95% CI |" if paired else ""
+    lines = [title, "", "| Configuration | AUC (%) | Δ (pp) | LogLoss |" + extra_head,
+             "|---|---:|---:|---:|" + ("---:|---|---|" if paired else "")]
     for group, heading in (("full", None), ("offline", "*Offline components*"), ("online", "*Online components*")):
         members = [r for r in rows if r.group == group]
         if heading and members:
-            lines.append(f"| {heading} | | | |")
+            lines.append(f"| {heading} | | | |" + (" | | |" if paired else ""))
         for row in members:
             delta = "–" if full is None or row is full else f"{100.0 * (row.stats.auc_mean - full.stats.auc_mean):+.2f}"
             auc, loss = _stat_cells(row.stats, time=False)
-            lines.append(f"| {row.name} | {auc} | {delta} | {loss} |")
+            tail = ""
+            if paired:
+                tail = " " + " | ".join(_delta_cells(row.vs_scratch) if row.vs_scratch else ["–"] * 3) + " |"
+            lines.append(f"| {row.name} | {auc} | {delta} | {loss} |" + tail)
+    if paired:
+        lines += ["", "Δ (pp) is against the full model; " + _interval_note("per ablation seed")]
     return "\n".join(lines) + "\n"
 
 
@@ -278,8 +320,8 @@ def render_width_table(rows: list[WidthRow]) -> str:
     lines = [
         "### Table 3 — embedding width adaptation (AUC %)",
         "",
-        "| d_T → d_S | Kind | Teacher | Scratch | w/o ETP | w/ ETP | Δ (pp) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| d_T → d_S | Kind | Teacher | Scratch | w/o ETP | w/ ETP | Δ (pp) | Seeds 95% CI | Rows 95% CI |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         kind = (
@@ -292,7 +334,11 @@ def render_width_table(rows: list[WidthRow]) -> str:
             for s in (row.teacher, row.scratch, row.without_projection, row.with_projection)
         ]
         delta = 100.0 * (row.with_projection.auc_mean - row.scratch.auc_mean)
-        lines.append(f"| {row.teacher_dim} → {row.student_dim} | {kind} | " + " | ".join(cells) + f" | {delta:+.2f} |")
+        intervals = _delta_cells(row.vs_scratch)[1:] if row.vs_scratch else ["–", "–"]
+        lines.append(f"| {row.teacher_dim} → {row.student_dim} | {kind} | " + " | ".join(cells)
+                     + f" | {delta:+.2f} | " + " | ".join(intervals) + " |")
+    if any(row.vs_scratch for row in rows):
+        lines += ["", "Δ = w/ ETP − Scratch; " + _interval_note("per width seed")]
     return "\n".join(lines) + "\n"
 
 
@@ -303,6 +349,8 @@ def render_bench_markdown(results: PaperBenchResults, *, convergence_png: str | 
                  "Time is the student's training wall time (offline + online), evaluation excluded.\n")
     for setting in [results.main, *results.extra_settings]:
         parts.append(render_table1(setting))
+        if setting.deltas:
+            parts.append(render_paired_deltas(setting))
     parts.append(render_gain_budget([results.main, *results.extra_settings]))
     if results.ablation:
         parts.append(render_ablation_table(results.ablation, student=results.ablation_student))

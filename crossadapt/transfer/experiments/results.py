@@ -163,9 +163,39 @@ class SettingResults(BaseModel):
         default_factory=dict, description="Teacher test figures per teacher label (train_seconds_mean = teacher training)."
     )
     curves: list[Curve] = []
+    deltas: list[PairDeltas] = Field(default_factory=list, description="Per pair: each method − Scratch, paired.")
 
     def schema_view(self) -> BenchResults:
         return BenchResults(oracle_auc=self.oracle_auc, pairs=self.pairs)
+
+
+class PairedDelta(BaseModel):
+    """``method`` − ``versus`` test AUC in points (pp), paired by seed and by test row.
+
+    ``seed_ci_pp``: 95% t-interval of the per-seed deltas (None for one seed). ``rows_ci_pp``: 95%
+    percentile interval of the mean delta over a paired bootstrap of the test rows (the same resamples
+    for both methods and every seed; see `experiments.paired`).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str
+    versus: str
+    seeds: int
+    delta_pp: float
+    seed_ci_pp: tuple[float, float] | None
+    rows_ci_pp: tuple[float, float]
+    time_ratio: float | None = None  # method's training seconds / versus's (means over seeds)
+
+
+class PairDeltas(BaseModel):
+    """Paired deltas against Scratch of every method of one teacher→student pair."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: str
+    student: str
+    deltas: list[PairedDelta]
 
 
 class AblationRow(BaseModel):
@@ -174,6 +204,7 @@ class AblationRow(BaseModel):
     name: str
     group: Literal["full", "offline", "online"]
     stats: MethodStats
+    vs_scratch: PairedDelta | None = None
 
 
 class WidthRow(BaseModel):
@@ -187,6 +218,7 @@ class WidthRow(BaseModel):
     scratch: MethodStats
     without_projection: MethodStats
     with_projection: MethodStats
+    vs_scratch: PairedDelta | None = None  # w/ ETP − Scratch
 
 
 class PaperBenchResults(BaseModel):
