@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from torch import nn
 
 from crossadapt.transfer.experiments.methods import MethodContext, MethodOutcome, run_baseline_method, run_crossadapt, score
@@ -196,19 +195,11 @@ def _vocabulary_ref(model: nn.Module, dataset: "PreparedDataset") -> tuple[str, 
     return ref.hash, ref.version
 
 
-def _readable(model: nn.Module, arrays: Any) -> Any:
-    """``arrays`` as ``model`` reads them: ids of a newer vocabulary version than its tables are ``<UNK>``."""
-    from crossadapt.data.growth import ids_for_sizes
-
-    sizes = np.array([field.vocab_size for field in model.spec.categorical])
-    if not len(arrays) or bool((arrays.categorical.max(axis=0) < sizes).all()):
-        return arrays
-    return replace(arrays, categorical=ids_for_sizes(arrays.categorical, sizes))
-
-
 def _score(name: str, role: str, model: nn.Module, test: Any, seconds: float | None,
            target: str = "click") -> tuple[Score, dict[str, Any]]:
-    metrics = score(model, _readable(model, test), target)
+    from crossadapt.transfer.experiments.baselines import readable_by  # ids newer than its tables: <UNK>
+
+    metrics = score(model, readable_by(model, test), target)
     return Score(name=name, role=role, auc=float(metrics["auc"]), logloss=float(metrics["logloss"]),  # type: ignore[arg-type]
                  train_seconds=seconds), metrics
 
