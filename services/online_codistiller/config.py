@@ -1,6 +1,6 @@
 """`CoDistillationConfig` (proto) validated into the core's sections, with the core's ranges and defaults.
 
-    teacher_update_interval, teacher_dense_lr, drift.*  → OnlineSection (drift: DriftSection)
+    teacher_update_interval, teacher_dense_lr, drift.*, grow_vocabulary → OnlineSection (drift: DriftSection)
     batch_size, dense_lr, embedding_lr                  → OptimSection
     kd_weight, temperature                              → DistillationSection
 """
@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,7 @@ from services.offline_distiller.config import validate
 _MAPPING = {
     "teacher_update_interval": ("online", "teacher_update_interval"),
     "teacher_dense_lr": ("online", "teacher_lr"),
+    "grow_vocabulary": ("online", "grow_vocabulary"),
     "batch_size": ("optim", "batch_size"),
     "dense_lr": ("optim", "dense_lr"),
     "embedding_lr": ("optim", "embedding_lr"),
@@ -50,6 +51,8 @@ class CoDistillationSettings(BaseModel):
     seed: int = Field(0, ge=0)
     teacher_embedding_lr: float = Field(0.1, gt=0.0)
     window_batches: int = Field(10, ge=1)
+    projection_seed: int | None = Field(None, ge=0, description="Projection of grown rows; None: `seed`.")
+    target: Literal["click", "conversion"] = "click"
 
     @classmethod
     def from_proto(cls, config: Any) -> CoDistillationSettings:
@@ -77,6 +80,8 @@ class CoDistillationSettings(BaseModel):
             teacher_dense_lr=self.online.teacher_lr, teacher_embedding_lr=self.teacher_embedding_lr,
             embedding_lr=self.optim.embedding_lr, dense_lr=self.optim.dense_lr, seed=self.seed, device=device,
             num_threads=num_threads, window_batches=self.window_batches,
+            grow_vocabulary=self.online.grow_vocabulary, target=self.target,
+            projection_seed=self.seed if self.projection_seed is None else self.projection_seed,
         )
 
     def replay_config(self) -> ReplayConfig:

@@ -14,6 +14,13 @@
 
 A restarted task resumes at the newest student's position: 0 rows skipped, at most one checkpoint
 interval replayed, and the continuation is bit-for-bit the uninterrupted one.
+
+Vocabulary growth (`grow_vocabulary`): a stream partition of a newer vocabulary version (its schema
+records the version's spec, hash and number) is accepted; before the first batch holding its rows
+both models' tables grow to that version (core `CoDistiller.grow_to`: new student rows from the
+teacher's projected rows). Every checkpoint names the tables it has: its manifest's feature spec is
+the model's own (grown) spec, its vocab_hash that version's hash and `extra.vocab_version` its number,
+so a resumed run rebuilds the grown models from the manifest.
 """
 
 from __future__ import annotations
@@ -32,13 +39,21 @@ from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.transfer.online.codistillation import CoDistiller, build_codistiller
 from crossadapt.transfer.online.replay import ReplayController
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
-from services.common.model_io import load_model, load_vocabulary, publish_model, read_split
+from crossadapt.models.spec import FeatureSpec
+from services.common.model_io import (
+    load_model,
+    load_vocabulary,
+    publish_model,
+    read_split,
+    schema_spec,
+    schema_vocab_version,
+)
 from services.common.operations import OperationStore
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetPosition, DatasetStore
 from services.common.training_state import OPTIMIZER_FILE, read_state, tensor_bytes
 from services.offline_distiller.pipeline import check_rows, default_device, read_rows
-from services.online_codistiller.plan import CoDistillationPlan
+from services.online_codistiller.plan import CoDistillationPlan, grows_from
 
 log = logging.getLogger(__name__)
 RUN_STATE_FILE = "training/codistillation.pt"
@@ -52,6 +67,19 @@ class CoDistillerContext:
     operations: OperationStore
 
 
+@dataclass(frozen=True)
+class TablesVersion:
+    """The vocabulary version a model's tables (or a partition's ids) are of: rows per field, hash, number."""
+
+    sizes: tuple[int, ...]
+    vocab_hash: str
+    version: int | None = None
+
+    @classmethod
+    def of(cls, spec: FeatureSpec, vocab_hash: str, version: int | None = None) -> TablesVersion:
+        return cls(tuple(f.vocab_size for f in spec.categorical), vocab_hash, version)
+
+
 @dataclass
 class Checkpoint:
     """A published (student, teacher) pair of this operation and where in the stream it stands."""
@@ -61,14 +89,17 @@ class Checkpoint:
     position: DatasetPosition | None
     rows_by_partition: dict[str, int]
     final: bool
+    tables: TablesVersion
 
     @classmethod
     def of(cls, student: PublishedCheckpoint) -> Checkpoint:
-        extra = student.manifest.extra
+        manifest = student.manifest
+        extra = manifest.extra
         position = extra.get("position")
         return cls(student=student, teacher_ref=str(extra["teacher"]),
                    position=DatasetPosition.model_validate(position) if position else None,
-                   rows_by_partition=dict(extra.get("rows_by_partition") or {}), final=bool(extra.get("final")))
+                   rows_by_partition=dict(extra.get("rows_by_partition") or {}), final=bool(extra.get("final")),
+                   tables=TablesVersion.of(manifest.feature_spec, manifest.vocab_hash, extra.get("vocab_version")))
 
 
 def latest_checkpoint(checkpoints: CheckpointStore, plan: CoDistillationPlan) -> Checkpoint | None:
@@ -119,12 +150,14 @@ class StreamRun:
     plan: CoDistillationPlan
     distiller: CoDistiller
     report: ReportFn
-    vocabulary: Vocabulary | None
+    vocabulary: Vocabulary | None  # of the models' tables as the operation started
     position: DatasetPosition | None
+    tables: TablesVersion  # the version the models' tables are of now (grown ones: a newer one)
     rows_by_partition: dict[str, int] = field(default_factory=dict)
     last: Checkpoint | None = None
     batches_since_checkpoint: int = 0
     _partitions: list[str] = field(default_factory=list)
+    _partition_tables: dict[str, TablesVersion] = field(default_factory=dict)
 
     # -- the stream --------------------------------------------------------------------------------
 
@@ -135,11 +168,13 @@ class StreamRun:
     def _partition_batches(self) -> Iterator[tuple[SplitArrays, DatasetPosition]]:
         """The stream from the current position, one read batch at a time; schema or data faults name the partition."""
         plan = self.plan
+        growing = plan.settings.online.grow_vocabulary
         stream = read_split(self.ctx.datasets, plan.stream, self.position, batch_rows=plan.settings.optim.batch_size,
-                            spec=plan.feature_spec)
+                            spec=None if growing else plan.feature_spec)  # growing: each partition's own spec
         while True:
             try:
                 arrays, position = next(stream)
+                spec = self.partition_spec(str(position.partition)) if growing else plan.feature_spec
             except StopIteration:
                 return
             except InvalidArgumentError as exc:  # a partition with another schema
@@ -147,11 +182,42 @@ class StreamRun:
             except pa.ArrowInvalid as exc:
                 raise FailedPreconditionError(f"stream {plan.stream!r}: unreadable partition after "
                                               f"{self.position}: {exc}", field="stream") from exc
-            check_rows(arrays, plan.feature_spec, f"stream partition {plan.stream}/{position.partition}")
+            check_rows(arrays, spec, f"stream partition {plan.stream}/{position.partition}")
             yield arrays, position
+
+    def partition_spec(self, partition: str) -> FeatureSpec:
+        """A growing stream's partition: its spec, if the models can grow to it (remembered with its version)."""
+        plan = self.plan
+        schema = self.ctx.datasets.footer(plan.stream, partition).schema.to_arrow_schema()
+        spec, vocab_hash = schema_spec(schema, f"{plan.stream}/{partition}")
+        if not grows_from(plan.feature_spec, spec):
+            raise InvalidArgumentError(
+                f"partition {plan.stream}/{partition} has fields {[f.name for f in spec.categorical]} + "
+                f"{list(spec.numerical)} of {[f.vocab_size for f in spec.categorical]} rows: not the models' fields "
+                f"with at least their {[f.vocab_size for f in plan.feature_spec.categorical]} rows", field="stream")
+        self._partition_tables[partition] = TablesVersion.of(spec, vocab_hash, schema_vocab_version(schema))
+        return spec
+
+    def grow_for(self, partitions: Iterable[str]) -> None:
+        """Grow both models' tables to the newest vocabulary version among `partitions` (rows about to be
+        trained on) if it is newer than theirs; versions of one vocabulary only ever add rows."""
+        versions = [self._partition_tables[p] for p in partitions if p in self._partition_tables]
+        newest = max(versions, key=lambda v: sum(v.sizes), default=self.tables)
+        if newest.sizes == self.tables.sizes:
+            return
+        if not all(_covers(newest.sizes, other.sizes) for other in (*versions, self.tables)):
+            raise FailedPreconditionError(
+                f"stream {self.plan.stream!r}: partitions of vocabularies that are not versions of one another "
+                f"(rows per field {[v.sizes for v in versions]}, the models' {self.tables.sizes})", field="stream")
+        added = self.distiller.grow_to(list(newest.sizes))
+        log.info("tables grown to a newer vocabulary version", extra={
+            "operation_id": self.plan.operation_id, "vocab_version": newest.version, "added": added})
+        self.tables = newest
 
     def train_batch(self, arrays: SplitArrays, position: DatasetPosition, counts: dict[str, int]) -> None:
         """One stream batch (the rows just before `position`): co-distil, count, maybe checkpoint."""
+        if self.plan.settings.online.grow_vocabulary:
+            self.grow_for(counts)
         self.distiller.consume(arrays)
         self.position = position
         for partition, rows in counts.items():
@@ -188,11 +254,16 @@ class StreamRun:
         state = None if final else distiller.state_dict()
         position = self.position.model_dump(mode="json") if self.position else None
         common = {"operation_id": plan.operation_id, "stream": plan.stream, "position": position,
-                  "batches": distiller.step, "rows": distiller.rows, "final": final}
+                  "batches": distiller.step, "rows": distiller.rows, "final": final,
+                  "vocab_version": self.tables.version}
+        # The tables' own version: a grown model's spec and hash are its version's, not the plan's.
+        tables = {"vocab_hash": self.tables.vocab_hash, "operation_id": plan.operation_id,
+                  "vocabulary": self.vocabulary if self.vocabulary and self.vocabulary.hash == self.tables.vocab_hash
+                  else None}
         teacher_version = checkpoints.claim_version(plan.teacher_name, owner=plan.operation_id)
         teacher = publish_model(
             checkpoints, plan.teacher_name, distiller.teacher.model, version=teacher_version,
-            feature_spec=plan.feature_spec, vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=self.vocabulary,
+            feature_spec=distiller.teacher.model.spec, **tables,
             parent=self.last.teacher_ref if self.last else plan.teacher.ref,
             extra={**common, "role": "teacher", "teacher_updates": len(distiller.teacher.update_steps)})
         files = {OPTIMIZER_FILE: tensor_bytes(distiller.trainer.optimizer.state_dict())}
@@ -201,7 +272,7 @@ class StreamRun:
         student_version = checkpoints.claim_version(plan.student_name, owner=plan.operation_id)
         student = publish_model(
             checkpoints, plan.student_name, distiller.trainer.model, version=student_version,
-            feature_spec=plan.feature_spec, vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=self.vocabulary,
+            feature_spec=distiller.trainer.model.spec, **tables,
             parent=self.last.student.ref if self.last else plan.student.ref, files=files,
             extra={**common, "role": "student", "teacher": teacher.ref, "rows_by_partition": self.rows_by_partition,
                    "replay_rows": distiller.replay_rows, "prequential": prequential_summary(distiller)})
@@ -214,6 +285,10 @@ class StreamRun:
             "rows": distiller.rows, "rows_by_partition": dict(self.rows_by_partition),
             "prequential": prequential_summary(distiller)})
         return self.last
+
+
+def _covers(sizes: tuple[int, ...], other: tuple[int, ...]) -> bool:
+    return all(a >= b for a, b in zip(sizes, other, strict=True))
 
 
 def prequential_summary(distiller: CoDistiller) -> dict[str, Any]:
@@ -277,11 +352,14 @@ def start_run(ctx: CoDistillerContext, plan: CoDistillationPlan, report: ReportF
         distiller = build_codistiller(teacher, student, config, replay=controller, replay_pool=pool)
     if state is not None:
         distiller.load_state_dict(state)
-    vocabulary = load_vocabulary(ctx.checkpoints, ctx.checkpoints.resolve(plan.teacher.name, plan.teacher.version))
+    teacher = ctx.checkpoints.resolve(plan.teacher.name, plan.teacher.version)
+    vocabulary = load_vocabulary(ctx.checkpoints, teacher)
     if vocabulary is not None and vocabulary.hash != plan.vocab_hash:
         vocabulary = None
+    initial = TablesVersion.of(plan.feature_spec, plan.vocab_hash, vocabulary.version if vocabulary is not None
+                               else teacher.manifest.extra.get("vocab_version"))
     return StreamRun(ctx=ctx, plan=plan, distiller=distiller, report=report, vocabulary=vocabulary,
-                     position=resume.position if resume else plan.start,
+                     position=resume.position if resume else plan.start, tables=resume.tables if resume else initial,
                      rows_by_partition=dict(resume.rows_by_partition) if resume else {}, last=resume)
 
 

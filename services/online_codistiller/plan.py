@@ -4,6 +4,10 @@ Checked before any worker runs: refs (NOT_FOUND), that student and teacher hold 
 (FAILED_PRECONDITION), names, config ranges, that the stream's and the replay pool's first
 partitions have the models' fields (INVALID_ARGUMENT), and that every vocabulary hash agrees. A later
 stream partition with another schema fails the running operation, naming the partition.
+
+With `grow_vocabulary` the stream may be of a newer version of the models' vocabulary: the same
+fields with at least the models' rows per field (`grows_from`), its own hash; the models' tables grow
+to each partition's version as the stream reaches it (services.online_codistiller.pipeline).
 """
 
 from __future__ import annotations
@@ -46,6 +50,14 @@ def _model(published: PublishedCheckpoint, field: str) -> PublishedCheckpoint:
     return published
 
 
+def grows_from(tables: FeatureSpec, data: FeatureSpec) -> bool:
+    """Whether `data` is of the same fields as `tables` with at least as many rows per field (a newer
+    version of a growing vocabulary, or the same)."""
+    return ([f.name for f in data.categorical] == [f.name for f in tables.categorical]
+            and data.numerical == tables.numerical
+            and all(d.vocab_size >= t.vocab_size for d, t in zip(data.categorical, tables.categorical, strict=True)))
+
+
 def _start(ref: Any) -> DatasetPosition | None:
     if not ref.HasField("position"):
         return None
@@ -78,9 +90,12 @@ def plan_codistillation(checkpoints: CheckpointStore, datasets: DatasetStore, re
     spec = student.manifest.feature_spec
     start = _start(request.stream)
     stream_spec, stream_vocab, _ = dataset_schema(datasets, request.stream.name, "stream")
-    if stream_spec != spec:
-        raise InvalidArgumentError(f"the stream's fields differ from those {student.ref} reads", field="stream")
-    hashes = {"stream": stream_vocab, "student": student.manifest.vocab_hash, "teacher": teacher.manifest.vocab_hash}
+    hashes = {"student": student.manifest.vocab_hash, "teacher": teacher.manifest.vocab_hash}
+    if stream_spec == spec:
+        hashes["stream"] = stream_vocab
+    elif not (settings.online.grow_vocabulary and grows_from(spec, stream_spec)):
+        hint = " (a newer vocabulary version needs config.grow_vocabulary)" if grows_from(spec, stream_spec) else ""
+        raise InvalidArgumentError(f"the stream's fields differ from those {student.ref} reads{hint}", field="stream")
     replay = None
     if request.replay.name:
         replay = request.replay.name

@@ -1,0 +1,138 @@
+"""The co-distiller's pipeline over a stream of a newer vocabulary version (#16), on a local store.
+
+The models are of version 1 of the tiny vocabulary (``user``: 30 rows); the stream's first partition is
+still version 1, the later ones version 2 (6 new users, ids 30..35). With ``grow_vocabulary``:
+
+* Start accepts the stream (without it: INVALID_ARGUMENT naming the stream and the option);
+* the newer partitions' ids are trained on, not refused; both models grow to version 2 when the stream
+  reaches it, and every checkpoint's manifest names its own tables: spec (rows per field), the version's
+  hash and number;
+* a run stopped after a grown checkpoint resumes from it (the models rebuilt from the manifest's grown
+  spec, not the request's sizes) and ends bit-for-bit where the uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from distiller_fixtures import TINY_SPEC, TINY_VOCABULARY, VOCAB_HASH, EPOCH, tiny_clicks, tiny_model
+from crossadapt.models.spec import CategoricalField, FeatureSpec
+from services.common.errors import InvalidArgumentError
+from services.common.model_io import load_model, publish_model, write_split
+from services.common.operations import FileOperationStore
+from services.common.proto import common_pb2
+from services.common.proto import online_codistiller_pb2 as pb
+from services.common.storage import CheckpointStore, DatasetStore, LocalObjectStore
+from services.online_codistiller.pipeline import CoDistillerContext, run_codistillation
+from services.online_codistiller.plan import plan_codistillation
+
+NEW_USERS = 6
+GROWN = TINY_VOCABULARY.grow({"user": (pa.array([f"new{i}" for i in range(NEW_USERS)]), np.full(NEW_USERS, 5))})
+GROWN_SPEC = FeatureSpec(categorical=(CategoricalField(name="user", vocab_size=30 + NEW_USERS), TINY_SPEC.categorical[1]),
+                         numerical=TINY_SPEC.numerical)
+BATCH, PARTITION_ROWS = 40, 120
+
+
+class Stop(Exception):
+    """Stands for the worker lost after a checkpoint."""
+
+
+@pytest.fixture
+def world(tmp_path):  # noqa: ANN001, ANN201
+    objects = LocalObjectStore(tmp_path / "store")
+    ctx = CoDistillerContext(checkpoints=CheckpointStore(objects), datasets=DatasetStore(objects),
+                             operations=FileOperationStore(tmp_path / "ops"))
+    for name, model in (("m/student", tiny_model(4, seed=2)), ("m/teacher", tiny_model(4, seed=1))):
+        publish_model(ctx.checkpoints, name, model, feature_spec=TINY_SPEC, vocab_hash=VOCAB_HASH,
+                      vocabulary=TINY_VOCABULARY)
+    old = tiny_clicks(PARTITION_ROWS, seed=5)
+    write_split(ctx.datasets, "stream", old, TINY_SPEC, vocab_hash=VOCAB_HASH, vocab_version=1, start=EPOCH)
+    new = tiny_clicks(3 * PARTITION_ROWS, seed=6, first_timestamp=PARTITION_ROWS)
+    rng = np.random.default_rng(0)
+    newcomers = rng.random(len(new)) < 0.3  # 30% of the newer rows are of the new users
+    new.categorical[newcomers, 0] = rng.integers(30, 30 + NEW_USERS, int(newcomers.sum()))
+    for name in ("stream", "newer"):  # "newer": version-2 partitions only
+        write_split(ctx.datasets, name, new, GROWN_SPEC, vocab_hash=GROWN.hash, vocab_version=2, partitions=3,
+                    start=EPOCH.replace(hour=1))
+    return ctx
+
+
+def _plan(ctx: CoDistillerContext, operation_id: str, grow: bool = True, stream: str = "stream"):  # noqa: ANN202
+    request = pb.StartCoDistillationRequest(
+        student=common_pb2.CheckpointRef(name="m/student"), teacher=common_pb2.CheckpointRef(name="m/teacher"),
+        stream=common_pb2.DatasetRef(name=stream), student_name=f"{operation_id}/student",
+        teacher_name=f"{operation_id}/teacher",
+        config=pb.CoDistillationConfig(batch_size=BATCH, checkpoint_every_batches=3, teacher_update_interval=2,
+                                       grow_vocabulary=grow, seed=3))
+    return plan_codistillation(ctx.checkpoints, ctx.datasets, request, operation_id)
+
+
+def _students(ctx: CoDistillerContext, name: str) -> list:
+    return [ctx.checkpoints.resolve(name, version) for version in ctx.checkpoints.versions(name)]
+
+
+def test_a_stream_of_a_newer_vocabulary_needs_growth(world) -> None:  # noqa: ANN001
+    with pytest.raises(InvalidArgumentError) as error:  # seen at Start: the first partition is newer
+        _plan(world, "op-off", grow=False, stream="newer")
+    assert error.value.field == "stream" and "grow_vocabulary" in error.value.message
+    with pytest.raises(InvalidArgumentError) as error:  # seen when the stream reaches it: names the partition
+        run_codistillation(world, _plan(world, "op-off", grow=False), lambda *_, **__: None)
+    assert error.value.field == "stream" and "stream/" in error.value.message
+    assert _plan(world, "op-on", stream="newer").settings.online.grow_vocabulary
+
+
+def test_the_models_grow_to_the_streams_version_and_each_checkpoint_names_its_tables(world) -> None:  # noqa: ANN001
+    final = run_codistillation(world, _plan(world, "op-a"), lambda *_, **__: None)
+    students = _students(world, "op-a/student")
+    teachers = _students(world, "op-a/teacher")
+    assert len(students) == len(teachers) >= 4
+    first_grown = None
+    for index, (student, teacher) in enumerate(zip(students, teachers, strict=True)):
+        for published in (student, teacher):
+            manifest = published.manifest
+            users = manifest.feature_spec.categorical[0].vocab_size
+            if users == 30:  # still the first (version 1) partition
+                assert (manifest.vocab_hash, manifest.extra["vocab_version"]) == (VOCAB_HASH, 1)
+                assert manifest.extra["has_vocabulary"]  # the version-1 vocabulary rides along
+            else:
+                assert users == 30 + NEW_USERS and manifest.feature_spec == GROWN_SPEC
+                assert (manifest.vocab_hash, manifest.extra["vocab_version"]) == (GROWN.hash, 2)
+                first_grown = index if first_grown is None else first_grown
+            model, _ = load_model(world.checkpoints, published.name, published.version)
+            assert model.embedding.get_table("user").shape[0] == users  # rebuilt from the manifest's spec
+    # 3 batches of 40 rows per checkpoint: the first checkpoint is all version-1 rows, the second
+    # holds version-2 rows and so grown tables.
+    assert first_grown == 1 and students[-1].ref == final.ref
+    assert sum(final.manifest.extra["rows_by_partition"].values()) == 4 * PARTITION_ROWS  # no row refused
+    student, _ = load_model(world.checkpoints, final.name, final.version)
+    initial = tiny_model(4, seed=2).embedding.get_table("user")
+    grown_rows = student.embedding.get_table("user")[30:]
+    assert not torch.allclose(grown_rows, torch.zeros_like(grown_rows))  # initialised, then trained on
+    assert not torch.equal(student.embedding.get_table("user")[:30], initial)  # the old rows trained too
+
+
+def test_a_run_stopped_after_growing_resumes_from_the_grown_checkpoint_bit_for_bit(world) -> None:  # noqa: ANN001
+    uninterrupted = run_codistillation(world, _plan(world, "op-a"), lambda *_, **__: None)
+    seen: list[str] = []
+
+    def stop_after_second_checkpoint(*_, details=None, **__) -> None:  # noqa: ANN001, ANN002, ANN003
+        if details and "student" in details and "rows_by_partition" in details:
+            seen.append(details["student"])
+            if len(seen) == 2:
+                raise Stop
+
+    plan = _plan(world, "op-b")
+    with pytest.raises(Stop):
+        run_codistillation(world, plan, stop_after_second_checkpoint)
+    stopped_at = world.checkpoints.resolve(*seen[-1].rsplit("/", 1))
+    assert stopped_at.manifest.feature_spec == GROWN_SPEC  # the resume must rebuild grown tables
+    torch.manual_seed(1234)  # the resumed run owes nothing to the process's RNG
+    resumed = run_codistillation(world, plan, lambda *_, **__: None)
+    assert resumed.manifest.extra["rows_by_partition"] == uninterrupted.manifest.extra["rows_by_partition"]
+    ours, _ = load_model(world.checkpoints, resumed.name, resumed.version)
+    theirs, _ = load_model(world.checkpoints, uninterrupted.name, uninterrupted.version)
+    for name, value in theirs.state_dict().items():
+        assert torch.equal(ours.state_dict()[name], value), name
