@@ -59,7 +59,20 @@ def unsupported_options(config: SwitchConfig) -> list[str]:
         problems.append("adaptive_kd (the services distill with a fixed λ)")
     if config.device != "cpu":
         problems.append(f"device={config.device!r} (the services choose their own devices)")
+    d = config.offline.distillation
+    if d.kd_gate != "all" and "kd_gate" in d.model_fields_set:
+        problems.append(f"offline.distillation.kd_gate={d.kd_gate!r} (the services distil every row)")
     return problems
+
+
+def platform_defaults(config: SwitchConfig) -> SwitchConfig:
+    """``config`` as the services run it: a KD gate that is only the switch's default becomes 'all' (the
+    services distil every row); one the config sets is refused by `unsupported_options` instead."""
+    d = config.offline.distillation
+    if d.kd_gate == "all" or "kd_gate" in d.model_fields_set:
+        return config
+    offline = config.offline.model_copy(update={"distillation": d.model_copy(update={"kd_gate": "all"})})
+    return config.model_copy(update={"offline": offline})
 
 
 def service_addresses(services: str) -> dict[str, str]:
@@ -290,6 +303,9 @@ def run_switch_through_services(config: SwitchConfig, out_dir: Path, *, services
         raise ValueError(f"the platform path cannot run this config: {'; '.join(problems)}")
     if services != "local":
         service_addresses(services)  # refuse a malformed address before the data work starts
+    if platform_defaults(config) is not config:
+        log("kd_gate: the services distil every row; the platform path runs kd_gate 'all' (the paper's KD)")
+        config = platform_defaults(config)
     prefix = f"switch/{uuid.uuid4().hex[:10]}"
     with connect(services, Path(out_dir), log, lambda: begin_switch(config, out_dir, log=log)) as (client, run):
         started = time.perf_counter()
