@@ -3,7 +3,8 @@
 Runs Scratch and CrossAdapt-Sample under several distillation settings (λ, T, the KD gate, the frozen
 stage) on one setting of a `bench paper` preset (default: `smoke`'s main setting, 100k `small` rows) and
 prints, per variant and student, the mean test AUC and the paired delta against Scratch (same seed, same
-teacher, same data) with a 95% t-interval over seeds. Teachers and data are cached under ``--work`` in
+teacher, same data) with a 95% t-interval over seeds and a 95% paired bootstrap interval over the test
+rows; every variant after the first is also paired against the first (the paper's KD on all rows). Teachers and data are cached under ``--work`` in
 the layout of `crossadapt bench paper --out`.
 
     nice -n 10 .venv/bin/python bench/kd_ablation.py --preset smoke --seeds 0 1 2 --work out/kd-ablation
@@ -18,33 +19,42 @@ import math
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from crossadapt.transfer.experiments.paper_bench import BenchRunner, resolve_dataset
 from crossadapt.transfer.experiments.presets import PRESETS
-from crossadapt.transfer.experiments.methods import run_method, score
+from crossadapt.training import predict_proba
+from crossadapt.transfer.experiments.methods import run_method
+from crossadapt.transfer.experiments.paired import bootstrap_aucs, percentile_interval, seed_interval
+
+
+def _test_auc(model, test) -> tuple[float, np.ndarray]:  # noqa: ANN001
+    """Test AUC (pp) and the AUC (pp) on each paired bootstrap resample of the test rows."""
+    from crossadapt.metrics import auc
+
+    labels, probabilities = np.asarray(test.label), predict_proba(model, test)
+    return 100 * auc(labels, probabilities), 100 * bootstrap_aucs(labels, probabilities)
 
 # name -> changes to offline.distillation (the frozen stage is `frozen_epochs`; 0 = none, joint gets 2);
 # a "method" key runs that Table 2 ablation of CrossAdapt-Sample instead.
+# Since the gate became the default, the other rows vary the gated default (λ, T, ...); "paper" is all rows.
 VARIANTS: dict[str, dict] = {
-    "paper (λ 0.7, T 4)": {},
+    "paper (λ 0.7, T 4, KD on all rows)": {"kd_gate": "all"},
+    "kd_gate teacher_better (default)": {"kd_gate": "teacher_better"},
     "λ 0 (no KD)": {"kd_weight": 0.0},
     "λ 0.3": {"kd_weight": 0.3},
     "T 1": {"temperature": 1.0},
     "no frozen stage": {"frozen_epochs": 0, "joint_epochs": 2},
-    "kd_gate teacher_better": {"kd_gate": "teacher_better"},
     "w/o projection": {"method": "w/o projection"},
     "w/o sampling (all of D_train)": {"method": "w/o sampling"},
 }
 
-# Two-sided 97.5% quantiles of Student's t for n - 1 = 1..9 degrees of freedom.
-T_975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262]
-
 
 def paired_interval(deltas: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95% t-interval of paired deltas (nan half-width for one seed)."""
+    interval = seed_interval(deltas)
     mean = statistics.fmean(deltas)
-    if len(deltas) < 2:
-        return mean, math.nan
-    return mean, T_975[min(len(deltas) - 2, len(T_975) - 1)] * statistics.stdev(deltas) / math.sqrt(len(deltas))
+    return mean, math.nan if interval is None else (interval[1] - interval[0]) / 2
 
 
 def main() -> None:
@@ -61,26 +71,43 @@ def main() -> None:
     dataset = resolve_dataset(None, spec, args.work, print)
     for pair in spec.pairs:
         scratch: dict[int, float] = {}
+        scratch_rows: dict[int, np.ndarray] = {}
+        first: tuple[str, dict[int, float], dict[int, np.ndarray]] | None = None
         for seed in args.seeds:
             ctx = runner.context(dataset, pair, seed)
-            scratch[seed] = 100 * float(score(run_method("Scratch", ctx).model, ctx.splits["test"])["auc"])
+            scratch[seed], scratch_rows[seed] = _test_auc(run_method("Scratch", ctx).model, ctx.splits["test"])
         for variant in args.variants:
             aucs: dict[int, float] = {}
+            rows: dict[int, np.ndarray] = {}
             for seed in args.seeds:
                 ctx = runner.context(dataset, pair, seed)
                 changes = dict(VARIANTS[variant])
                 method = changes.pop("method", "CrossAdapt-Sample")
                 distillation = ctx.offline.distillation.model_copy(update=changes)
                 ctx = dataclasses.replace(ctx, offline=ctx.offline.model_copy(update={"distillation": distillation}))
-                aucs[seed] = 100 * float(score(run_method(method, ctx).model, ctx.splits["test"])["auc"])
+                aucs[seed], rows[seed] = _test_auc(run_method(method, ctx).model, ctx.splits["test"])
             mean, half = paired_interval([aucs[s] - scratch[s] for s in args.seeds])
-            print(json.dumps({
+            line = {
                 "student": type(pair.student).__name__,
                 "variant": variant, "auc": round(statistics.fmean(aucs.values()), 2),
                 "scratch_auc": round(statistics.fmean(scratch.values()), 2),
                 "delta_vs_scratch": round(mean, 2), "ci95_half_width": round(half, 2),
+                "rows_ci95_vs_scratch": _rows_ci(rows, scratch_rows, args.seeds),
                 "per_seed_delta": {s: round(aucs[s] - scratch[s], 3) for s in args.seeds},
-            }, ensure_ascii=False))
+            }
+            if first is None:
+                first = (variant, aucs, rows)
+            else:  # paired against the first variant too (e.g. the gate against the paper's KD)
+                mean, half = paired_interval([aucs[s] - first[1][s] for s in args.seeds])
+                line |= {f"delta_vs_{first[0]}": round(mean, 2), "ci95_half_width_vs_first": round(half, 2),
+                         "rows_ci95_vs_first": _rows_ci(rows, first[2], args.seeds)}
+            print(json.dumps(line, ensure_ascii=False))
+
+
+def _rows_ci(rows: dict[int, np.ndarray], base: dict[int, np.ndarray], seeds: list[int]) -> list[float]:
+    """95% paired row-bootstrap interval of the mean delta over seeds (pp)."""
+    low, high = percentile_interval(np.mean([rows[s] - base[s] for s in seeds], axis=0))
+    return [round(low, 2), round(high, 2)]
 
 
 if __name__ == "__main__":

@@ -134,8 +134,10 @@ class DistillationSection(_Section):
     frozen_epochs: int = Field(1, ge=0)
     joint_epochs: int = Field(1, ge=0)
     kd_gate: Literal["all", "teacher_better"] = Field(
-        "all", description="Beyond the paper: 'teacher_better' distills only rows where the teacher's loss on the "
-        "true label is below the student's (offline and online); 'all' = the paper.")
+        "teacher_better", description="Beyond the paper (the default): 'teacher_better' distills only rows where "
+        "the teacher's loss on the true label is below the student's (offline and online), so a student that "
+        "outgrows its teacher is not pulled back to it; 'all' = the paper. Gate − paper, paired over 5 seeds: "
+        "+0.12/+0.12 AUC pp (MLP-8/FiBiNET-16, standard main setting), +0.20/+0.08 (smoke); never below (bench/README).")
 
     @model_validator(mode="after")
     def _some_epochs(self) -> "DistillationSection":

@@ -170,3 +170,16 @@ def test_switch_from_a_teacher_checkpoint_with_ablations(tmp_path: Path) -> None
     batch = parse_switch_config(raw).optim.batch_size
     assert len(trace) == -(-len(dataset.split("online")) // batch) > 0
     assert all(0.2 <= weight <= 0.7 for _, _, weight in trace)
+
+
+def test_the_platform_path_runs_the_default_kd_gate_as_all_and_refuses_an_explicit_gate() -> None:
+    from services.switch import platform_defaults, unsupported_options
+
+    default = parse_switch_config({"data": SYNTHETIC})
+    assert default.offline.distillation.kd_gate == "teacher_better" and unsupported_options(default) == []
+    assert platform_defaults(default).offline.distillation.kd_gate == "all"
+    explicit = parse_switch_config({"data": SYNTHETIC, "offline": {"distillation": {"kd_gate": "teacher_better"}}})
+    assert unsupported_options(explicit) == ["offline.distillation.kd_gate='teacher_better' (the services distil "
+                                             "every row)"]
+    paper = parse_switch_config({"data": SYNTHETIC, "offline": {"distillation": {"kd_gate": "all"}}})
+    assert platform_defaults(paper) is paper and unsupported_options(paper) == []
