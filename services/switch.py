@@ -10,6 +10,8 @@ an operation on a service, and only refs cross the wire:
     └ drift-detector.ComputeDrift(train windows)      ┘
     offline-distiller.StartDistillation(projected student, teacher, sample)           → student v1
     online-codistiller.StartCoDistillation(student v1, teacher, online stream, replay) → student vN
+                      (online.grow_vocabulary: a teacher of an older vocabulary version goes up with the
+                      training rows as that version, the stream as the dataset's; both models grow to it)
     finish_switch (score on test, baselines, report) with every operation's id and seconds
 
 `local` starts the stack itself (embedded broker and store under OUT/platform); an ADDRESS is a host
@@ -24,12 +26,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
+from crossadapt.data.growth import ids_for_sizes
 from crossadapt.transfer.experiments.methods import MethodOutcome, prior_shift, window_batches
 from crossadapt.transfer.experiments.results import DriftSummary, OperationTiming, SwitchResults
 from crossadapt.transfer.switch import SwitchRun, begin_switch, finish_switch
@@ -62,6 +65,9 @@ def unsupported_options(config: SwitchConfig) -> list[str]:
     d = config.offline.distillation
     if d.kd_gate != "all" and "kd_gate" in d.model_fields_set:
         problems.append(f"offline.distillation.kd_gate={d.kd_gate!r} (the services distil every row)")
+    if config.offline.sampling.target != "click":
+        problems.append(f"offline.sampling.target={config.offline.sampling.target!r} (the platform path samples "
+                        "and distils offline on clicks)")
     return problems
 
 
@@ -178,6 +184,20 @@ def connect(services: str, out_dir: Path, log: Log, meanwhile: Callable[[], T]) 
 
 
 # ---- the stages -------------------------------------------------------------------------------------
+def teacher_vocabulary(run: SwitchRun) -> tuple[str, Any, int | None]:
+    """(hash, vocabulary, version) of the teacher's tables: the dataset's, or with online.grow_vocabulary
+    an older version of it (begin_switch accepts an older teacher only then)."""
+    from crossadapt.data.growth import version_for_sizes
+
+    dataset = run.dataset
+    vocabulary = dataset.vocabulary
+    if run.teacher.spec == dataset.feature_spec or vocabulary is None:
+        return dataset.vocab_hash, vocabulary, vocabulary.version if vocabulary is not None else None
+    sizes = {field.name: field.vocab_size for field in run.teacher.spec.categorical}
+    older = vocabulary.at_version(version_for_sizes(vocabulary, sizes).version)
+    return older.hash, older, older.version
+
+
 def _ref(name: str, version: str = "") -> common_pb2.CheckpointRef:
     return common_pb2.CheckpointRef(name=name, version=version)
 
@@ -217,18 +237,27 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
         sampler_pb2,
     )
 
-    config, spec = run.config, run.dataset.feature_spec
+    config, dataset = run.config, run.dataset
     objects = open_object_store(client.settings)
     checkpoints, datasets = CheckpointStore(objects), DatasetStore(objects)
     facts: dict[str, Any] = {}
     began = time.perf_counter()
+    # The teacher's tables may be of an older version of the dataset's vocabulary (online.grow_vocabulary):
+    # it and the training rows go up as that version (what the offline stages read), the online stream as
+    # the dataset's, which the co-distiller grows both models to.
+    spec = run.teacher.spec
+    vocab_hash, vocabulary, version = teacher_vocabulary(run)
     teacher = model_io.publish_model(checkpoints, f"{prefix}/teacher", run.teacher, feature_spec=spec,
-                                     vocab_hash=run.dataset.vocab_hash, vocabulary=run.dataset.vocabulary,
-                                     parent=str(run.teacher_path.resolve()), owner=prefix)
+                                     vocab_hash=vocab_hash, vocabulary=vocabulary,
+                                     parent=str(run.teacher_path.resolve()), owner=prefix,
+                                     extra={"vocab_version": version})
     train_name, online_name = f"{prefix}/train", f"{prefix}/online"
-    model_io.write_split(datasets, train_name, run.splits["train"], spec, vocab_hash=run.dataset.vocab_hash)
-    model_io.write_split(datasets, online_name, run.splits["online"], spec, vocab_hash=run.dataset.vocab_hash,
-                         partitions=STREAM_PARTITIONS)
+    train = run.splits["train"]  # as the teacher's tables read it (the in-process stages see no newer ids there)
+    train = replace(train, categorical=ids_for_sizes(train.categorical, [f.vocab_size for f in spec.categorical]))
+    model_io.write_split(datasets, train_name, train, spec, vocab_hash=vocab_hash, vocab_version=version)
+    model_io.write_split(datasets, online_name, run.splits["online"], dataset.feature_spec,
+                         vocab_hash=dataset.vocab_hash, partitions=STREAM_PARTITIONS,
+                         vocab_version=dataset.vocabulary.version if dataset.vocabulary is not None else None)
     facts["upload_s"] = time.perf_counter() - began
     log(f"uploaded teacher {teacher.ref} and the train/online splits in {facts['upload_s']:.1f} s")
 
@@ -286,7 +315,8 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 teacher_update_interval=o.teacher_update_interval, batch_size=config.optim.batch_size,
                 kd_weight=d.kd_weight, temperature=d.temperature, dense_lr=config.optim.dense_lr,
                 embedding_lr=config.optim.embedding_lr, teacher_dense_lr=o.teacher_lr, seed=config.seed,
-                window_batches=window_batches(run.ctx),
+                window_batches=window_batches(run.ctx), grow_vocabulary=o.grow_vocabulary,
+                projection_seed=config.seed, target=s.target,
                 drift=online_codistiller_pb2.CoDistillationDriftSettings(**drift_config)),
             student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher-co", request_id=f"{prefix}/codistill")))
     student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)

@@ -1,0 +1,70 @@
+"""`crossadapt switch --services local` with `online.grow_vocabulary`: a teacher of an older vocabulary
+version, an online day with new values; the platform's student grows like the in-process one (#16)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from crossadapt.checkpoint import read_manifest
+from crossadapt.data import DatasetSchema, PrepareConfig, PreparedDataset, append_split, prepare_dataset
+from crossadapt.data.growth import GrowthConfig
+from crossadapt.transfer.switch import obtain_teacher
+from crossadapt.transfer.switch_config import TeacherTraining
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
+SCHEMA = DatasetSchema(label="y", timestamp="t", categorical=["c", "d"], numerical=["x"])
+MODEL = {"architecture": "mlp", "embedding_dim": 4, "hidden_units": [8]}
+
+
+def _rows(values: list[str], start: int, seed: int, n: int = 2000) -> pa.Table:
+    """Clicks driven by `c`'s value (each value its own effect)."""
+    rng = np.random.default_rng(seed)
+    c = rng.choice(values, n)
+    effect = {v: rng.normal(0.0, 1.5) for v in values}
+    p = 1.0 / (1.0 + np.exp(-np.array([effect[v] for v in c])))
+    return pa.table({"t": np.arange(start, start + n), "c": c, "d": rng.choice(["p", "q"], n),
+                     "x": rng.standard_normal(n), "y": (rng.random(n) < p).astype(np.int64)})
+
+
+def _switch(config: Path, out: Path, *extra: str) -> dict:
+    result = subprocess.run([*CLI, "switch", "--config", str(config), "--out", str(out), *extra],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_grown_vocabulary_switch_through_the_services_matches_the_in_process_one(tmp_path: Path) -> None:
+    old = [f"v{i}" for i in range(20)]
+    dataset = prepare_dataset(_rows(old, 0, 0), tmp_path / "ds", schema=SCHEMA,
+                              config=PrepareConfig(min_count=1, split="4:4:1:1"))
+    obtain_teacher(dataset, TeacherTraining(model=MODEL), tmp_path / "teacher", seed=0, batch_size=256)
+    v1 = dataset.vocabulary
+    append_split(dataset, "online", _rows(old[:14] + [f"n{i}" for i in range(6)], 10_000, 1), overwrite=True,
+                 growth=GrowthConfig(min_count=2))
+    grown = PreparedDataset.open(dataset.path)
+    config = tmp_path / "switch.yaml"
+    config.write_text(json.dumps({
+        "data": {"dir": str(grown.path)}, "teacher": {"checkpoint": str(tmp_path / "teacher")},
+        "student": {"model": {**MODEL, "embedding_dim": 3}}, "baselines": [], "threads": 1, "seed": 3,
+        "optim": {"batch_size": 256}, "online": {"grow_vocabulary": True},
+        "offline": {"sampling": {"ratio": 0.5, "temporal_blocks": 2},
+                    "distillation": {"frozen_epochs": 1, "joint_epochs": 0, "kd_gate": "all"}}}))
+    in_process = _switch(config, tmp_path / "in-process")
+    platform = _switch(config, tmp_path / "platform", "--services", "local")
+    ours, theirs = read_manifest(tmp_path / "platform" / "student"), read_manifest(tmp_path / "in-process" / "student")
+    # The same grown student: the online version's tables (6 new values of c), named as that version.
+    assert ours.feature_spec == theirs.feature_spec == grown.feature_spec
+    assert ours.feature_spec.categorical[0].vocab_size == v1.size("c") + 6
+    assert (ours.vocab_hash, ours.extra["vocab_version"]) == (theirs.vocab_hash, theirs.extra["vocab_version"]) \
+        == (grown.vocab_hash, 2)
+    assert abs(platform["student"]["auc"] - in_process["student"]["auc"]) <= 0.002  # the issue's 0.2 points
+    assert {op["service"] for op in platform["operations"]} >= {"offline-distiller", "online-codistiller"}
