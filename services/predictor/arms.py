@@ -17,7 +17,7 @@ import pyarrow as pa
 import torch
 
 from crossadapt.data.missing import MISSING_SUFFIX
-from crossadapt.data.vocabulary import Vocabulary
+from crossadapt.data.vocabulary import Vocabulary, VocabularyRef
 from crossadapt.models.spec import FeatureSpec
 from services.common.errors import FailedPreconditionError, InvalidArgumentError
 from services.common.model_io import load_model, load_vocabulary
@@ -131,8 +131,10 @@ class FeatureEncoder:
         unknown = (categorical == 0).sum(axis=1, dtype=np.int32)
         return EncodedBatch(categorical, numerical, unknown)
 
-    def unknown_by_field(self, batch: EncodedBatch) -> dict[str, int]:
-        counts = (batch.categorical == 0).sum(axis=0)
+    def unknown_by_field(self, batch: EncodedBatch, rows: np.ndarray | None = None) -> dict[str, int]:
+        """Values that went to the unknown row, per field (of the rows where the ``[B]`` bool `rows` is set)."""
+        unknown = batch.categorical == 0
+        counts = (unknown if rows is None else unknown & rows[:, None]).sum(axis=0)
         return {f: int(c) for f, c in zip(self.categorical, counts) if c}
 
 
@@ -191,6 +193,23 @@ def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
     return first + tuple(f for f in second if f not in first)
 
 
+def named_version(vocabulary: Vocabulary, published: PublishedCheckpoint) -> Vocabulary:
+    """The version of `vocabulary` the checkpoint names (manifest ``vocab_hash``, ``extra.vocab_version``).
+
+    A checkpoint is normally published with exactly that version; one published with a newer version
+    of the same vocabulary (a grown one) serves the prefix it was trained with, so values added later
+    read as ``<UNK>`` as they did in training, and the ids always fit its tables."""
+    named = published.manifest.vocab_hash
+    if vocabulary.hash == named:
+        return vocabulary
+    number = published.manifest.extra.get("vocab_version")
+    try:
+        return vocabulary.resolve(VocabularyRef(version=int(number), hash=named) if number else named)
+    except (ValueError, TypeError) as exc:
+        raise FailedPreconditionError(f"{published.ref} names vocabulary {named[:12]} (version {number}), which its "
+                                      f"published vocabulary does not hold: {exc}", field="vocabulary") from exc
+
+
 class ArmLoader:
     """Loads checkpoints from the store into arms, sharing encoders between arms with the same vocabulary."""
 
@@ -209,6 +228,7 @@ class ArmLoader:
         if vocabulary is None:
             raise FailedPreconditionError(f"{published.ref} was published without a vocabulary; "
                                           "raw feature values cannot be mapped to its rows", field="checkpoint")
+        vocabulary = named_version(vocabulary, published)
         preprocessing = published.manifest.extra.get("preprocessing") or {}
         log_transform = bool(preprocessing.get("log_transform", True))  # PrepareConfig's defaults
         negative_is_missing = preprocessing.get("negative_numerical", "keep") == "missing"
@@ -229,7 +249,8 @@ class ArmLoader:
             self._generation += 1
             generation = self._generation
         log.info("arm loaded", extra={"arm": ARM_NAMES[arm], "checkpoint": published.ref, "generation": generation,
-                                      "vocabulary_rows": len(encoder.index)})
+                                      "vocabulary_rows": len(encoder.index),
+                                      "vocabulary_version": encoder.vocabulary_version})
         return LoadedArm(arm=arm, checkpoint=published, model=model, encoder=encoder, generation=generation)
 
     def keep_only(self, pair: ArmPair) -> None:

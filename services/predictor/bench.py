@@ -6,8 +6,10 @@
   scoring, raw Criteo-shaped values (26 text fields, 13 numbers, a user id) looked up in the vocabulary.
 
 Both servers are pinned to one core (the first) when the machine has two or more; the client runs
-on the others. Batch 1: sequential requests, p50 / p99 latency. Batch 256: `in_flight` concurrent
-gRPC requests, rows per second. Writes one JSON object with, among others, `grpc_b1_p99_ratio`,
+on the others. Both run for the whole bench and are measured in alternating rounds (bare, ours,
+ours, bare, ...), so a change in the machine's load weighs on both alike; the JSON records the load
+average before and after. Batch 1: sequential requests, p50 / p99 latency over all rounds. Batch
+256: `in_flight` concurrent gRPC requests, rows per second. Writes one JSON object with, among others, `grpc_b1_p99_ratio`,
 `rest_b1_p99_ratio` (ours ÷ bare) and `grpc_b256_rows_per_s` (ours).
 """
 
@@ -168,8 +170,9 @@ def _percentiles(seconds: list[float]) -> tuple[float, float]:
 
 
 def measure(ports: dict[str, int], payloads: list[dict[str, Any]], big: list[dict[str, Any]], bare: bool,
-            requests: int, in_flight: int) -> dict[str, float]:
-    """Batch-1 latency over gRPC and REST, batch-256 throughput over gRPC, against one server."""
+            requests: int, in_flight: int, offset: int = 0) -> dict[str, Any]:
+    """One round against one server: batch-1 latencies (seconds) over gRPC and REST, and the rows and
+    seconds of the batch-256 gRPC requests (`in_flight` at a time)."""
     import grpc
     import httpx
     from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
@@ -179,30 +182,40 @@ def measure(ports: dict[str, int], payloads: list[dict[str, Any]], big: list[dic
     grpc_requests = [_grpc_request(p, bare) for p in payloads]
     rest_bodies = [json.dumps(_rest_body(p, bare)).encode() for p in payloads]
     url = f"http://127.0.0.1:{ports['http']}/v2/models/{MODEL}/infer"
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
     with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as http:
-        for warm in range(50):
+        for warm in range(20):
             stub.ModelInfer(grpc_requests[warm % len(grpc_requests)], timeout=30)
             http.post(url, content=rest_bodies[warm % len(rest_bodies)]).raise_for_status()
         for protocol in ("grpc", "rest"):
             latencies = []
-            for index in range(requests):
+            for index in range(offset, offset + requests):
                 started = time.perf_counter()
                 if protocol == "grpc":
                     stub.ModelInfer(grpc_requests[index % len(grpc_requests)], timeout=30)
                 else:
                     http.post(url, content=rest_bodies[index % len(rest_bodies)]).raise_for_status()
                 latencies.append(time.perf_counter() - started)
-            result[f"{protocol}_b1_p50_ms"], result[f"{protocol}_b1_p99_ms"] = _percentiles(latencies)
+            result[f"{protocol}_b1"] = latencies
     batches = [_grpc_request(p, bare) for p in big]
-    rows = sum(len(p["categorical"]) for p in big)
     with ThreadPoolExecutor(in_flight) as pool:
         list(pool.map(lambda r: stub.ModelInfer(r, timeout=60), batches[:in_flight]))  # warm-up
         started = time.perf_counter()
         list(pool.map(lambda r: stub.ModelInfer(r, timeout=60), batches))
-        result["grpc_b256_rows_per_s"] = rows / (time.perf_counter() - started)
+        result["grpc_b256"] = (sum(len(p["categorical"]) for p in big), time.perf_counter() - started)
     channel.close()
     return result
+
+
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """p50/p99 over all rounds' latencies, rows/s over all rounds' batch-256 time."""
+    figures: dict[str, float] = {}
+    for protocol in ("grpc", "rest"):
+        latencies = [x for r in rounds for x in r[f"{protocol}_b1"]]
+        figures[f"{protocol}_b1_p50_ms"], figures[f"{protocol}_b1_p99_ms"] = _percentiles(latencies)
+    figures["grpc_b256_rows_per_s"] = (sum(r["grpc_b256"][0] for r in rounds)
+                                       / sum(r["grpc_b256"][1] for r in rounds))
+    return figures
 
 
 def torch_latency(world: dict[str, Any], payloads: list[dict[str, Any]]) -> float:
@@ -258,8 +271,9 @@ def _wait_ready(http_port: int, proc: subprocess.Popen, log: Path, timeout: floa
 
 
 def run_predictor_bench(*, requests: int = 1000, big_batches: int = 200, in_flight: int = 4,
-                        max_cardinality: int = 200_000, workdir: Path | None = None) -> dict[str, Any]:
-    """Measure both servers one after the other (same core); returns the figures and ratios."""
+                        max_cardinality: int = 200_000, workdir: Path | None = None,
+                        rounds: int = 4) -> dict[str, Any]:
+    """Measure both servers in alternating rounds (same core); returns the figures and ratios."""
     from services.local.stack import free_port, stop_process
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="crossadapt-bench-predictor-"))
@@ -275,31 +289,45 @@ def run_predictor_bench(*, requests: int = 1000, big_batches: int = 200, in_flig
     base_env |= {"CROSSADAPT_HOME": str(workdir / "home"), "CROSSADAPT_STORE_URL": world["store"],
                  "OMP_NUM_THREADS": "1", "CROSSADAPT_LOG_LEVEL": "WARNING"}
     results: dict[str, Any] = {"server_cores": len(server_cores) or "shared", "requests": requests,
-                               "b256_requests": big_batches, "in_flight": in_flight}
-    for kind in ("bare", "ours"):
-        ports = {"http": free_port(), "grpc": free_port()}
-        log = workdir / f"{kind}.log"
-        if kind == "bare":
-            args = [sys.executable, "-m", "services.predictor.bench", "bare", "--store", world["store"],
-                    "--checkpoint", world["checkpoint"], "--http-port", str(ports["http"]),
-                    "--grpc-port", str(ports["grpc"])]
-            env = base_env
-        else:
-            args = [sys.executable, "-c", "from crossadapt.cli import main; main()", "serve", "predictor"]
-            env = base_env | {
-                "CROSSADAPT_GRPC_PORT": str(free_port()), "CROSSADAPT_METRICS_PORT": "0",
-                "CROSSADAPT_PREDICTOR_TEACHER": world["checkpoint"], "CROSSADAPT_PREDICTOR_STUDENT": world["checkpoint"],
-                "CROSSADAPT_PREDICTOR_STUDENT_WEIGHT": "0.5", "CROSSADAPT_PREDICTOR_SHADOW_SHARE": "1.0",
-                "CROSSADAPT_PREDICTOR_HTTP_PORT": str(ports["http"]),
-                "CROSSADAPT_PREDICTOR_INFERENCE_GRPC_PORT": str(ports["grpc"]),
-                "CROSSADAPT_PREDICTOR_FLUSH_INTERVAL_S": "3600", "CROSSADAPT_PREDICTOR_METRICS_REFRESH_S": "3600"}
-        proc = _start(args, env, log, server_cores)
-        try:
+                               "b256_requests": big_batches, "in_flight": in_flight, "rounds": rounds,
+                               "load_average_1m_before": round(os.getloadavg()[0], 2)}
+    servers: dict[str, tuple[subprocess.Popen, dict[str, int]]] = {}
+    try:
+        for kind in ("bare", "ours"):
+            ports = {"http": free_port(), "grpc": free_port()}
+            log = workdir / f"{kind}.log"
+            if kind == "bare":
+                args = [sys.executable, "-m", "services.predictor.bench", "bare", "--store", world["store"],
+                        "--checkpoint", world["checkpoint"], "--http-port", str(ports["http"]),
+                        "--grpc-port", str(ports["grpc"])]
+                env = base_env
+            else:
+                args = [sys.executable, "-c", "from crossadapt.cli import main; main()", "serve", "predictor"]
+                env = base_env | {
+                    "CROSSADAPT_GRPC_PORT": str(free_port()), "CROSSADAPT_METRICS_PORT": "0",
+                    "CROSSADAPT_PREDICTOR_TEACHER": world["checkpoint"],
+                    "CROSSADAPT_PREDICTOR_STUDENT": world["checkpoint"],
+                    "CROSSADAPT_PREDICTOR_STUDENT_WEIGHT": "0.5", "CROSSADAPT_PREDICTOR_SHADOW_SHARE": "1.0",
+                    "CROSSADAPT_PREDICTOR_HTTP_PORT": str(ports["http"]),
+                    "CROSSADAPT_PREDICTOR_INFERENCE_GRPC_PORT": str(ports["grpc"]),
+                    "CROSSADAPT_PREDICTOR_FLUSH_INTERVAL_S": "3600", "CROSSADAPT_PREDICTOR_METRICS_REFRESH_S": "3600"}
+            proc = _start(args, env, log, server_cores)
+            servers[kind] = (proc, ports)
             _wait_ready(ports["http"], proc, log)
-            figures = measure(ports, payloads, big, bare=kind == "bare", requests=requests, in_flight=in_flight)
-        finally:
+        # Both servers stay up (each idle while the other is measured) and the rounds alternate, so a
+        # change in the machine's load (other processes) weighs on both alike.
+        measured: dict[str, list[dict[str, Any]]] = {"bare": [], "ours": []}
+        per_round, big_per_round = max(requests // rounds, 1), max(len(big) // rounds, 1)
+        for index in range(rounds):
+            chunk = big[index * big_per_round:(index + 1) * big_per_round] or big[:big_per_round]
+            for kind in (("bare", "ours") if index % 2 == 0 else ("ours", "bare")):
+                measured[kind].append(measure(servers[kind][1], payloads, chunk, bare=kind == "bare",
+                                              requests=per_round, in_flight=in_flight, offset=index * per_round))
+    finally:
+        for proc, _ in servers.values():
             stop_process(proc)
-        results.update({f"{kind}_{k}": round(v, 3) for k, v in figures.items()})
+    for kind, kind_rounds in measured.items():
+        results.update({f"{kind}_{k}": round(v, 3) for k, v in summarise(kind_rounds).items()})
     results["torch_b1_p50_ms"] = round(torch_latency(world, payloads), 4)
     for protocol in ("grpc", "rest"):
         results[f"{protocol}_b1_p99_ratio"] = round(results[f"ours_{protocol}_b1_p99_ms"]
@@ -307,13 +335,16 @@ def run_predictor_bench(*, requests: int = 1000, big_batches: int = 200, in_flig
         results[f"{protocol}_b1_p50_ratio"] = round(results[f"ours_{protocol}_b1_p50_ms"]
                                                     / results[f"bare_{protocol}_b1_p50_ms"], 3)
     results["grpc_b256_rows_per_s"] = results["ours_grpc_b256_rows_per_s"]
+    results["grpc_b256_rows_ratio"] = round(results["ours_grpc_b256_rows_per_s"]
+                                            / results["bare_grpc_b256_rows_per_s"], 3)
+    results["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     return results
 
 
 def bench_predictor(json_path: Path | None = None, requests: int = 1000, big_batches: int = 200,
-                    in_flight: int = 4) -> dict[str, Any]:
+                    in_flight: int = 4, rounds: int = 4) -> dict[str, Any]:
     """Run, print, and optionally write the JSON."""
-    results = run_predictor_bench(requests=requests, big_batches=big_batches, in_flight=in_flight)
+    results = run_predictor_bench(requests=requests, big_batches=big_batches, in_flight=in_flight, rounds=rounds)
     text = json.dumps(results, indent=2)
     if json_path is not None:
         Path(json_path).write_text(text + "\n")
@@ -327,9 +358,10 @@ def bench_command(
     requests: Annotated[int, typer.Option(min=10, help="Batch-1 requests per protocol and server.")] = 1000,
     big_batches: Annotated[int, typer.Option(min=1, help="Batch-256 requests per server.")] = 200,
     in_flight: Annotated[int, typer.Option(min=1, help="Concurrent batch-256 requests.")] = 4,
+    rounds: Annotated[int, typer.Option(min=1, help="Alternating measurement rounds per server.")] = 4,
 ) -> None:
     """Our predictor (routing, vocabulary lookup, 100% shadow) against a bare KServe model, same MLP-8."""
-    bench_predictor(json_path, requests, big_batches, in_flight)
+    bench_predictor(json_path, requests, big_batches, in_flight, rounds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -341,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--requests", type=int, default=1000)
     run.add_argument("--big-batches", type=int, default=200)
     run.add_argument("--in-flight", type=int, default=4)
+    run.add_argument("--rounds", type=int, default=4)
     bare = commands.add_parser("bare", help="serve the bare KServe model (used by `run`)")
     bare.add_argument("--store", required=True)
     bare.add_argument("--checkpoint", required=True)
@@ -350,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "bare":
         serve_bare(args.store, args.checkpoint, args.http_port, args.grpc_port)
     else:
-        bench_predictor(args.json, args.requests, args.big_batches, args.in_flight)
+        bench_predictor(args.json, args.requests, args.big_batches, args.in_flight, args.rounds)
 
 
 if __name__ == "__main__":

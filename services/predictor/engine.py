@@ -17,7 +17,7 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -93,6 +93,7 @@ class PredictorEngine:
         self._shadow_counters = {a: prometheus.ROWS.labels(self.model, n, "shadow") for a, n in ARM_NAMES.items()}
         self._id_prefix = uuid.uuid4().hex[:12]  # generated request ids: unique per process, cheap per request
         self._request_numbers = itertools.count()
+        self._row_suffixes = np.array([f"/{row}" for row in range(settings.max_batch_rows)], dtype=object)
 
     # ---- scoring ------------------------------------------------------------------------------
     def compute(self, columns: RequestColumns, request_id: str | None) -> ScoredRows:
@@ -135,7 +136,7 @@ class PredictorEngine:
         if columns.row_ids is not None:
             row_ids = np.array(columns.row_ids.to_pylist(), dtype=object)
         else:
-            row_ids = np.char.add(f"{scored.request_id}/", np.arange(columns.rows).astype(str)).astype(object)
+            row_ids = np.add(scored.request_id, self._row_suffixes[: columns.rows])  # "<request id>/<row>"
         shadow = (scored.buckets.astype(np.int64) * SHADOW_PERMUTATION % BUCKETS) < self._shadow_threshold
         seqs = self.score_log.append(
             row_ids=row_ids, request_id=scored.request_id, now=time.time(), served=served, bucket=scored.buckets,
@@ -147,9 +148,9 @@ class PredictorEngine:
             if served_rows:
                 self._served_counters[arm].inc(served_rows)
                 loaded = pair.arm(arm)
-                batch = scored.encoded[arm]
-                for field, count in loaded.encoder.unknown_by_field(batch.rows(np.flatnonzero(served == arm))).items():
-                    prometheus.UNKNOWN_VALUES.labels(self.model, loaded.name, field).inc(count)
+                if scored.unknown[:, arm - 1].any():
+                    for field, count in loaded.encoder.unknown_by_field(scored.encoded[arm], served == arm).items():
+                        prometheus.UNKNOWN_VALUES.labels(self.model, loaded.name, field).inc(count)
             rows = np.flatnonzero(shadow & (served == other(arm)))
             if len(rows):
                 batch = scored.encoded.get(arm)
@@ -195,6 +196,8 @@ class PredictorEngine:
                 raise
             self.checkpoint_of_generation[loaded.generation] = loaded.ref
             self.pair = self.pair.with_arm(loaded)
+            # Null/NaN means "missing" for the fields the arms now have indicators for (the fields stay).
+            self.schema = replace(self.schema, missing_numerical=self.pair.missing_numerical())
             self.last_swap = time.time()
             self.loader.keep_only(self.pair)
             prometheus.SWAPS.labels(self.model, loaded.name).inc()

@@ -287,14 +287,13 @@ def v2_columns(inputs: Sequence[Any], schema: RequestSchema, typed_contents: boo
     rows = None
     for infer_input in inputs:  # the inputs' names and shapes (per field, never per row)
         name = infer_input.name
-        if not isinstance(name, str) or not name:
-            raise InvalidArgumentError("every input needs a name", field="inputs")
-        if name in found:
-            raise InvalidArgumentError("input given twice", field=field_name(name))
-        if name not in schema.known:
-            raise InvalidArgumentError(f"unknown field {name!r} (the model takes {sorted(schema.known)})",
-                                       field=field_name(name))
-        count = _rows_of_shape(name, infer_input.shape)
+        if type(name) is not str or name not in schema.known or name in found:
+            _refuse_name(name, found, schema)
+        shape = infer_input.shape
+        if type(shape) is list and len(shape) == 1 and type(shape[0]) is int and shape[0] >= 0:
+            count = shape[0]  # the usual [B]; anything else is checked in full
+        else:
+            count = _rows_of_shape(name, shape)
         data = infer_input.data
         if type(data) is list and getattr(infer_input, "_raw_data", None) is None and len(data) != count:
             raise InvalidArgumentError(f"shape says {count} values, the data holds {len(data)}", field=name)
@@ -310,6 +309,15 @@ def v2_columns(inputs: Sequence[Any], schema: RequestSchema, typed_contents: boo
         return columns
     values = {name: _v2_values(i, rows or 0, numeric=name in schema.numerical) for name, i in found.items()}
     return _assemble(schema, values, rows or 0)
+
+
+def _refuse_name(name: Any, found: Mapping[str, Any], schema: RequestSchema) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidArgumentError("every input needs a name", field="inputs")
+    if name in found:
+        raise InvalidArgumentError("input given twice", field=field_name(name))
+    raise InvalidArgumentError(f"unknown field {name!r} (the model takes {sorted(schema.known)})",
+                               field=field_name(name))
 
 
 def _flat_list(infer_input: Any, rows: int, datatypes: frozenset[str]) -> list | None:
@@ -332,7 +340,7 @@ def _bulk_v2(found: Mapping[str, Any], schema: RequestSchema, rows: int, typed_c
     if None in text_lists or None in number_lists:
         return None
     try:
-        categorical = pa.array(list(chain.from_iterable(text_lists)), pa.large_string())  # bytes: UTF-8 checked
+        categorical = _text_array(list(chain.from_iterable(text_lists)))
         cohort = _bulk_text(found[schema.cohort_key], rows)
         row_ids = _bulk_text(found[schema.row_id_field], rows) if schema.row_id_field in found else None
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
@@ -362,8 +370,20 @@ def _bulk_text(infer_input: Any, rows: int) -> pa.Array | None:
     data = _flat_list(infer_input, rows, TEXT_ONLY)
     if data is None:
         return None
-    values = pa.array(data, pa.large_string())
+    values = _text_array(data)
     return None if values.null_count else values
+
+
+def _text_array(values: list) -> pa.Array:
+    """large_string of a list of bytes or str (or None); bytes must be UTF-8 (else ArrowInvalid). Building
+    binary, viewing it as text and validating (UTF-8 over the whole buffer at once) is about twice as fast as
+    building text from bytes value by value."""
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, bytes):
+        text = pa.array(values, pa.large_binary()).view(pa.large_string())
+        text.validate(full=True)
+        return text
+    return pa.array(values, pa.large_string())
 
 
 # ---- V1 ----------------------------------------------------------------------------------------
@@ -383,14 +403,19 @@ def v1_columns(payload: Any, schema: RequestSchema) -> RequestColumns:
     if len(instances) > schema.max_rows:
         raise InvalidArgumentError(f"the batch has {len(instances)} rows, more than the limit {schema.max_rows}",
                                    field="instances")
-    try:
-        table = pa.Table.from_pylist(instances)
+    try:  # a struct over the keys of all rows (Table.from_pylist would take the first row's keys only)
+        rows = pa.array(instances)
     except Exception as exc:  # noqa: BLE001 - the caller's JSON: name the field that did not convert
         raise _v1_error(instances, exc) from exc
-    columns: dict[str, pa.Array | np.ndarray] = {n: table.column(n).combine_chunks() for n in table.column_names}
+    if not pa.types.is_struct(rows.type):
+        raise InvalidArgumentError("every instance must be a JSON object", field="instances")
+    if rows.null_count:
+        raise InvalidArgumentError("every instance must be a JSON object, not null", field="instances")
+    columns: dict[str, pa.Array | np.ndarray] = {rows.type.field(i).name: rows.field(i)
+                                                 for i in range(rows.type.num_fields)}
     for name in schema.missing_numerical - set(columns):  # absent from every row: missing in every row
-        columns[name] = pa.nulls(table.num_rows, pa.float64())
-    return _assemble(schema, columns, table.num_rows)
+        columns[name] = pa.nulls(len(rows), pa.float64())
+    return _assemble(schema, columns, len(rows))
 
 
 def _v1_error(instances: list[Any], exc: Exception) -> InvalidArgumentError:

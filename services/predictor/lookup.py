@@ -123,21 +123,25 @@ class VocabularyIndex:
         return same
 
     def _probe(self, hashes: np.ndarray) -> np.ndarray:
-        """``[n]`` the entry with the same hash as each query, or -1 (each slot keeps its entry's hash, so a
-        probe round reads two arrays at the same slots)."""
+        """``[n]`` the entry with the same hash as each query, or -1.
+
+        Each slot keeps its entry's hash, so a probe reads two arrays at the same slots. Most queries
+        end at their home slot; the others read the rest of their longest possible probe sequence in
+        one ``[p, max_probes - 1]`` gather (equal hashes share a home, so the first match is the entry).
+        """
         entry = np.full(len(hashes), -1, dtype=np.int64)
-        slot = (fmix64(hashes) & np.uint64(self._mask)).astype(np.int64)
-        pending = np.arange(len(hashes))
-        for _ in range(self._max_probes):
-            at = slot[pending]
+        home = (fmix64(hashes) & np.uint64(self._mask)).astype(np.int64)
+        held = self._slots[home]
+        occupied = held >= 0
+        match = occupied & (self._slot_hashes[home] == hashes)
+        entry[match] = held[match]
+        rest = np.flatnonzero(occupied & ~match)
+        if len(rest) and self._max_probes > 1:
+            at = (home[rest, None] + np.arange(1, self._max_probes)) & self._mask
             held = self._slots[at]
-            occupied = held >= 0
-            match = occupied & (self._slot_hashes[at] == hashes[pending])
-            entry[pending[match]] = held[match]
-            pending = pending[occupied & ~match]  # an empty slot ends the search: the value is not indexed
-            if not len(pending):
-                break
-            slot[pending] = (slot[pending] + 1) & self._mask
+            match = (held >= 0) & (self._slot_hashes[at] == hashes[rest, None])
+            found = np.flatnonzero(match.any(axis=1))
+            entry[rest[found]] = held[found, match[found].argmax(axis=1)]
         return entry
 
 
