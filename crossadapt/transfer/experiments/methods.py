@@ -3,7 +3,11 @@
 CrossAdapt itself is one pipeline (:func:`run_crossadapt`) wired from the transfer modules:
 projection → strategic sample → progressive offline distillation → drift → asymmetric online
 co-distillation with replay. `CrossAdapt-Full` skips the sample, `CrossAdapt-Adaptive` adds the
-gap-driven λ of :mod:`crossadapt.transfer.offline.adaptive`, and every Table 2 ablation is an
+gap-driven λ of :mod:`crossadapt.transfer.offline.adaptive`, `CrossAdapt-Collaborative` lets the teacher
+also learn from the student online (:mod:`crossadapt.transfer.online.collaborative`; the preset's
+`online.collaborative`, else its defaults), `CrossDomain-WarmStart` starts the student from a source
+domain (`hist`) by the three levels of :mod:`crossadapt.transfer.warm_start` and trains it as Scratch,
+and every Table 2 ablation is an
 :class:`AblationSection` switch. Baselines come from :mod:`crossadapt.transfer.experiments.baselines`.
 
 `train_seconds` is the student's training wall time: projection, sampling, teacher-logit caching,
@@ -23,17 +27,22 @@ import numpy as np
 from torch import nn
 
 from crossadapt.transfer.experiments.results import Curve, DriftSummary
+from crossadapt.transfer.online.collaborative import CollaborativeConfig
 from crossadapt.transfer.switch_config import AblationSection, OfflineSection, OnlineSection, OptimSection
 
 if TYPE_CHECKING:
     from crossadapt.data import SplitArrays
     from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
+    from crossadapt.transfer.warm_start import WarmStartConfig
     from crossadapt.models.config import ModelConfig
     from crossadapt.models.spec import FeatureSpec
 
-CROSSADAPT_METHODS = ("CrossAdapt-Full", "CrossAdapt-Sample", "CrossAdapt-Adaptive")
+CROSSADAPT_METHODS = ("CrossAdapt-Full", "CrossAdapt-Sample", "CrossAdapt-Adaptive", "CrossAdapt-Collaborative")
+#: The related papers' methods (issue 15): registered beside the paper's Table 1 methods, but the Table 1
+#: presets leave them out (they run where a preset names them).
+RELATED_PAPER_METHODS = ("CrossAdapt-Collaborative", "CrossDomain-WarmStart")
 #: Methods that never read the teacher: their result depends on the student and the seed only.
-TEACHER_FREE_METHODS = ("Scratch", "Scratch-Online", "Full-Retrain")
+TEACHER_FREE_METHODS = ("Scratch", "Scratch-Online", "Full-Retrain", "CrossDomain-WarmStart")
 
 #: Table 2 rows: each switches off one component of CrossAdapt-Sample. "w/o offline stage" starts the
 #: online stage from a random student (no projection, sample or offline distillation); "w/o projection"
@@ -72,6 +81,8 @@ class MethodContext:
     baseline_epochs: int = 1
     device: str = "cpu"
     threads: int | None = None
+    #: CrossDomain-WarmStart's levels and source models (None: their defaults); the source domain is `hist`.
+    warm_start: "WarmStartConfig | None" = None
 
 
 @dataclass
@@ -193,11 +204,14 @@ def run_crossadapt(
     ablation: AblationSection | None = None,
     *,
     adaptive: "bool | AdaptiveKDConfig" = False,
+    collaborative: "CollaborativeConfig | None" = None,
     name: str = "CrossAdapt",
 ) -> MethodOutcome:
     """The CrossAdapt pipeline (Algorithm 1) on `ctx`, with components switched off by `ablation`.
 
     `adaptive`: False for the paper's fixed λ; True or an :class:`AdaptiveKDConfig` for the gap-driven λ.
+    `collaborative`: the teacher's KD term toward the student online; None takes `ctx.online.collaborative`
+    (None there too: the paper's teacher, which learns from the labels only).
     """
     from crossadapt.training import configure_threads
     from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
@@ -234,7 +248,7 @@ def run_crossadapt(
         online_offset = clock.elapsed  # the curve's seconds count from the start of the student's training
         # lines 36-50: the student steps every batch, the teacher every τ, replay mixed into each batch
         result = _codistill_online(ctx, teacher, student, controller, optimizer_state, ablation, adaptive_config,
-                                   details)
+                                   details, collaborative or ctx.online.collaborative)
         curve = _curve(name, result, offset=online_offset)
         student = result.student
         clock.lap("online_codistillation")
@@ -311,7 +325,7 @@ def _distill_offline(ctx: MethodContext, teacher: nn.Module, student: nn.Module,
 
 def _codistill_online(ctx: MethodContext, teacher: nn.Module, student: nn.Module, controller: Any,
                       optimizer_state: Any, ablation: AblationSection, adaptive: "AdaptiveKDConfig | None",
-                      details: dict[str, Any]) -> Any:
+                      details: dict[str, Any], collaborative: "CollaborativeConfig | None" = None) -> Any:
     """Asymmetric co-distillation over the online split (Eq. 15-16) with drift-sized replay from D_train."""
     from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig, codistill_online
 
@@ -327,7 +341,7 @@ def _codistill_online(ctx: MethodContext, teacher: nn.Module, student: nn.Module
             dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
             adaptive=adaptive, window_batches=window_batches(ctx),
             grow_vocabulary=o.grow_vocabulary, projection_seed=ctx.seed,
-            target=ctx.offline.sampling.target,
+            target=ctx.offline.sampling.target, collaborative=collaborative,
         ),
         replay=controller if ablation.adaptive_replay else None,
         replay_pool=train if ablation.adaptive_replay else None,
@@ -340,13 +354,16 @@ def _codistill_online(ctx: MethodContext, teacher: nn.Module, student: nn.Module
     details["prequential_auc"] = result.student_prequential.get("auc")
     details["prequential_logloss"] = {"student": result.student_prequential.get("logloss"),
                                       "teacher": result.teacher_prequential.get("logloss")}
+    if collaborative is not None:
+        details["collaboration_share"] = result.collaboration_share  # mean a_i: where the student taught
     if adaptive is not None:
         details["online_kd_weight_trace"] = result.kd_weight_trace  # (batch, relative gap, λ)
     return result
 
 
-def run_baseline_method(ctx: MethodContext, name: str) -> MethodOutcome:
-    """One of the paper's baselines (Scratch, Scratch-Online, Full-Retrain, Vanilla-KD, Hint-KD, RKD)."""
+def run_baseline_method(ctx: MethodContext, name: str, *, student: nn.Module | None = None) -> MethodOutcome:
+    """One of the paper's baselines (Scratch, Scratch-Online, Full-Retrain, Vanilla-KD, Hint-KD, RKD), from a
+    fresh student or from ``student`` (a warm start: trained in place by the baseline's recipe)."""
     from crossadapt.training import configure_threads
     from crossadapt.transfer.experiments.baselines import BaselineConfig, run_baseline
 
@@ -360,13 +377,41 @@ def run_baseline_method(ctx: MethodContext, name: str) -> MethodOutcome:
         target=ctx.offline.sampling.target,
     )
     splits = {key: ctx.splits[key] for key in ("hist", "train", "online") if key in ctx.splits}
-    result = run_baseline(name, student=_fresh_student(ctx), splits=splits, teacher=ctx.teacher, config=config)  # type: ignore[arg-type]
+    student = student if student is not None else _fresh_student(ctx)
+    result = run_baseline(name, student=student, splits=splits, teacher=ctx.teacher, config=config)  # type: ignore[arg-type]
     return MethodOutcome(
         name=name, model=result.model, train_seconds=result.seconds,
         curve=_curve(name, result.online, offset=result.offline_seconds),
         stage_seconds={"offline": result.offline_seconds, "online": result.seconds - result.offline_seconds},
         teacher=result.teacher,
     )
+
+
+def run_warm_start(ctx: MethodContext, config: "WarmStartConfig | None" = None) -> MethodOutcome:
+    """CrossDomain-WarmStart: the related paper's three levels from the source domain ``hist``
+    (:mod:`crossadapt.transfer.warm_start`), then the student trains exactly as Scratch does (``D_train``
+    epochs, then the stream). ``train_seconds`` includes the two source models' training."""
+    from crossadapt.training import configure_threads
+    from crossadapt.transfer.warm_start import WarmStartConfig, warm_start_model
+
+    configure_threads(ctx.threads)
+    config = config or ctx.warm_start or WarmStartConfig()
+    if "hist" not in ctx.splits or not len(ctx.splits["hist"]):
+        raise ValueError("CrossDomain-WarmStart reads the source domain from the hist split, which this data lacks")
+    started = time.perf_counter()
+    warm = warm_start_model(ctx.student_config, ctx.feature_spec, ctx.splits["hist"], ctx.splits["train"], config,
+                            seed=ctx.seed, batch_size=ctx.optim.batch_size, embedding_lr=ctx.optim.embedding_lr,
+                            dense_lr=ctx.optim.dense_lr, device=ctx.device, threads=ctx.threads)
+    warm_seconds = time.perf_counter() - started
+    outcome = run_baseline_method(ctx, "Scratch", student=warm.model)
+    outcome.name = "CrossDomain-WarmStart"
+    outcome.train_seconds += warm_seconds
+    if outcome.curve is not None:
+        outcome.curve = Curve(name=outcome.name, seconds=[warm_seconds + s for s in outcome.curve.seconds],
+                              auc=outcome.curve.auc)
+    outcome.stage_seconds = {**warm.stage_seconds, **outcome.stage_seconds}
+    outcome.details = {"warm_start": warm.details}
+    return outcome
 
 
 MethodRunner = Callable[[MethodContext], MethodOutcome]
@@ -386,6 +431,9 @@ METHODS: dict[str, MethodRunner] = {
     "CrossAdapt-Full": lambda ctx: run_crossadapt(ctx, AblationSection(sampling=False), name="CrossAdapt-Full"),
     "CrossAdapt-Sample": lambda ctx: run_crossadapt(ctx, name="CrossAdapt-Sample"),
     "CrossAdapt-Adaptive": lambda ctx: run_crossadapt(ctx, adaptive=True, name="CrossAdapt-Adaptive"),
+    "CrossAdapt-Collaborative": lambda ctx: run_crossadapt(
+        ctx, collaborative=ctx.online.collaborative or CollaborativeConfig(), name="CrossAdapt-Collaborative"),
+    "CrossDomain-WarmStart": run_warm_start,
 }
 
 
