@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from crossadapt.data.prepared import PreparedDataset
     from crossadapt.data.schema import DatasetSchema
 
-__all__ = ["TwoDomainConfig", "TWO_DOMAIN_PRESET", "generate_two_domain", "two_domain_schema", "prepare_two_domain"]
+__all__ = ["TwoDomainConfig", "TWO_DOMAIN_PRESET", "generate_two_domain", "two_domain_schema", "prepare_two_domain",
+           "open_two_domain"]
 
 #: The name `crossadapt bench paper` settings (and `prepare_synthetic`) use for this generator.
 TWO_DOMAIN_PRESET = "two_domain"
@@ -145,3 +146,14 @@ def prepare_two_domain(config: TwoDomainConfig, out: Path, *, overwrite: bool = 
 
     return prepare_dataset(generate_two_domain(config), out, schema=two_domain_schema(),
                            config=PrepareConfig(min_count=1, split=config.split), overwrite=overwrite)
+
+
+def open_two_domain(root: Path, rows: int, seed: int) -> "PreparedDataset":
+    """The default two domains of ``rows`` rows and ``seed`` under ``root`` (``two_domain-<rows>-s<seed>``),
+    prepared the first time and opened afterwards (as the bench caches its synthetic settings)."""
+    from crossadapt.data.prepared import PreparedDataset
+
+    folder = Path(root) / f"{TWO_DOMAIN_PRESET}-{rows}-s{seed}"
+    if (folder / "dataset.json").is_file():
+        return PreparedDataset.open(folder)
+    return prepare_two_domain(TwoDomainConfig(rows=rows, seed=seed), folder)

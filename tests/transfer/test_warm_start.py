@@ -177,3 +177,13 @@ def test_the_bench_method_runs_and_beats_scratch_on_the_small_two_domain_setting
     assert warm.curve is not None and warm.curve.seconds[0] > warm.stage_seconds["tiny_source_model"]
     warm_auc, scratch_auc = score(warm.model, test)["auc"], score(scratch.model, test)["auc"]
     assert warm_auc > scratch_auc + 0.02  # measured: 0.725 against 0.581, (warm_auc, scratch_auc)
+
+
+def test_open_two_domain_prepares_once_then_opens(tmp_path):
+    from crossadapt.data.two_domain import open_two_domain
+
+    first = open_two_domain(tmp_path, 2000, 3)
+    assert first.path.name == "two_domain-2000-s3" and len(first.split("hist")) == 1400
+    stamp = (first.path / "dataset.json").stat().st_mtime_ns
+    assert open_two_domain(tmp_path, 2000, 3).path == first.path
+    assert (first.path / "dataset.json").stat().st_mtime_ns == stamp  # opened, not prepared again
