@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
+from crossadapt.data.two_domain import TWO_DOMAIN_PRESET, open_two_domain
 from crossadapt.transfer.experiments.presets import PRESETS, BenchPreset, PairSpec, SettingSpec
 from crossadapt.training import metrics_from_predictions, predict_proba
 from crossadapt.transfer.experiments.methods import (
@@ -76,6 +77,8 @@ def resolve_dataset(data: str | None, spec: SettingSpec, work_dir: Path, log: Lo
         if spec.synthetic is None:
             raise ValueError(f"setting {spec.name} has no synthetic source; pass --data")
         s = spec.synthetic
+        if s.preset == TWO_DOMAIN_PRESET:  # source domain = hist, target = train/online/test
+            return open_two_domain(work_dir / "data", s.rows, s.seed)
         return prepare_synthetic(s.preset, s.rows, s.seed, work_dir / "data", log)
     if data == "movielens":
         return prepare_movielens(work_dir / "data", log)
