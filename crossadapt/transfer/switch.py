@@ -25,11 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import nn
 
-from crossadapt.transfer.experiments.methods import MethodContext, MethodOutcome, run_baseline_method, run_crossadapt, score
+from crossadapt.transfer.experiments.methods import (
+    EVAL_BATCH_ROWS,
+    MethodContext,
+    MethodOutcome,
+    run_baseline_method,
+    run_crossadapt,
+)
+from crossadapt.transfer.experiments.paired import bootstrap_aucs, percentile_interval
 from crossadapt.transfer.experiments.report import write_switch_report
-from crossadapt.transfer.experiments.results import OperationTiming, Score, SwitchResults
+from crossadapt.transfer.experiments.results import OperationTiming, PromotionVerdict, Score, SwitchResults
 from crossadapt.transfer.optim_fit import OptimChoice
 from crossadapt.transfer.switch_config import (
     ConfigError,
@@ -195,13 +203,34 @@ def _vocabulary_ref(model: nn.Module, dataset: "PreparedDataset") -> tuple[str, 
     return ref.hash, ref.version
 
 
+@dataclass
+class _Scored:
+    score: Score
+    metrics: dict[str, Any]
+    labels: np.ndarray  # the scored rows' labels and the model's probabilities (for paired comparisons)
+    probabilities: np.ndarray
+
+
 def _score(name: str, role: str, model: nn.Module, test: Any, seconds: float | None,
-           target: str = "click") -> tuple[Score, dict[str, Any]]:
+           target: str = "click") -> _Scored:
+    from crossadapt.training import metrics_from_predictions, predict_proba, select_target_rows, target_labels
     from crossadapt.transfer.experiments.baselines import readable_by  # ids newer than its tables: <UNK>
 
-    metrics = score(model, readable_by(model, test), target)
-    return Score(name=name, role=role, auc=float(metrics["auc"]), logloss=float(metrics["logloss"]),  # type: ignore[arg-type]
-                 train_seconds=seconds), metrics
+    rows = select_target_rows(readable_by(model, test), target)  # type: ignore[arg-type]
+    labels, probabilities = target_labels(rows, target), predict_proba(model, rows, EVAL_BATCH_ROWS)  # type: ignore[arg-type]
+    true_p = None if target != "click" or rows.prob is None else np.asarray(rows.prob)
+    metrics = metrics_from_predictions(labels, probabilities, true_probabilities=true_p)
+    return _Scored(Score(name=name, role=role, auc=float(metrics["auc"]), logloss=float(metrics["logloss"]),  # type: ignore[arg-type]
+                         train_seconds=seconds), metrics, labels, probabilities)
+
+
+def promotion_verdict(teacher: _Scored, student: _Scored) -> PromotionVerdict:
+    """Promote the student only if its test AUC reaches its teacher's; the paired bootstrap over test rows
+    says whether the difference stands out from the test split's noise."""
+    rows = bootstrap_aucs(student.labels, student.probabilities) - bootstrap_aucs(teacher.labels,
+                                                                                   teacher.probabilities)
+    low, high = percentile_interval(100.0 * rows)
+    return PromotionVerdict.judge(100.0 * (student.score.auc - teacher.score.auc), (low, high))
 
 
 @dataclass
@@ -263,10 +292,13 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
     config, dataset, out_dir = run.config, run.dataset, run.out_dir
     test = run.splits["test"]
     target = config.offline.sampling.target  # pCVR switches are scored on the clicked rows' conversions
-    teacher_score, teacher_metrics = _score(f"Teacher ({model_label(run.teacher.config)})", "teacher", run.teacher,
-                                            test, None, target)
-    student_score, student_metrics = _score(outcome.name, "student", outcome.model, test, outcome.train_seconds,
-                                            target)
+    teacher_scored = _score(f"Teacher ({model_label(run.teacher.config)})", "teacher", run.teacher, test, None,
+                            target)
+    student_scored = _score(outcome.name, "student", outcome.model, test, outcome.train_seconds, target)
+    teacher_score, teacher_metrics = teacher_scored.score, teacher_scored.metrics
+    student_score, student_metrics = student_scored.score, student_scored.metrics
+    verdict = promotion_verdict(teacher_scored, student_scored)
+    log(f"verdict: {verdict.reason}")
     # Published before the baselines run: a failing baseline must not cost the student.
     student_dir = out_dir / "student"
     vocab_hash, vocab_version = _vocabulary_ref(outcome.model, dataset)
@@ -284,7 +316,7 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
     for name in config.baselines:
         log(f"baseline {name}")
         base = run_baseline_method(run.ctx, name)
-        baselines.append(_score(name, "baseline", base.model, test, base.train_seconds, target)[0])
+        baselines.append(_score(name, "baseline", base.model, test, base.train_seconds, target).score)
         if base.curve is not None:
             curves.append(base.curve)
 
@@ -293,7 +325,7 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
         stage_seconds=outcome.stage_seconds, oracle_auc=teacher_metrics.get("oracle_auc"),
         teacher_checkpoint=str(run.teacher_path.resolve()), student_checkpoint=str(student_dir.resolve()),
         dataset=run.dataset_label, ablation=config.ablation.model_dump(), operations=operations or [],
-        platform=platform, optim=run.optim,
+        platform=platform, optim=run.optim, verdict=verdict,
     )
     write_switch_report(results, out_dir)
     log(f"report written to {out_dir / 'report.md'}")

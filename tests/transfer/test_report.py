@@ -226,3 +226,26 @@ def test_switch_report_lists_the_platform_operations(tmp_path) -> None:  # noqa:
     assert "## Platform operations (local)" in text
     assert "| projector | projection | `abc` | SUCCEEDED | switch/student-projected/v000001 | 1.25 |" in text
     assert "Platform operations" not in render_switch_markdown(results.model_copy(update={"operations": []}))
+
+
+@pytest.mark.parametrize(
+    ("delta", "ci", "promote", "needles"),
+    [
+        (0.21, (0.05, 0.37), True, ["Promote: the student's test AUC reaches its teacher's (+0.21 pp",
+                                    "beyond test-row noise"]),
+        (0.02, (-0.1, 0.14), True, ["Promote", "within test-row noise of it"]),
+        (-1.38, (-1.6, -1.15), False, ["Do not promote: the student's test AUC is 1.38 pp below its teacher's",
+                                       "95% CI [-1.60, -1.15] over test rows; below it beyond test-row noise",
+                                       "Keep serving the teacher."]),
+        (-0.05, (-0.2, 0.1), False, ["Do not promote", "has not shown it reaches the teacher"]),
+    ],
+)
+def test_verdict_promotes_only_a_student_that_reaches_its_teacher(delta: float, ci: tuple, promote: bool,
+                                                                 needles: list[str]) -> None:
+    from crossadapt.transfer.experiments.results import PromotionVerdict
+
+    verdict = PromotionVerdict.judge(delta, ci)
+    assert verdict.promote is promote and all(n in verdict.reason for n in needles), verdict.reason
+    text = render_switch_markdown(_switch_results().model_copy(update={"verdict": verdict}))
+    assert f"## Verdict: {'promote' if promote else 'do not promote'}\n\n{verdict.reason}" in text
+    assert text.index("## Verdict") < text.index("## Test results")

@@ -121,6 +121,17 @@ def test_tiny_switch_end_to_end(tmp_path: Path, capsys) -> None:
     assert results["student"]["train_seconds"] > 0 and results["baselines"][0]["train_seconds"] > 0
     # Better than a random predictor (AUC 0.5) on the held-out test split.
     assert results["student"]["auc"] > 0.55
+    # The verdict: promote only a student that reaches its teacher, with the paired row interval.
+    verdict, gap = results["verdict"], 100 * (results["student"]["auc"] - results["teacher"]["auc"])
+    assert verdict["promote"] is (gap >= 0) and verdict["delta_pp"] == pytest.approx(gap)
+    low, high = verdict["rows_ci_pp"]
+    assert low < high and low - 0.5 < gap < high + 0.5
+    report = (out / "report.md").read_text()
+    assert f"## Verdict: {'promote' if gap >= 0 else 'do not promote'}" in report
+    # The optimiser the config set (switch-tiny sets all three values), stated with its rows.
+    assert results["optim"]["batch_size"] == 512 and results["optim"]["explicit"] == ["batch_size", "embedding_lr",
+                                                                                       "dense_lr"]
+    assert "## Optimiser" in report and "steps per epoch" in report
     assert 0.6 < results["oracle_auc"] < 1.0
     assert set(results["stage_seconds"]) == {"projection", "sampling", "offline_distillation", "drift",
                                              "online_codistillation"}

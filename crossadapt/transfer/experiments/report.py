@@ -56,6 +56,9 @@ def render_switch_markdown(results: SwitchResults, *, plots: dict[str, str] | No
     disabled = sorted(name for name, on in results.ablation.items() if not on)
     if disabled:
         lines.append(f"- ablation: disabled {', '.join(disabled)}")
+    if results.verdict is not None:
+        word = "promote" if results.verdict.promote else "do not promote"
+        lines += ["", f"## Verdict: {word}", "", results.verdict.reason]
     lines += ["", "## Test results", "", "| Model | Role | AUC (%) | LogLoss | Train time (s) | ΔAUC vs teacher (pp) |",
               "|---|---|---:|---:|---:|---:|"]
     for score in [results.teacher, results.student, *results.baselines]:

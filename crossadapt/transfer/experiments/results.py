@@ -63,6 +63,35 @@ class OperationTiming(BaseModel):
     result: str = ""
 
 
+class PromotionVerdict(BaseModel):
+    """Whether the student should replace its teacher: only if its test AUC reaches the teacher's.
+
+    ``rows_ci_pp``: 95% paired bootstrap interval over the test rows of student − teacher AUC (pp).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    promote: bool
+    delta_pp: float
+    rows_ci_pp: tuple[float, float]
+    reason: str
+
+    @classmethod
+    def judge(cls, delta_pp: float, rows_ci_pp: tuple[float, float]) -> "PromotionVerdict":
+        low, high = rows_ci_pp
+        ci = f"95% CI [{low:+.2f}, {high:+.2f}] over test rows"
+        if delta_pp >= 0:
+            beyond = "beyond test-row noise" if low > 0 else "within test-row noise of it"
+            reason = (f"Promote: the student's test AUC reaches its teacher's ({delta_pp:+.2f} pp, {ci}; "
+                      f"{beyond}).")
+        else:
+            beyond = ("below it beyond test-row noise" if high < 0
+                      else "the interval includes 0, but the student has not shown it reaches the teacher")
+            reason = (f"Do not promote: the student's test AUC is {-delta_pp:.2f} pp below its teacher's "
+                      f"({ci}; {beyond}). Keep serving the teacher.")
+        return cls(promote=delta_pp >= 0, delta_pp=delta_pp, rows_ci_pp=rows_ci_pp, reason=reason)
+
+
 class SwitchResults(BaseModel):
     """Everything `crossadapt switch` measured; serialised as `results.json`."""
 
@@ -82,6 +111,7 @@ class SwitchResults(BaseModel):
     operations: list[OperationTiming] = []  # set when the stages ran through the platform's services
     platform: str | None = None  # where they ran: "local", or the services' address
     optim: OptimChoice | None = None  # batch and learning rates every stage trained with, and why
+    verdict: PromotionVerdict | None = None  # promote the student or keep the teacher, and why
 
 
 class MethodStats(BaseModel):
