@@ -10,7 +10,7 @@ import pytest
 
 from crossadapt.cli import run as cli
 from crossadapt.transfer.experiments.presets import PRESETS, BenchPreset, SettingSpec, scaled_embedding_lr
-from crossadapt.transfer.experiments.methods import ABLATIONS, METHODS
+from crossadapt.transfer.experiments.methods import ABLATIONS, METHODS, RELATED_PAPER_METHODS
 
 PAPER_METHODS = {"Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "Hint-KD", "RKD", "CrossAdapt-Full",
                  "CrossAdapt-Sample", "CrossAdapt-Adaptive"}
@@ -18,7 +18,8 @@ STATS_KEYS = {"auc_mean", "auc_std", "logloss_mean", "logloss_std", "train_secon
 
 
 def test_registry_has_the_papers_method_names_and_ablations() -> None:
-    assert set(METHODS) == PAPER_METHODS
+    assert set(METHODS) == PAPER_METHODS | {"CrossAdapt-Collaborative", "CrossDomain-WarmStart"}
+    assert set(METHODS) - set(RELATED_PAPER_METHODS) == PAPER_METHODS
     assert list(ABLATIONS) == ["w/o projection", "w/o progressive", "w/o sampling", "w/o offline stage",
                                "w/o co-evolution", "w/o asymmetry", "w/o adaptive replay", "w/o online stage"]
     standard = PRESETS["standard"]
@@ -26,6 +27,11 @@ def test_registry_has_the_papers_method_names_and_ablations() -> None:
     assert [(p.teacher.architecture, p.student.architecture) for p in standard.main.pairs] == [
         ("mlp", "mlp"), ("mlp", "fibinet")]
     assert standard.widths is not None and standard.widths.scenarios == [(8, 8), (8, 16), (16, 8), (16, 32), (32, 16)]
+    # the related papers' methods run in their own preset, the warm start where a source domain exists
+    related = PRESETS["related"]
+    assert related.main.synthetic is not None and related.main.synthetic.preset == "two_domain"
+    assert set(RELATED_PAPER_METHODS) <= set(related.main.methods)
+    assert not set(RELATED_PAPER_METHODS) & set(PRESETS["smoke"].main.methods)
 
 
 def test_every_preset_scales_the_papers_embedding_lr_with_its_batch() -> None:
