@@ -57,3 +57,8 @@ def delete_checkpoint(checkpoints: CheckpointStore, name: str) -> None:
     for version in checkpoints.versions(name):
         delete_version(checkpoints, name, version)
     checkpoints.objects.delete_prefix(f"{checkpoints.prefix}/{name}")
+
+
+def default_device() -> str:
+    """Where a task trains: the GPU when the worker has one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crossadapt.models.config import ModelConfig, parse_model_config
 from crossadapt.transfer.switch_config import DistillationSection, OptimSection
+from services.common.checks import validate
 from services.common.errors import InvalidArgumentError
 
 MAX_WORLD_SIZE = 64
@@ -48,25 +49,6 @@ class DistillationSettings(BaseModel):
             **{k: v for k, v in present.items() if k not in _DISTILLATION_FIELDS + _OPTIM_FIELDS},
         }
         return validate(cls, raw, prefix="config")
-
-
-def validate(model: type[BaseModel], raw: dict[str, Any], *, prefix: str,
-             rename: dict[tuple[str, ...], str] | None = None) -> Any:
-    """`model.model_validate(raw)`; the first error as INVALID_ARGUMENT naming the request field.
-
-    Nested core sections stand for the request's flat fields: `rename` maps an error location to the
-    request's name for it (default: ("distillation", "kd_weight") is "kd_weight", a section is its fields).
-    """
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(str(part) for part in error["loc"])
-        renamed = (rename or {}).get(loc)
-        if renamed is None:
-            renamed = ".".join(part for part in loc if part not in ("distillation", "optim", "online"))
-        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-        raise InvalidArgumentError(message, field=".".join(p for p in (prefix, renamed) if p)) from None
 
 
 def student_model_config(spec: Any, projected_dim: int | None) -> ModelConfig:

@@ -24,29 +24,28 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
 import torch
 from torch import nn
 
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.metrics import log_odds
 from crossadapt.models import build_model, parse_model_config
-from crossadapt.models.spec import FeatureSpec
 from crossadapt.training import positive_rate, seed_everything
 from crossadapt.transfer.offline.distillation import (
     OfflineDistillResult,
     ProgressiveDistillation,
     cache_teacher_logits,
 )
-from services.common.errors import DataLossError, FailedPreconditionError
-from services.common.model_io import load_model, load_vocabulary, publish_model, read_all
+from services.common.checks import read_rows
+from services.common.errors import DataLossError
+from services.common.model_io import load_model, load_vocabulary, publish_model
 from services.common.operations import OperationStore
 from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetStore
 from services.common.storage.tables import NUMERICAL_TABLE, read_table
 from services.common.training_state import (
     OPTIMIZER_FILE,
+    default_device,
     delete_checkpoint,
     delete_version,
     read_state,
@@ -59,7 +58,6 @@ from services.offline_distiller.training_run import (  # noqa: F401 - Distillati
     DistillationInputs,
     build_run,
     core_config,
-    default_device,
 )
 
 log = logging.getLogger(__name__)
@@ -77,35 +75,6 @@ class DistillerContext:
 
 
 # ---- inputs -------------------------------------------------------------------------------------
-def read_rows(datasets: DatasetStore, name: str, spec: FeatureSpec, field: str) -> SplitArrays:
-    """A whole dataset (sample, validation rows), checked: bad data fails naming the dataset and column."""
-    try:
-        arrays = read_all(datasets, name, spec)
-    except pa.ArrowInvalid as exc:
-        raise FailedPreconditionError(f"dataset {name!r} has an unreadable partition: {exc}", field=field) from exc
-    check_rows(arrays, spec, f"{field} {name!r}")
-    return arrays
-
-
-def check_rows(arrays: SplitArrays, spec: FeatureSpec, where: str) -> None:
-    """Ids inside each field's vocabulary, finite numbers, labels in [0, 1] (vectorised, per column)."""
-    sizes = np.array([f.vocab_size for f in spec.categorical], dtype=np.int64)
-    if len(sizes) and len(arrays):
-        bad = (arrays.categorical.min(axis=0) < 0) | (arrays.categorical.max(axis=0) >= sizes)
-        if bad.any():
-            column = int(np.flatnonzero(bad)[0])
-            raise FailedPreconditionError(
-                f"{where}: field {spec.categorical[column].name!r} has ids outside 0..{sizes[column] - 1}",
-                field=spec.categorical[column].name)
-    checks = {"label": arrays.label, "teacher_logit": arrays.teacher_logit}
-    checks.update({name: arrays.numerical[:, i] for i, name in enumerate(spec.numerical)})
-    for name, column in checks.items():
-        if column is not None and not np.isfinite(column).all():
-            raise FailedPreconditionError(f"{where}: column {name!r} holds NaN or infinite values", field=name)
-    if len(arrays) and (arrays.label.min() < 0 or arrays.label.max() > 1):
-        raise FailedPreconditionError(f"{where}: labels outside [0, 1]", field="label")
-
-
 def student_base_rate(plan: DistillationPlan, train: SplitArrays) -> float | None:
     """The data's positive rate the student starts at: the configured one, else the sample's rate with the
     prior correction undone (logit(data) = logit(sample) - task_logit_shift)."""

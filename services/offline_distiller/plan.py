@@ -14,26 +14,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from crossadapt.models.spec import FeatureSpec
-from services.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, PlatformError
-from services.common.model_io import schema_spec
-from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint, check_name
+from services.common.checks import CheckpointPin, check_vocabularies, checked_name, dataset_schema, resolve_ref
+from services.common.errors import FailedPreconditionError, InvalidArgumentError
+from services.common.storage.checkpoints import CheckpointStore
 from services.common.storage.datasets import DatasetStore
 from services.common.storage.tables import NUMERICAL_TABLE, TableLayout, table_layouts
 from services.offline_distiller.config import DistillationSettings, student_model_config
 
 WIP_PREFIX = "wip/offline-distiller"
 TEACHER_LOGIT = "teacher_logit"
-
-
-class CheckpointPin(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    version: str
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
 
 
 class DistillationPlan(BaseModel):
@@ -62,55 +51,6 @@ class DistillationPlan(BaseModel):
     @property
     def needs_teacher_logits(self) -> bool:
         return not self.sample_has_teacher_logits and self.settings.distillation.kd_weight > 0
-
-
-def checked_name(name: str, field: str) -> str:
-    if not name:
-        raise InvalidArgumentError("is empty", field=field)
-    try:
-        return check_name(name)
-    except InvalidArgumentError as exc:
-        raise InvalidArgumentError(exc.message, field=field) from None
-
-
-def resolve_ref(store: CheckpointStore, ref: Any, field: str) -> PublishedCheckpoint:
-    """A `CheckpointRef` → the published checkpoint (NOT_FOUND / INVALID_ARGUMENT naming `field`)."""
-    checked_name(ref.name, f"{field}.name")
-    try:
-        return store.resolve(ref.name, ref.version or None)
-    except NotFoundError as exc:
-        raise NotFoundError(exc.message, field=field) from None
-    except InvalidArgumentError as exc:
-        raise InvalidArgumentError(exc.message, field=f"{field}.version") from None
-
-
-def dataset_schema(datasets: DatasetStore, name: str, field: str) -> tuple[FeatureSpec, str, list[str]]:
-    """(feature spec, vocabulary hash, column names) from the dataset's first partition."""
-    checked_name(name, f"{field}.name")
-    try:
-        first = datasets.first_schema(name)  # the Parquet footer, not the partition's data
-    except NotFoundError as exc:
-        raise NotFoundError(exc.message, field=field) from None
-    if first is None:
-        raise FailedPreconditionError(f"dataset {name!r} has no rows", field=field)
-    schema, partition = first
-    try:
-        spec, vocab_hash = schema_spec(schema, f"{name}/{partition}")
-    except PlatformError as exc:  # no or unreadable spec: the caller named a dataset it cannot use
-        raise InvalidArgumentError(exc.message, field=field) from None
-    return spec, vocab_hash, list(schema.names)
-
-
-def check_vocabularies(hashes: dict[str, str]) -> str:
-    """The one vocabulary hash the non-empty `hashes` ({request field: hash}) agree on; INVALID_ARGUMENT if not."""
-    known = {field: value for field, value in hashes.items() if value}
-    if len(set(known.values())) > 1:
-        first, *others = known.items()
-        odd = next(field for field, value in others if value != first[1])
-        raise InvalidArgumentError(
-            "vocabulary mismatch: " + ", ".join(f"{field} {value[:12]}…" for field, value in known.items())
-            + " (row ids would mean other feature values)", field=odd)
-    return next(iter(known.values()), "")
 
 
 def check_tables(layouts: dict[str, TableLayout], projected_spec: FeatureSpec, spec: FeatureSpec) -> None:

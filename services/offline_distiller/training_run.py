@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 
 from crossadapt.data.arrays import SplitArrays
@@ -52,6 +51,3 @@ def build_run(plan: DistillationPlan, inputs: DistillationInputs, *, device: str
         run.load_state_dict(inputs.state)
     return run
 
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -16,8 +16,8 @@ from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig
 from crossadapt.transfer.drift.detector import DriftConfig
 from crossadapt.transfer.online.replay import ReplayConfig
 from crossadapt.transfer.switch_config import DistillationSection, OnlineSection, OptimSection
+from services.common.checks import validate
 from services.common.errors import InvalidArgumentError
-from services.offline_distiller.config import validate
 
 # proto field → (section, core field)
 _MAPPING = {

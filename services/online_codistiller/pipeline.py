@@ -36,10 +36,11 @@ from torch import nn
 
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.data.vocabulary import Vocabulary
+from crossadapt.models.spec import FeatureSpec
 from crossadapt.transfer.online.codistillation import CoDistiller, build_codistiller
 from crossadapt.transfer.online.replay import ReplayController
+from services.common.checks import check_rows, read_rows
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
-from crossadapt.models.spec import FeatureSpec
 from services.common.model_io import (
     load_model,
     load_vocabulary,
@@ -51,8 +52,7 @@ from services.common.model_io import (
 from services.common.operations import OperationStore
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetPosition, DatasetStore
-from services.common.training_state import OPTIMIZER_FILE, read_state, tensor_bytes
-from services.offline_distiller.pipeline import check_rows, default_device, read_rows
+from services.common.training_state import OPTIMIZER_FILE, default_device, read_state, tensor_bytes
 from services.online_codistiller.plan import CoDistillationPlan, grows_from
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from crossadapt.models.spec import FeatureSpec
+from services.common.checks import CheckpointPin, check_vocabularies, checked_name, dataset_schema, resolve_ref
 from services.common.errors import FailedPreconditionError, InvalidArgumentError
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
 from services.common.storage.datasets import DatasetPosition, DatasetStore, partition_start
-from services.offline_distiller.plan import CheckpointPin, check_vocabularies, checked_name, dataset_schema, resolve_ref
 from services.online_codistiller.config import CoDistillationSettings
 
 

@@ -26,15 +26,16 @@ from distiller_fixtures import (
 from crossadapt.models.spec import CategoricalField, FeatureSpec
 from crossadapt.transfer.offline.distillation import OfflineDistillConfig, ProgressiveDistillation, cache_teacher_logits
 from crossadapt.transfer.switch_config import DistillationSection, OptimSection
+from services.common.checks import check_rows
 from services.common.errors import FailedPreconditionError, InvalidArgumentError
 from services.common.model_io import publish_model
 from services.common.operations import FileOperationStore
 from services.common.proto import offline_distiller_pb2
 from services.common.storage import CheckpointStore, LocalObjectStore
 from services.common.storage.tables import read_table
-from services.offline_distiller.config import DistillationSettings
-from services.offline_distiller.pipeline import DistillationInputs, check_rows, initial_student, train
 from services.common.training_state import load_tensor_bytes, tensor_bytes
+from services.offline_distiller.config import DistillationSettings
+from services.offline_distiller.pipeline import DistillationInputs, initial_student, train
 from services.offline_distiller.plan import CheckpointPin, DistillationPlan
 
 
