@@ -20,7 +20,7 @@
 * `task_base()`: a Task class whose `on_failure` fails the operation with the error's code and
   discards its unpublished outputs.
 
-A long training task (both distillers: ONE Celery task that runs for minutes or hours, checkpointing
+A long training task (ONE Celery task that runs for minutes or hours, checkpointing
 as it goes) uses the same steps with a lease instead of `start`/`reporter`:
 
     lease, plan = STEPS.take_lease(self, operation_id, "prepare")   # deliveries counted, then the lease

@@ -6,7 +6,7 @@ task body, no `on_failure` runs, the next step is never sent, and the operation 
 forever. Every server therefore runs a watchdog over the operations of its own kinds:
 
 * an operation is **stalled** when it is not terminal and shows no sign of life for `stall_s`: no
-  record change (stage, details, a distiller's lease heartbeat) and no progress beat (every
+  record change (stage, details, a long task's lease heartbeat) and no progress beat (every
   `set_progress` and every task start write one, `OperationStore.last_beat`);
 * a stalled operation is re-sent from the stage its record names (each service's `Resender`; its
   stages are idempotent, so a copy that was not lost after all only repeats work), at most
