@@ -37,16 +37,19 @@ class _Piece:
     stop: int
     stretch: int
     early: bool
+    returned: bool = False  # after early_return: early values are drawn at early_mass again
 
 
 def _pieces(config: SyntheticConfig) -> list[_Piece]:
     n = config.rows
-    cuts = sorted({0.0, 1.0, config.early_end, *config.shift_points})
+    back = config.early_return
+    cuts = sorted({0.0, 1.0, config.early_end, *config.shift_points, *([] if back is None else [back])})
     pieces = []
     for a, b in zip(cuts, cuts[1:]):
         start, stop = int(round(a * n)), int(round(b * n))
         if stop > start:
-            pieces.append(_Piece(start, stop, sum(p <= a for p in config.shift_points), a < config.early_end))
+            pieces.append(_Piece(start, stop, sum(p <= a for p in config.shift_points), a < config.early_end,
+                                 back is not None and a >= back))
     return pieces
 
 
@@ -149,7 +152,7 @@ def _draw_field(config: SyntheticConfig, f: int, world: FieldWorld, pieces: list
     if world.early.size:
         hit, which = rng.random(n), rng.integers(0, world.early.size, n)
         for p in pieces:
-            mass = config.early_mass * (1.0 if p.early else config.early_residual)
+            mass = config.early_mass * (1.0 if p.early or p.returned else config.early_residual)
             rows = p.start + np.flatnonzero(hit[p.start : p.stop] < mass)
             values[rows] = world.early[which[rows]]
     return values

@@ -23,6 +23,10 @@ test rows, so a model that saw hist (the teacher) knows something a student trai
 on train cannot learn. ``prob`` is written with every row, so the Bayes-optimal AUC of any split is
 the AUC of ``prob`` on its labels.
 
+``early_return`` brings the early values back at full ``early_mass`` later on (the ``long_history``
+preset: present in hist, absent from D_train, back from the online split): the teacher's history then
+holds values that the student's D_train lacks and the test period still shows.
+
 Conversions (pCVR) happen only after a click, with their own probability
 ``sigmoid(bias_c + rho * first_order + sqrt(1 - rho^2) * own_first_order)``.
 
@@ -102,6 +106,11 @@ class SyntheticConfig(BaseModel):
         0.08, ge=0, le=1, description="After early_end, early values keep this fraction of early_mass (rare, not gone)."
     )
     early_effect_scale: float = Field(1.5, ge=0, description="Std (logits) of an early value's first-order weight.")
+    early_return: float | None = Field(
+        None, gt=0, lt=1,
+        description="From this fraction of time on, early values are drawn at early_mass again (returning users, "
+        "seasonal items), with the effects they had early. None: they stay at early_residual to the end.",
+    )
     conversion_rate: float = Field(0.1, gt=0, lt=1, description="Mean P(conversion | click); its bias is solved for it.")
     conversion_correlation: float = Field(
         0.5, ge=-1, le=1, description="rho: how much the conversion effects follow the click effects."
@@ -127,6 +136,8 @@ class SyntheticConfig(BaseModel):
     def _check_user_field(self) -> "SyntheticConfig":
         if isinstance(self.user_field, int) and not 0 <= self.user_field < len(self.cardinalities):
             raise ValueError(f"user_field {self.user_field} is not a categorical field index")
+        if self.early_return is not None and self.early_return <= self.early_end:
+            raise ValueError(f"early_return ({self.early_return}) must come after early_end ({self.early_end})")
         return self
 
     @property
@@ -181,11 +192,42 @@ def _strong_interactions(**overrides) -> SyntheticConfig:
     return SyntheticConfig(**(base | overrides))
 
 
-PRESETS = {"criteo_like": _criteo_like, "small": _small, "strong_interactions": _strong_interactions}
+#: hist : train : online : test of the ``long_history`` preset: a history 6x as long as D_train.
+LONG_HISTORY_SPLIT = (12.0, 2.0, 1.0, 1.0)
+
+
+def _long_history(**overrides) -> SyntheticConfig:
+    """The paper's production setting in small: a long history (hist 75% of the rows, D_train 12.5%) whose
+    teacher knows values the student's D_train never shows, and that still matter later.
+
+    The `small` preset's fields and effects, with 40 early values per field of >= 1000 values (three
+    fields), drawn at 12% of those fields' draws during hist, absent from D_train (``early_residual``
+    0), and back at 12% from the start of the online split (``early_return`` 14/16) with the effects they
+    had in hist. Prepare it with the split ``LONG_HISTORY_SPLIT`` (12:2:1:1; ``preset_split``): the early
+    period and the return are placed on its boundaries. The same rows for every method; nothing looks at
+    the test split but the scoring.
+    """
+    base = dict(
+        rows=400_000, cardinalities=[5, 10, 30, 100, 300, 1000, 2000, 5000], num_numerical=3,
+        interaction_pairs=4, shift_head=200, early_values=40, early_min_cardinality=1000, early_mass=0.12,
+        early_end=12 / 16, early_residual=0.0, early_return=14 / 16,
+    )  # fmt: skip
+    return SyntheticConfig(**(base | overrides))
+
+
+PRESETS = {"criteo_like": _criteo_like, "small": _small, "strong_interactions": _strong_interactions,
+           "long_history": _long_history}
+#: Presets whose periods are placed on another split than the default 4:4:1:1.
+PRESET_SPLITS: dict[str, tuple[float, float, float, float]] = {"long_history": LONG_HISTORY_SPLIT}
+
+
+def preset_split(name: str) -> tuple[float, float, float, float]:
+    """hist : train : online : test ratios a preset's periods are placed on (4:4:1:1 unless it says)."""
+    return PRESET_SPLITS.get(name, (4.0, 4.0, 1.0, 1.0))
 
 
 def synthetic_preset(name: str, **overrides) -> SyntheticConfig:
-    """A named preset (``criteo_like``, ``small``, ``strong_interactions``), optionally with overrides
+    """A named preset (``criteo_like``, ``small``, ``strong_interactions``, ``long_history``), optionally with overrides
     such as ``rows=200_000`` or ``seed=1``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")

@@ -64,15 +64,17 @@ def model_label(config: Any) -> str:
 
 def prepare_synthetic(preset: str, rows: int, seed: int, root: Path, log: Log = lambda _: None) -> "PreparedDataset":
     """Generate and prepare a synthetic dataset under `root`, or open the one a previous run left there."""
-    from crossadapt.data.prepare import prepare_dataset
+    from crossadapt.data.prepare import default_config, prepare_dataset
     from crossadapt.data.prepared import PreparedDataset
-    from crossadapt.data.synthetic_config import synthetic_preset
+    from crossadapt.data.synthetic_config import preset_split, synthetic_preset
 
     folder = root / f"{preset}-{rows}-s{seed}"
     if (folder / "dataset.json").is_file():
         return PreparedDataset.open(folder)
     log(f"generating synthetic '{preset}' data: {rows} rows → {folder}")
-    return prepare_dataset(synthetic_preset(preset, rows=rows, seed=seed), folder, overwrite=True)
+    source = synthetic_preset(preset, rows=rows, seed=seed)
+    config = default_config(source, None).model_copy(update={"split": preset_split(preset)})
+    return prepare_dataset(source, folder, config=config, overwrite=True)
 
 
 def _teacher_matches(folder: Path, config: Any, vocab_hash: str, extra: dict[str, Any]) -> bool:

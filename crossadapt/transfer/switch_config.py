@@ -48,8 +48,9 @@ class _Section(BaseModel):
 class SyntheticData(_Section):
     """Generate a synthetic CTR dataset (with true click probabilities) and prepare it."""
 
-    preset: Literal["criteo_like", "small", "strong_interactions"] = "criteo_like"
-    rows: int = Field(200_000, ge=1_000, description="Rows over all splits (hist:train:online:test = 4:4:1:1).")
+    preset: Literal["criteo_like", "small", "strong_interactions", "long_history"] = "criteo_like"
+    rows: int = Field(200_000, ge=1_000, description="Rows over all splits (hist:train:online:test = 4:4:1:1; "
+                      "long_history: 12:2:1:1).")
     seed: int = 0
 
 

@@ -211,4 +211,24 @@ RELATED = BenchPreset(
     optim=_optim(512),
 )
 
-PRESETS: dict[str, BenchPreset] = {p.name: p for p in (MICRO, SMOKE, STANDARD, RELATED)}
+#: The long-history setting (issue #15): the teacher's hist holds values D_train lacks and the test period
+#: shows again (crossadapt.data.synthetic_config._long_history; 400k rows at 12:2:1:1, so D_train is 50k
+#: rows and the 10% sample 5k). The same generator, splits and yardstick for every method.
+LONG_HISTORY_SETTING = SettingSpec(
+    name="synthetic-long_history",
+    synthetic=SyntheticSource(preset="long_history", rows=400_000),
+    pairs=[PairSpec(teacher=_mlp(8), student=_mlp(8)), PairSpec(teacher=_mlp(8), student=_fibinet(16))],
+    methods=["Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "CrossAdapt-Full", "CrossAdapt-Sample"],
+)
+
+LONG_HISTORY = BenchPreset(
+    name="long-history",
+    seeds=3,
+    main=LONG_HISTORY_SETTING,
+    teacher_epochs=2,
+    baseline_epochs=1,
+    # Batch 128: the 5k-row sample gets 39 steps per epoch (512 would leave it 10), the 25k online rows 195.
+    optim=_optim(128),
+)
+
+PRESETS: dict[str, BenchPreset] = {p.name: p for p in (MICRO, SMOKE, STANDARD, RELATED, LONG_HISTORY)}
