@@ -337,26 +337,71 @@ def _bulk_v2(found: Mapping[str, Any], schema: RequestSchema, rows: int, typed_c
         return None
     text_lists = [_flat_list(found[n], rows, TEXT_ONLY) for n in schema.categorical]
     number_lists = [_flat_list(found[n], rows, NUMBER_TYPES) for n in schema.numerical]
-    if None in text_lists or None in number_lists:
+    cohort = _flat_list(found[schema.cohort_key], rows, TEXT_ONLY)
+    row_ids = _flat_list(found[schema.row_id_field], rows, TEXT_ONLY) if schema.row_id_field in found else []
+    if None in text_lists or None in number_lists or cohort is None or row_ids is None:
         return None
+    if not typed_contents:  # JSON lists: each must hold numbers of its datatype's kind
+        for name, data in zip(schema.numerical, number_lists):
+            values = np.asarray(data)
+            if values.dtype.kind not in ("iu" if found[name].datatype in INTEGER_TYPES else "iuf") or values.ndim != 1:
+                return None
+    return _bulk_columns(schema, rows, text_lists, number_lists, cohort, row_ids or None)
+
+
+def grpc_columns(message: Any, schema: RequestSchema) -> RequestColumns | None:
+    """The columns of a gRPC `ModelInferRequest` whose tensors are all ``[B]`` typed contents, read straight
+    from the message (no per-input lists); None for anything else (the per-input path then reads it)."""
+    if message.raw_input_contents:
+        return None
+    tensors: dict[str, Any] = {}
+    rows = -1
+    for tensor in message.inputs:
+        name, shape = tensor.name, tensor.shape
+        if name in tensors or name not in schema.known or len(shape) != 1 or (rows >= 0 and shape[0] != rows):
+            return None
+        rows = shape[0]
+        tensors[name] = tensor
+    if not 0 < rows <= schema.max_rows or any(name not in tensors for name in schema.required):
+        return None
+    text_lists = [_grpc_text(tensors[n]) for n in schema.categorical]
+    number_lists = [_grpc_numbers(tensors[n]) for n in schema.numerical]
+    cohort = _grpc_text(tensors[schema.cohort_key])
+    row_ids = _grpc_text(tensors[schema.row_id_field]) if schema.row_id_field in tensors else []
+    if any(v is None or len(v) != rows for v in (*text_lists, *number_lists, cohort)) or row_ids is None or (
+            row_ids and len(row_ids) != rows):
+        return None
+    return _bulk_columns(schema, rows, text_lists, number_lists, cohort, row_ids or None)
+
+
+def _grpc_text(tensor: Any) -> Any:
+    return tensor.contents.bytes_contents if tensor.datatype == "BYTES" else None
+
+
+def _grpc_numbers(tensor: Any) -> Any:
+    field = _GRPC_NUMBER_CONTENTS.get(tensor.datatype)
+    return None if field is None else getattr(tensor.contents, field)
+
+
+_GRPC_NUMBER_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT8": "int_contents",
+                         "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
+                         "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
+                         "UINT64": "uint64_contents"}
+
+
+def _bulk_columns(schema: RequestSchema, rows: int, text_lists: Sequence[Sequence], number_lists: Sequence[Sequence],
+                  cohort_list: Sequence, row_id_list: Sequence | None) -> RequestColumns | None:
+    """Columns from each field's values (sequences of numbers, of text or bytes), converted in one call per
+    kind; None if a value does not convert or a number is not allowed (the per-input path says why)."""
     try:
         categorical = _text_array(list(chain.from_iterable(text_lists)))
-        cohort = _bulk_text(found[schema.cohort_key], rows)
-        row_ids = _bulk_text(found[schema.row_id_field], rows) if schema.row_id_field in found else None
+        cohort = _text_array(list(cohort_list))
+        row_ids = None if row_id_list is None else _text_array(list(row_id_list))
+        numerical = np.array(list(chain.from_iterable(number_lists)), dtype=np.float64).reshape(-1, rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return None
-    if cohort is None or (schema.row_id_field in found and row_ids is None):
+    if cohort.null_count or (row_ids is not None and row_ids.null_count):
         return None
-    if typed_contents:  # gRPC contents hold numbers of the input's datatype
-        numerical = np.array(list(chain.from_iterable(number_lists)), dtype=np.float64).reshape(-1, rows)
-    else:
-        numerical = np.empty((len(number_lists), rows), dtype=np.float64)
-        for index, (name, data) in enumerate(zip(schema.numerical, number_lists)):
-            values = np.asarray(data)
-            kinds = "iu" if found[name].datatype in INTEGER_TYPES else "iuf"
-            if values.dtype.kind not in kinds or values.ndim != 1:
-                return None
-            numerical[index] = values
     if not np.isfinite(numerical).all():
         missing_ok = np.array([n in schema.missing_numerical for n in schema.numerical], dtype=bool)
         if np.isinf(numerical).any() or np.isnan(numerical[~missing_ok]).any():
@@ -366,24 +411,13 @@ def _bulk_v2(found: Mapping[str, Any], schema: RequestSchema, rows: int, typed_c
     return RequestColumns(rows, schema.categorical, categorical, schema.numerical, numerical, cohort, row_ids)
 
 
-def _bulk_text(infer_input: Any, rows: int) -> pa.Array | None:
-    data = _flat_list(infer_input, rows, TEXT_ONLY)
-    if data is None:
-        return None
-    values = _text_array(data)
-    return None if values.null_count else values
-
-
-def _text_array(values: list) -> pa.Array:
-    """large_string of a list of bytes or str (or None); bytes must be UTF-8 (else ArrowInvalid). Building
-    binary, viewing it as text and validating (UTF-8 over the whole buffer at once) is about twice as fast as
-    building text from bytes value by value."""
-    first = next((v for v in values if v is not None), None)
-    if isinstance(first, bytes):
-        text = pa.array(values, pa.large_binary()).view(pa.large_string())
-        text.validate(full=True)
-        return text
-    return pa.array(values, pa.large_string())
+def _text_array(values: Sequence) -> pa.Array:
+    """large_string of bytes or str values (or None); bytes must be UTF-8 (else ArrowInvalid). Built as binary
+    (str values are encoded), viewed as text and validated once over the whole buffer: about twice as fast
+    as building text from bytes value by value."""
+    text = pa.array(values, pa.large_binary()).view(pa.large_string())
+    text.validate(full=True)
+    return text
 
 
 # ---- V1 ----------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2_pb2
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
-from kserve.protocol.infer_type import InferRequest
+from kserve.protocol.infer_type import InferRequest, RequestedOutput, to_http_parameters
 from kserve.protocol.rest.server import RESTServer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -190,6 +190,34 @@ def _translated(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
     return call
 
 
+class GrpcInferRequest(InferRequest):
+    """KServe's `InferRequest` of a gRPC message whose inputs are built only when read: the predictor reads
+    the common request (every tensor ``[B]`` typed contents) straight from `message`, which saves KServe's
+    per-input copies (`InferRequest.from_grpc`, a third of a batch-1 request's time)."""
+
+    def __init__(self, message: v2_pb2.ModelInferRequest) -> None:
+        outputs = [RequestedOutput(name=o.name, parameters=to_http_parameters(o.parameters) if o.parameters else None)
+                   for o in message.outputs]
+        super().__init__(model_name=message.model_name, infer_inputs=None, request_id=message.id, from_grpc=True,
+                         parameters=message.parameters, request_outputs=outputs or None,
+                         model_version=message.model_version)
+        self.message = message
+
+    @property
+    def inputs(self) -> list:
+        if self._inputs is None:
+            try:
+                self._inputs = InferRequest.from_grpc(self.message).inputs
+            except Exception as exc:  # noqa: BLE001 - the caller's tensors did not decode (as in ModelInfer)
+                raise InvalidArgumentError(f"cannot read the request: {platform_error(exc).message}",
+                                           field="inputs") from exc
+        return self._inputs
+
+    @inputs.setter
+    def inputs(self, inputs: list | None) -> None:
+        self._inputs = inputs
+
+
 class PredictorInferenceServicer(InferenceServicer):
     """KServe's V2 gRPC servicer; its exceptions become platform errors, undecodable tensors INVALID_ARGUMENT."""
 
@@ -201,7 +229,8 @@ class PredictorInferenceServicer(InferenceServicer):
     async def ModelInfer(self, request: v2_pb2.ModelInferRequest, context: grpc.aio.ServicerContext):  # noqa: ANN201, N802
         try:
             self.validate_grpc_request(request)
-            infer_request = InferRequest.from_grpc(request)
+            infer_request = (InferRequest.from_grpc(request) if request.raw_input_contents
+                             else GrpcInferRequest(request))
         except Exception as exc:  # noqa: BLE001 - the caller's tensors did not decode
             raise InvalidArgumentError(f"cannot read the request: {platform_error(exc).message}",
                                        field="inputs") from exc
