@@ -3,35 +3,34 @@ version, an online day with new values; the platform's student grows like the in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pyarrow as pa
 import pytest
 
 from crossadapt.checkpoint import read_manifest
-from crossadapt.data import DatasetSchema, PrepareConfig, PreparedDataset, append_split, prepare_dataset
+from crossadapt.data import PrepareConfig, PreparedDataset, append_split, prepare_dataset
 from crossadapt.data.growth import GrowthConfig
 from crossadapt.transfer.switch import obtain_teacher
 from crossadapt.transfer.switch_config import TeacherTraining
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
-SCHEMA = DatasetSchema(label="y", timestamp="t", categorical=["c", "d"], numerical=["x"])
-MODEL = {"architecture": "mlp", "embedding_dim": 4, "hidden_units": [8]}
 
 
-def _rows(values: list[str], start: int, seed: int, n: int = 2000) -> pa.Table:
-    """Clicks driven by `c`'s value (each value its own effect)."""
-    rng = np.random.default_rng(seed)
-    c = rng.choice(values, n)
-    effect = {v: rng.normal(0.0, 1.5) for v in values}
-    p = 1.0 / (1.0 + np.exp(-np.array([effect[v] for v in c])))
-    return pa.table({"t": np.arange(start, start + n), "c": c, "d": rng.choice(["p", "q"], n),
-                     "x": rng.standard_normal(n), "y": (rng.random(n) < p).astype(np.int64)})
+def _in_process_growth_test():  # noqa: ANN202
+    """The in-process growth test's module (tests/transfer is no package): its data and model, reused."""
+    spec = importlib.util.spec_from_file_location("switch_growth_data", ROOT / "tests/transfer/test_switch_growth.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GROWTH = _in_process_growth_test()
+SCHEMA, MODEL, _rows = GROWTH.SCHEMA, GROWTH.MODEL, GROWTH._rows
 
 
 def _switch(config: Path, out: Path, *extra: str) -> dict:
