@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from crossadapt.models.config import ModelConfig, paper_student_config, paper_teacher_config
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
 from crossadapt.transfer.online.collaborative import CollaborativeConfig
+from crossadapt.transfer.warm_start import WarmStartConfig
 from crossadapt.transfer.optim_fit import (
     DEFAULT_STEPS_PER_EPOCH,
     PAPER_BATCH,
@@ -39,6 +40,8 @@ from crossadapt.transfer.optim_fit import (
 # Spelled out (and checked against crossadapt.transfer.experiments.baselines.BASELINES by a test) so that reading a
 # config does not import torch.
 BASELINE_NAMES = ("Scratch", "Scratch-Online", "Full-Retrain", "Vanilla-KD", "Hint-KD", "RKD")
+#: Methods besides the baselines that `baselines` may name as comparisons (the related papers').
+COMPARISON_NAMES = ("CrossDomain-WarmStart",)
 
 
 class _Section(BaseModel):
@@ -291,6 +294,12 @@ class SwitchConfig(_Section):
     )
     baselines: list[str] = Field(default_factory=lambda: ["Scratch"])
     baseline_training: BaselineSection = BaselineSection()
+    warm_start: WarmStartConfig | None = Field(
+        None,
+        description="Beyond the paper: the levels and source models of the CrossDomain-WarmStart comparison "
+        "(crossadapt.transfer.warm_start; the source domain is the data's hist split), which runs when "
+        "`baselines` names it (its defaults when this is None).",
+    )
 
     @model_validator(mode="after")
     def _options_can_act(self) -> "SwitchConfig":
@@ -305,6 +314,8 @@ class SwitchConfig(_Section):
                 if "conversion" not in columns:
                     raise ValueError(f"offline.sampling.target 'conversion': data.dir {str(self.data.dir)!r} "
                                      "has no conversion column")  # fmt: skip
+        if self.warm_start is not None and "CrossDomain-WarmStart" not in self.baselines:
+            raise ValueError("warm_start configures the CrossDomain-WarmStart comparison: add it to baselines")
         if self.online.collaborative is not None and not (ablation.online_stage and ablation.co_evolution):
             raise ValueError("online.collaborative trains the teacher from the student during co-distillation: it "
                              "needs ablation.online_stage and ablation.co_evolution true")  # fmt: skip
@@ -319,9 +330,9 @@ class SwitchConfig(_Section):
     @field_validator("baselines")
     @classmethod
     def _known_baselines(cls, value: list[str]) -> list[str]:
-        unknown = [name for name in value if name not in BASELINE_NAMES]
+        unknown = [name for name in value if name not in BASELINE_NAMES + COMPARISON_NAMES]
         if unknown:
-            raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINE_NAMES)}")
+            raise ValueError(f"unknown baseline(s) {unknown}; choose from {list(BASELINE_NAMES + COMPARISON_NAMES)}")
         if len(set(value)) != len(value):
             raise ValueError(f"baselines repeat a name: {value}")
         return value
