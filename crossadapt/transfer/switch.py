@@ -32,8 +32,8 @@ from crossadapt.transfer.experiments.methods import (
     EVAL_BATCH_ROWS,
     MethodContext,
     MethodOutcome,
-    run_baseline_method,
     run_crossadapt,
+    run_method,
 )
 from crossadapt.transfer.experiments.paired import bootstrap_aucs, percentile_interval
 from crossadapt.transfer.experiments.report import write_switch_report
@@ -275,6 +275,7 @@ def begin_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: No
         splits=splits, feature_spec=teacher.spec, teacher=teacher, student_config=config.student.model,
         seed=config.seed, offline=config.offline, online=config.online, optim=_concrete(config),
         baseline_epochs=config.baseline_training.epochs, device=config.device, threads=config.threads,
+        warm_start=config.warm_start,
     )
     return SwitchRun(config, out_dir, dataset, dataset_label, teacher, Path(teacher_path), splits, ctx, optim)
 
@@ -317,7 +318,7 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
     baselines, curves = [], [outcome.curve] if outcome.curve else []
     for name in config.baselines:
         log(f"baseline {name}")
-        base = run_baseline_method(run.ctx, name)
+        base = run_method(name, run.ctx)  # a baseline, or a comparison method (CrossDomain-WarmStart)
         baselines.append(_score(name, "baseline", base.model, test, base.train_seconds, target).score)
         if base.curve is not None:
             curves.append(base.curve)
