@@ -187,3 +187,24 @@ def test_open_two_domain_prepares_once_then_opens(tmp_path):
     stamp = (first.path / "dataset.json").stat().st_mtime_ns
     assert open_two_domain(tmp_path, 2000, 3).path == first.path
     assert (first.path / "dataset.json").stat().st_mtime_ns == stamp  # opened, not prepared again
+
+
+def test_switch_runs_the_warm_start_comparison_on_two_domains(two_domains, tmp_path):
+    """`warm_start` + `baselines: [..., CrossDomain-WarmStart]`: the switch scores it beside Scratch."""
+    from crossadapt.transfer.switch import run_switch
+    from crossadapt.transfer.switch_config import ConfigError, parse_switch_config
+
+    _, dataset = two_domains
+    small = {"architecture": "mlp", "embedding_dim": 4, "hidden_units": [16]}
+    raw = {"data": {"dir": str(dataset.path)}, "teacher": {"train": {"model": small}}, "student": {"model": small},
+           "optim": {"batch_size": 256}, "offline": {"sampling": {"ratio": 0.5, "temporal_blocks": 2}},
+           "online": {"drift": {"windows": 4, "bins": 10}}, "baselines": ["Scratch", "CrossDomain-WarmStart"],
+           "warm_start": {"parameters": False, "tiny_dim": 3}}
+    results = run_switch(parse_switch_config(raw), tmp_path / "out")
+    scores = {score.name: score for score in results.baselines}
+    assert set(scores) == {"Scratch", "CrossDomain-WarmStart"}
+    assert scores["CrossDomain-WarmStart"].auc > scores["Scratch"].auc
+    with pytest.raises(ConfigError, match="add it to baselines"):
+        parse_switch_config({**raw, "baselines": ["Scratch"]})
+    with pytest.raises(ConfigError, match="warm_start.levels"):
+        parse_switch_config({**raw, "warm_start": {"levels": 2}})
