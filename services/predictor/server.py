@@ -121,7 +121,8 @@ async def load_and_attach(settings: PlatformSettings, predictor: PredictorSettin
                           model: PredictorModel, started: list, stop: asyncio.Event) -> None:
     """Load the arms, then serve them: the model turns ready, the admin API and Prometheus figures start."""
     try:
-        engine = await load_engine(predictor, ArmLoader(CheckpointStore(objects)), DatasetStore(objects), stop)
+        loader = ArmLoader(CheckpointStore(objects), trace=predictor.trace_models)
+        engine = await load_engine(predictor, loader, DatasetStore(objects), stop)
     except PlatformError:
         stop.set()  # e.g. a checkpoint that cannot serve: the process exits 1 naming it
         raise

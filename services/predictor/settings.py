@@ -80,6 +80,8 @@ class PredictorSettings(BaseSettings):
     checkpoint_poll_s: float = Field(
         default=2.0, gt=0, description="First wait before looking again for a missing checkpoint (doubles each try).")
     checkpoint_poll_max_s: float = Field(default=60.0, gt=0, description="Longest wait between checkpoint looks.")
+    trace_models: bool = Field(default=True, description="Score with each model traced by TorchScript (checked "
+                               "against the model at load; a model that does not trace is served as it is).")
     torch_threads: int = Field(default=1, ge=1, description="Intra-op threads of each model's forward.")
     inline_rows: int = Field(
         default=1024, ge=0, description="Requests and shadow batches up to this many rows are scored on the event "
