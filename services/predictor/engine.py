@@ -73,7 +73,9 @@ class PredictorEngine:
         self.split = Split(settings.student_weight, settings.salt)
         self.score_log = ScoreLog(settings.kept_rows)
         self.shadow = ShadowScorer(self.score_log, max_pending_rows=settings.shadow_queue_rows,
-                                   batch_rows=max(settings.max_batch_rows, settings.shadow_batch_rows),
+                                   # Batches of shadow_batch_rows stay on the loop (up to inline_rows): a
+                                   # worker thread would trade the GIL with the loop at every switch interval.
+                                   batch_rows=settings.shadow_batch_rows,
                                    inline_rows=settings.inline_rows, on_scored=self._shadow_scored,
                                    on_dropped=self._shadow_dropped, min_rows=settings.shadow_batch_rows,
                                    max_delay_s=settings.shadow_max_delay_s)
