@@ -95,6 +95,9 @@ class LocalPredictor:
             "CROSSADAPT_PREDICTOR_BOOTSTRAP_REPLICATES": str(self.bootstrap_replicates),
             # The replay reads figures through GetArmMetrics; the exposure log is not needed.
             "CROSSADAPT_PREDICTOR_FLUSH_INTERVAL_S": "3600", "CROSSADAPT_PREDICTOR_METRICS_REFRESH_S": "3600",
+            # The replay runs in compressed time (a whole step in well under a second of wall time): shadow
+            # rows are scored at once rather than coalesced for up to 0.5 s, or the gates would see no pairs.
+            "CROSSADAPT_PREDICTOR_SHADOW_MAX_DELAY_S": "0",
         }
         self.process = start_process(CLI + ["serve", "predictor"], self.log, env=env)
         try:
