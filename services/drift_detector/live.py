@@ -35,6 +35,7 @@ from crossadapt.transfer.drift.detector import DriftReport, FeatureDrift
 from crossadapt.transfer.drift.histogram import HistogramBinner
 from crossadapt.transfer.online.replay import ReplayController
 from services.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, UnavailableError
+from services.common.checks import checked_name
 from services.common.settings import PlatformSettings
 from services.common.storage import DatasetStore
 from services.common.storage.datasets import partition_start
@@ -43,7 +44,6 @@ from services.drift_detector.pipeline import (
     DEFAULT_LIVE_WINDOW_ROWS,
     DriftSettings,
     _core,
-    _named,
     dataset_spec,
 )
 from services.common.storage.dataset_rows import partition_batches, scan
@@ -179,7 +179,7 @@ class LiveDrift:
                 yield key[len(LIVE_PREFIX) + 1: -len("/head.json")]
 
     def get(self, name: str) -> LiveHead:
-        _named(name, "name")
+        checked_name(name, "name")
         try:
             return LiveHead.model_validate_json(self.objects.get_bytes(_key(name, "head.json")))
         except ObjectNotFoundError:
@@ -188,8 +188,8 @@ class LiveDrift:
     def update(self, name: str, dataset: str, partition: str, *, reference: str = "",
                settings: DriftSettings | None = None) -> LiveHead:
         """Feed `dataset/partition` into state `name` (created from `reference` first if new)."""
-        _named(name, "name")
-        _named(dataset, "partition.name")
+        checked_name(name, "name")
+        checked_name(dataset, "partition.name")
         if not partition:
             raise InvalidArgumentError("the partition id is empty (set partition.position.partition)",
                                        field="partition.position.partition")

@@ -40,7 +40,7 @@ from services.common.errors import InvalidArgumentError, NotFoundError
 from services.common.model_io import dataset_feature_spec
 from services.common.operations import OperationStore
 from services.common.storage import DatasetStore
-from services.common.storage.checkpoints import check_name
+from services.common.checks import checked_name
 from services.common.storage.objects import ObjectNotFoundError
 from services.common.storage.dataset_rows import PartitionIndex, read_range, scan
 
@@ -117,17 +117,8 @@ def settings_message_fields(settings: DriftSettings) -> dict[str, Any]:
             "noise_floor": d.noise_floor, "kl_epsilon": d.kl_epsilon, "floor_runs": d.floor_runs}
 
 
-def _named(name: str, field: str) -> str:
-    if not name:
-        raise InvalidArgumentError("is empty", field=field)
-    try:
-        return check_name(name)
-    except InvalidArgumentError as exc:
-        raise InvalidArgumentError(exc.message, field=field) from None
-
-
 def dataset_spec(datasets: DatasetStore, name: str, field: str) -> tuple[FeatureSpec, str]:
-    _named(name, f"{field}.name")
+    checked_name(name, f"{field}.name")
     try:
         return dataset_feature_spec(datasets, name)
     except NotFoundError as exc:

@@ -53,7 +53,8 @@ from services.common.errors import (
 from services.common.model_io import dataset_feature_spec, load_model, read_all, split_table, table_arrays, write_split
 from services.common.operations import OperationStore
 from services.common.storage import CheckpointStore, DatasetStore
-from services.common.storage.checkpoints import CheckpointNotFoundError, check_name
+from services.common.checks import checked_name
+from services.common.storage.checkpoints import CheckpointNotFoundError
 from services.common.storage.objects import ObjectNotFoundError
 from services.common.storage.dataset_rows import PartitionIndex, scan, take_rows
 
@@ -148,15 +149,6 @@ def sampling_config(fields: dict[str, Any]) -> tuple[SamplingConfig, Target]:
     return config, target
 
 
-def _named(name: str, field: str) -> str:
-    if not name:
-        raise InvalidArgumentError("is empty", field=field)
-    try:
-        return check_name(name)
-    except InvalidArgumentError as exc:
-        raise InvalidArgumentError(exc.message, field=field) from None
-
-
 def plan_sampling(  # noqa: PLR0913 - the request's fields
     checkpoints: CheckpointStore,
     datasets: DatasetStore,
@@ -171,9 +163,9 @@ def plan_sampling(  # noqa: PLR0913 - the request's fields
     dataset_position: bool = False,
 ) -> SamplingPlan:
     """Validate a request before any worker runs; errors name the request field at fault."""
-    _named(dataset, "dataset.name")
-    _named(teacher_name, "teacher.name")
-    _named(sample_name, "sample_name")
+    checked_name(dataset, "dataset.name")
+    checked_name(teacher_name, "teacher.name")
+    checked_name(sample_name, "sample_name")
     if dataset_position:
         raise InvalidArgumentError("sampling reads the whole dataset; a start position is not supported",
                                    field="dataset.position")
