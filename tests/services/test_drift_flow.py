@@ -90,6 +90,8 @@ def test_compute_drift_through_grpc_gives_the_cores_numbers(platform: Platform, 
     progress = [u.progress for u in updates]
     assert progress == sorted(progress) and progress[-1] == 1.0
     check_core_numbers(MessageToDict(final.details), 4)
+    # The worker marks the operation succeeded, then drops its scratch (a redelivered reduce still finds it).
+    wait_for(lambda: platform.objects().list_keys(f"operations/{operation.id}") == [], 30, "scratch dropped")
     assert platform.objects().list_keys(f"operations/{operation.id}") == []
     again = compute(platform, data, request_id=key, windows=4)
     assert again.id == operation.id and again.state == SUCCEEDED
