@@ -12,6 +12,7 @@ rows), and writes the scores into the score log on the event loop. When more tha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -122,10 +123,8 @@ class ShadowScorer:
             wait = self._oldest_at + self.max_delay_s - loop.time()
             if self._pending_rows < self.min_rows and self._urgent_until <= self._settled and wait > 0:
                 self._wakeup.clear()  # set again by enough rows or a drain
-                try:
+                with contextlib.suppress(TimeoutError):  # the oldest job's wait is over: score what is there
                     await asyncio.wait_for(self._wakeup.wait(), wait)
-                except TimeoutError:
-                    pass
                 continue
             await asyncio.sleep(0)  # let the responses that queued this work go out first
             jobs, rows = [], 0
