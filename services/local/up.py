@@ -56,13 +56,19 @@ def selected_services(names: list[str] | None) -> list[ServiceSpec]:
 
 def start_platform(workdir: Path, *, redis_url: str | None = None, s3_endpoint: str | None = None,
                    bucket: str = "crossadapt/store", workers: int = 1, services: list[str] | None = None,
-                   ) -> LocalPlatform:
-    """Start the servers and workers (returns once all are healthy); the caller stops them."""
+                   default_ports: bool = False) -> LocalPlatform:
+    """Start the servers and workers (returns once all are healthy); the caller stops them.
+
+    `default_ports` (what `crossadapt up` asks for) puts each server on its service's port when that is free;
+    otherwise every server gets a port the kernel hands out. A private platform (the switch's, a test's) must
+    not take the defaults: two of them started at once would both find a default free, one server would fail
+    to bind, and its health check would be answered by the other platform's server.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     specs = selected_services(services)
     platform = LocalPlatform(workdir, platform_settings(workdir, redis_url, s3_endpoint, bucket))
     for spec in specs:
-        platform.ports[spec.name] = _port_or_free(spec.default_port)
+        platform.ports[spec.name] = _port_or_free(spec.default_port) if default_ports else free_port()
         platform.metrics_ports[spec.name] = free_port()
     queue_names = tuple(sorted({spec.queue for spec in specs if spec.queue}))
     try:
@@ -91,7 +97,7 @@ def run_up(*, workdir: Path, redis_url: str | None, s3_endpoint: str | None, buc
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         platform = start_platform(workdir, redis_url=redis_url, s3_endpoint=s3_endpoint, bucket=bucket,
-                                  workers=workers, services=services)
+                                  workers=workers, services=services, default_ports=True)
         try:
             for line in describe(platform):
                 echo(line)
