@@ -15,14 +15,18 @@ A split as a dataset (`datasets/<name>/ts=…/data.parquet`): one column per cat
 (int32 row ids, named as in the feature spec), one per numerical field (float32), `label`
 (float32) and the optional columns (`conversion`, `timestamp`, `user`, `prob`, `teacher_logit`).
 The feature spec and vocabulary hash ride in the Parquet schema metadata, so a reader can refuse a
-partition whose schema does not match before it trains on it.
+partition whose schema does not match before it trains on it. A split written with its vocabulary also
+stores that version's values beside the partitions (`datasets/<name>/_vocabulary/vNNNNNN/`, the
+checkpoint's vocab layout), so a service that grows its models to a newer version the stream's ids are
+of (the online co-distiller) can publish them with the values that map raw values to the grown rows.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,12 +39,15 @@ from crossadapt.data.arrays import SplitArrays
 from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import FeatureSpec
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
-from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
+from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint, check_name
 from services.common.storage.datasets import DatasetPosition, DatasetStore
 from services.common.storage.tables import TABLE_TENSOR, ShardEntry, TableLayout, shard_bounds, shard_path
 
 TABLES_PREFIX = "tables/"
 VOCAB_DIR = "vocab"
+VOCAB_INDEX = "index.json"  # a saved vocabulary's index (crossadapt.data.vocabulary), written last
+DATASET_VOCAB_DIR = "_vocabulary"  # beside a dataset's partitions: a folder per stored version
+_VOCAB_VERSION_DIR = re.compile(r"^v\d{6}$")
 SPEC_METADATA_KEY = b"crossadapt.feature_spec"
 VOCAB_HASH_METADATA_KEY = b"crossadapt.vocab_hash"
 VOCAB_VERSION_METADATA_KEY = b"crossadapt.vocab_version"
@@ -179,18 +186,24 @@ def load_model(checkpoints: CheckpointStore, name: str, version: str | None = No
 
 def load_vocabulary(checkpoints: CheckpointStore, published: PublishedCheckpoint) -> Vocabulary | None:
     """The checkpoint's vocabulary, or None if it was published without one."""
-    files = [f for f in published.manifest.files if f.startswith(f"{VOCAB_DIR}/")]
+    files = [f.removeprefix(f"{VOCAB_DIR}/") for f in published.manifest.files if f.startswith(f"{VOCAB_DIR}/")]
     if not files:
         return None
+    return _read_vocabulary(files, lambda name: checkpoints.read_file(published, f"{VOCAB_DIR}/{name}"),
+                            published.ref)
+
+
+def _read_vocabulary(files: list[str], read: Callable[[str], bytes], where: str) -> Vocabulary:
+    """A saved vocabulary's `files` (names inside its folder), each read by `read`; DATA_LOSS if unreadable."""
     with tempfile.TemporaryDirectory(prefix="crossadapt-vocab-") as tmp:
-        for relpath in files:
-            target = Path(tmp) / relpath
+        for name in files:
+            target = Path(tmp) / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(checkpoints.read_file(published, relpath))
+            target.write_bytes(read(name))
         try:
-            return Vocabulary.load(Path(tmp) / VOCAB_DIR)
+            return Vocabulary.load(Path(tmp))
         except (ValueError, OSError, KeyError) as exc:
-            raise DataLossError(f"{published.ref}: unreadable vocabulary: {exc}", field=VOCAB_DIR) from exc
+            raise DataLossError(f"{where}: unreadable vocabulary: {exc}", field=VOCAB_DIR) from exc
 
 
 # ---- datasets -----------------------------------------------------------------------------------
@@ -248,14 +261,25 @@ def table_arrays(table: pa.Table | pa.RecordBatch, spec: FeatureSpec) -> SplitAr
     return SplitArrays(categorical=categorical, numerical=numerical, label=column("label", np.float32), **optional)
 
 
-def write_split(datasets: DatasetStore, name: str, arrays: SplitArrays, spec: FeatureSpec, *,
+def write_split(datasets: DatasetStore, name: str, arrays: SplitArrays, spec: FeatureSpec, *,  # noqa: PLR0913
                 vocab_hash: str = "", partitions: int = 1, start: datetime = _EPOCH,
-                partition_span: timedelta = timedelta(hours=1), vocab_version: int | None = None) -> list[str]:
+                partition_span: timedelta = timedelta(hours=1), vocab_version: int | None = None,
+                vocabulary: Vocabulary | None = None) -> list[str]:
     """Store a split as `partitions` consecutive time partitions (rows stay in order); returns their ids.
 
-    `vocab_version`: the version of a growing vocabulary the ids are of (recorded beside its hash)."""
+    `vocab_version`: the version of a growing vocabulary the ids are of (recorded beside its hash).
+    `vocabulary`: that version's values, stored beside the partitions (`dataset_vocabulary` reads them);
+    its hash and version must be the ones given (they default to its own)."""
     if partitions < 1:
         raise InvalidArgumentError(f"partitions must be >= 1, got {partitions}", field="partitions")
+    if vocabulary is not None:
+        vocab_hash = vocab_hash or vocabulary.hash
+        vocab_version = vocabulary.version if vocab_version is None else vocab_version
+        if (vocabulary.hash, vocabulary.version) != (vocab_hash, vocab_version):
+            raise InvalidArgumentError(
+                f"vocabulary version {vocabulary.version} ({vocabulary.hash[:12]}…) is not the split's version "
+                f"{vocab_version} ({vocab_hash[:12]}…)", field="vocabulary")
+        write_dataset_vocabulary(datasets, name, vocabulary)
     table = split_table(arrays, spec, vocab_hash, vocab_version)
     edges = np.linspace(0, len(arrays), min(partitions, max(len(arrays), 1)) + 1).round().astype(np.int64)
     written = []
@@ -263,6 +287,46 @@ def write_split(datasets: DatasetStore, name: str, arrays: SplitArrays, spec: Fe
         written.append(datasets.write_partition(name, start + index * partition_span,
                                                 table.slice(int(lo), int(hi - lo))))
     return written
+
+
+def _dataset_vocab_key(datasets: DatasetStore, name: str, version: int | None = None) -> str:
+    folder = f"{datasets.prefix}/{check_name(name)}/{DATASET_VOCAB_DIR}"
+    return folder if version is None else f"{folder}/v{version:06d}"
+
+
+def write_dataset_vocabulary(datasets: DatasetStore, name: str, vocabulary: Vocabulary) -> None:
+    """Store `vocabulary` (values and history) as its version of the dataset's vocabulary; a version stored
+    already is kept (versions are immutable: same number, same values). Its index goes up last, so a reader
+    that finds the index finds every field file."""
+    folder = _dataset_vocab_key(datasets, name, vocabulary.version)
+    index = f"{folder}/{VOCAB_INDEX}"
+    if datasets.objects.exists(index):
+        return
+    with tempfile.TemporaryDirectory(prefix="crossadapt-vocab-") as tmp:
+        vocabulary.save(Path(tmp))
+        files = sorted(p.name for p in Path(tmp).iterdir() if p.is_file() and p.name != VOCAB_INDEX)
+        for file in [*files, VOCAB_INDEX]:
+            datasets.objects.put_file(f"{folder}/{file}", Path(tmp) / file)
+
+
+def dataset_vocabulary(datasets: DatasetStore, name: str, vocab_hash: str, version: int | None = None,
+                       ) -> Vocabulary | None:
+    """The version of the dataset's stored vocabulary whose hash is `vocab_hash` (the one its ids of that
+    hash are of), from the version `version` if stored, else any newer stored version that holds it as a
+    prefix; None if none does (the split was written without its vocabulary)."""
+    stored = sorted(int(child[1:]) for child in datasets.objects.list_children(_dataset_vocab_key(datasets, name))
+                    if _VOCAB_VERSION_DIR.match(child))
+    candidates = [v for v in stored if v == version] + [v for v in reversed(stored) if version is None or v > version]
+    for number in candidates:
+        folder = _dataset_vocab_key(datasets, name, number)
+        if not datasets.objects.exists(f"{folder}/{VOCAB_INDEX}"):
+            continue  # still being written
+        files = [key.rsplit("/", 1)[-1] for key in datasets.objects.list_keys(folder)]
+        vocabulary = _read_vocabulary(files, lambda file, folder=folder: datasets.objects.get_bytes(f"{folder}/{file}"),
+                                      f"dataset {name!r} vocabulary v{number}")
+        if vocabulary.version_of(vocab_hash) is not None:
+            return vocabulary.resolve(vocab_hash)
+    return None
 
 
 def dataset_feature_spec(datasets: DatasetStore, name: str) -> tuple[FeatureSpec, str]:

@@ -20,7 +20,11 @@ records the version's spec, hash and number) is accepted; before the first batch
 both models' tables grow to that version (core `CoDistiller.grow_to`: new student rows from the
 teacher's projected rows). Every checkpoint names the tables it has: its manifest's feature spec is
 the model's own (grown) spec, its vocab_hash that version's hash and `extra.vocab_version` its number,
-so a resumed run rebuilds the grown models from the manifest.
+so a resumed run rebuilds the grown models from the manifest. It also carries that version's values
+(`has_vocabulary`), read from the stream's stored vocabulary (`model_io.dataset_vocabulary`, written
+with the stream by `write_split`), so a predictor serves a grown student from raw values: the values
+the version added map to their grown rows. A stream stored without its vocabulary still trains; its
+grown checkpoints then carry none (a warning says so).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from crossadapt.transfer.online.replay import ReplayController
 from services.common.checks import check_rows, read_rows
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
 from services.common.model_io import (
+    dataset_vocabulary,
     load_model,
     load_vocabulary,
     publish_model,
@@ -150,7 +155,7 @@ class StreamRun:
     plan: CoDistillationPlan
     distiller: CoDistiller
     report: ReportFn
-    vocabulary: Vocabulary | None  # of the models' tables as the operation started
+    vocabulary: Vocabulary | None  # the values of the version the models' tables are of (None: unknown)
     position: DatasetPosition | None
     tables: TablesVersion  # the version the models' tables are of now (grown ones: a newer one)
     rows_by_partition: dict[str, int] = field(default_factory=dict)
@@ -210,9 +215,23 @@ class StreamRun:
                 f"stream {self.plan.stream!r}: partitions of vocabularies that are not versions of one another "
                 f"(rows per field {[v.sizes for v in versions]}, the models' {self.tables.sizes})", field="stream")
         added = self.distiller.grow_to(list(newest.sizes))
-        log.info("tables grown to a newer vocabulary version", extra={
-            "operation_id": self.plan.operation_id, "vocab_version": newest.version, "added": added})
         self.tables = newest
+        self.vocabulary = self.vocabulary_for(newest)
+        log.info("tables grown to a newer vocabulary version", extra={
+            "operation_id": self.plan.operation_id, "vocab_version": newest.version, "added": added,
+            "has_vocabulary": self.vocabulary is not None})
+        if self.vocabulary is None:
+            log.warning("the stream has no stored vocabulary of the version its ids are of; the grown checkpoints "
+                        "carry none, so a predictor cannot serve them from raw values",
+                        extra={"operation_id": self.plan.operation_id, "stream": self.plan.stream,
+                               "vocab_version": newest.version})
+
+    def vocabulary_for(self, tables: TablesVersion) -> Vocabulary | None:
+        """The values of the vocabulary version `tables` are of: the run's vocabulary (or the version of it
+        that hash names), else the version stored with the stream; None if neither holds it."""
+        if self.vocabulary is not None and self.vocabulary.version_of(tables.vocab_hash) is not None:
+            return self.vocabulary.resolve(tables.vocab_hash)
+        return dataset_vocabulary(self.ctx.datasets, self.plan.stream, tables.vocab_hash, tables.version)
 
     def train_batch(self, arrays: SplitArrays, position: DatasetPosition, counts: dict[str, int]) -> None:
         """One stream batch (the rows just before `position`): co-distil, count, maybe checkpoint."""
@@ -358,9 +377,11 @@ def start_run(ctx: CoDistillerContext, plan: CoDistillationPlan, report: ReportF
         vocabulary = None
     initial = TablesVersion.of(plan.feature_spec, plan.vocab_hash, vocabulary.version if vocabulary is not None
                                else teacher.manifest.extra.get("vocab_version"))
-    return StreamRun(ctx=ctx, plan=plan, distiller=distiller, report=report, vocabulary=vocabulary,
-                     position=resume.position if resume else plan.start, tables=resume.tables if resume else initial,
-                     rows_by_partition=dict(resume.rows_by_partition) if resume else {}, last=resume)
+    run = StreamRun(ctx=ctx, plan=plan, distiller=distiller, report=report, vocabulary=vocabulary,
+                    position=resume.position if resume else plan.start, tables=resume.tables if resume else initial,
+                    rows_by_partition=dict(resume.rows_by_partition) if resume else {}, last=resume)
+    run.vocabulary = run.vocabulary_for(run.tables)  # a run resumed after growth: the grown version's values
+    return run
 
 
 def run_codistillation(ctx: CoDistillerContext, plan: CoDistillationPlan, report: ReportFn,

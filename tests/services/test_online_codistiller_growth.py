@@ -8,7 +8,10 @@ still version 1, the later ones version 2 (6 new users, ids 30..35). With ``grow
   reaches it, and every checkpoint's manifest names its own tables: spec (rows per field), the version's
   hash and number;
 * a run stopped after a grown checkpoint resumes from it (the models rebuilt from the manifest's grown
-  spec, not the request's sizes) and ends bit-for-bit where the uninterrupted run ends.
+  spec, not the request's sizes) and ends bit-for-bit where the uninterrupted run ends;
+* the stream's partitions were written with their vocabulary (`write_split(vocabulary=)`), so every
+  grown checkpoint carries version 2's values (`has_vocabulary`): the new users map to rows 30..35,
+  the rows the tables grew; a stream written without them still trains, its grown checkpoints carry none.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from distiller_fixtures import TINY_SPEC, TINY_VOCABULARY, VOCAB_HASH, EPOCH, tiny_clicks, tiny_model
 from crossadapt.models.spec import CategoricalField, FeatureSpec
 from services.common.errors import InvalidArgumentError
-from services.common.model_io import load_model, publish_model, write_split
+from services.common.model_io import dataset_vocabulary, load_model, load_vocabulary, publish_model, write_split
 from services.common.operations import FileOperationStore
 from services.common.proto import common_pb2
 from services.common.proto import online_codistiller_pb2 as pb
@@ -49,14 +52,15 @@ def world(tmp_path):  # noqa: ANN001, ANN201
         publish_model(ctx.checkpoints, name, model, feature_spec=TINY_SPEC, vocab_hash=VOCAB_HASH,
                       vocabulary=TINY_VOCABULARY)
     old = tiny_clicks(PARTITION_ROWS, seed=5)
-    write_split(ctx.datasets, "stream", old, TINY_SPEC, vocab_hash=VOCAB_HASH, vocab_version=1, start=EPOCH)
+    write_split(ctx.datasets, "stream", old, TINY_SPEC, vocab_hash=VOCAB_HASH, vocab_version=1, start=EPOCH,
+                vocabulary=TINY_VOCABULARY)
     new = tiny_clicks(3 * PARTITION_ROWS, seed=6, first_timestamp=PARTITION_ROWS)
     rng = np.random.default_rng(0)
     newcomers = rng.random(len(new)) < 0.3  # 30% of the newer rows are of the new users
     new.categorical[newcomers, 0] = rng.integers(30, 30 + NEW_USERS, int(newcomers.sum()))
-    for name in ("stream", "newer"):  # "newer": version-2 partitions only
+    for name in ("stream", "newer"):  # "newer": version-2 partitions only, written without the vocabulary
         write_split(ctx.datasets, name, new, GROWN_SPEC, vocab_hash=GROWN.hash, vocab_version=2, partitions=3,
-                    start=EPOCH.replace(hour=1))
+                    start=EPOCH.replace(hour=1), vocabulary=GROWN if name == "stream" else None)
     return ctx
 
 
@@ -103,9 +107,16 @@ def test_the_models_grow_to_the_streams_version_and_each_checkpoint_names_its_ta
                 first_grown = index if first_grown is None else first_grown
             model, _ = load_model(world.checkpoints, published.name, published.version)
             assert model.embedding.get_table("user").shape[0] == users  # rebuilt from the manifest's spec
+            vocabulary = load_vocabulary(world.checkpoints, published)
+            assert manifest.extra["has_vocabulary"] and vocabulary is not None
+            assert (vocabulary.hash, vocabulary.version, vocabulary.size("user")) == (
+                manifest.vocab_hash, manifest.extra["vocab_version"], users)
     # 3 batches of 40 rows per checkpoint: the first checkpoint is all version-1 rows, the second
     # holds version-2 rows and so grown tables.
     assert first_grown == 1 and students[-1].ref == final.ref
+    # The new users' raw values map to the rows the tables grew (30..35), not to <UNK> (0).
+    new_users = pa.array([f"new{i}" for i in range(NEW_USERS)])
+    assert load_vocabulary(world.checkpoints, final).encode("user", new_users).tolist() == list(range(30, 36))
     assert sum(final.manifest.extra["rows_by_partition"].values()) == 4 * PARTITION_ROWS  # no row refused
     student, _ = load_model(world.checkpoints, final.name, final.version)
     initial = tiny_model(4, seed=2).embedding.get_table("user")
@@ -136,3 +147,24 @@ def test_a_run_stopped_after_growing_resumes_from_the_grown_checkpoint_bit_for_b
     theirs, _ = load_model(world.checkpoints, uninterrupted.name, uninterrupted.version)
     for name, value in theirs.state_dict().items():
         assert torch.equal(ours.state_dict()[name], value), name
+    assert load_vocabulary(world.checkpoints, resumed).hash == GROWN.hash  # the resumed run knows the values too
+
+
+def test_a_stream_written_without_its_vocabulary_trains_and_its_grown_checkpoints_carry_none(world) -> None:  # noqa: ANN001
+    final = run_codistillation(world, _plan(world, "op-c", stream="newer"), lambda *_, **__: None)
+    assert final.manifest.feature_spec == GROWN_SPEC and final.manifest.vocab_hash == GROWN.hash
+    assert not final.manifest.extra["has_vocabulary"] and load_vocabulary(world.checkpoints, final) is None
+
+
+def test_a_stream_stores_each_vocabulary_version_and_resolves_older_hashes_from_newer_ones(world) -> None:  # noqa: ANN001
+    datasets = world.datasets
+    assert dataset_vocabulary(datasets, "stream", GROWN.hash, 2).hash == GROWN.hash
+    older = dataset_vocabulary(datasets, "stream", VOCAB_HASH)  # no version named: found among the stored ones
+    assert (older.hash, older.version) == (VOCAB_HASH, 1)
+    assert dataset_vocabulary(datasets, "newer", GROWN.hash, 2) is None  # written without one
+    assert dataset_vocabulary(datasets, "stream", "not-a-hash") is None
+    with pytest.raises(InvalidArgumentError) as error:  # the values must be the version the ids are of
+        write_split(datasets, "mismatch", tiny_clicks(4), GROWN_SPEC, vocab_hash=GROWN.hash, vocab_version=2,
+                    vocabulary=TINY_VOCABULARY)
+    assert error.value.field == "vocabulary"
+    assert datasets.objects.list_children(f"{datasets.prefix}/mismatch") == []  # nothing written
