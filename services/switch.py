@@ -257,7 +257,10 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
     model_io.write_split(datasets, train_name, train, spec, vocab_hash=vocab_hash, vocab_version=version)
     model_io.write_split(datasets, online_name, run.splits["online"], dataset.feature_spec,
                          vocab_hash=dataset.vocab_hash, partitions=STREAM_PARTITIONS,
-                         vocab_version=dataset.vocabulary.version if dataset.vocabulary is not None else None)
+                         vocab_version=dataset.vocabulary.version if dataset.vocabulary is not None else None,
+                         # the values too: the co-distiller's grown checkpoints carry them (predictor, #16)
+                         vocabulary=dataset.vocabulary if dataset.vocabulary is not None
+                         and dataset.vocabulary.hash == dataset.vocab_hash else None)
     facts["upload_s"] = time.perf_counter() - began
     log(f"uploaded teacher {teacher.ref} and the train/online splits in {facts['upload_s']:.1f} s")
 
