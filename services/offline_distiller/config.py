@@ -8,7 +8,7 @@ The ranges and defaults are the core's (`crossadapt.transfer.switch_config.Disti
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from google.protobuf.json_format import MessageToDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -19,7 +19,7 @@ from services.common.checks import validate
 from services.common.errors import InvalidArgumentError
 
 MAX_WORLD_SIZE = 64
-_DISTILLATION_FIELDS = ("kd_weight", "temperature", "frozen_epochs", "joint_epochs")
+_DISTILLATION_FIELDS = ("kd_weight", "temperature", "frozen_epochs", "joint_epochs", "kd_gate")
 _OPTIM_FIELDS = ("batch_size", "dense_lr", "embedding_lr")
 
 
@@ -35,6 +35,8 @@ class DistillationSettings(BaseModel):
     seed: int = Field(0, ge=0)
     task_logit_shift: float = 0.0
     base_rate: float | None = Field(None, gt=0.0, lt=1.0)
+    # the label trained on, as the switch's offline.sampling.target (pCVR: the sample's conversion column)
+    target: Literal["click", "conversion"] = "click"
 
     @classmethod
     def from_proto(cls, config: Any) -> DistillationSettings:

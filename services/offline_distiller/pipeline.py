@@ -76,11 +76,11 @@ class DistillerContext:
 
 # ---- inputs -------------------------------------------------------------------------------------
 def student_base_rate(plan: DistillationPlan, train: SplitArrays) -> float | None:
-    """The data's positive rate the student starts at: the configured one, else the sample's rate with the
-    prior correction undone (logit(data) = logit(sample) - task_logit_shift)."""
+    """The data's positive rate the student starts at: the configured one, else the sample's rate (of the
+    target's label) with the prior correction undone (logit(data) = logit(sample) - task_logit_shift)."""
     if plan.settings.base_rate is not None:
         return plan.settings.base_rate
-    rate = positive_rate(train)
+    rate = positive_rate(train, plan.settings.target)
     if rate is None:
         return None
     return 1.0 / (1.0 + math.exp(-(log_odds(rate) - plan.settings.task_logit_shift)))

@@ -97,6 +97,9 @@ def plan_distillation(checkpoints: CheckpointStore, datasets: DatasetStore, requ
     vocab_hash = check_vocabularies({"sample": sample_vocab, "teacher": teacher.manifest.vocab_hash,
                                      "student": projected.manifest.vocab_hash})
     check_tables(layouts, projected.manifest.feature_spec, spec)
+    if settings.target == "conversion" and "conversion" not in columns:
+        raise InvalidArgumentError(f"target 'conversion': sample {request.sample.name!r} has no conversion column",
+                                   field="config.target")
     has_logits = TEACHER_LOGIT in columns
     if not has_logits and settings.distillation.kd_weight > 0:
         if "model.safetensors" not in teacher.manifest.files:

@@ -39,7 +39,7 @@ def core_config(plan: DistillationPlan, device: str, num_threads: int | None = N
         frozen_epochs=d.frozen_epochs, joint_epochs=d.joint_epochs, kd_weight=d.kd_weight, temperature=d.temperature,
         batch_size=o.batch_size, embedding_lr=o.embedding_lr, dense_lr=o.dense_lr, seed=plan.settings.seed,
         device=device, num_threads=num_threads, teacher_batch_size=EVAL_BATCH_ROWS, eval_batch_size=EVAL_BATCH_ROWS,
-        task_logit_shift=plan.settings.task_logit_shift,
+        task_logit_shift=plan.settings.task_logit_shift, kd_gate=d.kd_gate, target=plan.settings.target,
     )
 
 

@@ -213,6 +213,10 @@ def test_bad_requests_are_refused_at_start(distiller_platform: HookedPlatform, d
          grpc.StatusCode.INVALID_ARGUMENT, "student_model.embedding_dim"),
         (request(inputs, config={"temperature": 0}), grpc.StatusCode.INVALID_ARGUMENT, "config.temperature"),
         (request(inputs, config={"frozen_epochs": 0, "joint_epochs": 0}), grpc.StatusCode.INVALID_ARGUMENT, "config"),
+        (request(inputs, config={"kd_gate": "teacher_worse"}), grpc.StatusCode.INVALID_ARGUMENT, "config.kd_gate"),
+        (request(inputs, config={"target": "purchase"}), grpc.StatusCode.INVALID_ARGUMENT, "config.target"),
+        # a pCVR distillation needs the conversion labels, which this click sample lacks
+        (request(inputs, config={"target": "conversion"}), grpc.StatusCode.INVALID_ARGUMENT, "config.target"),
         (request(inputs, sample=common_pb2.DatasetRef(name="ctr/other-vocab")), grpc.StatusCode.INVALID_ARGUMENT,
          "vocabulary"),
     ]

@@ -60,8 +60,13 @@ def test_settings_default_to_the_cores_and_map_onto_its_configs() -> None:
     defaults = OfflineDistillConfig()
     assert (core.kd_weight, core.joint_epochs, core.batch_size, core.dense_lr, core.seed) == (0.0, 3, 64, 0.01, 9)
     assert (core.temperature, core.embedding_lr, core.progressive) == (defaults.temperature, defaults.embedding_lr, True)
+    assert (core.kd_gate, core.target) == ("teacher_better", "click")  # the switch's default gate
+    gated = DistillationSettings.from_proto(offline_distiller_pb2.DistillationConfig(kd_gate="all", target="conversion"))
+    core = core_config(plan_for(tiny_model(), **gated.model_dump()), "cpu")
+    assert (core.kd_gate, core.target) == ("all", "conversion")
     for bad, field in ((dict(batch_size=0), "config.batch_size"), (dict(world_size=65), "config.world_size"),
-                       (dict(kd_weight=float("inf")), "config.kd_weight")):
+                       (dict(kd_weight=float("inf")), "config.kd_weight"), (dict(kd_gate="some"), "config.kd_gate"),
+                       (dict(target="purchase"), "config.target")):
         with pytest.raises(InvalidArgumentError) as error:
             DistillationSettings.from_proto(offline_distiller_pb2.DistillationConfig(**bad))
         assert error.value.field == field
@@ -175,6 +180,28 @@ def test_two_data_parallel_processes_match_one_process_at_the_same_global_batch(
     moved = float((one["embedding.table.weight"] - tiny_model(6, seed=2).state_dict()["embedding.table.weight"]).abs().max())
     assert moved > 1e-3  # they trained (the match is not two untouched models)
     assert [p.steps for p in results[2].phases] == [p.steps for p in results[1].phases] == [11, 22]
+
+
+def test_the_service_trains_the_cores_kd_gate_and_target() -> None:
+    """The service's run is the core's ProgressiveDistillation with the request's kd_gate and target: equal
+    weights to the core run with those settings, other weights than with the other gate or label."""
+    from dataclasses import replace
+
+    teacher, rows = tiny_model(4, seed=1), tiny_clicks(600)
+    rows = rows.with_teacher_logit(cache_teacher_logits(teacher, rows))
+    rows = replace(rows, conversion=(rows.label * (np.arange(len(rows)) % 3 == 0)).astype(np.float32))
+    trained = {}
+    for gate, target in (("teacher_better", "click"), ("all", "click"), ("teacher_better", "conversion")):
+        plan = plan_for(tiny_model(6, seed=2), distillation={"kd_gate": gate}, optim={"batch_size": 64},
+                        target=target)
+        _, result = train(plan, DistillationInputs(train=rows, valid=None, student=tiny_model(6, seed=2)), None)
+        core = OfflineDistillConfig(batch_size=64, kd_gate=gate, target=target)
+        reference = ProgressiveDistillation(tiny_model(6, seed=2), rows, core).run()
+        for name, value in reference.student.state_dict().items():
+            torch.testing.assert_close(result.student.state_dict()[name], value, rtol=0, atol=0)
+        trained[gate, target] = result.student.state_dict()["embedding.table.weight"]
+    weights = list(trained.values())
+    assert all(float((a - b).abs().max()) > 1e-4 for i, a in enumerate(weights) for b in weights[i + 1:])
 
 
 def test_bad_sample_rows_fail_naming_the_column() -> None:

@@ -56,7 +56,8 @@ class OfflineDistillerServiceServicer:
 
     def StartDistillation(self, request, context):
         """Validates the request and starts the distillation; errors: NOT_FOUND (student, teacher, sample,
-        validation), INVALID_ARGUMENT (config ranges, student_model, widths, vocabulary, schemas),
+        validation), INVALID_ARGUMENT (config ranges, kd_gate and target values, a target "conversion"
+        on a sample without a conversion column, student_model, widths, vocabulary, schemas),
         FAILED_PRECONDITION (a sample without teacher logits and a teacher without a model).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
