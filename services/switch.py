@@ -62,23 +62,7 @@ def unsupported_options(config: SwitchConfig) -> list[str]:
         problems.append("adaptive_kd (the services distill with a fixed λ)")
     if config.device != "cpu":
         problems.append(f"device={config.device!r} (the services choose their own devices)")
-    d = config.offline.distillation
-    if d.kd_gate != "all" and "kd_gate" in d.model_fields_set:
-        problems.append(f"offline.distillation.kd_gate={d.kd_gate!r} (the services distil every row)")
-    if config.offline.sampling.target != "click":
-        problems.append(f"offline.sampling.target={config.offline.sampling.target!r} (the platform path samples "
-                        "and distils offline on clicks)")
     return problems
-
-
-def platform_defaults(config: SwitchConfig) -> SwitchConfig:
-    """``config`` as the services run it: a KD gate that is only the switch's default becomes 'all' (the
-    services distil every row); one the config sets is refused by `unsupported_options` instead."""
-    d = config.offline.distillation
-    if d.kd_gate == "all" or "kd_gate" in d.model_fields_set:
-        return config
-    offline = config.offline.model_copy(update={"distillation": d.model_copy(update={"kd_gate": "all"})})
-    return config.model_copy(update={"offline": offline})
 
 
 def service_addresses(services: str) -> dict[str, str]:
@@ -278,7 +262,8 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
         return client.run("sampler", lambda stub: stub.StartSampling(sampler_pb2.StartSamplingRequest(
             dataset=common_pb2.DatasetRef(name=train_name), teacher=teacher_ref,
             config=sampler_pb2.SamplingConfig(ratio=s.ratio, positive_ratio=s.positive_ratio,
-                                              temporal_blocks=s.temporal_blocks, seed=config.seed),
+                                              temporal_blocks=s.temporal_blocks, seed=config.seed,
+                                              target=s.target, unclicked_ratio=s.unclicked_ratio),
             sample_name=f"{prefix}/sample", request_id=f"{prefix}/sampling")))
 
     def drift() -> common_pb2.Operation:
@@ -292,14 +277,16 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
         projected, sampled, drifted = projected_f.result(), sample_f.result(), drift_f.result()
     facts["drift"] = _drift_summary(drifted, config)
 
+    from crossadapt.training import positive_rate
+
     task_logit_shift = 0.0
     if s.prior_correction:
         from google.protobuf.json_format import MessageToDict
 
-        from crossadapt.training import positive_rate
-
         report = MessageToDict(sampled.details)
-        task_logit_shift = prior_shift(report.get("positive_rate"), positive_rate(run.splits["train"]))
+        task_logit_shift = prior_shift(report.get("positive_rate"), positive_rate(run.splits["train"], s.target))
+    # The new student starts at the training split's click rate, as the in-process switch's (_fresh_student)
+    base_rate = positive_rate(run.splits["train"])
     log("offline distillation …")
     distilled = client.run("offline-distiller", lambda stub: stub.StartDistillation(
         offline_distiller_pb2.StartDistillationRequest(
@@ -307,7 +294,8 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
             config=offline_distiller_pb2.DistillationConfig(
                 kd_weight=d.kd_weight, temperature=d.temperature, frozen_epochs=d.frozen_epochs,
                 joint_epochs=d.joint_epochs, batch_size=config.optim.batch_size, dense_lr=config.optim.dense_lr,
-                embedding_lr=config.optim.embedding_lr, seed=config.seed, task_logit_shift=task_logit_shift),
+                embedding_lr=config.optim.embedding_lr, seed=config.seed, task_logit_shift=task_logit_shift,
+                kd_gate=d.kd_gate, target=s.target, base_rate=base_rate),
             student_name=f"{prefix}/student", student_model=_model_spec(config), request_id=f"{prefix}/distillation")))
     log("online co-distillation …")
     codistilled = client.run("online-codistiller", lambda stub: stub.StartCoDistillation(
@@ -336,9 +324,6 @@ def run_switch_through_services(config: SwitchConfig, out_dir: Path, *, services
         raise ValueError(f"the platform path cannot run this config: {'; '.join(problems)}")
     if services != "local":
         service_addresses(services)  # refuse a malformed address before the data work starts
-    if platform_defaults(config) is not config:
-        log("kd_gate: the services distil every row; the platform path runs kd_gate 'all' (the paper's KD)")
-        config = platform_defaults(config)
     prefix = f"switch/{uuid.uuid4().hex[:10]}"
     with connect(services, Path(out_dir), log, lambda: begin_switch(config, out_dir, log=log)) as (client, run):
         started = time.perf_counter()
