@@ -183,14 +183,13 @@ def test_switch_from_a_teacher_checkpoint_with_ablations(tmp_path: Path) -> None
     assert all(0.2 <= weight <= 0.7 for _, _, weight in trace)
 
 
-def test_the_platform_path_runs_the_default_kd_gate_as_all_and_refuses_an_explicit_gate() -> None:
-    from services.switch import platform_defaults, unsupported_options
+def test_the_platform_path_runs_kd_gate_and_pcvr_as_configured_and_refuses_adaptive_kd() -> None:
+    from services.switch import unsupported_options
 
     default = parse_switch_config({"data": SYNTHETIC})
     assert default.offline.distillation.kd_gate == "teacher_better" and unsupported_options(default) == []
-    assert platform_defaults(default).offline.distillation.kd_gate == "all"
-    explicit = parse_switch_config({"data": SYNTHETIC, "offline": {"distillation": {"kd_gate": "teacher_better"}}})
-    assert unsupported_options(explicit) == ["offline.distillation.kd_gate='teacher_better' (the services distil "
-                                             "every row)"]
-    paper = parse_switch_config({"data": SYNTHETIC, "offline": {"distillation": {"kd_gate": "all"}}})
-    assert platform_defaults(paper) is paper and unsupported_options(paper) == []
+    pcvr = parse_switch_config({"data": SYNTHETIC, "offline": {
+        "sampling": {"target": "conversion", "unclicked_ratio": 0.5}, "distillation": {"kd_gate": "all"}}})
+    assert unsupported_options(pcvr) == []
+    adaptive = parse_switch_config({"data": SYNTHETIC, "adaptive_kd": {}})
+    assert unsupported_options(adaptive) == ["adaptive_kd (the services distill with a fixed λ)"]
