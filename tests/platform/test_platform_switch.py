@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from switch_cli import CLI, ROOT, run_switch
 
 from crossadapt.checkpoint import read_manifest
 
-ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
 CONFIG = ROOT / "configs" / "switch-tiny.yaml"
 
 
 def _switch(out: Path, *extra: str) -> dict:
-    result = subprocess.run([*CLI, "switch", "--config", str(CONFIG), "--out", str(out), *extra],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads((out / "results.json").read_text())
+    return run_switch(CONFIG, out, *extra)
 
 
 @pytest.mark.slow
@@ -46,6 +41,26 @@ def test_the_switch_through_the_services_matches_the_in_process_switch(tmp_path:
     assert manifest.extra["platform"] == "local"
     assert re.search(r"/student/v\d{6}$", manifest.extra["store_ref"])  # the co-distiller's last version,
     assert not manifest.extra["store_ref"].endswith("/v000001")  # not the offline distiller's v1
+
+
+@pytest.mark.slow
+def test_a_pcvr_switch_runs_end_to_end_through_the_services(tmp_path: Path) -> None:
+    """target 'conversion' with unclicked-exposure augmentation: the sampler draws the clicked rows by their
+    conversion and adds teacher-labelled unclicked ones, the offline distiller fits the conversion column
+    (at the default kd_gate 'teacher_better'), the co-distiller streams the clicked rows."""
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["offline"]["sampling"].update(target="conversion", unclicked_ratio=0.5)
+    config = tmp_path / "pcvr.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    in_process = run_switch(config, tmp_path / "in-process")
+    platform = run_switch(config, tmp_path / "platform", "--services", "local")
+    assert platform["teacher"]["auc"] == in_process["teacher"]["auc"]  # the same pCVR teacher, scored on conversions
+    assert {op["service"] for op in platform["operations"] if op["state"] == "SUCCEEDED"} == {
+        "projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller"}
+    # Within 1 AUC point (seed 0: 0.5402 in process, 0.5438 through the services). Not yet the 0.2-point bar:
+    # the co-distiller service cuts the stream into batch_size raw rows and keeps their clicked rows (~1 in
+    # 10), the in-process co-distiller batches batch_size clicked rows, so the online steps differ.
+    assert abs(platform["student"]["auc"] - in_process["student"]["auc"]) <= 0.01
 
 
 def test_options_the_services_cannot_honour_are_refused_before_anything_runs(tmp_path: Path) -> None:
