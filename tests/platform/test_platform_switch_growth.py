@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from switch_cli import ROOT, run_switch
 
 from crossadapt.checkpoint import read_manifest
-from crossadapt.data import PrepareConfig, PreparedDataset, append_split, prepare_dataset
+from crossadapt.data import (
+    PrepareConfig,
+    PreparedDataset,
+    append_split,
+    prepare_dataset,
+)
 from crossadapt.data.growth import GrowthConfig
 from crossadapt.transfer.switch import obtain_teacher
 from crossadapt.transfer.switch_config import TeacherTraining
-
-ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
+from services.common.model_io import load_vocabulary
+from services.common.storage import CheckpointStore, LocalObjectStore
 
 
 def _in_process_growth_test():  # noqa: ANN202
@@ -33,11 +36,7 @@ GROWTH = _in_process_growth_test()
 SCHEMA, MODEL, _rows = GROWTH.SCHEMA, GROWTH.MODEL, GROWTH._rows
 
 
-def _switch(config: Path, out: Path, *extra: str) -> dict:
-    result = subprocess.run([*CLI, "switch", "--config", str(config), "--out", str(out), *extra],
-                            capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return json.loads((out / "results.json").read_text())
+_switch = run_switch
 
 
 @pytest.mark.slow
@@ -67,3 +66,11 @@ def test_a_grown_vocabulary_switch_through_the_services_matches_the_in_process_o
         == (grown.vocab_hash, 2)
     assert abs(platform["student"]["auc"] - in_process["student"]["auc"]) <= 0.002  # the 0.2 points
     assert {op["service"] for op in platform["operations"]} >= {"offline-distiller", "online-codistiller"}
+    # The platform's grown student carries the grown version's values (the stream went up with them), so a
+    # predictor can serve it from raw values: the 6 new values of c map to the rows its table grew.
+    store = CheckpointStore(LocalObjectStore(tmp_path / "platform" / "platform" / "home" / "store"))
+    published = store.resolve(*ours.extra["store_ref"].rsplit("/", 1))
+    carried = load_vocabulary(store, published)
+    assert published.manifest.extra["has_vocabulary"] and (carried.hash, carried.version) == (grown.vocab_hash, 2)
+    added = grown.vocabulary.values("c")[v1.size("c") - 1:]
+    assert carried.encode("c", added).tolist() == list(range(v1.size("c"), v1.size("c") + 6))
