@@ -94,7 +94,7 @@ def print_switch_table(results: SwitchResults, out_dir: Path) -> None:
 
 
 def bench_paper_command(
-    preset: Annotated[str, typer.Option("--preset", help="micro | smoke | standard")] = "smoke",
+    preset: Annotated[str, typer.Option("--preset", help="micro | smoke | standard | related | long-history")] = "smoke",
     data: Annotated[
         str | None,
         typer.Option("--data", help="A prepared dataset folder, 'synthetic' (default) or 'movielens'."),

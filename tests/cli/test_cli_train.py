@@ -151,3 +151,14 @@ def test_mounting_is_table_driven_and_survives_a_broken_module(capsys):
         cli.app = original
     code, out, _ = _cli(capsys, "bench", "--help")  # modules with register_bench add to the bench group
     assert code == 0 and "train" in out and "paper" in out
+
+
+def test_bench_paper_help_names_every_preset():
+    """The help is a literal (the presets module imports torch), so it must be kept in step by hand."""
+    import typing
+
+    from crossadapt.cli.switch import bench_paper_command
+    from crossadapt.transfer.experiments.presets import PRESETS
+
+    help_text = typing.get_type_hints(bench_paper_command, include_extras=True)["preset"].__metadata__[0].help
+    assert sorted(name.strip() for name in help_text.split("|")) == sorted(PRESETS)
