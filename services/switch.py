@@ -307,7 +307,7 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 kd_weight=d.kd_weight, temperature=d.temperature, dense_lr=config.optim.dense_lr,
                 embedding_lr=config.optim.embedding_lr, teacher_dense_lr=o.teacher_lr, seed=config.seed,
                 window_batches=window_batches(run.ctx), grow_vocabulary=o.grow_vocabulary,
-                projection_seed=config.seed, target=s.target,
+                projection_seed=config.seed, target=s.target, kd_gate=d.kd_gate,
                 drift=online_codistiller_pb2.CoDistillationDriftSettings(**drift_config)),
             student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher-co", request_id=f"{prefix}/codistill")))
     student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)

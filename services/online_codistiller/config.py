@@ -2,7 +2,8 @@
 
     teacher_update_interval, teacher_dense_lr, drift.*, grow_vocabulary → OnlineSection (drift: DriftSection)
     batch_size, dense_lr, embedding_lr                  → OptimSection
-    kd_weight, temperature                              → DistillationSection
+    kd_weight, temperature, kd_gate                     → DistillationSection (kd_gate unset: the switch's
+                                                          default 'teacher_better')
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _MAPPING = {
     "embedding_lr": ("optim", "embedding_lr"),
     "kd_weight": ("distillation", "kd_weight"),
     "temperature": ("distillation", "temperature"),
+    "kd_gate": ("distillation", "kd_gate"),
 }
 _DRIFT = {"metric": "metric", "windows": "windows", "bins": "bins", "low": "theta_low", "high": "theta_high",
           "max_replay": "max_replay"}
@@ -76,7 +78,8 @@ class CoDistillationSettings(BaseModel):
     def core_config(self, device: str, num_threads: int | None = None) -> OnlineCoDistillConfig:
         return OnlineCoDistillConfig(
             batch_size=self.optim.batch_size, kd_weight=self.distillation.kd_weight,
-            temperature=self.distillation.temperature, teacher_update_interval=self.online.teacher_update_interval,
+            temperature=self.distillation.temperature, kd_gate=self.distillation.kd_gate,
+            teacher_update_interval=self.online.teacher_update_interval,
             teacher_dense_lr=self.online.teacher_lr, teacher_embedding_lr=self.teacher_embedding_lr,
             embedding_lr=self.optim.embedding_lr, dense_lr=self.optim.dense_lr, seed=self.seed, device=device,
             num_threads=num_threads, window_batches=self.window_batches,

@@ -58,7 +58,8 @@ class OnlineCoDistillerServiceServicer:
 
     def StartCoDistillation(self, request, context):
         """Validates the request and starts the co-distillation; errors: NOT_FOUND (student, teacher,
-        stream, replay), INVALID_ARGUMENT (config ranges, names, schemas, vocabulary),
+        stream, replay), INVALID_ARGUMENT (config ranges, kd_gate and target values, a target
+        "conversion" on a stream without a conversion column, names, schemas, vocabulary),
         FAILED_PRECONDITION (a checkpoint that holds no model).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
