@@ -11,6 +11,7 @@ from crossadapt.training.evaluate import (
     predict_proba,
     select_target_rows,
     target_labels,
+    target_row_ids,
 )
 from crossadapt.training.optim import TrainOptimizer, preload_optimizer_runtime, split_parameters
 from crossadapt.training.runtime import available_cpus, configure_threads, seed_everything
@@ -39,6 +40,7 @@ __all__ = [
     "preload_optimizer_runtime",
     "split_parameters",
     "target_labels",
+    "target_row_ids",
     "teacher_training_rows",
     "train_teacher",
 ]

@@ -24,9 +24,16 @@ def select_target_rows(arrays: "SplitArrays", target: Target) -> "SplitArrays":
     """The rows a target is defined on: all rows for clicks, clicked rows only for conversions."""
     if target == "click":
         return arrays
+    return arrays.take(target_row_ids(arrays, target))
+
+
+def target_row_ids(arrays: SplitArrays, target: Target) -> np.ndarray:
+    """Indices (ascending) of the rows :func:`select_target_rows` keeps."""
+    if target == "click":
+        return np.arange(len(arrays))
     if arrays.conversion is None:
         raise ValueError("target 'conversion' needs a conversion column, and this split has none")
-    return arrays.take(np.flatnonzero(np.asarray(arrays.label) > 0.5))
+    return np.flatnonzero(np.asarray(arrays.label) > 0.5)
 
 
 def positive_rate(arrays: "SplitArrays", target: Target = "click") -> float | None:

@@ -4,9 +4,11 @@
       start:  the newest student this operation published (its weights, its teacher's, the run state
               and the stream position inside it), else the request's student and teacher (and the
               student's saved optimiser state, e.g. the offline distiller's)
-      stream: `model_io.read_split` from the position, in time order, one batch of `batch_size` rows at a
-              time (batches end at partition ends); each is checked and trained on (core CoDistiller:
-              student every batch, teacher every τ, replayed rows at the drift-set ratio)
+      stream: `model_io.read_split` from the position, in time order, cut into batches of `batch_size`
+              rows across partition boundaries (`rebatch`; target 'conversion': of the clicked rows,
+              kept before batching, so the batches are the in-process ones); each is checked and
+              trained on (core CoDistiller: student every batch, teacher every τ, replayed rows at
+              the drift-set ratio)
       every `checkpoint_every_batches` batches: publish the teacher (next version of teacher_name), then
               the student (next version of student_name) with the run state, the position and the rows
               consumed per partition in its manifest; at the end of the stream the same, finished
@@ -35,12 +37,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from torch import nn
 
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import FeatureSpec
+from crossadapt.training.evaluate import target_row_ids
 from crossadapt.transfer.online.codistillation import CoDistiller, build_codistiller
 from crossadapt.transfer.online.replay import ReplayController
 from services.common.checks import check_rows, read_rows
@@ -120,29 +124,45 @@ def latest_checkpoint(checkpoints: CheckpointStore, plan: CoDistillationPlan) ->
 
 
 def rebatch(reads: Iterable[tuple[SplitArrays, DatasetPosition]], size: int,
+            keep: Callable[[SplitArrays], np.ndarray] | None = None,
             ) -> Iterator[tuple[SplitArrays, DatasetPosition, dict[str, int]]]:
     """Batches of `size` rows that run across partition boundaries, as the in-process stream does.
 
-    Each comes with the position just after its last row and its rows per partition. Batch
+    `reads` are consecutive stream rows, each with the position just after its last row. `keep` (the
+    ascending indices of the rows to train on, e.g. the clicked rows for target 'conversion') filters
+    every read BEFORE batching, as the in-process co-distiller filters the whole stream before cutting
+    it into batches; None keeps every row.
+
+    Each batch comes with the position just after its last (kept) stream row and the stream rows per
+    partition between the previous batch's position and its own (rows `keep` left out included). Batch
     boundaries depend only on where reading started, so a run resumed from a saved position forms
-    exactly the batches the uninterrupted run formed from there. The last batch may be shorter.
+    exactly the batches the uninterrupted run formed from there (the left-out rows it reads again are
+    left out again). The last batch may be shorter; it ends at the last read's position. Left-out rows
+    after a full last batch stay unconsumed (the position stays at that batch's end).
     """
     parts: list[SplitArrays] = []
     counts: dict[str, int] = {}
     buffered = 0
     position: DatasetPosition | None = None
     for arrays, position in reads:
+        partition, first_row = str(position.partition), position.row - len(arrays)
+        rows = np.arange(len(arrays)) if keep is None else keep(arrays)
+        counted = 0  # rows of this read already counted into a batch
         offset = 0
-        while offset < len(arrays):
-            take = min(size - buffered, len(arrays) - offset)
-            parts.append(arrays.slice(offset, offset + take))
-            counts[str(position.partition)] = counts.get(str(position.partition), 0) + take
+        while offset < len(rows):
+            take = min(size - buffered, len(rows) - offset)
+            lo, hi = int(rows[offset]), int(rows[offset + take - 1]) + 1
+            parts.append(arrays.slice(lo, hi) if keep is None else arrays.take(rows[offset:offset + take]))
             offset += take
             buffered += take
             if buffered == size:
-                end = position.model_copy(update={"row": position.row - (len(arrays) - offset)})
+                counts[partition] = counts.get(partition, 0) + hi - counted
+                counted = hi
+                end = position.model_copy(update={"row": first_row + hi})
                 yield SplitArrays.concat(parts), end, counts
                 parts, counts, buffered = [], {}, 0
+        if counted < len(arrays):
+            counts[partition] = counts.get(partition, 0) + len(arrays) - counted
     if buffered and position is not None:
         yield SplitArrays.concat(parts), position, counts
 
@@ -167,8 +187,11 @@ class StreamRun:
     # -- the stream --------------------------------------------------------------------------------
 
     def batches(self) -> Iterator[tuple[SplitArrays, DatasetPosition, dict[str, int]]]:
-        """`batch_size`-row batches across partition boundaries (see `rebatch`)."""
-        return rebatch(self._partition_batches(), self.plan.settings.optim.batch_size)
+        """`batch_size`-row batches across partition boundaries (see `rebatch`) of the rows the target is
+        defined on (target 'conversion': the clicked rows, kept before batching as in process)."""
+        target = self.plan.settings.target
+        keep = None if target == "click" else lambda arrays: target_row_ids(arrays, target)
+        return rebatch(self._partition_batches(), self.plan.settings.optim.batch_size, keep)
 
     def _partition_batches(self) -> Iterator[tuple[SplitArrays, DatasetPosition]]:
         """The stream from the current position, one read batch at a time; schema or data faults name the partition."""
@@ -188,6 +211,9 @@ class StreamRun:
                 raise FailedPreconditionError(f"stream {plan.stream!r}: unreadable partition after "
                                               f"{self.position}: {exc}", field="stream") from exc
             check_rows(arrays, spec, f"stream partition {plan.stream}/{position.partition}")
+            if plan.settings.target == "conversion" and arrays.conversion is None:
+                raise InvalidArgumentError(f"target 'conversion': stream partition {plan.stream}/{position.partition} "
+                                           "has no conversion column", field="stream")
             yield arrays, position
 
     def partition_spec(self, partition: str) -> FeatureSpec:

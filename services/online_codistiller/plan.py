@@ -2,7 +2,8 @@
 
 Checked before any worker runs: refs (NOT_FOUND), that student and teacher hold models
 (FAILED_PRECONDITION), names, config ranges, that the stream's and the replay pool's first
-partitions have the models' fields (INVALID_ARGUMENT), and that every vocabulary hash agrees. A later
+partitions have the models' fields and, for target 'conversion', that the stream has a conversion
+column (INVALID_ARGUMENT), and that every vocabulary hash agrees. A later
 stream partition with another schema fails the running operation, naming the partition.
 
 With `grow_vocabulary` the stream may be of a newer version of the models' vocabulary: the same
@@ -89,7 +90,10 @@ def plan_codistillation(checkpoints: CheckpointStore, datasets: DatasetStore, re
         raise InvalidArgumentError(f"{student.ref} and {teacher.ref} read different fields", field="teacher")
     spec = student.manifest.feature_spec
     start = _start(request.stream)
-    stream_spec, stream_vocab, _ = dataset_schema(datasets, request.stream.name, "stream")
+    stream_spec, stream_vocab, stream_columns = dataset_schema(datasets, request.stream.name, "stream")
+    if settings.target == "conversion" and "conversion" not in stream_columns:
+        raise InvalidArgumentError(f"target 'conversion': stream {request.stream.name!r} has no conversion column",
+                                   field="config.target")
     hashes = {"student": student.manifest.vocab_hash, "teacher": teacher.manifest.vocab_hash}
     if stream_spec == spec:
         hashes["stream"] = stream_vocab

@@ -115,3 +115,54 @@ def test_stream_batches_run_across_partitions_and_resume_on_the_same_boundaries(
     for cut in range(1, len(batches)):
         resumed = list(rebatch(reads(batches[cut - 1][1]), 5))
         assert [b.label.tolist() for b, _, _ in resumed] == [b.label.tolist() for b, _, _ in batches[cut:]]
+
+
+def test_kept_rows_are_batched_across_partitions_with_positions_in_stream_rows() -> None:
+    """With `keep` (target 'conversion': the clicked rows) the rows are filtered before batching: batches of
+    `size` kept rows, positions just after a batch's last kept stream row, rows per partition counting every
+    stream row between two positions; resuming at any batch's position forms the rest of the batches."""
+    import itertools
+
+    import numpy as np
+
+    from crossadapt.data.arrays import SplitArrays
+    from services.common.storage.datasets import DatasetPosition
+    from services.online_codistiller.pipeline import rebatch
+
+    sizes = [7, 3, 12, 5]
+    rows = np.arange(sum(sizes))
+    clicked = (rows % 3 != 1).astype(np.float32)  # 0, 2, 3, 5, 6, 8, ... are kept
+    clicked[[3, 5, 6]] = 0.0  # rows 3..6 of p0 left out: p0 keeps 0, 2 only
+    edges = np.concatenate([[0], np.cumsum(sizes)])
+
+    def reads(start: DatasetPosition | None = None, read_rows: int = 4):  # like DatasetStore.read
+        for index, (lo, hi) in enumerate(itertools.pairwise(edges)):
+            name = f"p{index}"
+            if start is not None and int(start.partition[1:]) > index:
+                continue
+            first = start.row if start is not None and start.partition == name else 0
+            for row in range(first, hi - lo, read_rows):
+                stop = min(row + read_rows, hi - lo)
+                ids = rows[lo + row: lo + stop]
+                yield (SplitArrays(categorical=np.zeros((len(ids), 1), np.int64), numerical=np.zeros((len(ids), 0),
+                                   np.float32), label=clicked[ids], conversion=ids.astype(np.float32)),
+                       DatasetPosition(partition=name, row=stop))
+
+    def keep(arrays: SplitArrays) -> np.ndarray:
+        return np.flatnonzero(arrays.label > 0.5)
+
+    batches = list(rebatch(reads(), 4, keep))
+    kept = rows[clicked > 0.5]
+    assert [b.conversion.tolist() for b, _, _ in batches] == [kept[i:i + 4].tolist() for i in range(0, len(kept), 4)]
+    # [0 2 8 9] ends at stream row 9 = p1 row 2 (position: row 3); p0's left-out rows 3..6 count toward it
+    assert batches[0][1] == DatasetPosition(partition="p1", row=3) and batches[0][2] == {"p0": 7, "p1": 3}
+    assert batches[-1][1] == DatasetPosition(partition="p3", row=5)  # the last (short) batch: the stream's end
+    totals: dict[str, int] = {}
+    for _, _, counts in batches:
+        for partition, count in counts.items():
+            totals[partition] = totals.get(partition, 0) + count
+    assert totals == {f"p{i}": size for i, size in enumerate(sizes)}
+    for cut in range(1, len(batches)):
+        resumed = list(rebatch(reads(batches[cut - 1][1]), 4, keep))
+        assert [b.conversion.tolist() for b, _, _ in resumed] == [b.conversion.tolist() for b, _, _ in batches[cut:]]
+        assert [p for _, p, _ in resumed] == [p for _, p, _ in batches[cut:]]
