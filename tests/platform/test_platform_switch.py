@@ -57,10 +57,10 @@ def test_a_pcvr_switch_runs_end_to_end_through_the_services(tmp_path: Path) -> N
     assert platform["teacher"]["auc"] == in_process["teacher"]["auc"]  # the same pCVR teacher, scored on conversions
     assert {op["service"] for op in platform["operations"] if op["state"] == "SUCCEEDED"} == {
         "projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller"}
-    # Within 1 AUC point (seed 0: 0.5402 in process, 0.5438 through the services). Not yet the 0.2-point bar:
-    # the co-distiller service cuts the stream into batch_size raw rows and keeps their clicked rows (~1 in
-    # 10), the in-process co-distiller batches batch_size clicked rows, so the online steps differ.
-    assert abs(platform["student"]["auc"] - in_process["student"]["auc"]) <= 0.01
+    # The bar, as for clicks (seed 0: 0.540110 both ways): the co-distiller service batches the
+    # clicked rows as the in-process co-distiller does and distils at the same kd_gate.
+    figures = {"in_process": in_process["student"]["auc"], "platform": platform["student"]["auc"]}
+    assert abs(figures["platform"] - figures["in_process"]) <= 0.002, figures
 
 
 def test_options_the_services_cannot_honour_are_refused_before_anything_runs(tmp_path: Path) -> None:
