@@ -3,7 +3,8 @@ one platform (real redis-server, SeaweedFS S3, gRPC servers and a Celery worker)
 
 Tiny data: ``user`` (30 ids), ``item`` (12 ids) and ``price``; clicks from a known logistic model, in
 time order (``timestamp`` = row index), with a real vocabulary whose hash every dataset and checkpoint
-carries.
+carries. A growing stream (#16, `write_growing_stream`): partitions of that vocabulary (version 1), then
+partitions of version 2 (``GROWN_VOCABULARY``: 6 new users, ids 30..35, 30% of those partitions' rows).
 
 Worker hooks are injected from here, never shipped in production code: the worker is started with
 this folder's generated ``sitecustomize.py`` on its PYTHONPATH, which, in each pool process
@@ -44,6 +45,12 @@ TINY_SPEC = FeatureSpec(
 TINY_VOCABULARY = Vocabulary({"user": pa.array([f"u{i}" for i in range(1, 30)]),
                               "item": pa.array([f"i{i}" for i in range(1, 12)])})
 VOCAB_HASH = TINY_VOCABULARY.hash
+NEW_USERS = 6
+GROWN_VOCABULARY = TINY_VOCABULARY.grow(
+    {"user": (pa.array([f"new{i}" for i in range(NEW_USERS)]), np.full(NEW_USERS, 5))})
+GROWN_SPEC = FeatureSpec(
+    categorical=(CategoricalField(name="user", vocab_size=30 + NEW_USERS), TINY_SPEC.categorical[1]),
+    numerical=TINY_SPEC.numerical)
 EPOCH = datetime(2026, 3, 1, tzinfo=timezone.utc)
 HOOKS_DIR = Path(__file__).resolve().parent
 
@@ -59,6 +66,28 @@ def tiny_clicks(n: int, seed: int = 0, first_timestamp: int = 0) -> SplitArrays:
     return SplitArrays(categorical=cat, numerical=num, label=label,
                        timestamp=np.arange(first_timestamp, first_timestamp + n, dtype=np.int64),
                        prob=p.astype(np.float32))
+
+
+def write_growing_stream(datasets: DatasetStore, name: str, *, old_rows: int, new_rows: int, new_partitions: int,
+                         with_vocabulary: bool = True) -> list[str]:
+    """A stream whose vocabulary grows: one partition of `old_rows` rows of version 1 (none if 0), then
+    `new_partitions` partitions of `new_rows` rows in all of version 2, 30% of them of the new users.
+    Each version's values are stored with the stream unless `with_vocabulary` is False. Returns the
+    partition ids in time order."""
+    from services.common.model_io import write_split
+
+    written = []
+    if old_rows:
+        written += write_split(datasets, name, tiny_clicks(old_rows, seed=5), TINY_SPEC, vocab_hash=VOCAB_HASH,
+                               vocab_version=1, start=EPOCH, vocabulary=TINY_VOCABULARY if with_vocabulary else None)
+    new = tiny_clicks(new_rows, seed=6, first_timestamp=old_rows)
+    rng = np.random.default_rng(0)
+    newcomers = rng.random(len(new)) < 0.3
+    new.categorical[newcomers, 0] = rng.integers(30, 30 + NEW_USERS, int(newcomers.sum()))
+    written += write_split(datasets, name, new, GROWN_SPEC, vocab_hash=GROWN_VOCABULARY.hash, vocab_version=2,
+                           partitions=new_partitions, start=EPOCH.replace(hour=1),
+                           vocabulary=GROWN_VOCABULARY if with_vocabulary else None)
+    return written
 
 
 def tiny_model(dim: int = 4, seed: int = 0, arch: str = "mlp", hidden: tuple[int, ...] = (8,),
@@ -300,6 +329,57 @@ def details(operation) -> dict:  # noqa: ANN001
     from google.protobuf.json_format import MessageToDict
 
     return MessageToDict(operation.details) if operation.HasField("details") else {}
+
+
+def spare_worker(platform: HookedPlatform) -> None:
+    """At least two live workers, so one can take over a task whose worker is killed. Call it before
+    starting the operation: a worker takes seconds to start, long enough for a short task to end."""
+    if sum(proc.poll() is None for proc in platform.workers.values()) < 2:
+        platform.start(workers=(f"w{uuid.uuid4().hex[:4]}",), queue_names=QUEUES)
+
+
+def kill_task_worker(platform: HookedPlatform, service: str, operation_id: str) -> int:
+    """kill -9 of the whole worker (process group) whose pool process runs the operation's task, once
+    another worker is up to take the task over (Redis redelivers it after its visibility timeout).
+    Returns how many batches/steps the hook log held just after the kill."""
+    victim = worker_of(platform, int(details(get_operation(platform, service, operation_id))["worker"]["pid"]))
+    spare_worker(platform)
+    os.killpg(platform.workers[victim].pid, signal.SIGKILL)
+    return len(platform.hook_log(operation_id))
+
+
+def replayed_rows(log: list[list[str]], partitions: list[str], partition_rows: int) -> int:
+    """From a co-distillation's hook log (pid, partition, first row, end row): fails naming any partition
+    row never trained on; returns how many rows were trained on more than once, over all partitions."""
+    replayed = 0
+    for partition in partitions:
+        covered = np.zeros(partition_rows, dtype=np.int64)
+        for _, p, first, end in log:
+            if p == partition:
+                covered[int(first):int(end)] += 1
+        assert covered.min() >= 1, f"rows of {partition} skipped: {np.flatnonzero(covered == 0)[:5]}"
+        replayed += int(covered.sum() - partition_rows)
+    return replayed
+
+
+def reference_codistillation(stores: Stores, platform: HookedPlatform, operation_id: str):  # noqa: ANN201
+    """The operation's plan run again, uninterrupted, in this process (under other output names): the
+    final student and its teacher, as models."""
+    from services.common.model_io import load_model
+    from services.common.operations import open_operation_store
+    from services.online_codistiller import pipeline
+    from services.online_codistiller.plan import CoDistillationPlan
+
+    operations = open_operation_store(platform_settings(platform))
+    plan = CoDistillationPlan.model_validate(operations.get(operation_id).params["plan"])
+    suffix = uuid.uuid4().hex[:8]
+    plan = plan.model_copy(update={"operation_id": f"ref-{suffix}", "student_name": f"ref/student-{suffix}",
+                                   "teacher_name": f"ref/teacher-{suffix}"})
+    ctx = pipeline.CoDistillerContext(checkpoints=stores.checkpoints, datasets=stores.datasets, operations=operations)
+    student = pipeline.run_codistillation(ctx, plan, lambda *args, **kwargs: None)
+    model, _ = load_model(stores.checkpoints, student.name, student.version)
+    teacher, _ = load_model(stores.checkpoints, *student.manifest.extra["teacher"].rsplit("/", 1))
+    return model, teacher
 
 
 def kill_worker_process(pid: int) -> None:

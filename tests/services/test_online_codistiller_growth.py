@@ -1,7 +1,8 @@
 """The co-distiller's pipeline over a stream of a newer vocabulary version (#16), on a local store.
 
 The models are of version 1 of the tiny vocabulary (``user``: 30 rows); the stream's first partition is
-still version 1, the later ones version 2 (6 new users, ids 30..35). With ``grow_vocabulary``:
+still version 1, the later ones version 2 (6 new users, ids 30..35; `distiller_fixtures.write_growing_stream`).
+With ``grow_vocabulary``:
 
 * Start accepts the stream (without it: INVALID_ARGUMENT naming the stream and the option);
 * the newer partitions' ids are trained on, not refused; both models grow to version 2 when the stream
@@ -16,13 +17,21 @@ still version 1, the later ones version 2 (6 new users, ids 30..35). With ``grow
 
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
-from distiller_fixtures import TINY_SPEC, TINY_VOCABULARY, VOCAB_HASH, EPOCH, tiny_clicks, tiny_model
-from crossadapt.models.spec import CategoricalField, FeatureSpec
+from distiller_fixtures import (
+    GROWN_SPEC,
+    GROWN_VOCABULARY,
+    NEW_USERS,
+    TINY_SPEC,
+    TINY_VOCABULARY,
+    VOCAB_HASH,
+    tiny_clicks,
+    tiny_model,
+    write_growing_stream,
+)
 from services.common.errors import InvalidArgumentError
 from services.common.model_io import dataset_vocabulary, load_model, load_vocabulary, publish_model, write_split
 from services.common.operations import FileOperationStore
@@ -32,10 +41,6 @@ from services.common.storage import CheckpointStore, DatasetStore, LocalObjectSt
 from services.online_codistiller.pipeline import CoDistillerContext, run_codistillation
 from services.online_codistiller.plan import plan_codistillation
 
-NEW_USERS = 6
-GROWN = TINY_VOCABULARY.grow({"user": (pa.array([f"new{i}" for i in range(NEW_USERS)]), np.full(NEW_USERS, 5))})
-GROWN_SPEC = FeatureSpec(categorical=(CategoricalField(name="user", vocab_size=30 + NEW_USERS), TINY_SPEC.categorical[1]),
-                         numerical=TINY_SPEC.numerical)
 BATCH, PARTITION_ROWS = 40, 120
 
 
@@ -51,16 +56,11 @@ def world(tmp_path):  # noqa: ANN001, ANN201
     for name, model in (("m/student", tiny_model(4, seed=2)), ("m/teacher", tiny_model(4, seed=1))):
         publish_model(ctx.checkpoints, name, model, feature_spec=TINY_SPEC, vocab_hash=VOCAB_HASH,
                       vocabulary=TINY_VOCABULARY)
-    old = tiny_clicks(PARTITION_ROWS, seed=5)
-    write_split(ctx.datasets, "stream", old, TINY_SPEC, vocab_hash=VOCAB_HASH, vocab_version=1, start=EPOCH,
-                vocabulary=TINY_VOCABULARY)
-    new = tiny_clicks(3 * PARTITION_ROWS, seed=6, first_timestamp=PARTITION_ROWS)
-    rng = np.random.default_rng(0)
-    newcomers = rng.random(len(new)) < 0.3  # 30% of the newer rows are of the new users
-    new.categorical[newcomers, 0] = rng.integers(30, 30 + NEW_USERS, int(newcomers.sum()))
-    for name in ("stream", "newer"):  # "newer": version-2 partitions only, written without the vocabulary
-        write_split(ctx.datasets, name, new, GROWN_SPEC, vocab_hash=GROWN.hash, vocab_version=2, partitions=3,
-                    start=EPOCH.replace(hour=1), vocabulary=GROWN if name == "stream" else None)
+    write_growing_stream(ctx.datasets, "stream", old_rows=PARTITION_ROWS, new_rows=3 * PARTITION_ROWS,
+                         new_partitions=3)
+    # "newer": version-2 partitions only, written without the vocabulary
+    write_growing_stream(ctx.datasets, "newer", old_rows=0, new_rows=3 * PARTITION_ROWS, new_partitions=3,
+                         with_vocabulary=False)
     return ctx
 
 
@@ -103,7 +103,7 @@ def test_the_models_grow_to_the_streams_version_and_each_checkpoint_names_its_ta
                 assert manifest.extra["has_vocabulary"]  # the version-1 vocabulary rides along
             else:
                 assert users == 30 + NEW_USERS and manifest.feature_spec == GROWN_SPEC
-                assert (manifest.vocab_hash, manifest.extra["vocab_version"]) == (GROWN.hash, 2)
+                assert (manifest.vocab_hash, manifest.extra["vocab_version"]) == (GROWN_VOCABULARY.hash, 2)
                 first_grown = index if first_grown is None else first_grown
             model, _ = load_model(world.checkpoints, published.name, published.version)
             assert model.embedding.get_table("user").shape[0] == users  # rebuilt from the manifest's spec
@@ -147,24 +147,24 @@ def test_a_run_stopped_after_growing_resumes_from_the_grown_checkpoint_bit_for_b
     theirs, _ = load_model(world.checkpoints, uninterrupted.name, uninterrupted.version)
     for name, value in theirs.state_dict().items():
         assert torch.equal(ours.state_dict()[name], value), name
-    assert load_vocabulary(world.checkpoints, resumed).hash == GROWN.hash  # the resumed run knows the values too
+    assert load_vocabulary(world.checkpoints, resumed).hash == GROWN_VOCABULARY.hash  # the resumed run has the values
 
 
 def test_a_stream_written_without_its_vocabulary_trains_and_its_grown_checkpoints_carry_none(world) -> None:  # noqa: ANN001
     final = run_codistillation(world, _plan(world, "op-c", stream="newer"), lambda *_, **__: None)
-    assert final.manifest.feature_spec == GROWN_SPEC and final.manifest.vocab_hash == GROWN.hash
+    assert final.manifest.feature_spec == GROWN_SPEC and final.manifest.vocab_hash == GROWN_VOCABULARY.hash
     assert not final.manifest.extra["has_vocabulary"] and load_vocabulary(world.checkpoints, final) is None
 
 
 def test_a_stream_stores_each_vocabulary_version_and_resolves_older_hashes_from_newer_ones(world) -> None:  # noqa: ANN001
     datasets = world.datasets
-    assert dataset_vocabulary(datasets, "stream", GROWN.hash, 2).hash == GROWN.hash
+    assert dataset_vocabulary(datasets, "stream", GROWN_VOCABULARY.hash, 2).hash == GROWN_VOCABULARY.hash
     older = dataset_vocabulary(datasets, "stream", VOCAB_HASH)  # no version named: found among the stored ones
     assert (older.hash, older.version) == (VOCAB_HASH, 1)
-    assert dataset_vocabulary(datasets, "newer", GROWN.hash, 2) is None  # written without one
+    assert dataset_vocabulary(datasets, "newer", GROWN_VOCABULARY.hash, 2) is None  # written without one
     assert dataset_vocabulary(datasets, "stream", "not-a-hash") is None
     with pytest.raises(InvalidArgumentError) as error:  # the values must be the version the ids are of
-        write_split(datasets, "mismatch", tiny_clicks(4), GROWN_SPEC, vocab_hash=GROWN.hash, vocab_version=2,
+        write_split(datasets, "mismatch", tiny_clicks(4), GROWN_SPEC, vocab_hash=GROWN_VOCABULARY.hash, vocab_version=2,
                     vocabulary=TINY_VOCABULARY)
     assert error.value.field == "vocabulary"
     assert datasets.objects.list_children(f"{datasets.prefix}/mismatch") == []  # nothing written

@@ -10,8 +10,6 @@ uninterrupted run ends; bad requests are refused at Start.
 
 from __future__ import annotations
 
-import os
-import signal
 import uuid
 from datetime import timedelta
 
@@ -22,7 +20,6 @@ import torch
 
 from distiller_fixtures import (
     EPOCH,
-    QUEUES,
     TINY_SPEC,
     TINY_VOCABULARY,
     VOCAB_HASH,
@@ -33,13 +30,16 @@ from distiller_fixtures import (
     distiller_platform,  # noqa: F401 - fixture
     distiller_stores,  # noqa: F401 - fixture
     get_operation,
+    kill_task_worker,
     platform_settings,
     project,
     publish_teacher,
+    reference_codistillation,
+    replayed_rows,
+    spare_worker,
     tiny_clicks,
     tiny_model,
     wait_terminal,
-    worker_of,
     write_dataset,
 )
 from crossadapt.models.spec import FeatureSpec
@@ -197,16 +197,13 @@ def test_killed_worker_resumes_at_its_position_without_skipping_a_row(
     platform, stores = distiller_platform, distiller_stores
     stream = new_stream(stores)
     req = request(models, stream)
+    spare_worker(platform)
     platform.pause(0.12)
     try:
         operation = start(platform, req)
         wait_for(lambda: "student" in details(get_operation(platform, SERVICE, operation.id)), 60, "a checkpoint")
         wait_for(lambda: len(platform.hook_log(operation.id)) >= EVERY + 2, 60, "more batches")
-        victim = worker_of(platform, int(details(get_operation(platform, SERVICE, operation.id))["worker"]["pid"]))
-        if sum(proc.poll() is None for proc in platform.workers.values()) < 2:  # another must take the task over
-            platform.start(workers=(f"w{uuid.uuid4().hex[:4]}",), queue_names=QUEUES)
-        os.killpg(platform.workers[victim].pid, signal.SIGKILL)
-        killed_at = len(platform.hook_log(operation.id))
+        killed_at = kill_task_worker(platform, SERVICE, operation.id)
         platform.pause(0)
         final = wait_terminal(platform, SERVICE, operation.id, timeout=90)
     finally:
@@ -216,14 +213,7 @@ def test_killed_worker_resumes_at_its_position_without_skipping_a_row(
     pids = [line[0] for line in log]
     assert len(set(pids)) == 2 and pids.index(pids[-1]) >= killed_at - 1  # two deliveries, in sequence
     partitions = stores.datasets.partitions(stream)
-    replayed = 0
-    for partition in partitions:
-        ranges = sorted((int(a), int(b)) for _, p, a, b in log if p == partition)
-        covered = np.zeros(PARTITION_ROWS, dtype=np.int64)
-        for a, b in ranges:
-            covered[a:b] += 1
-        assert covered.min() >= 1, f"rows of {partition} skipped: {np.flatnonzero(covered == 0)[:5]}"
-        replayed += int(covered.sum() - PARTITION_ROWS)
+    replayed = replayed_rows(log, partitions, PARTITION_ROWS)
     assert 0 < replayed <= EVERY * BATCH, replayed  # something was replayed, at most one interval
     student = stores.checkpoints.resolve(final.checkpoint.name, final.checkpoint.version)
     assert student.manifest.extra["rows_by_partition"] == {p: PARTITION_ROWS for p in partitions}  # counted once
@@ -232,7 +222,7 @@ def test_killed_worker_resumes_at_its_position_without_skipping_a_row(
             load_model(stores.checkpoints, name, version)
 
     # The same plan, uninterrupted, in this process: the resumed run ends at the same student and teacher.
-    reference_student, reference_teacher = reference_run(stores, platform, operation.id)
+    reference_student, reference_teacher = reference_codistillation(stores, platform, operation.id)
     resumed, _ = load_model(stores.checkpoints, student.name, student.version)
     teacher, _ = load_model(stores.checkpoints, *student.manifest.extra["teacher"].rsplit("/", 1))
     for ours, theirs in ((resumed, reference_student), (teacher, reference_teacher)):
@@ -250,19 +240,3 @@ def _table(arrays):  # noqa: ANN001, ANN202
     from services.common.model_io import split_table
 
     return split_table(arrays, TINY_SPEC, VOCAB_HASH)
-
-
-def reference_run(stores: Stores, platform: HookedPlatform, operation_id: str):  # noqa: ANN201
-    from services.online_codistiller import pipeline
-    from services.online_codistiller.plan import CoDistillationPlan
-
-    operations = open_operation_store(platform_settings(platform))
-    plan = CoDistillationPlan.model_validate(operations.get(operation_id).params["plan"])
-    suffix = uuid.uuid4().hex[:8]
-    plan = plan.model_copy(update={"operation_id": f"ref-{suffix}", "student_name": f"ref/student-{suffix}",
-                                   "teacher_name": f"ref/teacher-{suffix}"})
-    ctx = pipeline.CoDistillerContext(checkpoints=stores.checkpoints, datasets=stores.datasets, operations=operations)
-    student = pipeline.run_codistillation(ctx, plan, lambda *args, **kwargs: None)
-    model, _ = load_model(stores.checkpoints, student.name, student.version)
-    teacher, _ = load_model(stores.checkpoints, *student.manifest.extra["teacher"].rsplit("/", 1))
-    return model, teacher
