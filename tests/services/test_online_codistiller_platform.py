@@ -5,7 +5,9 @@ vM then student vN with the stream position inside; the end of the stream ends t
 `follow` picks up a partition appended later; a partition with another schema fails the operation
 naming it; kill -9 of the whole worker resumes at the last checkpoint's position with 0 rows skipped
 and at most one checkpoint interval replayed (rows counted per partition), ending where an
-uninterrupted run ends; bad requests are refused at Start.
+uninterrupted run ends; the same kill after the models grew to a newer vocabulary version (#16)
+resumes with grown models and ends at the uninterrupted growing run's grown checkpoint; bad requests
+are refused at Start.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 
 from distiller_fixtures import (
     EPOCH,
+    GROWN_SPEC,
+    GROWN_VOCABULARY,
     TINY_SPEC,
     TINY_VOCABULARY,
     VOCAB_HASH,
@@ -41,9 +45,10 @@ from distiller_fixtures import (
     tiny_model,
     wait_terminal,
     write_dataset,
+    write_growing_stream,
 )
 from crossadapt.models.spec import FeatureSpec
-from services.common.model_io import load_model, publish_model
+from services.common.model_io import load_model, load_vocabulary, publish_model
 from services.common.operations import open_operation_store
 from services.common.proto import common_pb2, online_codistiller_pb2
 from services.local.stack import wait_for
@@ -228,6 +233,67 @@ def test_killed_worker_resumes_at_its_position_without_skipping_a_row(
     for ours, theirs in ((resumed, reference_student), (teacher, reference_teacher)):
         for name, value in theirs.state_dict().items():
             torch.testing.assert_close(ours.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_killed_worker_resumes_a_growing_codistillation_with_grown_models(
+        distiller_platform: HookedPlatform, distiller_stores: Stores, models: dict) -> None:
+    """kill -9 of the whole worker after a grown checkpoint (#16): the stream's first partition is of the
+    models' vocabulary (version 1), the next three of version 2 (6 new users); the new worker must rebuild
+    both models at the grown checkpoint's sizes (with their optimiser and run state) and carry on growing."""
+    platform, stores = distiller_platform, distiller_stores
+    stream = f"stream/growing-{uuid.uuid4().hex[:8]}"
+    partitions = write_growing_stream(stores.datasets, stream, old_rows=PARTITION_ROWS,
+                                      new_rows=(PARTITIONS - 1) * PARTITION_ROWS, new_partitions=PARTITIONS - 1)
+    req = request(models, stream, config={"grow_vocabulary": True})
+
+    def grown_checkpoint() -> bool:
+        ref = details(get_operation(platform, SERVICE, operation.id)).get("student")
+        return ref is not None and stores.checkpoints.resolve(*ref.rsplit("/", 1)).manifest.feature_spec == GROWN_SPEC
+
+    spare_worker(platform)
+    platform.pause(0.12)
+    try:
+        operation = start(platform, req)
+        wait_for(grown_checkpoint, 60, "a grown checkpoint")
+        grown_at = len(platform.hook_log(operation.id))
+        wait_for(lambda: len(platform.hook_log(operation.id)) >= grown_at + 2, 60, "more batches")
+        killed_at = kill_task_worker(platform, SERVICE, operation.id)
+        platform.pause(0)
+        final = wait_terminal(platform, SERVICE, operation.id, timeout=90)
+    finally:
+        platform.pause(0)
+    assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error
+    log = platform.hook_log(operation.id)
+    pids = [line[0] for line in log]
+    resumed_at = pids.index(pids[-1])
+    assert len(set(pids)) == 2 and resumed_at >= killed_at - 1  # two deliveries, in sequence
+    assert log[resumed_at][1] != partitions[0]  # the second resumed from a grown checkpoint (version-2 rows)
+    replayed = replayed_rows(log, partitions, PARTITION_ROWS)
+    assert 0 < replayed <= EVERY * BATCH, replayed  # something was replayed, at most one interval
+    student = stores.checkpoints.resolve(final.checkpoint.name, final.checkpoint.version)
+    assert student.manifest.extra["rows_by_partition"] == {p: PARTITION_ROWS for p in partitions}  # counted once
+    teacher_ref = student.manifest.extra["teacher"]
+    for published in (student, stores.checkpoints.resolve(*teacher_ref.rsplit("/", 1))):
+        manifest = published.manifest
+        assert manifest.feature_spec == GROWN_SPEC  # grown to the stream's version...
+        assert (manifest.vocab_hash, manifest.extra["vocab_version"]) == (GROWN_VOCABULARY.hash, 2)
+        assert load_vocabulary(stores.checkpoints, published).hash == GROWN_VOCABULARY.hash  # ...with its values
+    for name in (req.student_name, req.teacher_name):  # every visible version is complete (sha256-verified load)
+        for version in stores.checkpoints.versions(name):
+            load_model(stores.checkpoints, name, version)
+
+    # The same plan, uninterrupted, in this process: the resumed run ends at the same grown student and
+    # teacher bit for bit (tolerance 0, as measured): the resume restores the grown weights, the Adam
+    # moments of every row (the grown ones included) and the run state exactly, and the worker and this
+    # process run the same kernels on the same CPUs (the core sets torch's threads the same way in both;
+    # these tensors are in any case below its intra-op parallel grain size, so each sum has one order).
+    reference_student, reference_teacher = reference_codistillation(stores, platform, operation.id)
+    resumed, _ = load_model(stores.checkpoints, student.name, student.version)
+    teacher, _ = load_model(stores.checkpoints, *teacher_ref.rsplit("/", 1))
+    for ours, theirs in ((resumed, reference_student), (teacher, reference_teacher)):
+        assert ours.embedding.get_table("user").shape[0] == GROWN_SPEC.categorical[0].vocab_size
+        for name, value in theirs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[name], value, rtol=0, atol=0)
 
 
 # ---- helpers --------------------------------------------------------------------------------------
