@@ -58,8 +58,7 @@ def print_rollout(result: RolloutResult, console: object | None = None) -> None:
     console.print(table)
     style = "green" if result.outcome == "Promoted" else "red" if result.outcome == "RolledBack" else "yellow"
     console.print(f"[{style}]{result.outcome}[/{style}] ({result.reason}): {result.message}")
-    console.print(f"serving {result.serving_checkpoint} with {100 * (result.final_student_weight or 0):.0f}% on the "
-                  f"student arm; {result.rows_sent} rows replayed, {result.labelled_rows} labelled, "
+    console.print(f"{serving_sentence(result)}; {result.rows_sent} rows replayed, {result.labelled_rows} labelled, "
                   f"{result.seconds:.1f}s")
 
 
@@ -103,6 +102,16 @@ def plot_timeline(result: RolloutResult, path: Path) -> Path:
     return path
 
 
+def serving_sentence(result: RolloutResult, code: str = "") -> str:
+    """Where traffic ends up. A promotion moves the student onto the serving arm, so '0% on the student
+    arm' alone would read as if the student had lost; name the serving arm's model and both shares."""
+    student_percent = 100 * (result.final_student_weight or 0)
+    serving = f"{code}{result.serving_checkpoint}{code}"
+    promoted = " (the promoted student)" if result.serving_checkpoint == result.student else ""
+    return (f"the predictor serves {serving}{promoted} on its serving arm with {100 - student_percent:.0f}% of "
+            f"traffic, {student_percent:.0f}% on the student arm")
+
+
 def markdown(result: RolloutResult, plot_name: str) -> str:
     gates = ", ".join(f"{k} {v}" for k, v in result.gates.items())
     lines = [
@@ -114,8 +123,7 @@ def markdown(result: RolloutResult, plot_name: str) -> str:
         "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS),
         *("| " + " | ".join(row) + " |" for row in step_rows(result)), "",
         f"**{result.outcome}** ({result.reason}): {result.message}", "",
-        f"Afterwards the predictor serves `{result.serving_checkpoint}` with "
-        f"{100 * (result.final_student_weight or 0):.0f}% of traffic on the student arm.", "",
+        f"Afterwards: {serving_sentence(result, code='`')}.", "",
         f"![rollout timeline]({plot_name})", "",
     ]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ import torch
 
 from operator_driver import Driver
 from operator_fakes import Platform
+from operators.local_rollout.report import serving_sentence
 from operators.local_rollout.rollout import GateCheck, RolloutResult
 from operators.modelswitch.decisions import UNKNOWN, Interval, PairedMetrics
 from operators.modelswitch.models import RolloutSpec
@@ -105,6 +106,9 @@ def test_the_cli_promotes_a_good_student(tiny_switch: Path, promoted: str) -> No
     assert (tiny_switch / "rollout.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = (tiny_switch / "rollout.md").read_text()
     assert "**Promoted**" in markdown and "| Canary 3 | 100% |" in markdown
+    # After a promotion the student is on the serving arm: the sentence must say so, not read as a loss.
+    assert ("Afterwards: the predictor serves `rollout/student/v000001` (the promoted student) on its serving arm "
+            "with 100% of traffic, 0% on the student arm.") in markdown
     report = (tiny_switch / "report.md").read_text()
     assert report.startswith("# Switch report") and report.count("## Rollout") == 1 and "rollout.png" in report
 
@@ -121,6 +125,8 @@ def test_a_broken_student_is_rolled_back_by_its_gate(tiny_switch: Path, broken_s
     assert last.verdict == "RollBack" and last.delta_auc["upper"] < -0.05  # the interval shows the breach
     assert all(check.student_percent == 0 for check in result.checks)  # it never got past Shadow
     assert result.final_student_weight == 0.0 and result.serving_checkpoint == result.teacher
+    assert serving_sentence(result) == (f"the predictor serves {result.teacher} on its serving arm with 100% of "
+                                        "traffic, 0% on the student arm")
     assert result.rows_sent < 2000  # it stopped as soon as the gate saw the breach
 
 
