@@ -133,15 +133,17 @@ async def delete_switch(emulator: kmock.KubernetesEmulator, name: str) -> None:
         assert resp.status == 200, await resp.text()
 
 
-async def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+async def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 20.0,
+                   explain: Callable[[], str] | None = None) -> Any:
+    """Poll until `predicate()` is truthy; fail with `what` (and `explain()`: where things stood) after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            where = f"\n{explain()}" if explain else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{where}")
         await asyncio.sleep(0.05)
 
 

@@ -14,9 +14,10 @@ after the other (a promoted student would take the teacher arm the other one's g
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,17 @@ def _clients(world: dict[str, Any]) -> Any:
         rpc_timeout_s=30).grpc_clients()
 
 
+def _explain(emulator: Emulator, world: dict[str, Any], name: str) -> Callable[[], str]:
+    """Where a switch that timed out stood: its status, and the end of every platform process's log."""
+    from services.local.stack import log_tail
+
+    def explain() -> str:
+        logs = (f"--- {log.name}\n{log_tail(log, 15)}" for log in sorted(world["platform"].workdir.glob("*.log")))
+        return "\n".join([f"status of {name}: {json.dumps(status(emulator, name), default=str)[:4000]}", *logs])
+
+    return explain
+
+
 def _arms(world: dict[str, Any]) -> Any:
     from operators.modelswitch.clients import GrpcPredictor
 
@@ -159,7 +171,7 @@ async def test_a_broken_student_is_rolled_back_and_a_good_one_promoted(
         async with running_operator(emulator, _clients(world)):
             add_switch(emulator, "broken", _spec("ctr/train-shuffled", "ctr/stream-shuffled", kd_weight=0.0))
             await wait_for("broken: RolledBack", phase_is(emulator, "broken", "RolledBack", "Failed", "Promoted"),
-                           timeout=180)
+                           timeout=180, explain=_explain(emulator, world, "broken"))
             broken = status(emulator, "broken")
             assert broken["phase"] == "RolledBack", broken.get("message")
             assert broken["reason"] == "GateBreached" and "ΔAUC upper bound" in broken["message"]
@@ -171,7 +183,7 @@ async def test_a_broken_student_is_rolled_back_and_a_good_one_promoted(
 
             add_switch(emulator, "good", _spec("ctr/train", "ctr/stream", kd_weight=0.7))
             await wait_for("good: Promoted", phase_is(emulator, "good", "Promoted", "Failed", "RolledBack"),
-                           timeout=180)
+                           timeout=180, explain=_explain(emulator, world, "good"))
             assert status(emulator, "good")["phase"] == "Promoted", status(emulator, "good").get("message")
             await wait_for("promotion complete", lambda: status(emulator, "good")["rollout"].get("promotionComplete"))
         assert not traffic.failures, traffic.failures
