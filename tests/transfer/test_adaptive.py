@@ -1,12 +1,23 @@
-"""The gap-driven distillation weight: falls when the student is clearly better, holds otherwise, smoothly."""
+"""The gap-driven distillation weight: falls when the student is clearly better, holds otherwise, smoothly;
+its state resumes exactly (the controller alone, an offline run, a co-distiller)."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig, AdaptiveKDController, AdaptiveSchedule, smooth_weight
+from crossadapt.transfer.offline.distillation import (
+    OfflineDistillConfig,
+    ProgressiveDistillation,
+    cache_teacher_logits,
+)
+from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig, build_codistiller
+from crossadapt.transfer.online.replay import ReplayConfig, ReplayController
 
 
 def _run(student: np.ndarray, teacher: np.ndarray, config: AdaptiveKDConfig | None = None) -> AdaptiveKDController:
@@ -111,3 +122,107 @@ def test_floor_never_exceeds_lambda_max():
     for _ in range(100):
         ctrl.observe(0.1, 0.5)
     assert ctrl.kd_weight == pytest.approx(0.2)
+
+
+def test_controller_state_round_trips_to_the_same_lambda_sequence():
+    """state_dict is plain numbers; a controller loaded from it continues exactly like the original."""
+    rng = np.random.default_rng(3)
+    teacher = 0.45 + 0.01 * rng.standard_normal(300)
+    student = teacher - np.linspace(0.0, 0.03, 300)
+    config = AdaptiveKDConfig(online=AdaptiveSchedule(ema_window=10, warmup=3, max_change=0.05))
+    reference = _run(student, teacher, config)
+    first = _run(student[:120], teacher[:120], config)
+    state = first.state_dict()
+    assert all(isinstance(v, (int, float, list)) for v in state.values())
+    resumed = AdaptiveKDController(config, lambda_max=0.7, stage="online")
+    resumed.load_state_dict(state)
+    for s, t in zip(student[120:], teacher[120:]):
+        resumed.observe(float(s), float(t))
+    assert resumed.history == reference.history and resumed.kd_weight == reference.kd_weight
+    assert reference.kd_weight < 0.7  # the run did move λ
+    with pytest.raises(ValueError, match="lambda_max"):
+        AdaptiveKDController(config, lambda_max=0.5).load_state_dict(state)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_an_adaptive_offline_run_resumed_from_its_state_ends_bit_for_bit(tiny_data, tiny_model, dropout):
+    """ProgressiveDistillation with adaptive λ keeps the controller in its state_dict (through torch.save
+    with weights_only), so a run stopped at any step and resumed equals the uninterrupted one."""
+    teacher, rows, valid = tiny_model(4, seed=1), tiny_data(600), tiny_data(300, seed=4)
+    rows = rows.with_teacher_logit(cache_teacher_logits(teacher, rows))
+    adaptive = AdaptiveKDConfig(offline=AdaptiveSchedule(ema_window=2, warmup=0, max_change=0.2),
+                                offline_eval_every_steps=2, offline_valid_rows=200, gap_onset=0.0, gap_saturation=1e-6)
+    config = OfflineDistillConfig(batch_size=64, frozen_epochs=1, joint_epochs=2, num_threads=1, adaptive=adaptive)
+
+    def run(seed: int = 2) -> ProgressiveDistillation:
+        return ProgressiveDistillation(tiny_model(6, seed=seed, dropout=dropout), rows, config, teacher=teacher,
+                                       valid=valid)
+
+    def through_bytes(value):
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        return torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+
+    reference = run().run()
+    assert reference.kd_weight_trace and min(w for _, _, w in reference.kd_weight_trace) < 0.7  # λ moved
+    total = run().total_steps
+    for stop in (3, 10, total - 1):  # between checks, at a phase boundary, the last step
+        saved = {}
+
+        def callback(current, event, stop=stop, saved=saved):
+            if event == "step" and current.cursor.steps == stop:
+                saved["state"] = through_bytes(current.state_dict())
+                saved["weights"] = through_bytes(current.trainer.model.state_dict())
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            run().run(callback)
+        torch.manual_seed(12345)
+        resumed = run(seed=99)
+        resumed.trainer.model.load_state_dict(saved["weights"])
+        resumed.load_state_dict(saved["state"])
+        result = resumed.run()
+        for name, value in reference.student.state_dict().items():
+            assert torch.equal(result.student.state_dict()[name], value), (stop, name)
+        assert result.kd_weight_trace == reference.kd_weight_trace
+        assert [p.kd_weight_end for p in result.phases] == [p.kd_weight_end for p in reference.phases]
+    fixed = ProgressiveDistillation(tiny_model(6, seed=2), rows, config.model_copy(update={"adaptive": None}))
+    with pytest.raises(ValueError, match="adaptive"):
+        fixed.load_state_dict(saved["state"])
+
+
+def test_an_adaptive_codistiller_resumed_from_its_state_continues_bit_for_bit(tiny_data, tiny_model):
+    stream, pool = tiny_data(900, seed=3), tiny_data(400, seed=4)
+    adaptive = AdaptiveKDConfig(online=AdaptiveSchedule(ema_window=3, warmup=1, max_change=0.1), gap_onset=0.0,
+                                gap_saturation=1e-6)
+    config = OnlineCoDistillConfig(batch_size=50, teacher_update_interval=3, num_threads=1, window_batches=4,
+                                   adaptive=adaptive)
+    chunks = [stream.slice(i, min(i + 50, len(stream))) for i in range(0, len(stream), 50)]
+
+    def build(student_seed: int = 2, teacher_seed: int = 1):
+        replay = ReplayController(ReplayConfig(max_ratio=0.3), len(pool), seed=5, initial_shift=0.0)
+        return build_codistiller(tiny_model(4, seed=teacher_seed), tiny_model(6, seed=student_seed), config,
+                                 replay=replay, replay_pool=pool)
+
+    reference = build()
+    for chunk in chunks:
+        reference.consume(chunk)
+    expected = reference.finish()
+    assert min(w for _, _, w in expected.kd_weight_trace) < 0.7  # λ moved
+    for cut in (4, 11):
+        first = build()
+        for chunk in chunks[:cut]:
+            first.consume(chunk)
+        state = first.state_dict()
+        weights = {"student": first.trainer.model.state_dict(), "teacher": first.teacher.model.state_dict()}
+        second = build(student_seed=8, teacher_seed=9)
+        second.trainer.model.load_state_dict(weights["student"])
+        second.teacher.model.load_state_dict(weights["teacher"])
+        second.load_state_dict(state)
+        for chunk in chunks[cut:]:
+            second.consume(chunk)
+        result = second.finish()
+        for name, value in expected.student.state_dict().items():
+            assert torch.equal(result.student.state_dict()[name], value), (cut, name)
+        assert result.kd_weight_trace == expected.kd_weight_trace
+        assert result.replay_rows == expected.replay_rows

@@ -39,6 +39,7 @@ Where the losses come from:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -148,3 +149,19 @@ class AdaptiveKDController:
             self.kd_weight = min(max(self.kd_weight + step, self.lambda_floor), self.lambda_max)
         self.history.append((self.observations, self.gap, self.kd_weight))
         return self.kd_weight
+
+    def state_dict(self) -> dict[str, Any]:
+        """The controller's state as plain numbers (the EMAs, the count, ``λ``, the gap and the history), so a
+        loop that checkpoints it resumes with the same ``λ`` sequence as an uninterrupted run."""
+        return {"student": self._student, "teacher": self._teacher, "observations": self.observations,
+                "kd_weight": self.kd_weight, "gap": self.gap, "lambda_max": self.lambda_max,
+                "history": [[int(obs), float(gap), float(weight)] for obs, gap, weight in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (on a controller built with the same config and ``λ_max``)."""
+        if float(state["lambda_max"]) != self.lambda_max:
+            raise ValueError(f"the saved controller had lambda_max {state['lambda_max']}, this one {self.lambda_max}")
+        self._student, self._teacher = float(state["student"]), float(state["teacher"])
+        self.observations = int(state["observations"])
+        self.kd_weight, self.gap = float(state["kd_weight"]), float(state["gap"])
+        self.history = [(int(obs), float(gap), float(weight)) for obs, gap, weight in state["history"]]

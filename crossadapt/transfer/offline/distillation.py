@@ -569,8 +569,6 @@ class ProgressiveDistillation:
 
         Plain Python values and tensors only: ``torch.save`` it and load with ``weights_only=True``.
         """
-        if self.config.adaptive is not None:
-            raise NotImplementedError("resuming a run with adaptive λ is not supported (its controller state)")
         trainer = self.trainer
         state: dict[str, Any] = {
             "cursor": asdict(self.cursor),
@@ -584,6 +582,9 @@ class ProgressiveDistillation:
             "rows": len(self.train),
             "phases": [list(phase) for phase in self.phases],
         }
+        if isinstance(trainer, _AdaptiveOfflineTrainer):  # adaptive λ: the controller and λ so far
+            state["adaptive"] = {"controller": trainer.controller.state_dict(), "kd_weight": trainer.kd_weight,
+                                 "trace": [list(entry) for entry in trainer.trace]}
         if trainer.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
         return state
@@ -600,6 +601,13 @@ class ProgressiveDistillation:
         trainer._parts = torch.tensor(state["loss_parts"], dtype=trainer._parts.dtype, device=trainer.device)
         trainer.epoch_losses = list(state["epoch_losses"])
         self.records = [PhaseRecord(**record) for record in state["records"]]
+        adaptive = state.get("adaptive")
+        if (adaptive is not None) != isinstance(trainer, _AdaptiveOfflineTrainer):
+            raise ValueError("the saved run and this one differ in using adaptive λ (config.adaptive)")
+        if adaptive is not None:
+            trainer.controller.load_state_dict(adaptive["controller"])
+            trainer.kd_weight = float(adaptive["kd_weight"])
+            trainer.trace = [(int(step), float(gap), float(weight)) for step, gap, weight in adaptive["trace"]]
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and trainer.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], trainer.device)

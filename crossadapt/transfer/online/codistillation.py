@@ -351,8 +351,6 @@ class CoDistiller:
         (closed ones and the rows of the open one; the per-row history behind :meth:`PrequentialRecorder.totals`
         is not kept, so after a resume the totals cover the rows since the resume). Plain values and tensors
         only: ``torch.save`` it and load with ``weights_only=True``."""
-        if self.controller is not None:
-            raise NotImplementedError("resuming co-distillation with adaptive λ is not supported (its controller)")
         if self._finished:
             raise RuntimeError("this CoDistiller has finished; checkpoint before finish()")
         trainer, recorder = self.trainer, self.recorder
@@ -364,6 +362,8 @@ class CoDistiller:
             "teacher": self.teacher.state_dict() if self.teacher is not None else None,
             "replay": self.replay.state_dict() if self.replay is not None else None,
             "rng": torch.get_rng_state(),
+            # adaptive λ: the controller's EMAs and history (λ itself is the trainer's kd_weight above)
+            "adaptive": self.controller.state_dict() if self.controller is not None else None,
             # The recorder is this loop's own; its open window is part of the exact state.
             "prequential": {
                 "windows": [asdict(window) for window in recorder.windows],
@@ -379,6 +379,8 @@ class CoDistiller:
         """Continue from :meth:`state_dict` on a CoDistiller built like the saved one, on the saved weights."""
         if (state["teacher"] is None) != (self.teacher is None) or (state["replay"] is None) != (self.replay is None):
             raise ValueError("the saved co-distillation and this one differ in having a teacher or a replay pool")
+        if (state.get("adaptive") is not None) != (self.controller is not None):
+            raise ValueError("the saved co-distillation and this one differ in using adaptive λ (config.adaptive)")
         trainer, recorder = self.trainer, self.recorder
         self.step, self.rows, self.replay_rows = int(state["step"]), int(state["rows"]), int(state["replay_rows"])
         self.teacher_clock, self.seconds = int(state["teacher_clock"]), float(state["seconds"])
@@ -389,6 +391,8 @@ class CoDistiller:
             self.teacher.load_state_dict(state["teacher"])
         if self.replay is not None:
             self.replay.load_state_dict(state["replay"])
+        if self.controller is not None:
+            self.controller.load_state_dict(state["adaptive"])
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
