@@ -101,6 +101,25 @@ def validate(model: type[BaseModel], raw: dict[str, Any], *, prefix: str,
         raise InvalidArgumentError(message, field=".".join(p for p in (prefix, renamed) if p)) from None
 
 
+def adaptive_kd_config(message: Any, field: str) -> Any:
+    """A `crossadapt.v1.AdaptiveKD` as the core's `AdaptiveKDConfig` (unset fields: the core's defaults, as
+    `crossadapt switch` reads `adaptive_kd`); a bad value is INVALID_ARGUMENT naming `field`'s sub-field."""
+    import math
+
+    from google.protobuf.json_format import MessageToDict
+
+    from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
+
+    raw = MessageToDict(message, preserving_proto_field_name=True)
+    for name, value in [*raw.items(), *((f"{stage}.{k}", v) for stage in ("online", "offline")
+                                        for k, v in (raw.get(stage) or {}).items())]:
+        if (isinstance(value, float) and not math.isfinite(value)) or value in ("NaN", "Infinity", "-Infinity"):
+            raise InvalidArgumentError(f"must be a finite number, got {value}", field=f"{field}.{name}")
+    rename = {(stage, name): f"{stage}.{name}" for stage in ("online", "offline")
+              for name in ("ema_window", "warmup", "max_change")}
+    return validate(AdaptiveKDConfig, raw, prefix=field, rename=rename)
+
+
 # ---- the rows a task reads -----------------------------------------------------------------------
 def read_rows(datasets: DatasetStore, name: str, spec: FeatureSpec, field: str) -> SplitArrays:
     """A whole dataset (sample, validation rows), checked: bad data fails naming the dataset and column."""

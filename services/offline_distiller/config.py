@@ -14,8 +14,9 @@ from google.protobuf.json_format import MessageToDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crossadapt.models.config import ModelConfig, parse_model_config
+from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
 from crossadapt.transfer.switch_config import DistillationSection, OptimSection
-from services.common.checks import validate
+from services.common.checks import adaptive_kd_config, validate
 from services.common.errors import InvalidArgumentError
 
 MAX_WORLD_SIZE = 64
@@ -37,11 +38,15 @@ class DistillationSettings(BaseModel):
     base_rate: float | None = Field(None, gt=0.0, lt=1.0)
     # the label trained on, as the switch's offline.sampling.target (pCVR: the sample's conversion column)
     target: Literal["click", "conversion"] = "click"
+    # gap-driven λ, as the switch's adaptive_kd (None: the fixed kd_weight); needs the request's validation rows
+    adaptive: AdaptiveKDConfig | None = None
 
     @classmethod
     def from_proto(cls, config: Any) -> DistillationSettings:
         """Validate a `crossadapt.v1.DistillationConfig`; unset fields take the core's defaults."""
         present = {descriptor.name: value for descriptor, value in config.ListFields()}
+        if "adaptive" in present:
+            present["adaptive"] = adaptive_kd_config(present["adaptive"], "config.adaptive")
         for name, value in present.items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise InvalidArgumentError(f"must be a finite number, got {value}", field=f"config.{name}")

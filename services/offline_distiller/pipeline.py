@@ -1,7 +1,8 @@
 """The distillation task without Celery: inputs, the training run, checkpoints, the published student.
 
     run_distillation(ctx, plan, report)
-      inputs: the sample (+ teacher logits, computed once if it has none), validation rows, the teacher's
+      inputs: the sample (+ teacher logits, computed once if it has none), validation rows (adaptive λ: the
+              most recent offline_valid_rows, scored by the teacher if they carry no logits), the teacher's
               vocabulary, and the student: the newest work-in-progress checkpoint of this operation if
               there is one, else a fresh student whose tables are the projector's output
       train:  core ProgressiveDistillation (frozen, then joint), one process or DDP over `world_size`;
@@ -34,6 +35,7 @@ from crossadapt.training import positive_rate, seed_everything
 from crossadapt.transfer.offline.distillation import (
     OfflineDistillResult,
     ProgressiveDistillation,
+    adaptive_valid_slice,
     cache_teacher_logits,
 )
 from services.common.checks import read_rows
@@ -53,7 +55,7 @@ from services.common.training_state import (
 )
 from services.offline_distiller.ddp import train_data_parallel
 from services.offline_distiller.plan import DistillationPlan
-from services.offline_distiller.training_run import (  # noqa: F401 - DistillationInputs, build_run: this module's API too
+from services.offline_distiller.training_run import (  # DistillationInputs, build_run: this module's API too
     EVAL_BATCH_ROWS,
     DistillationInputs,
     build_run,
@@ -132,11 +134,17 @@ def latest_work_in_progress(ctx: DistillerContext, plan: DistillationPlan,
 def load_inputs(ctx: DistillerContext, plan: DistillationPlan) -> DistillationInputs:
     train = read_rows(ctx.datasets, plan.sample, plan.feature_spec, "sample")
     valid = read_rows(ctx.datasets, plan.validation, plan.feature_spec, "validation") if plan.validation else None
+    if valid is not None and plan.settings.adaptive is not None:
+        # adaptive λ measures only the most recent rows: keep those (the core's slice; slicing again is a no-op)
+        valid = adaptive_valid_slice(valid, core_config(plan, "cpu"))
     teacher_seconds = 0.0
-    if plan.needs_teacher_logits:
+    if plan.needs_teacher_logits or (valid is not None and plan.validation_needs_teacher_logits):
         started = time.perf_counter()
         teacher, _ = load_model(ctx.checkpoints, plan.teacher.name, plan.teacher.version)
-        train = train.with_teacher_logit(cache_teacher_logits(teacher, train, EVAL_BATCH_ROWS))
+        if plan.needs_teacher_logits:
+            train = train.with_teacher_logit(cache_teacher_logits(teacher, train, EVAL_BATCH_ROWS))
+        if valid is not None and plan.validation_needs_teacher_logits:  # as the core scores its slice
+            valid = valid.with_teacher_logit(cache_teacher_logits(teacher, valid, EVAL_BATCH_ROWS))
         teacher_seconds = time.perf_counter() - started
     teacher_ckpt = ctx.checkpoints.resolve(plan.teacher.name, plan.teacher.version)
     vocabulary = load_vocabulary(ctx.checkpoints, teacher_ckpt)

@@ -42,6 +42,7 @@ class DistillationPlan(BaseModel):
     feature_spec: FeatureSpec
     vocab_hash: str
     sample_has_teacher_logits: bool
+    validation_has_teacher_logits: bool = False
 
     @property
     def wip_name(self) -> str:
@@ -50,7 +51,14 @@ class DistillationPlan(BaseModel):
 
     @property
     def needs_teacher_logits(self) -> bool:
-        return not self.sample_has_teacher_logits and self.settings.distillation.kd_weight > 0
+        """The sample must be scored by the teacher (the core's condition: λ > 0, or adaptive λ)."""
+        return not self.sample_has_teacher_logits and (self.settings.distillation.kd_weight > 0
+                                                       or self.settings.adaptive is not None)
+
+    @property
+    def validation_needs_teacher_logits(self) -> bool:
+        """Adaptive λ compares the student with the teacher on the validation rows: the teacher scores them."""
+        return self.settings.adaptive is not None and not self.validation_has_teacher_logits
 
 
 def check_tables(layouts: dict[str, TableLayout], projected_spec: FeatureSpec, spec: FeatureSpec) -> None:
@@ -87,13 +95,20 @@ def plan_distillation(checkpoints: CheckpointStore, datasets: DatasetStore, requ
     spec, sample_vocab, columns = dataset_schema(datasets, request.sample.name, "sample")
     if request.sample.HasField("position"):
         raise InvalidArgumentError("the whole sample is distilled; a position is not accepted", field="sample.position")
-    validation = None
+    validation, valid_columns = None, []
     if request.validation.name:
         validation = request.validation.name
-        valid_spec, valid_vocab, _ = dataset_schema(datasets, validation, "validation")
+        valid_spec, valid_vocab, valid_columns = dataset_schema(datasets, validation, "validation")
         if valid_spec != spec:
             raise InvalidArgumentError("the validation rows have other fields than the sample", field="validation")
         check_vocabularies({"sample": sample_vocab, "validation": valid_vocab})
+        if settings.target == "conversion" and "conversion" not in valid_columns:
+            raise InvalidArgumentError(f"target 'conversion': validation {validation!r} has no conversion column",
+                                       field="validation")
+    if settings.adaptive is not None and validation is None:
+        raise InvalidArgumentError("config.adaptive (gap-driven λ) compares student and teacher on validation rows; "
+                                   "name them in validation (`crossadapt switch` uses the training split)",
+                                   field="validation")
     vocab_hash = check_vocabularies({"sample": sample_vocab, "teacher": teacher.manifest.vocab_hash,
                                      "student": projected.manifest.vocab_hash})
     check_tables(layouts, projected.manifest.feature_spec, spec)
@@ -101,11 +116,16 @@ def plan_distillation(checkpoints: CheckpointStore, datasets: DatasetStore, requ
         raise InvalidArgumentError(f"target 'conversion': sample {request.sample.name!r} has no conversion column",
                                    field="config.target")
     has_logits = TEACHER_LOGIT in columns
-    if not has_logits and settings.distillation.kd_weight > 0:
+    valid_has_logits = TEACHER_LOGIT in valid_columns
+    scored = [what for what, needs in (("the sample", not has_logits and (settings.distillation.kd_weight > 0
+                                                                         or settings.adaptive is not None)),
+                                       ("adaptive λ's validation rows", settings.adaptive is not None
+                                        and not valid_has_logits)) if needs]
+    if scored:
         if "model.safetensors" not in teacher.manifest.files:
             raise FailedPreconditionError(
-                f"the sample has no {TEACHER_LOGIT} column and {teacher.ref} holds no model to score it",
-                field="teacher")
+                f"{' and '.join(scored)} have no {TEACHER_LOGIT} column and {teacher.ref} holds no model to "
+                "score them", field="teacher")
         if teacher.manifest.feature_spec != spec:
             raise InvalidArgumentError(f"{teacher.ref} reads other fields than the sample, so it cannot score it",
                                        field="teacher")
@@ -115,4 +135,5 @@ def plan_distillation(checkpoints: CheckpointStore, datasets: DatasetStore, requ
         teacher=CheckpointPin(name=teacher.name, version=teacher.version),
         sample=request.sample.name, validation=validation, model=model.model_dump(mode="json"), settings=settings,
         feature_spec=spec, vocab_hash=vocab_hash, sample_has_teacher_logits=has_logits,
+        validation_has_teacher_logits=valid_has_logits,
     )

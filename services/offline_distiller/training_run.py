@@ -40,6 +40,7 @@ def core_config(plan: DistillationPlan, device: str, num_threads: int | None = N
         batch_size=o.batch_size, embedding_lr=o.embedding_lr, dense_lr=o.dense_lr, seed=plan.settings.seed,
         device=device, num_threads=num_threads, teacher_batch_size=EVAL_BATCH_ROWS, eval_batch_size=EVAL_BATCH_ROWS,
         task_logit_shift=plan.settings.task_logit_shift, kd_gate=d.kd_gate, target=plan.settings.target,
+        adaptive=plan.settings.adaptive,
     )
 
 

@@ -4,6 +4,7 @@
     batch_size, dense_lr, embedding_lr                  → OptimSection
     kd_weight, temperature, kd_gate                     → DistillationSection (kd_gate unset: the switch's
                                                           default 'teacher_better')
+    adaptive                                            → the core's AdaptiveKDConfig (absent: fixed λ)
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig
 from crossadapt.transfer.drift.detector import DriftConfig
+from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
 from crossadapt.transfer.online.replay import ReplayConfig
 from crossadapt.transfer.switch_config import DistillationSection, OnlineSection, OptimSection
-from services.common.checks import validate
+from services.common.checks import adaptive_kd_config, validate
 from services.common.errors import InvalidArgumentError
 
 # proto field → (section, core field)
@@ -55,10 +57,13 @@ class CoDistillationSettings(BaseModel):
     window_batches: int = Field(10, ge=1)
     projection_seed: int | None = Field(None, ge=0, description="Projection of grown rows; None: `seed`.")
     target: Literal["click", "conversion"] = "click"
+    adaptive: AdaptiveKDConfig | None = None  # gap-driven λ (the switch's adaptive_kd); None: the fixed kd_weight
 
     @classmethod
     def from_proto(cls, config: Any) -> CoDistillationSettings:
         present = {descriptor.name: value for descriptor, value in config.ListFields()}
+        if "adaptive" in present:
+            present["adaptive"] = adaptive_kd_config(present["adaptive"], "config.adaptive")
         drift = {descriptor.name: value for descriptor, value in config.drift.ListFields()} \
             if config.HasField("drift") else {}
         for name, value in [*present.items(), *((f"drift.{k}", v) for k, v in drift.items())]:
@@ -85,6 +90,7 @@ class CoDistillationSettings(BaseModel):
             num_threads=num_threads, window_batches=self.window_batches,
             grow_vocabulary=self.online.grow_vocabulary, target=self.target,
             projection_seed=self.seed if self.projection_seed is None else self.projection_seed,
+            adaptive=self.adaptive,
         )
 
     def replay_config(self) -> ReplayConfig:

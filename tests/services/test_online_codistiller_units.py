@@ -42,6 +42,30 @@ def test_settings_map_onto_the_cores_config_with_its_defaults() -> None:
     assert error.value.field == "config.batch_size"
 
 
+def test_adaptive_lambda_maps_onto_the_cores_config_and_bad_values_name_the_field() -> None:
+    """config.adaptive (the switch's adaptive_kd, #11): absent is the fixed λ, an empty message the core's
+    defaults, set fields override them; out-of-range values are INVALID_ARGUMENT naming the sub-field."""
+    from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
+    from services.common.proto import common_pb2
+
+    assert CoDistillationSettings.from_proto(pb.CoDistillationConfig()).core_config("cpu").adaptive is None
+    empty = CoDistillationSettings.from_proto(pb.CoDistillationConfig(adaptive=common_pb2.AdaptiveKD()))
+    assert empty.core_config("cpu").adaptive == AdaptiveKDConfig()
+    chosen = CoDistillationSettings.from_proto(pb.CoDistillationConfig(adaptive=common_pb2.AdaptiveKD(
+        lambda_floor=0.0, replay_floor=1.0, online=common_pb2.AdaptiveSchedule(warmup=0, ema_window=5))))
+    adaptive = chosen.core_config("cpu").adaptive
+    assert (adaptive.lambda_floor, adaptive.replay_floor, adaptive.online.warmup, adaptive.online.ema_window) == (
+        0.0, 1.0, 0, 5)  # explicit zeros kept
+    for bad, field in ((common_pb2.AdaptiveKD(gap_onset=0.5), "config.adaptive"),
+                       (common_pb2.AdaptiveKD(replay_floor=1.5), "config.adaptive.replay_floor"),
+                       (common_pb2.AdaptiveKD(gap_saturation=float("inf")), "config.adaptive.gap_saturation"),
+                       (common_pb2.AdaptiveKD(online=common_pb2.AdaptiveSchedule(warmup=-1)),
+                        "config.adaptive.online.warmup")):
+        with pytest.raises(InvalidArgumentError) as error:
+            CoDistillationSettings.from_proto(pb.CoDistillationConfig(adaptive=bad))
+        assert error.value.field == field, (bad, error.value)
+
+
 @pytest.mark.parametrize(("interval", "optimizer", "dropout"), [(3, "adam", 0.0), (1, "sgd", 0.3), (4, "adam", 0.3)])
 def test_a_codistiller_resumed_from_its_saved_state_continues_bit_for_bit(interval: int, optimizer: str,
                                                                           dropout: float) -> None:

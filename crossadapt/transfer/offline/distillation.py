@@ -60,6 +60,7 @@ __all__ = [
     "DistillCursor",
     "ProgressiveDistillation",
     "logloss_from_logits",
+    "adaptive_valid_slice",
 ]
 
 
@@ -306,8 +307,10 @@ class _AdaptiveOfflineTrainer(DistillationTrainer):
         return np.asarray(column, dtype=np.float64)
 
 
-def _adaptive_slice(valid: "SplitArrays", config: OfflineDistillConfig) -> "SplitArrays":
-    """The most recent ``offline_valid_rows`` rows (or the clicked ones for a conversion target)."""
+def adaptive_valid_slice(valid: "SplitArrays", config: OfflineDistillConfig) -> "SplitArrays":
+    """The rows adaptive λ measures: the most recent ``offline_valid_rows`` of ``valid`` (of its clicked rows for
+    a conversion target). Applied to its own output it returns the same rows, so a caller may slice (and
+    score with the teacher) up front, e.g. a service that reads only what the run needs."""
     from crossadapt.training.evaluate import select_target_rows
 
     rows = select_target_rows(valid, config.target)
@@ -629,7 +632,7 @@ def _make_trainer(
         return DistillationTrainer(student, config.train_config(1), **common)
     if valid is None:
         raise ValueError("adaptive distillation offline needs a validation slice (valid=...)")
-    slice_ = _adaptive_slice(valid, config)
+    slice_ = adaptive_valid_slice(valid, config)
     if slice_.teacher_logit is None:
         if teacher is None:
             raise ValueError("adaptive distillation needs the teacher (or valid.teacher_logit) to score valid")

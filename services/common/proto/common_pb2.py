@@ -26,23 +26,27 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63rossadapt/v1/common.proto\x12\rcrossadapt.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\rCheckpointRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x0f\x44\x61tasetPosition\x12\x11\n\tpartition\x18\x01 \x01(\t\x12\x0b\n\x03row\x18\x02 \x01(\x03\"L\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08position\x18\x02 \x01(\x0b\x32\x1e.crossadapt.v1.DatasetPosition\"Q\n\x0eOperationError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x11\n\tcode_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\x9a\x03\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.crossadapt.v1.OperationState\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\r\n\x05stage\x18\x05 \x01(\t\x12,\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1d.crossadapt.v1.OperationError\x12\x32\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1c.crossadapt.v1.CheckpointRefH\x00\x12,\n\x07\x64\x61taset\x18\x08 \x01(\x0b\x32\x19.crossadapt.v1.DatasetRefH\x00\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07\x64\x65tails\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06result*\xc5\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63rossadapt/v1/common.proto\x12\rcrossadapt.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\".\n\rCheckpointRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"1\n\x0f\x44\x61tasetPosition\x12\x11\n\tpartition\x18\x01 \x01(\t\x12\x0b\n\x03row\x18\x02 \x01(\x03\"L\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x08position\x18\x02 \x01(\x0b\x32\x1e.crossadapt.v1.DatasetPosition\"\x82\x01\n\x10\x41\x64\x61ptiveSchedule\x12\x17\n\nema_window\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06warmup\x18\x02 \x01(\x05H\x01\x88\x01\x01\x12\x17\n\nmax_change\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\r\n\x0b_ema_windowB\t\n\x07_warmupB\r\n\x0b_max_change\"\x99\x03\n\nAdaptiveKD\x12\x19\n\x0clambda_floor\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tgap_onset\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0egap_saturation\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x19\n\x0creplay_floor\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12/\n\x06online\x18\x05 \x01(\x0b\x32\x1f.crossadapt.v1.AdaptiveSchedule\x12\x30\n\x07offline\x18\x06 \x01(\x0b\x32\x1f.crossadapt.v1.AdaptiveSchedule\x12%\n\x18offline_eval_every_steps\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12\x1f\n\x12offline_valid_rows\x18\x08 \x01(\x05H\x05\x88\x01\x01\x42\x0f\n\r_lambda_floorB\x0c\n\n_gap_onsetB\x11\n\x0f_gap_saturationB\x0f\n\r_replay_floorB\x1b\n\x19_offline_eval_every_stepsB\x15\n\x13_offline_valid_rows\"Q\n\x0eOperationError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x11\n\tcode_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\x9a\x03\n\tOperation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.crossadapt.v1.OperationState\x12\x10\n\x08progress\x18\x04 \x01(\x01\x12\r\n\x05stage\x18\x05 \x01(\t\x12,\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x1d.crossadapt.v1.OperationError\x12\x32\n\ncheckpoint\x18\x07 \x01(\x0b\x32\x1c.crossadapt.v1.CheckpointRefH\x00\x12,\n\x07\x64\x61taset\x18\x08 \x01(\x0b\x32\x19.crossadapt.v1.DatasetRefH\x00\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07\x64\x65tails\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x08\n\x06result*\xc5\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17OPERATION_STATE_PENDING\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'crossadapt.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OPERATIONSTATE']._serialized_start=782
-  _globals['_OPERATIONSTATE']._serialized_end=979
+  _globals['_OPERATIONSTATE']._serialized_start=1327
+  _globals['_OPERATIONSTATE']._serialized_end=1524
   _globals['_CHECKPOINTREF']._serialized_start=108
   _globals['_CHECKPOINTREF']._serialized_end=154
   _globals['_DATASETPOSITION']._serialized_start=156
   _globals['_DATASETPOSITION']._serialized_end=205
   _globals['_DATASETREF']._serialized_start=207
   _globals['_DATASETREF']._serialized_end=283
-  _globals['_OPERATIONERROR']._serialized_start=285
-  _globals['_OPERATIONERROR']._serialized_end=366
-  _globals['_OPERATION']._serialized_start=369
-  _globals['_OPERATION']._serialized_end=779
+  _globals['_ADAPTIVESCHEDULE']._serialized_start=286
+  _globals['_ADAPTIVESCHEDULE']._serialized_end=416
+  _globals['_ADAPTIVEKD']._serialized_start=419
+  _globals['_ADAPTIVEKD']._serialized_end=828
+  _globals['_OPERATIONERROR']._serialized_start=830
+  _globals['_OPERATIONERROR']._serialized_end=911
+  _globals['_OPERATION']._serialized_start=914
+  _globals['_OPERATION']._serialized_end=1324
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,36 @@ class DatasetRef(_message.Message):
     position: DatasetPosition
     def __init__(self, name: _Optional[str] = ..., position: _Optional[_Union[DatasetPosition, _Mapping]] = ...) -> None: ...
 
+class AdaptiveSchedule(_message.Message):
+    __slots__ = ("ema_window", "warmup", "max_change")
+    EMA_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    ema_window: int
+    warmup: int
+    max_change: float
+    def __init__(self, ema_window: _Optional[int] = ..., warmup: _Optional[int] = ..., max_change: _Optional[float] = ...) -> None: ...
+
+class AdaptiveKD(_message.Message):
+    __slots__ = ("lambda_floor", "gap_onset", "gap_saturation", "replay_floor", "online", "offline", "offline_eval_every_steps", "offline_valid_rows")
+    LAMBDA_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    GAP_ONSET_FIELD_NUMBER: _ClassVar[int]
+    GAP_SATURATION_FIELD_NUMBER: _ClassVar[int]
+    REPLAY_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_EVAL_EVERY_STEPS_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_VALID_ROWS_FIELD_NUMBER: _ClassVar[int]
+    lambda_floor: float
+    gap_onset: float
+    gap_saturation: float
+    replay_floor: float
+    online: AdaptiveSchedule
+    offline: AdaptiveSchedule
+    offline_eval_every_steps: int
+    offline_valid_rows: int
+    def __init__(self, lambda_floor: _Optional[float] = ..., gap_onset: _Optional[float] = ..., gap_saturation: _Optional[float] = ..., replay_floor: _Optional[float] = ..., online: _Optional[_Union[AdaptiveSchedule, _Mapping]] = ..., offline: _Optional[_Union[AdaptiveSchedule, _Mapping]] = ..., offline_eval_every_steps: _Optional[int] = ..., offline_valid_rows: _Optional[int] = ...) -> None: ...
+
 class OperationError(_message.Message):
     __slots__ = ("code", "code_name", "message", "field")
     CODE_FIELD_NUMBER: _ClassVar[int]

@@ -56,9 +56,10 @@ class OfflineDistillerServiceServicer:
 
     def StartDistillation(self, request, context):
         """Validates the request and starts the distillation; errors: NOT_FOUND (student, teacher, sample,
-        validation), INVALID_ARGUMENT (config ranges, kd_gate and target values, a target "conversion"
-        on a sample without a conversion column, student_model, widths, vocabulary, schemas),
-        FAILED_PRECONDITION (a sample without teacher logits and a teacher without a model).
+        validation), INVALID_ARGUMENT (config ranges, kd_gate and target values, config.adaptive values,
+        config.adaptive without validation rows, a target "conversion" on a sample or validation rows
+        without a conversion column, student_model, widths, vocabulary, schemas), FAILED_PRECONDITION
+        (a sample, or adaptive λ's validation rows, without teacher logits and a teacher without a model).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
