@@ -58,8 +58,6 @@ class PlatformSwitchError(RuntimeError):
 def unsupported_options(config: SwitchConfig) -> list[str]:
     """Config options the platform path cannot honour (refused before anything runs)."""
     problems = [f"ablation.{name}=false" for name, on in config.ablation.model_dump().items() if not on]
-    if config.adaptive_kd is not None:
-        problems.append("adaptive_kd (the services distill with a fixed λ)")
     if config.device != "cpu":
         problems.append(f"device={config.device!r} (the services choose their own devices)")
     return problems
@@ -197,6 +195,15 @@ def _model_spec(config: SwitchConfig) -> Any:
     return spec
 
 
+def _adaptive_kd(config: SwitchConfig) -> Any:
+    """`adaptive_kd` as the distillers' AdaptiveKD message (every field set), or None for the fixed λ."""
+    if config.adaptive_kd is None:
+        return None
+    raw = config.adaptive_kd.model_dump()
+    schedules = {stage: common_pb2.AdaptiveSchedule(**raw.pop(stage)) for stage in ("online", "offline")}
+    return common_pb2.AdaptiveKD(**raw, **schedules)
+
+
 def _drift_summary(operation: common_pb2.Operation, config: SwitchConfig) -> DriftSummary | None:
     from google.protobuf.json_format import MessageToDict
 
@@ -287,6 +294,7 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
         task_logit_shift = prior_shift(report.get("positive_rate"), positive_rate(run.splits["train"], s.target))
     # The new student starts at the training split's click rate, as the in-process switch's (_fresh_student)
     base_rate = positive_rate(run.splits["train"])
+    adaptive = _adaptive_kd(config)
     log("offline distillation …")
     distilled = client.run("offline-distiller", lambda stub: stub.StartDistillation(
         offline_distiller_pb2.StartDistillationRequest(
@@ -295,8 +303,10 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 kd_weight=d.kd_weight, temperature=d.temperature, frozen_epochs=d.frozen_epochs,
                 joint_epochs=d.joint_epochs, batch_size=config.optim.batch_size, dense_lr=config.optim.dense_lr,
                 embedding_lr=config.optim.embedding_lr, seed=config.seed, task_logit_shift=task_logit_shift,
-                kd_gate=d.kd_gate, target=s.target, base_rate=base_rate),
-            student_name=f"{prefix}/student", student_model=_model_spec(config), request_id=f"{prefix}/distillation")))
+                kd_gate=d.kd_gate, target=s.target, base_rate=base_rate, adaptive=adaptive),
+            student_name=f"{prefix}/student", student_model=_model_spec(config), request_id=f"{prefix}/distillation",
+            # adaptive λ compares student and teacher on the most recent training rows, as in process
+            validation=common_pb2.DatasetRef(name=train_name) if adaptive is not None else None)))
     log("online co-distillation …")
     codistilled = client.run("online-codistiller", lambda stub: stub.StartCoDistillation(
         online_codistiller_pb2.StartCoDistillationRequest(
@@ -307,7 +317,7 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 kd_weight=d.kd_weight, temperature=d.temperature, dense_lr=config.optim.dense_lr,
                 embedding_lr=config.optim.embedding_lr, teacher_dense_lr=o.teacher_lr, seed=config.seed,
                 window_batches=window_batches(run.ctx), grow_vocabulary=o.grow_vocabulary,
-                projection_seed=config.seed, target=s.target, kd_gate=d.kd_gate,
+                projection_seed=config.seed, target=s.target, kd_gate=d.kd_gate, adaptive=adaptive,
                 drift=online_codistiller_pb2.CoDistillationDriftSettings(**drift_config)),
             student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher-co", request_id=f"{prefix}/codistill")))
     student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)

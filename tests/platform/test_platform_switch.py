@@ -63,6 +63,30 @@ def test_a_pcvr_switch_runs_end_to_end_through_the_services(tmp_path: Path) -> N
     assert abs(figures["platform"] - figures["in_process"]) <= 0.002, figures
 
 
+@pytest.mark.slow
+def test_an_adaptive_kd_switch_through_the_services_gives_the_in_process_student(tmp_path: Path) -> None:
+    """adaptive_kd (#11): the offline distiller checks the student against the teacher on the training split's
+    most recent rows (uploaded as its validation rows) and the co-distiller on every stream batch, as in
+    process. A weak teacher (one epoch, 4 hidden units), batches of 128 and a fast schedule make λ move
+    online (seed 0: 0.7 → 0.65 over the stream's 16 batches). Seed 0: the student's test AUC is 0.703713 in
+    process and through the services (the fixed λ gives 0.703661), held here to the issue's 0.2-point bar."""
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["teacher"]["train"].update(epochs=1, model={**raw["teacher"]["train"]["model"], "hidden_units": [4]})
+    raw["optim"]["batch_size"] = 128
+    raw["adaptive_kd"] = {"gap_onset": 0.0, "offline_eval_every_steps": 5, "offline": {"warmup": 0},
+                          "online": {"warmup": 0, "ema_window": 10}}
+    config = tmp_path / "adaptive.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    in_process = run_switch(config, tmp_path / "in-process")
+    platform = run_switch(config, tmp_path / "platform", "--services", "local")
+    trace = read_manifest(tmp_path / "in-process" / "student").extra["details"]["online_kd_weight_trace"]
+    assert min(weight for _, _, weight in trace) < 0.69  # λ left its fixed value
+    assert {op["service"] for op in platform["operations"] if op["state"] == "SUCCEEDED"} == {
+        "projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller"}
+    figures = {"in_process": in_process["student"]["auc"], "platform": platform["student"]["auc"]}
+    assert abs(figures["platform"] - figures["in_process"]) <= 0.002, figures
+
+
 def test_options_the_services_cannot_honour_are_refused_before_anything_runs(tmp_path: Path) -> None:
     config = tmp_path / "ablation.yaml"
     config.write_text(CONFIG.read_text() + "ablation: {co_evolution: false}\n")

@@ -183,13 +183,17 @@ def test_switch_from_a_teacher_checkpoint_with_ablations(tmp_path: Path) -> None
     assert all(0.2 <= weight <= 0.7 for _, _, weight in trace)
 
 
-def test_the_platform_path_runs_kd_gate_and_pcvr_as_configured_and_refuses_adaptive_kd() -> None:
-    from services.switch import unsupported_options
+def test_the_platform_path_runs_kd_gate_pcvr_and_adaptive_kd_as_configured() -> None:
+    from services.common.checks import adaptive_kd_config
+    from services.switch import _adaptive_kd, unsupported_options
 
     default = parse_switch_config({"data": SYNTHETIC})
     assert default.offline.distillation.kd_gate == "teacher_better" and unsupported_options(default) == []
     pcvr = parse_switch_config({"data": SYNTHETIC, "offline": {
         "sampling": {"target": "conversion", "unclicked_ratio": 0.5}, "distillation": {"kd_gate": "all"}}})
     assert unsupported_options(pcvr) == []
-    adaptive = parse_switch_config({"data": SYNTHETIC, "adaptive_kd": {}})
-    assert unsupported_options(adaptive) == ["adaptive_kd (the services distill with a fixed λ)"]
+    adaptive = parse_switch_config({"data": SYNTHETIC, "adaptive_kd": {"lambda_floor": 0.2, "offline": {"warmup": 0}}})
+    assert unsupported_options(adaptive) == []  # the distillers take it (#11)
+    # what the switch sends both distillers reads back, at the services, as the very same core config
+    assert adaptive_kd_config(_adaptive_kd(adaptive), "config.adaptive") == adaptive.adaptive_kd
+    assert _adaptive_kd(default) is None
