@@ -9,6 +9,7 @@ an operation on a service, and only refs cross the wire:
     ├ sampler.StartSampling(train, teacher)           ├ run concurrently: none needs another's output
     └ drift-detector.ComputeDrift(train windows)      ┘
     offline-distiller.StartDistillation(projected student, teacher, sample)           → student v1
+                      (adaptive_kd: config.adaptive to both distillers, the train split as validation rows)
     online-codistiller.StartCoDistillation(student v1, teacher, online stream, replay) → student vN
                       (online.grow_vocabulary: a teacher of an older vocabulary version goes up with the
                       training rows as that version, the stream as the dataset's; both models grow to it)

@@ -378,7 +378,7 @@ class ProgressiveDistillation:
     Phases ``frozen`` (embeddings fixed) then ``joint``, each a fixed number of epochs over ``train``
     (reshuffled per epoch with ``seed + epoch``; the joint phase's seed is offset by the frozen epochs), one
     optimiser for both. :meth:`state_dict` holds everything but the model's weights (cursor, optimiser, RNG,
-    per-phase records); a run built on the saved weights and given :meth:`load_state_dict` takes the same
+    per-phase records, and with adaptive λ its controller); a run built on the saved weights and given :meth:`load_state_dict` takes the same
     steps on the same batches as the uninterrupted run, so its result is bit-for-bit the same.
 
     Data parallel (``distributed=True``): ``torch.distributed`` must be initialised; every rank builds the same

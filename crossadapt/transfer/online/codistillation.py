@@ -347,8 +347,8 @@ class CoDistiller:
     def state_dict(self) -> dict[str, Any]:
         """Everything to resume the stream exactly after the last consumed batch, except both models' weights
         (save those beside it): counters, the student's optimiser, the teacher's schedule (optimiser and
-        pending window), the replay draws' random state, torch's RNG (dropout) and the prequential windows
-        (closed ones and the rows of the open one; the per-row history behind :meth:`PrequentialRecorder.totals`
+        pending window), the replay draws' random state, adaptive λ's controller, torch's RNG (dropout) and the
+        prequential windows (closed ones and the rows of the open one; the per-row history behind :meth:`PrequentialRecorder.totals`
         is not kept, so after a resume the totals cover the rows since the resume). Plain values and tensors
         only: ``torch.save`` it and load with ``weights_only=True``."""
         if self._finished:
