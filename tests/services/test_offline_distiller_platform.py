@@ -154,16 +154,24 @@ def test_cancel_stops_the_task_and_discards_its_outputs(
         platform.pause(0)
 
 
+@pytest.mark.parametrize("adaptive", [False, True], ids=["fixed-lambda", "adaptive-lambda"])
 def test_killed_worker_process_resumes_from_its_last_checkpoint(
-        distiller_platform: HookedPlatform, distiller_stores: Stores, inputs: dict) -> None:
+        distiller_platform: HookedPlatform, distiller_stores: Stores, inputs: dict, adaptive: bool) -> None:
     """kill -9 of the process running the task: the redelivery resumes at the last checkpoint (steps re-done
-    ≤ one interval) and publishes the same student as an uninterrupted run."""
+    ≤ one interval) and publishes the same student as an uninterrupted run. With adaptive λ (#11) the
+    checkpoint carries the controller's state (checked every 3 steps here, so it moves between checkpoints)."""
     platform, stores = distiller_platform, distiller_stores
     every = 5
+    extra = {}
+    if adaptive:
+        extra = {"validation": common_pb2.DatasetRef(name="ctr/valid")}
+        adaptive_config = {"adaptive": common_pb2.AdaptiveKD(
+            gap_onset=0.0, gap_saturation=0.01, offline_eval_every_steps=3, offline_valid_rows=200,
+            offline=common_pb2.AdaptiveSchedule(warmup=0, ema_window=2, max_change=0.2))}
     platform.pause(0.06)
     try:
         req = request(inputs, config={"frozen_epochs": 1, "joint_epochs": 2, "checkpoint_every_steps": every,
-                                      "seed": 5})
+                                      "seed": 5, **(adaptive_config if adaptive else {})}, **extra)
         operation = start(platform, req)
         wait_for_details(platform, operation.id, "checkpoint")
         wait_until(lambda: len(platform.hook_log(operation.id)) >= 8)
@@ -219,6 +227,15 @@ def test_bad_requests_are_refused_at_start(distiller_platform: HookedPlatform, d
         (request(inputs, config={"target": "conversion"}), grpc.StatusCode.INVALID_ARGUMENT, "config.target"),
         (request(inputs, sample=common_pb2.DatasetRef(name="ctr/other-vocab")), grpc.StatusCode.INVALID_ARGUMENT,
          "vocabulary"),
+        # adaptive λ (#11): its values are checked, and it needs validation rows to compare the models on
+        (request(inputs, config={"adaptive": common_pb2.AdaptiveKD(gap_onset=0.1, gap_saturation=0.05)},
+                 validation=common_pb2.DatasetRef(name="ctr/valid")), grpc.StatusCode.INVALID_ARGUMENT,
+         "config.adaptive"),
+        (request(inputs, config={"adaptive": common_pb2.AdaptiveKD(offline_valid_rows=0)},
+                 validation=common_pb2.DatasetRef(name="ctr/valid")), grpc.StatusCode.INVALID_ARGUMENT,
+         "config.adaptive.offline_valid_rows"),
+        (request(inputs, config={"adaptive": common_pb2.AdaptiveKD()}), grpc.StatusCode.INVALID_ARGUMENT,
+         "validation"),
     ]
     write_dataset(distiller_stores.datasets, "ctr/other-vocab", tiny_clicks(50), vocab_hash="0" * 64)
     listed = operations_pb2.ListOperationsRequest(kind="distillation", limit=1000)
