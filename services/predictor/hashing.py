@@ -46,6 +46,15 @@ def fmix64(h: np.ndarray) -> np.ndarray:
     return h
 
 
+def fmix64_int(h: int) -> int:
+    """`fmix64` of one number in plain Python (a few integer operations: no array call for a single key)."""
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _MASK
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _MASK
+    return h ^ (h >> 33)
+
+
 _POWERS = np.ones(1, dtype=np.uint64)
 
 

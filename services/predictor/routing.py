@@ -6,7 +6,9 @@
 A cohort (a user) keeps its bucket while the salt is fixed, so it stays in one arm while the
 weight is fixed, and raising the weight only moves cohorts from teacher to student. Integer keys
 hash as their decimal text, so `123` and `"123"` are the same cohort. A batch is hashed with a
-fixed number of numpy calls; the MurmurHash3 finaliser spreads the bits before the modulo.
+fixed number of numpy calls; the MurmurHash3 finaliser spreads the bits before the modulo. A batch of
+at most `SCALAR_ROWS` keys (batch-1 serving) is hashed by the one-key form in plain Python: the same
+numbers, without a few tens of array calls whose fixed cost outweighs a handful of bytes.
 """
 
 from __future__ import annotations
@@ -17,14 +19,36 @@ import numpy as np
 import pyarrow as pa
 
 from services.common.errors import InvalidArgumentError
-from services.predictor.hashing import fmix64, reference_hash, seeded_hash, text_seed
+from services.predictor.hashing import (
+    as_large_string,
+    fmix64,
+    fmix64_int,
+    reference_hash,
+    seeded_hash,
+    text_seed,
+)
 
 BUCKETS = 10_000
+SCALAR_ROWS = 8  # batches up to this many keys are hashed in plain Python (same buckets, fewer calls)
 
 
 def cohort_buckets(keys: pa.Array, salt: str) -> np.ndarray:
     """``[n]`` int32 buckets in [0, 10000) of cohort keys (text or integers, no nulls)."""
+    if len(keys) <= SCALAR_ROWS:
+        return scalar_buckets(keys, salt)
+    return vector_buckets(keys, salt)
+
+
+def vector_buckets(keys: pa.Array, salt: str) -> np.ndarray:
+    """`cohort_buckets` with array calls (any batch size)."""
     return (fmix64(seeded_hash(keys, text_seed(salt))) % np.uint64(BUCKETS)).astype(np.int32)
+
+
+def scalar_buckets(keys: pa.Array, salt: str) -> np.ndarray:
+    """`cohort_buckets` key by key in plain Python (for small batches)."""
+    seed = text_seed(salt)
+    return np.array([fmix64_int(reference_hash(seed, key)) % BUCKETS for key in as_large_string(keys).to_pylist()],
+                    dtype=np.int32)
 
 
 def reference_bucket(key: str | int, salt: str) -> int:

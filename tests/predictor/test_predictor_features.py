@@ -132,3 +132,66 @@ def test_malformed_v1_bodies_name_the_field(body: Any, field: str) -> None:
             check_request_id(body["id"])
         v1_columns(body, SCHEMA)
     assert caught.value.field == field, caught.value
+
+
+GRPC_TEXT = {"C1": ["a", "é"], "C2": ["3", "4"], "user_id": ["u1", "u2"]}
+
+
+def grpc_message(**changes: Any) -> Any:
+    """A V2 gRPC request of typed contents (`name=None` drops an input, `name=(datatype, shape, values)` replaces it)."""
+    from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+    spec: dict[str, Any] = {n: ("BYTES", [len(v)], v) for n, v in GRPC_TEXT.items()}
+    spec["I1"] = ("FP64", [2], [0.5, 7.0])
+    spec.update(changes)
+    message = pb.ModelInferRequest(model_name="ctr")
+    fields = {"BYTES": "bytes_contents", "FP32": "fp32_contents", "FP64": "fp64_contents", "INT64": "int64_contents",
+              "INT32": "int_contents"}
+    for name, value in spec.items():
+        if value is None:
+            continue
+        datatype, shape, values = value
+        tensor = message.inputs.add(name=name.removesuffix("_again"), datatype=datatype, shape=shape)
+        getattr(tensor.contents, fields[datatype]).extend(v.encode() if isinstance(v, str) else v for v in values)
+    return message
+
+
+@pytest.mark.parametrize("changes", [{}, {"row_id": ("BYTES", [2], ["r1", "r2"])}, {"I1": ("FP32", [2], [0.5, 7.0])},
+                                     {"I1": ("INT64", [2], [1, 9])}, {"I1": ("INT32", [2], [1, 9])}])
+def test_grpc_contents_read_from_the_message_equal_the_per_input_path(changes: dict[str, Any]) -> None:
+    from kserve.protocol.infer_type import InferRequest
+
+    from services.predictor.features import grpc_columns
+
+    message = grpc_message(**changes)
+    direct = grpc_columns(message, SCHEMA)
+    reference = v2_columns(InferRequest.from_grpc(message).inputs, SCHEMA, typed_contents=True)
+    assert direct is not None
+    assert direct.rows == reference.rows == 2
+    assert direct.categorical.to_pylist() == reference.categorical.to_pylist() == ["a", "é", "3", "4"]
+    assert direct.numerical.tolist() == reference.numerical.tolist()
+    assert direct.cohort.to_pylist() == reference.cohort.to_pylist()
+    assert (direct.row_ids is None) == (reference.row_ids is None)
+    if direct.row_ids is not None:
+        assert direct.row_ids.to_pylist() == reference.row_ids.to_pylist() == ["r1", "r2"]
+
+
+@pytest.mark.parametrize("changes", [
+    {"C2": ("INT64", [2], [3, 4])},  # integers for a text field: the per-input path converts them
+    {"C1": None},  # a missing field
+    {"user_id": None},
+    {"I1": ("BYTES", [2], ["1", "2"])},
+    {"C1_again": ("BYTES", [2], ["x", "y"])},  # an input given twice
+    {"C1": ("BYTES", [2, 1], ["a", "b"])},
+    {"C1": ("BYTES", [3], ["a", "b", "c"])},
+    {"C1": ("BYTES", [2], ["a"])},  # the shape says 2, the contents hold 1
+    {"I1": ("FP64", [2], [0.5, float("inf")])},
+    {"row_id": ("INT64", [2], [1, 2])},
+    {"other": ("BYTES", [2], ["a", "b"])},
+    {n: ("BYTES", [0], []) for n in GRPC_TEXT} | {"I1": ("FP64", [0], [])},
+    {n: ("BYTES", [5], ["v"] * 5) for n in GRPC_TEXT} | {"I1": ("FP64", [5], [1.0] * 5)},  # more than max_rows
+])
+def test_grpc_messages_the_direct_path_does_not_take_go_to_the_per_input_path(changes: dict[str, Any]) -> None:
+    from services.predictor.features import grpc_columns
+
+    assert grpc_columns(grpc_message(**changes), SCHEMA) is None

@@ -10,8 +10,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.common.errors import InvalidArgumentError
-from services.predictor.hashing import reference_hash, seeded_hash, text_seed
-from services.predictor.routing import BUCKETS, Split, cohort_buckets, reference_bucket
+from services.predictor.hashing import (
+    fmix64,
+    fmix64_int,
+    reference_hash,
+    seeded_hash,
+    text_seed,
+)
+from services.predictor.routing import (
+    BUCKETS,
+    SCALAR_ROWS,
+    Split,
+    cohort_buckets,
+    reference_bucket,
+    scalar_buckets,
+    vector_buckets,
+)
 
 keys = st.lists(st.one_of(st.text(max_size=40), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
                 min_size=1, max_size=60)
@@ -25,6 +39,23 @@ def test_batch_buckets_equal_the_one_key_specification(keys: list, salt: str) ->
     batch = cohort_buckets(pa.array([str(k) for k in keys]), salt)
     assert batch.tolist() == [reference_bucket(k, salt) for k in keys]
     assert ((batch >= 0) & (batch < BUCKETS)).all()
+
+
+@settings(max_examples=80, deadline=None, database=None)
+@given(keys=keys, salt=salts)
+def test_small_batches_hashed_in_python_get_the_array_buckets(keys: list, salt: str) -> None:
+    """Batches of at most SCALAR_ROWS keys take the plain-Python path: the same buckets as the array path."""
+    for array in (pa.array([str(k) for k in keys]), pa.array([str(k) for k in keys]).slice(1),
+                  pa.array([k for k in keys if isinstance(k, int)], pa.int64())):
+        assert scalar_buckets(array, salt).tolist() == vector_buckets(array, salt).tolist()
+        assert scalar_buckets(array, salt).dtype == vector_buckets(array, salt).dtype
+    small = pa.array([str(k) for k in keys[:SCALAR_ROWS]])
+    assert cohort_buckets(small, salt).tolist() == [reference_bucket(k, salt) for k in keys[:SCALAR_ROWS]]
+
+
+@given(value=st.integers(0, 2**64 - 1))
+def test_the_python_finaliser_equals_the_array_one(value: int) -> None:
+    assert fmix64_int(value) == int(fmix64(np.array([value], dtype=np.uint64))[0])
 
 
 @settings(max_examples=50, deadline=None, database=None)
