@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -43,6 +44,13 @@ def _split_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
+@functools.lru_cache(maxsize=4096)
+def _call_metrics(service: str, method: str, code: grpc.StatusCode) -> tuple[Any, Any]:
+    """The request counter and latency histogram children of one method and outcome (a label lookup takes a
+    lock and hashes the labels: done once per method and code, not per call)."""
+    return GRPC_REQUESTS.labels(service, method, code.name), GRPC_LATENCY.labels(service, method)
+
+
 class _CallOutcome:
     """Tracks the status code of one call for the metrics and the access log."""
 
@@ -63,12 +71,15 @@ class _CallOutcome:
 
     def finish(self) -> None:
         elapsed = time.perf_counter() - self.started
-        GRPC_REQUESTS.labels(self.service, self.method, self.code.name).inc()
-        GRPC_LATENCY.labels(self.service, self.method).observe(elapsed)
-        log.info(
-            "rpc",
-            extra={"service": self.service, "method": self.method, "code": self.code.name, "seconds": round(elapsed, 4)},
-        )
+        requests, latency = _call_metrics(self.service, self.method, self.code)
+        requests.inc()
+        latency.observe(elapsed)
+        if log.isEnabledFor(logging.INFO):  # the record's fields are built only when it is written
+            log.info(
+                "rpc",
+                extra={"service": self.service, "method": self.method, "code": self.code.name,
+                       "seconds": round(elapsed, 4)},
+            )
 
 
 @contextlib.asynccontextmanager
@@ -111,11 +122,27 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, skip_services: Sequence[str] = ("grpc.health.v1.Health", "grpc.reflection")) -> None:
         self.skip_services = tuple(skip_services)
+        # (method, id(handler)) -> (handler, its wrapped handler): grpc.aio asks the interceptor on every call,
+        # and registered handlers are the same objects each time, so each is wrapped once.
+        self._wrapped: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201 - grpc API
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.lstrip("/").startswith(self.skip_services):
+        if handler is None:
+            return handler
+        key = (method, id(handler))
+        cached = self._wrapped.get(key)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        if len(self._wrapped) >= 4096:  # handlers made per call would otherwise grow the cache without end
+            self._wrapped.clear()
+        self._wrapped[key] = (handler, wrapped)  # holds the handler, so its id is not reused while cached
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
+        if method.lstrip("/").startswith(self.skip_services):
             return handler
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(

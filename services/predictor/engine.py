@@ -96,6 +96,8 @@ class PredictorEngine:
         self._id_prefix = uuid.uuid4().hex[:12]  # generated request ids: unique per process, cheap per request
         self._request_numbers = itertools.count()
         self._row_suffixes = np.array([f"/{row}" for row in range(settings.max_batch_rows)], dtype=object)
+        self._row_positions = np.arange(settings.max_batch_rows, dtype=np.int64)
+        self._row_positions.flags.writeable = False
 
     # ---- scoring ------------------------------------------------------------------------------
     def compute(self, columns: RequestColumns, request_id: str | None) -> ScoredRows:
@@ -106,13 +108,17 @@ class PredictorEngine:
         probabilities = np.empty(columns.rows, dtype=np.float32)
         unknown = np.zeros((columns.rows, 2), dtype=np.int32)
         encoded: dict[int, EncodedBatch] = {}
-        for arm in (TEACHER, STUDENT):
-            rows = np.flatnonzero(served == arm)
-            if not len(rows):
+        student_rows = int(np.count_nonzero(to_student))
+        for arm, count in ((TEACHER, columns.rows - student_rows), (STUDENT, student_rows)):
+            if not count:
                 continue
             loaded = pair.arm(arm)
             batch = self._encoded(loaded, pair, columns, encoded)
-            probabilities[rows] = loaded.score(batch if len(rows) == columns.rows else batch.rows(rows))
+            if count == columns.rows:  # one arm serves every row (always so at batch 1)
+                probabilities[:] = loaded.score(batch)
+            else:
+                rows = np.flatnonzero(served == arm)
+                probabilities[rows] = loaded.score(batch.rows(rows))
         for arm, batch in encoded.items():
             unknown[:, arm - 1] = batch.unknown
         return ScoredRows(request_id or f"{self._id_prefix}-{next(self._request_numbers)}", columns, pair, buckets,
@@ -145,23 +151,33 @@ class PredictorEngine:
             primary_scores=scored.probabilities, generations=(pair.teacher.generation, pair.student.generation),
             unknown=scored.unknown, shadow_pending=shadow)
         jobs = []
-        for arm in (TEACHER, STUDENT):
-            served_rows = int((served == arm).sum())
+        student_rows = int(np.count_nonzero(served == STUDENT))
+        shadow_rows = int(np.count_nonzero(shadow))
+        for arm, served_rows in ((TEACHER, columns.rows - student_rows), (STUDENT, student_rows)):
             if served_rows:
                 self._served_counters[arm].inc(served_rows)
                 loaded = pair.arm(arm)
                 if scored.unknown[:, arm - 1].any():
                     for field, count in loaded.encoder.unknown_by_field(scored.encoded[arm], served == arm).items():
                         prometheus.UNKNOWN_VALUES.labels(self.model, loaded.name, field).inc(count)
+            if not shadow_rows or served_rows == columns.rows:  # no row of the other arm to shadow-score
+                continue
+            batch = scored.encoded.get(arm)
+            if shadow_rows == columns.rows and not served_rows:  # every row, all served by the other arm
+                jobs.append(ShadowJob(pair.arm(arm), seqs, columns, self._all_rows(columns.rows), batch))
+                continue
             rows = np.flatnonzero(shadow & (served == other(arm)))
             if len(rows):
-                batch = scored.encoded.get(arm)
                 jobs.append(ShadowJob(pair.arm(arm), seqs[rows], columns, rows,
                                       None if batch is None else batch.rows(rows)))
         self.shadow.submit(jobs)
         if self.score_log.pending_flush >= self.settings.flush_rows and (self._early_flush is None
                                                                          or self._early_flush.done()):
             self._early_flush = asyncio.ensure_future(self.flush())  # kept: a task nobody holds may be collected
+
+    def _all_rows(self, rows: int) -> np.ndarray:
+        """``[rows]`` positions 0..rows-1 (read-only, shared)."""
+        return self._row_positions[:rows]
 
     async def score(self, columns: RequestColumns, request_id: str | None) -> ScoredRows:
         """`compute` (in a worker thread for large batches, so the loop keeps serving) then `record`."""

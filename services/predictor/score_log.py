@@ -82,16 +82,19 @@ class ScoreLog:
         """
         count = len(row_ids)
         seqs = np.arange(self.head, self.head + count, dtype=np.int64)
-        self._evict(seqs)
-        slots = self._slots(seqs)
+        if self.head + count > self.capacity:  # rows are overwritten
+            self._evict(seqs)
+        start = self.head % self.capacity
+        # The rows' slots: one slice unless they wrap around the ring's end (a slice writes without an index array).
+        slots = slice(start, start + count) if start + count <= self.capacity else self._slots(seqs)
         self.row_id[slots] = row_ids
         self.request_id[slots] = request_id
         self.scored_at[slots] = now
         self.served[slots] = served
         self.bucket[slots] = bucket
-        self.score[slots] = np.nan
-        column = (served == STUDENT).astype(np.int64)
-        self.score[slots, column] = primary_scores
+        scores = np.full((count, 2), np.nan, dtype=np.float32)
+        scores[np.arange(count), (served == STUDENT).astype(np.int64)] = primary_scores
+        self.score[slots] = scores
         self.generation[slots] = generations
         self.unknown[slots] = unknown
         self.label[slots] = np.nan

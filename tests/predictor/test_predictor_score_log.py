@@ -67,3 +67,31 @@ def test_figures_count_only_the_current_checkpoint_of_each_arm() -> None:
                              checkpoints={TEACHER: "t/v000001", STUDENT: "s/v000001"}, replicates=50, level=0.95,
                              max_rows=1000, seed=0)
     assert figures.paired.rows == 40 and len(old) == 10
+
+
+def test_appends_that_wrap_around_the_ring_keep_every_field_of_the_newest_rows() -> None:
+    """Requests of many sizes, some straddling the ring's end: the kept rows are exactly the newest `capacity`."""
+    rng = np.random.default_rng(0)
+    log = ScoreLog(7)
+    appended: list[tuple[str, int, float, int]] = []  # row id, served arm, primary score, request number
+    for request in range(40):
+        count = int(rng.integers(1, 6))
+        ids = [f"r{len(appended) + i}" for i in range(count)]
+        served = rng.choice([TEACHER, STUDENT], count).tolist()
+        scores = rng.random(count).astype(np.float32).tolist()
+        log.append(row_ids=np.array(ids, dtype=object), request_id=f"q{request}", now=float(request),
+                   served=np.array(served, np.int8), bucket=np.full(count, request, np.int32),
+                   primary_scores=np.array(scores, np.float32), generations=(1, 2),
+                   unknown=np.full((count, 2), request, np.int32), shadow_pending=np.zeros(count, bool))
+        appended += [(i, a, s, request) for i, a, s in zip(ids, served, scores)]
+        kept = log.since(0.0)
+        expected = appended[-7:]
+        assert kept.row_id.tolist() == [e[0] for e in expected]
+        assert kept.served.tolist() == [e[1] for e in expected]
+        assert kept.request_id.tolist() == [f"q{e[3]}" for e in expected]
+        assert kept.bucket.tolist() == kept.scored_at.astype(int).tolist() == [e[3] for e in expected]
+        column = (kept.served == STUDENT).astype(int)
+        assert kept.score[np.arange(len(kept)), column].tolist() == [e[2] for e in expected]
+        assert np.isnan(kept.score[np.arange(len(kept)), 1 - column]).all()
+        assert log.add_labels([e[0] for e in appended], np.ones(len(appended), np.float32)) == (
+            len(expected), len(appended) - len(expected))
