@@ -29,6 +29,9 @@ from services.predictor.hashing import as_large_string, fmix64, seeded_hash, tex
 SHORT_BYTES = 16  # values up to this long are keyed by two 64-bit words
 _BUILD_CHUNK = 1 << 20
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)  # the low k bytes of a word
+# By a value's length (capped at 16): the mask of its bytes in its first and in its second word.
+_FIRST_WORD_MASK = _LOW_BYTES[np.minimum(np.arange(SHORT_BYTES + 1), 8)]
+_SECOND_WORD_MASK = _LOW_BYTES[np.clip(np.arange(SHORT_BYTES + 1) - 8, 0, 8)]
 
 
 class VocabularyIndex:
@@ -55,12 +58,14 @@ class VocabularyIndex:
         for start in range(0, len(self._values), _BUILD_CHUNK):  # chunks bound the gather's scratch memory
             stop = min(start + _BUILD_CHUNK, len(self._values))
             first, last = int(self._offsets[start]), int(self._offsets[stop])
-            self._words[start:stop] = _words(self._offsets[start:stop + 1] - first, self._bytes[first:last])
+            offsets = self._offsets[start:stop + 1] - first
+            self._words[start:stop] = _words(offsets, self._bytes[first:last], offsets[1:] - offsets[:-1])
         self._hashes = self._hash(self._values, self._offsets, self._lengths, self._words, self._field_of)
         self._mask = (1 << max(int(2 * len(self._hashes)).bit_length(), 4)) - 1  # at most half full
         self._slots, self._max_probes = _build_table(fmix64(self._hashes) & np.uint64(self._mask), self._mask)
         self._slot_hashes = np.zeros(len(self._slots), dtype=np.uint64)
         self._slot_hashes[self._slots >= 0] = self._hashes[self._slots[self._slots >= 0]]
+        self._field_blocks: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self._hashes)
@@ -77,10 +82,10 @@ class VocabularyIndex:
         """``[B, C]`` int64 ids of the ``C·B`` values of all fields, field after field (large_string; nulls = missing)."""
         if text.null_count:
             text = pc.fill_null(text, MISSING_TOKEN)
-        field_of = np.repeat(np.arange(len(self.fields), dtype=np.int32), rows)
+        field_of = self._fields_of(rows)
         offsets, data = _offsets_and_bytes(text)
-        lengths = np.diff(offsets)
-        words = _words(offsets, data)
+        lengths = offsets[1:] - offsets[:-1]
+        words = _words(offsets, data, lengths)
         hashes = self._hash(text, offsets, lengths, words, field_of)
         entry = self._probe(hashes)
         ids = np.zeros(len(hashes), dtype=np.int64)
@@ -95,6 +100,16 @@ class VocabularyIndex:
             found = candidate[same]
             ids[found] = self._ids[entry[found]]
         return ids.reshape(len(self.fields), rows).T
+
+    def _fields_of(self, rows: int) -> np.ndarray:
+        """``[C·B]`` int32: the field of each value of a block of `rows` rows (kept for small batch sizes)."""
+        field_of = self._field_blocks.get(rows)
+        if field_of is None:
+            field_of = np.repeat(np.arange(len(self.fields), dtype=np.int32), rows)
+            if rows <= 64:
+                field_of.flags.writeable = False
+                self._field_blocks[rows] = field_of
+        return field_of
 
     def _hash(self, text: pa.Array, offsets: np.ndarray, lengths: np.ndarray, words: np.ndarray,
               field_of: np.ndarray) -> np.ndarray:
@@ -173,16 +188,16 @@ def _offsets_and_bytes(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, (np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.zeros(0, np.uint8))
 
 
-def _words(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+def _words(offsets: np.ndarray, data: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``[n, 2]`` uint64: each value's first 16 bytes, zero-padded, as two little-endian words (two gathers
-    from an unaligned word view of the bytes, then a mask by length)."""
+    from an unaligned word view of the bytes, then a mask by length). ``lengths``: the values' byte lengths."""
     starts = offsets[:-1]
-    lengths = offsets[1:] - starts
+    capped = np.minimum(lengths, SHORT_BYTES)
     padded = np.zeros(len(data) + SHORT_BYTES, dtype=np.uint8)
     padded[: len(data)] = data
     # Element i of this view is the little-endian word at byte i (strided by one byte, built in C: no copy).
     at_byte = np.ndarray((len(data) + SHORT_BYTES - 7,), dtype="<u8", buffer=padded, strides=(1,))
     words = np.empty((len(starts), 2), dtype=np.uint64)
-    words[:, 0] = at_byte[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
-    words[:, 1] = at_byte[starts + 8] & _LOW_BYTES[np.clip(lengths - 8, 0, 8)]
+    words[:, 0] = at_byte[starts] & _FIRST_WORD_MASK[capped]
+    words[:, 1] = at_byte[starts + 8] & _SECOND_WORD_MASK[capped]
     return words
