@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -13,8 +14,8 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2_pb2
 from services.common.model_io import publish_model
 from services.common.storage import CheckpointStore, LocalObjectStore
 from services.local.stack import wait_for
-from tests.predictor.predictor_world import (MODEL, PredictorProcess, publish_tiny, random_rows, tiny_model,
-                                             tiny_spec, tiny_vocabulary, v2_grpc, v2_json)
+from predictor_world import (MODEL, PredictorProcess, publish_tiny, random_rows, tiny_model, tiny_spec,
+                             tiny_vocabulary, v2_grpc, v2_json)
 
 
 def _not_ready_records(log: Path) -> list[dict]:
@@ -71,6 +72,9 @@ def test_a_checkpoint_that_cannot_serve_still_fails_the_start(tmp_path: Path) ->
     publish_model(checkpoints, "ctr/novocab", tiny_model(4, vocabulary), feature_spec=tiny_spec(vocabulary),
                   vocab_hash=vocabulary.hash)
     predictor = PredictorProcess(tmp_path, tmp_path / "store", {"teacher": "ctr/novocab"})
-    with pytest.raises(RuntimeError, match="published without a vocabulary"):
+    # The server may answer /v2/health/live for a moment before the load fails, so the start may or may not
+    # see the exit: what must hold is the exit code and the reason in the log.
+    with contextlib.suppress(RuntimeError):
         predictor.start(wait_path="/v2/health/live", timeout=60)
     assert predictor.proc.wait(timeout=30) == 1
+    assert "published without a vocabulary" in predictor.log.read_text()
