@@ -10,12 +10,21 @@ import httpx
 import numpy as np
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as v2_pb2
+from predictor_world import (
+    MODEL,
+    PredictorProcess,
+    publish_tiny,
+    random_rows,
+    tiny_model,
+    tiny_spec,
+    tiny_vocabulary,
+    v2_grpc,
+    v2_json,
+)
 
 from services.common.model_io import publish_model
 from services.common.storage import CheckpointStore, LocalObjectStore
 from services.local.stack import wait_for
-from predictor_world import (MODEL, PredictorProcess, publish_tiny, random_rows, tiny_model, tiny_spec,
-                             tiny_vocabulary, v2_grpc, v2_json)
 
 
 def _not_ready_records(log: Path) -> list[dict]:
