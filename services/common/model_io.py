@@ -111,9 +111,11 @@ def publish_model(  # noqa: PLR0913 - manifest fields
         if version is None:
             return checkpoints.publish_folder(name, folder, owner=operation_id or owner, **fields)
         paths = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
-        manifest = build_manifest(paths, **fields)
-        for relpath, path in paths.items():
-            checkpoints.write_file(name, version, relpath, path.read_bytes())
+        # Each file is hashed once, as it is uploaded (write_file's entry): hashing the folder first too cost a
+        # co-distiller's checkpoint a second pass over every table.
+        entries = {relpath: checkpoints.write_file(name, version, relpath, path.read_bytes())
+                   for relpath, path in paths.items()}
+        manifest = build_manifest({}, **fields).model_copy(update={"files": entries})
         return checkpoints.publish_manifest(name, version, manifest)
 
 

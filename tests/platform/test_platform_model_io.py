@@ -98,3 +98,34 @@ def test_small_tables_are_one_shard_and_large_ones_are_split(stores: tuple[Check
     tables = published.manifest.extra["tables"]
     assert len(tables["user"]["shards"]) == 2 and len(tables["item"]["shards"]) == 1
     assert np.array_equal(read_table(checkpoints, published, "user"), model.embedding.get_table("user").detach().numpy())
+
+
+def test_a_model_published_into_a_claimed_version_lists_what_was_uploaded(
+        stores: tuple[CheckpointStore, DatasetStore]) -> None:
+    """An operation's output (a claimed version): every file is listed with the sha256 and size of the bytes
+    stored, the model reads back equal, and a flipped byte in a stored file is DATA_LOSS on read."""
+    import hashlib
+
+    from services.common.errors import DataLossError
+
+    checkpoints, _ = stores
+    torch.manual_seed(0)
+    model = build_model(parse_model_config({"architecture": "mlp", "embedding_dim": 4, "hidden_units": [8]}), SPEC)
+    version = checkpoints.claim_version("t/student", "op-1")
+    published = model_io.publish_model(checkpoints, "t/student", model, feature_spec=SPEC, vocab_hash="h" * 8,
+                                       version=version, operation_id="op-1")
+    files = published.manifest.files
+    assert files and published.manifest.extra["operation_id"] == "op-1"
+    for relpath, entry in files.items():
+        stored = checkpoints.objects.get_bytes(f"checkpoints/t/student/{version}/{relpath}")
+        assert (entry.sha256, entry.size) == (hashlib.sha256(stored).hexdigest(), len(stored)), relpath
+    loaded, _ = model_io.load_model(checkpoints, "t/student", version)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    relpath = max(files, key=lambda name: files[name].size)
+    key = f"checkpoints/t/student/{version}/{relpath}"
+    data = bytearray(checkpoints.objects.get_bytes(key))
+    data[len(data) // 2] ^= 0x01
+    checkpoints.objects.put_bytes(key, bytes(data))
+    with pytest.raises(DataLossError):
+        model_io.load_model(checkpoints, "t/student", version)
