@@ -72,7 +72,10 @@ async def test_the_operator_needs_exactly_its_role(emulator: Emulator, platform:
     add_switch(emulator, "promoted")
     add_switch(emulator, "deleted")
     async with running_operator(emulator, platform.clients()):
-        await wait_for("shadow", lambda: status(emulator, "deleted").get("rollout", {}).get("studentArmReady"))
+        # Both must be shadow-scoring: a promote that arrives earlier is ignored by design (PromoteIgnored).
+        for name in ("deleted", "promoted"):
+            await wait_for(f"{name}: shadow",
+                           lambda name=name: status(emulator, name).get("rollout", {}).get("studentArmReady"))
         await patch_switch(emulator, "promoted", {"metadata": {"annotations": {"crossadapt.io/action": "promote"}}})
         await wait_for("promoted", phase_is(emulator, "promoted", "Promoted"))
         await delete_switch(emulator, "deleted")
