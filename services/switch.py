@@ -61,6 +61,11 @@ def unsupported_options(config: SwitchConfig) -> list[str]:
     problems = [f"ablation.{name}=false" for name, on in config.ablation.model_dump().items() if not on]
     if config.device != "cpu":
         problems.append(f"device={config.device!r} (the services choose their own devices)")
+    if config.online.drift.rolling:
+        problems.append("online.drift.rolling (the co-distiller keeps the drift detector's replay ratio for the "
+                        "whole stream)")
+    if config.online.collaborative is not None:
+        problems.append("online.collaborative (the co-distiller trains the teacher from the labels only)")
     return problems
 
 

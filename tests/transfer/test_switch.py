@@ -197,3 +197,14 @@ def test_the_platform_path_runs_kd_gate_pcvr_and_adaptive_kd_as_configured() -> 
     # what the switch sends both distillers reads back, at the services, as the very same core config
     assert adaptive_kd_config(_adaptive_kd(adaptive), "config.adaptive") == adaptive.adaptive_kd
     assert _adaptive_kd(default) is None
+
+
+def test_the_platform_path_refuses_the_online_options_its_co_distiller_does_not_take() -> None:
+    """Rolling drift re-estimation and collaborative co-distillation change the in-process student; the
+    co-distiller service has neither, so a switch asking for them is refused, not run without them."""
+    from services.switch import unsupported_options
+
+    rolling = parse_switch_config({"data": SYNTHETIC, "online": {"drift": {"rolling": True, "window_rows": 500}}})
+    assert [p.split(" ")[0] for p in unsupported_options(rolling)] == ["online.drift.rolling"]
+    collaborative = parse_switch_config({"data": SYNTHETIC, "online": {"collaborative": {}}})
+    assert [p.split(" ")[0] for p in unsupported_options(collaborative)] == ["online.collaborative"]
