@@ -122,23 +122,20 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, skip_services: Sequence[str] = ("grpc.health.v1.Health", "grpc.reflection")) -> None:
         self.skip_services = tuple(skip_services)
-        # (method, id(handler)) -> (handler, its wrapped handler): grpc.aio asks the interceptor on every call,
-        # and registered handlers are the same objects each time, so each is wrapped once.
-        self._wrapped: dict[tuple[str, int], tuple[Any, Any]] = {}
+        # method -> (handler, its wrapped handler): grpc.aio asks the interceptor on every call, and a
+        # registered handler is the same object each time, so it is wrapped once (re-wrapped if it changes).
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, handler_call_details):  # noqa: ANN001, ANN201 - grpc API
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None:
             return handler
-        key = (method, id(handler))
-        cached = self._wrapped.get(key)
+        cached = self._wrapped.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
         wrapped = self._wrap(handler, method)
-        if len(self._wrapped) >= 4096:  # handlers made per call would otherwise grow the cache without end
-            self._wrapped.clear()
-        self._wrapped[key] = (handler, wrapped)  # holds the handler, so its id is not reused while cached
+        self._wrapped[method] = (handler, wrapped)  # one entry per method a handler answered: bounded
         return wrapped
 
     def _wrap(self, handler: Any, method: str) -> Any:

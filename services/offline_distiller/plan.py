@@ -115,12 +115,17 @@ def plan_distillation(checkpoints: CheckpointStore, datasets: DatasetStore, requ
     if settings.target == "conversion" and "conversion" not in columns:
         raise InvalidArgumentError(f"target 'conversion': sample {request.sample.name!r} has no conversion column",
                                    field="config.target")
-    has_logits = TEACHER_LOGIT in columns
-    valid_has_logits = TEACHER_LOGIT in valid_columns
-    scored = [what for what, needs in (("the sample", not has_logits and (settings.distillation.kd_weight > 0
-                                                                         or settings.adaptive is not None)),
-                                       ("adaptive λ's validation rows", settings.adaptive is not None
-                                        and not valid_has_logits)) if needs]
+    plan = DistillationPlan(
+        operation_id=operation_id, student_name=student_name,
+        projected=CheckpointPin(name=projected.name, version=projected.version),
+        teacher=CheckpointPin(name=teacher.name, version=teacher.version),
+        sample=request.sample.name, validation=validation, model=model.model_dump(mode="json"), settings=settings,
+        feature_spec=spec, vocab_hash=vocab_hash, sample_has_teacher_logits=TEACHER_LOGIT in columns,
+        validation_has_teacher_logits=TEACHER_LOGIT in valid_columns,
+    )
+    scored = [what for what, needs in (("the sample", plan.needs_teacher_logits),
+                                       ("adaptive λ's validation rows", plan.validation_needs_teacher_logits))
+              if needs]
     if scored:
         if "model.safetensors" not in teacher.manifest.files:
             raise FailedPreconditionError(
@@ -129,11 +134,5 @@ def plan_distillation(checkpoints: CheckpointStore, datasets: DatasetStore, requ
         if teacher.manifest.feature_spec != spec:
             raise InvalidArgumentError(f"{teacher.ref} reads other fields than the sample, so it cannot score it",
                                        field="teacher")
-    return DistillationPlan(
-        operation_id=operation_id, student_name=student_name,
-        projected=CheckpointPin(name=projected.name, version=projected.version),
-        teacher=CheckpointPin(name=teacher.name, version=teacher.version),
-        sample=request.sample.name, validation=validation, model=model.model_dump(mode="json"), settings=settings,
-        feature_spec=spec, vocab_hash=vocab_hash, sample_has_teacher_logits=has_logits,
-        validation_has_teacher_logits=valid_has_logits,
-    )
+    return plan
+
