@@ -8,6 +8,7 @@ naming the dataset and column), vectorised per column, never per row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.models.spec import FeatureSpec
 from services.common.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError, PlatformError
-from services.common.model_io import read_all, schema_spec
+from services.common.model_io import read_all, read_recent, schema_spec
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint, check_name
 from services.common.storage.datasets import DatasetStore
 
@@ -125,6 +126,17 @@ def read_rows(datasets: DatasetStore, name: str, spec: FeatureSpec, field: str) 
     """A whole dataset (sample, validation rows), checked: bad data fails naming the dataset and column."""
     try:
         arrays = read_all(datasets, name, spec)
+    except pa.ArrowInvalid as exc:
+        raise FailedPreconditionError(f"dataset {name!r} has an unreadable partition: {exc}", field=field) from exc
+    check_rows(arrays, spec, f"{field} {name!r}")
+    return arrays
+
+
+def read_recent_rows(datasets: DatasetStore, name: str, spec: FeatureSpec, field: str, need: int,
+                     count: Callable[[SplitArrays], int] = len) -> SplitArrays:
+    """A dataset's newest partitions holding `need` rows (model_io.read_recent), checked as read_rows checks."""
+    try:
+        arrays = read_recent(datasets, name, spec, need, count)
     except pa.ArrowInvalid as exc:
         raise FailedPreconditionError(f"dataset {name!r} has an unreadable partition: {exc}", field=field) from exc
     check_rows(arrays, spec, f"{field} {name!r}")

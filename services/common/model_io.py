@@ -374,11 +374,7 @@ def read_split(datasets: DatasetStore, name: str, start: DatasetPosition | None 
     """
     for batch, position in datasets.read(name, start, batch_rows=batch_rows):
         if spec is not None:
-            found, _ = _batch_spec(batch, f"{name}/{position.partition}")
-            if found != spec:
-                raise InvalidArgumentError(
-                    f"partition {name}/{position.partition} has schema {_describe(found)}, expected {_describe(spec)}",
-                    field="dataset")
+            _checked_spec(batch, spec, name, position.partition)
         yield table_arrays(batch, spec or _batch_spec(batch, name)[0]), position
 
 
@@ -388,6 +384,39 @@ def read_all(datasets: DatasetStore, name: str, spec: FeatureSpec | None = None)
     if not parts:
         raise FailedPreconditionError(f"dataset {name!r} has no rows", field="dataset")
     return SplitArrays.concat(parts)
+
+
+def read_recent(datasets: DatasetStore, name: str, spec: FeatureSpec, need: int,
+                count: Callable[[SplitArrays], int] = len) -> SplitArrays:
+    """The newest partitions of a dataset, in time order, that together hold at least `need` rows
+    (`count` says how many of a partition's rows a caller uses: a pCVR slice counts clicked rows only).
+
+    Partitions are read from the last one back, so a long split costs only its tail; its last `need`
+    counted rows are those of `read_all`. Fewer in the whole dataset: all of it.
+    """
+    parts: list[SplitArrays] = []
+    found = 0
+    for partition in reversed(datasets.partitions(name)):
+        if found >= need:
+            break
+        batches = [table_arrays(batch, _checked_spec(batch, spec, name, partition))
+                   for batch, _ in datasets.read_partition(name, partition, batch_rows=1 << 20)]
+        if batches:
+            part = SplitArrays.concat(batches)
+            parts.insert(0, part)
+            found += count(part)
+    if not parts:
+        raise FailedPreconditionError(f"dataset {name!r} has no rows", field="dataset")
+    return SplitArrays.concat(parts)
+
+
+def _checked_spec(batch: pa.RecordBatch, spec: FeatureSpec, name: str, partition: str | None) -> FeatureSpec:
+    found, _ = _batch_spec(batch, f"{name}/{partition}")
+    if found != spec:
+        raise InvalidArgumentError(
+            f"partition {name}/{partition} has schema {_describe(found)}, expected {_describe(spec)}",
+            field="dataset")
+    return spec
 
 
 def _describe(spec: FeatureSpec) -> str:

@@ -2,7 +2,8 @@
 
     run_distillation(ctx, plan, report)
       inputs: the sample (+ teacher logits, computed once if it has none), validation rows (adaptive λ: the
-              most recent offline_valid_rows, scored by the teacher if they carry no logits), the teacher's
+              most recent offline_valid_rows, read from the newest partitions back, scored by the teacher
+              if they carry no logits), the teacher's
               vocabulary, and the student: the newest work-in-progress checkpoint of this operation if
               there is one, else a fresh student whose tables are the projector's output
       train:  core ProgressiveDistillation (frozen, then joint), one process or DDP over `world_size`;
@@ -31,14 +32,14 @@ from torch import nn
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.metrics import log_odds
 from crossadapt.models import build_model, parse_model_config
-from crossadapt.training import positive_rate, seed_everything
+from crossadapt.training import positive_rate, seed_everything, select_target_rows
 from crossadapt.transfer.offline.distillation import (
     OfflineDistillResult,
     ProgressiveDistillation,
     adaptive_valid_slice,
     cache_teacher_logits,
 )
-from services.common.checks import read_rows
+from services.common.checks import read_recent_rows, read_rows
 from services.common.errors import DataLossError
 from services.common.model_io import load_model, load_vocabulary, publish_model
 from services.common.operations import OperationStore
@@ -131,12 +132,24 @@ def latest_work_in_progress(ctx: DistillerContext, plan: DistillationPlan,
     return None
 
 
+def read_validation(ctx: DistillerContext, plan: DistillationPlan) -> SplitArrays | None:
+    """The validation rows the run uses. Adaptive λ measures only the most recent `offline_valid_rows` (of
+    the target's rows): only the newest partitions that hold them are read, so a long split costs its tail."""
+    if plan.validation is None:
+        return None
+    if plan.settings.adaptive is None:
+        return read_rows(ctx.datasets, plan.validation, plan.feature_spec, "validation")
+    config = core_config(plan, "cpu")
+    valid = read_recent_rows(ctx.datasets, plan.validation, plan.feature_spec, "validation",
+                             plan.settings.adaptive.offline_valid_rows,
+                             count=lambda part: len(select_target_rows(part, plan.settings.target)))
+    # the core's slice of these newest partitions: the rows it would take from the whole split
+    return adaptive_valid_slice(valid, config)
+
+
 def load_inputs(ctx: DistillerContext, plan: DistillationPlan) -> DistillationInputs:
     train = read_rows(ctx.datasets, plan.sample, plan.feature_spec, "sample")
-    valid = read_rows(ctx.datasets, plan.validation, plan.feature_spec, "validation") if plan.validation else None
-    if valid is not None and plan.settings.adaptive is not None:
-        # adaptive λ measures only the most recent rows: keep those (the core's slice; slicing again is a no-op)
-        valid = adaptive_valid_slice(valid, core_config(plan, "cpu"))
+    valid = read_validation(ctx, plan)
     teacher_seconds = 0.0
     if plan.needs_teacher_logits or (valid is not None and plan.validation_needs_teacher_logits):
         started = time.perf_counter()
@@ -174,6 +187,22 @@ def history(run: ProgressiveDistillation) -> list[dict[str, Any]]:
     return rows
 
 
+TRACE_ENTRIES = 64  # the newest evaluations kept in the operation's details; the student's manifest keeps all
+
+
+def adaptive_details(trainer: Any) -> dict[str, Any] | None:
+    """Why λ moved, for the operation's details: the teacher's validation LogLoss, then per evaluation
+    [step, relative gap (EMA; > 0: the student is better), λ], rounded, newest TRACE_ENTRIES only."""
+    trace = getattr(trainer, "trace", None)
+    if trace is None:  # a fixed λ
+        return None
+    return {"lambda": round(float(trainer.kd_weight), 4), "evaluations": len(trace),
+            "every_steps": trainer.every, "valid_rows": len(trainer.valid),
+            "teacher_valid_logloss": round(float(trainer.teacher_valid_logloss), 5),
+            "trace": [[int(step), round(float(gap), 5), round(float(weight), 4)]
+                      for step, gap, weight in trace[-TRACE_ENTRIES:]]}
+
+
 class Checkpointer:
     """The training callback of rank 0: progress, cancel checks and work-in-progress checkpoints."""
 
@@ -192,6 +221,9 @@ class Checkpointer:
             return
         details: dict[str, Any] = {"steps": run.cursor.steps, "total_steps": run.total_steps,
                                    "epoch": run.epochs_done, "epochs": run.total_epochs, "history": history(run)}
+        adaptive = adaptive_details(run.trainer)
+        if adaptive is not None:
+            details["adaptive"] = adaptive
         if due:
             self.save(run)
             details["checkpoint"] = {"ref": self.last.ref, "step": run.cursor.steps}  # type: ignore[union-attr]
@@ -236,8 +268,11 @@ def publish_student(ctx: DistillerContext, plan: DistillationPlan, inputs: Disti
         "projected_student": plan.projected.ref, "sample": plan.sample, "rows": result.rows,
         "initial_tables": inputs.tables, "role": "student", "resumed_from": inputs.resumed_from,
         "phases": [{"name": r.name, "epochs": r.epochs, "steps": r.steps, "train_loss": r.train_loss,
-                    "task_loss": r.task_loss, "kd_loss": r.kd_loss} for r in result.phases],
+                    "task_loss": r.task_loss, "kd_loss": r.kd_loss, "kd_weight_end": r.kd_weight_end}
+                   for r in result.phases],
     }
+    if result.kd_weight_trace:  # adaptive λ: every evaluation's (step, gap, λ)
+        extra["kd_weight_trace"] = [list(entry) for entry in result.kd_weight_trace]
     return publish_model(
         ctx.checkpoints, plan.student_name, result.student, version=plan.student_version,
         feature_spec=plan.feature_spec, vocab_hash=plan.vocab_hash, operation_id=plan.operation_id, vocabulary=inputs.vocabulary,
@@ -266,12 +301,16 @@ def run_distillation(ctx: DistillerContext, plan: DistillationPlan, report: Repo
     report(0.0, force=True, details={"initial_tables": inputs.tables, "resumed_from": inputs.resumed_from,
                                      "sample_rows": len(inputs.train)})
     checkpointer = Checkpointer(ctx, plan, report, inputs.tables)
-    _, result = train(plan, inputs, checkpointer)
+    run, result = train(plan, inputs, checkpointer)
     trained = time.perf_counter()
     log.info("training finished", extra={"operation_id": plan.operation_id, "seconds": round(trained - loaded, 3),
                                          "world_size": plan.settings.world_size})
-    report(1.0, force=True, stage="publish", details={"history": [
-        {"phase": r.name, "train_loss": r.train_loss, "valid": r.valid} for r in result.phases]})
+    details: dict[str, Any] = {"history": [{"phase": r.name, "train_loss": r.train_loss, "valid": r.valid,
+                                            "kd_weight_end": r.kd_weight_end} for r in result.phases]}
+    adaptive = adaptive_details(run.trainer)
+    if adaptive is not None:
+        details["adaptive"] = adaptive
+    report(1.0, force=True, stage="publish", details=_json_safe(details))
     published = publish_student(ctx, plan, inputs, result)
     log.info("student published", extra={"operation_id": plan.operation_id, "checkpoint": published.ref,
                                          "seconds": round(time.perf_counter() - trained, 3)})

@@ -10,6 +10,11 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from distiller_fixtures import (
@@ -20,10 +25,14 @@ from distiller_fixtures import (
     write_dataset,
 )
 
+from crossadapt.data.arrays import SplitArrays
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
-from crossadapt.transfer.offline.distillation import distill_offline
+from crossadapt.transfer.offline.distillation import (
+    adaptive_valid_slice,
+    distill_offline,
+)
 from services.common.errors import InvalidArgumentError
-from services.common.model_io import load_model
+from services.common.model_io import load_model, read_all, read_recent
 from services.common.operations import FileOperationStore
 from services.common.proto import common_pb2, offline_distiller_pb2
 from services.common.storage import CheckpointStore, DatasetStore, LocalObjectStore
@@ -130,3 +139,85 @@ def test_the_tasks_adaptive_run_is_the_cores_and_resumes_bit_for_bit(world: dict
         assert torch.equal(resumed.student.state_dict()[name], value), name
     assert resumed.kd_weight_trace == service.kd_weight_trace
     assert TINY_SPEC == plan.feature_spec
+
+
+def test_only_the_validation_tail_is_read_and_its_rows_and_trace_are_the_whole_splits(world: dict) -> None:
+    """Six partitions of 50 rows, 100 rows measured: the two newest are read, the four before never are
+    (corrupted here, and the reads counted); the rows, λ trace and student equal the whole split's."""
+    ctx = world["ctx"]
+    valid = tiny_clicks(300, seed=13)
+    partitions = write_dataset(ctx.datasets, "ctr/valid-long", valid, partitions=6)
+    plan = plan_for(world, operation_id="op-tail", validation="ctr/valid-long")
+    whole = adaptive_valid_slice(read_all(ctx.datasets, "ctr/valid-long", plan.feature_spec),
+                                 pipeline.core_config(plan, "cpu"))
+    for partition in partitions[:4]:  # an old partition that were read would fail the task now
+        ctx.datasets.objects.put_bytes(ctx.datasets._key("ctr/valid-long", partition), b"not parquet")
+    read: list[str] = []
+    original = ctx.datasets.read_partition
+
+    def counting(dataset, partition, *args, **kwargs):
+        if dataset == "ctr/valid-long":
+            read.append(partition)
+        return original(dataset, partition, *args, **kwargs)
+
+    ctx.datasets.read_partition = counting
+    try:
+        inputs = pipeline.load_inputs(ctx, plan)
+    finally:
+        del ctx.datasets.read_partition
+    assert read == partitions[:3:-1]  # newest first, two of six
+    assert len(inputs.valid) == 100 and np.array_equal(inputs.valid.timestamp, whole.timestamp)
+    assert np.array_equal(inputs.valid.categorical, whole.categorical)
+    _, service = pipeline.train(plan, inputs, None)
+
+    teacher, _ = load_model(ctx.checkpoints, world["teacher"].name, world["teacher"].version)
+    student, _ = pipeline.initial_student(ctx.checkpoints, plan, world["sample"])
+    core = distill_offline(student, world["sample"], pipeline.core_config(plan, "cpu"), teacher=teacher, valid=valid)
+    assert service.kd_weight_trace == core.kd_weight_trace and len(core.kd_weight_trace) > 3
+    for name, value in core.student.state_dict().items():
+        assert torch.equal(service.student.state_dict()[name], value), name
+
+
+def test_a_pcvr_tail_counts_clicked_rows() -> None:
+    """target conversion: λ measures clicked rows only, so the tail reaches back until it holds enough of them."""
+    clicks = tiny_clicks(400, seed=14)
+    rows = SplitArrays(**{**{f: getattr(clicks, f) for f in ("categorical", "numerical", "label", "timestamp")},
+                          "conversion": (clicks.prob > 0.6).astype(np.float32) * clicks.label})
+    datasets = DatasetStore(LocalObjectStore(Path(tempfile.mkdtemp(prefix="tail-"))))
+    write_dataset(datasets, "ctr/valid-cvr", rows, partitions=8)
+    clicked = int(rows.label[-150:].sum())  # the last three partitions' clicks
+    from crossadapt.training import select_target_rows
+
+    def count(part: SplitArrays) -> int:
+        return len(select_target_rows(part, "conversion"))
+
+    for need in (1, clicked, clicked + 1, 10_000):
+        tail = read_recent(datasets, "ctr/valid-cvr", TINY_SPEC, need, count)
+        whole = select_target_rows(read_all(datasets, "ctr/valid-cvr", TINY_SPEC), "conversion")
+        picked = select_target_rows(tail, "conversion")
+        keep = min(need, len(whole))
+        assert count(tail) >= keep and len(tail) % 50 == 0  # whole partitions
+        assert np.array_equal(picked.timestamp[-keep:], whole.timestamp[-keep:]), need
+    assert len(read_recent(datasets, "ctr/valid-cvr", TINY_SPEC, clicked, count)) == 150
+
+
+def test_the_lambda_trace_is_in_the_operations_details(world: dict) -> None:
+    """The task's reports carry λ's trace (step, gap, λ), so a caller sees why λ moved; compact and JSON."""
+    ctx = world["ctx"]
+    plan = plan_for(world, operation_id="op-details")
+    plan = plan.model_copy(update={"student_version": ctx.checkpoints.claim_version(plan.student_name,
+                                                                                   owner="op-details")})
+    reports: list[dict] = []
+    pipeline.run_distillation(ctx, plan, lambda fraction, **kw: reports.append(kw.get("details") or {}))
+    epochs = [d["adaptive"] for d in reports if "adaptive" in d]
+    assert len(epochs) >= 3  # each epoch end (2) and the final report
+    final = epochs[-1]
+    published = ctx.checkpoints.resolve(plan.student_name, plan.student_version)
+    trace = published.manifest.extra["kd_weight_trace"]
+    assert final["evaluations"] == len(trace) and final["valid_rows"] == 100 and final["every_steps"] == 2
+    assert final["trace"] == [[s, round(g, 5), round(w, 4)] for s, g, w in trace[-pipeline.TRACE_ENTRIES:]]
+    assert final["lambda"] == round(trace[-1][2], 4) and final["teacher_valid_logloss"] > 0
+    assert epochs[0]["evaluations"] < final["evaluations"]
+    assert json.loads(json.dumps(final)) == final
+    assert [r["kd_weight_end"] for r in reports[-1]["history"]] == [
+        p["kd_weight_end"] for p in published.manifest.extra["phases"]]
