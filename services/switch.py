@@ -11,6 +11,8 @@ an operation on a service, and only refs cross the wire:
     offline-distiller.StartDistillation(projected student, teacher, sample)           → student v1
                       (adaptive_kd: config.adaptive to both distillers, the train split as validation rows)
     online-codistiller.StartCoDistillation(student v1, teacher, online stream, replay) → student vN
+                      (online.drift.rolling and online.collaborative go to the co-distiller, which
+                      re-estimates Δ_shift from the stream / lets the teacher learn from the student)
                       (online.grow_vocabulary: a teacher of an older vocabulary version goes up with the
                       training rows as that version, the stream as the dataset's; both models grow to it)
     finish_switch (score on test, baselines, report) with every operation's id and seconds
@@ -61,11 +63,6 @@ def unsupported_options(config: SwitchConfig) -> list[str]:
     problems = [f"ablation.{name}=false" for name, on in config.ablation.model_dump().items() if not on]
     if config.device != "cpu":
         problems.append(f"device={config.device!r} (the services choose their own devices)")
-    if config.online.drift.rolling:
-        problems.append("online.drift.rolling (the co-distiller keeps the drift detector's replay ratio for the "
-                        "whole stream)")
-    if config.online.collaborative is not None:
-        problems.append("online.collaborative (the co-distiller trains the teacher from the labels only)")
     return problems
 
 
@@ -210,6 +207,15 @@ def _adaptive_kd(config: SwitchConfig) -> Any:
     return common_pb2.AdaptiveKD(**raw, **schedules)
 
 
+def _collaborative(config: SwitchConfig) -> Any:
+    """`online.collaborative` as the co-distiller's message (every field set), or None: the paper's teacher."""
+    from services.common.proto import online_codistiller_pb2
+
+    if config.online.collaborative is None:
+        return None
+    return online_codistiller_pb2.CollaborativeCoDistillation(**config.online.collaborative.model_dump())
+
+
 def _drift_summary(operation: common_pb2.Operation, config: SwitchConfig) -> DriftSummary | None:
     from google.protobuf.json_format import MessageToDict
 
@@ -324,7 +330,11 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 embedding_lr=config.optim.embedding_lr, teacher_dense_lr=o.teacher_lr, seed=config.seed,
                 window_batches=window_batches(run.ctx), grow_vocabulary=o.grow_vocabulary,
                 projection_seed=config.seed, target=s.target, kd_gate=d.kd_gate, adaptive=adaptive,
-                drift=online_codistiller_pb2.CoDistillationDriftSettings(**drift_config)),
+                collaborative=_collaborative(config),
+                # rolling: the co-distiller re-estimates Δ_shift from the stream, with the bins fitted on
+                # the replay pool (the training split), as the in-process switch does
+                drift=online_codistiller_pb2.CoDistillationDriftSettings(
+                    **drift_config, rolling=o.drift.rolling, window_rows=o.drift.window_rows)),
             student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher-co", request_id=f"{prefix}/codistill")))
     student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)
     facts["student_ref"] = published.ref

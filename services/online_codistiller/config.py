@@ -1,6 +1,9 @@
 """`CoDistillationConfig` (proto) validated into the core's sections, with the core's ranges and defaults.
 
-    teacher_update_interval, teacher_dense_lr, drift.*, grow_vocabulary → OnlineSection (drift: DriftSection)
+    teacher_update_interval, teacher_dense_lr, drift.*, grow_vocabulary → OnlineSection (drift: DriftSection,
+                                                          drift.rolling / drift.window_rows included)
+    collaborative                                       → OnlineSection.collaborative (the core's
+                                                          CollaborativeConfig; absent: the paper's teacher)
     batch_size, dense_lr, embedding_lr                  → OptimSection
     kd_weight, temperature, kd_gate                     → DistillationSection (kd_gate unset: the switch's
                                                           default 'teacher_better')
@@ -35,11 +38,14 @@ _MAPPING = {
     "kd_gate": ("distillation", "kd_gate"),
 }
 _DRIFT = {"metric": "metric", "windows": "windows", "bins": "bins", "low": "theta_low", "high": "theta_high",
-          "max_replay": "max_replay"}
+          "max_replay": "max_replay", "rolling": "rolling", "window_rows": "window_rows"}
+_COLLABORATIVE = ("weight", "temperature", "gate", "scale_by_t2")  # proto names = CollaborativeConfig's
 _RENAME = {
     **{(section, core): name for name, (section, core) in _MAPPING.items()},
     **{("online", "drift", core): f"drift.{name}" for name, core in _DRIFT.items()},
     ("online", "drift"): "drift",
+    **{("online", "collaborative", name): f"collaborative.{name}" for name in _COLLABORATIVE},
+    ("online", "collaborative"): "collaborative",
 }
 
 
@@ -66,7 +72,11 @@ class CoDistillationSettings(BaseModel):
             present["adaptive"] = adaptive_kd_config(present["adaptive"], "config.adaptive")
         drift = {descriptor.name: value for descriptor, value in config.drift.ListFields()} \
             if config.HasField("drift") else {}
-        for name, value in [*present.items(), *((f"drift.{k}", v) for k, v in drift.items())]:
+        # Present (even empty: the core's defaults, as the switch's `online.collaborative: {}`) or absent.
+        collaborative = {descriptor.name: value for descriptor, value in present.pop("collaborative").ListFields()} \
+            if "collaborative" in present else None
+        for name, value in [*present.items(), *((f"drift.{k}", v) for k, v in drift.items()),
+                            *((f"collaborative.{k}", v) for k, v in (collaborative or {}).items())]:
             if isinstance(value, float) and not math.isfinite(value):
                 raise InvalidArgumentError(f"must be a finite number, got {value}", field=f"config.{name}")
         raw: dict[str, Any] = {"online": {}, "optim": {}, "distillation": {}}
@@ -78,6 +88,8 @@ class CoDistillationSettings(BaseModel):
                 raw[name] = value
         if drift:
             raw["online"]["drift"] = {_DRIFT[name]: value for name, value in drift.items()}
+        if collaborative is not None:
+            raw["online"]["collaborative"] = collaborative
         return validate(cls, raw, prefix="config", rename=_RENAME)
 
     def core_config(self, device: str, num_threads: int | None = None) -> OnlineCoDistillConfig:
@@ -90,11 +102,12 @@ class CoDistillationSettings(BaseModel):
             num_threads=num_threads, window_batches=self.window_batches,
             grow_vocabulary=self.online.grow_vocabulary, target=self.target,
             projection_seed=self.seed if self.projection_seed is None else self.projection_seed,
-            adaptive=self.adaptive,
+            adaptive=self.adaptive, collaborative=self.online.collaborative,
         )
 
     def replay_config(self) -> ReplayConfig:
         """The replay controller's settings, as the in-process switch builds them (methods._measure_replay)."""
         drift = self.online.drift
         return ReplayConfig(theta_low=drift.theta_low, theta_high=drift.theta_high, max_ratio=drift.max_replay,
-                            drift=DriftConfig(metric=drift.metric, windows=drift.windows, bins=drift.bins))
+                            drift=DriftConfig(metric=drift.metric, windows=drift.windows, bins=drift.bins),
+                            rolling=drift.rolling, window_rows=drift.window_rows)

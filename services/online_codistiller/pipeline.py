@@ -15,7 +15,11 @@
       follow: at the end, wait for new partitions instead (until cancelled)
 
 A restarted task resumes at the newest student's position: 0 rows skipped, at most one checkpoint
-interval replayed, and the continuation is bit-for-bit the uninterrupted one.
+interval replayed, and the continuation is bit-for-bit the uninterrupted one. The run state inside every
+checkpoint holds what the options beyond the paper carry along the stream too: the rolling Δ_shift
+estimate (`drift.rolling`: its open and recent windows, rows seen, the ratio in force) and a collaborative
+teacher's pending τ-window with the student's targets; the manifest and the operation's details show
+their summary (`online_extras`).
 
 Vocabulary growth (`grow_vocabulary`): a stream partition of a newer vocabulary version (its schema
 records the version's spec, hash and number) is accepted; before the first batch holding its rows
@@ -39,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 from torch import nn
 
 from crossadapt.data.arrays import SplitArrays
@@ -46,6 +51,7 @@ from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import FeatureSpec
 from crossadapt.training.evaluate import target_row_ids
 from crossadapt.transfer.online.codistillation import CoDistiller, build_codistiller
+from crossadapt.transfer.online.collaborative import CollaborativeTeacher
 from crossadapt.transfer.online.replay import ReplayController
 from services.common.checks import check_rows, read_rows
 from services.common.errors import DataLossError, FailedPreconditionError, InvalidArgumentError
@@ -296,7 +302,7 @@ class StreamRun:
     def checkpoint(self, *, final: bool = False) -> Checkpoint:
         """Publish the teacher, then the student with the run state and the position (manifest last each)."""
         plan, checkpoints, distiller = self.plan, self.ctx.checkpoints, self.distiller
-        state = None if final else distiller.state_dict()
+        state = None if final else portable_state(distiller.state_dict())
         position = self.position.model_dump(mode="json") if self.position else None
         common = {"operation_id": plan.operation_id, "stream": plan.stream, "position": position,
                   "batches": distiller.step, "rows": distiller.rows, "final": final,
@@ -320,7 +326,8 @@ class StreamRun:
             feature_spec=distiller.trainer.model.spec, **tables,
             parent=self.last.student.ref if self.last else plan.student.ref, files=files,
             extra={**common, "role": "student", "teacher": teacher.ref, "rows_by_partition": self.rows_by_partition,
-                   "replay_rows": distiller.replay_rows, "prequential": prequential_summary(distiller)})
+                   "replay_rows": distiller.replay_rows, "prequential": prequential_summary(distiller),
+                   **online_extras(distiller)})
         self.last = Checkpoint.of(student)
         self.batches_since_checkpoint = 0
         log.info("checkpoint published", extra={"operation_id": plan.operation_id, "student": student.ref,
@@ -328,12 +335,56 @@ class StreamRun:
         self.report(self.fraction(), force=True, stage="stream", details={
             "student": student.ref, "teacher": teacher.ref, "position": position, "batches": distiller.step,
             "rows": distiller.rows, "rows_by_partition": dict(self.rows_by_partition),
-            "prequential": prequential_summary(distiller)})
+            "prequential": prequential_summary(distiller), **online_extras(distiller)})
         return self.last
 
 
 def _covers(sizes: tuple[int, ...], other: tuple[int, ...]) -> bool:
     return all(a >= b for a, b in zip(sizes, other, strict=True))
+
+
+def portable_state(state: dict[str, Any]) -> dict[str, Any]:
+    """`CoDistiller.state_dict()` as `tensor_bytes` can store it: a rolling replay controller keeps its
+    histograms as numpy arrays, which `load_tensor_bytes` (weights_only, no pickled code) refuses, so they
+    travel as tensors (`restored_state` turns them back). The replay state holds no tensors of its own."""
+    if state.get("replay") is None:
+        return state
+    return {**state, "replay": _map_replay(state["replay"], np.ndarray, lambda a: torch.from_numpy(a.copy()))}
+
+
+def restored_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of `portable_state`: the replay controller's arrays as numpy again."""
+    if state.get("replay") is None:
+        return state
+    return {**state, "replay": _map_replay(state["replay"], torch.Tensor, lambda t: t.numpy())}
+
+
+def _map_replay(value: Any, kind: type, convert: Callable[[Any], Any]) -> Any:
+    if isinstance(value, kind):
+        return convert(value)
+    if isinstance(value, np.generic):  # a numpy scalar is not a plain value either
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _map_replay(item, kind, convert) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_map_replay(item, kind, convert) for item in value)
+    return value
+
+
+def online_extras(distiller: CoDistiller) -> dict[str, Any]:
+    """What the options beyond the paper did so far, for the checkpoint's manifest and the operation's
+    details: the rolling Δ_shift estimate (windows and rows seen, the shift and ratio in force) and the
+    share of the stream where the student taught a collaborative teacher."""
+    extras: dict[str, Any] = {}
+    replay = distiller.replay
+    if replay is not None and replay.config.rolling:
+        rolling = replay.state_dict()
+        extras["rolling_drift"] = {"windows": int(rolling["windows"]), "rows": int(rolling["rows"]),
+                                   "shift": None if replay.shift is None else float(replay.shift),
+                                   "replay_ratio": float(replay.ratio)}
+    if isinstance(distiller.teacher, CollaborativeTeacher):
+        extras["collaboration_share"] = distiller.teacher.taught_share
+    return extras
 
 
 def prequential_summary(distiller: CoDistiller) -> dict[str, Any]:
@@ -396,7 +447,7 @@ def start_run(ctx: CoDistillerContext, plan: CoDistillationPlan, report: ReportF
                     extra={"operation_id": plan.operation_id, "error": str(exc)})
         distiller = build_codistiller(teacher, student, config, replay=controller, replay_pool=pool)
     if state is not None:
-        distiller.load_state_dict(state)
+        distiller.load_state_dict(restored_state(state))
     teacher = ctx.checkpoints.resolve(plan.teacher.name, plan.teacher.version)
     vocabulary = load_vocabulary(ctx.checkpoints, teacher)
     if vocabulary is not None and vocabulary.hash != plan.vocab_hash:

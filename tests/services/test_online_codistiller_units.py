@@ -3,7 +3,8 @@
 * Settings: the request maps onto the core's sections (names, defaults); bad values name the field.
 * A CoDistiller checkpointed after any batch (through the bytes a checkpoint stores) and rebuilt on the
   saved weights continues bit-for-bit like the uninterrupted one: student, teacher (τ-window kept
-  batches), replay draws, prequential windows; with dropout too.
+  batches), replay draws, prequential windows; with dropout too; with a rolling drift estimate and a
+  collaborative teacher (#11) as well.
 """
 
 from __future__ import annotations
@@ -64,6 +65,105 @@ def test_adaptive_lambda_maps_onto_the_cores_config_and_bad_values_name_the_fiel
         with pytest.raises(InvalidArgumentError) as error:
             CoDistillationSettings.from_proto(pb.CoDistillationConfig(adaptive=bad))
         assert error.value.field == field, (bad, error.value)
+
+
+def test_rolling_drift_and_collaborative_map_onto_the_cores_config_and_bad_values_name_the_field() -> None:
+    """config.drift.rolling / window_rows and config.collaborative (the switch's online.drift.rolling and
+    online.collaborative, #11): absent is the paper's (fixed ratio, labels-only teacher), an empty
+    collaborative message the core's defaults; bad values are INVALID_ARGUMENT naming the sub-field."""
+    from crossadapt.transfer.online.collaborative import CollaborativeConfig
+
+    default = CoDistillationSettings.from_proto(pb.CoDistillationConfig())
+    assert default.core_config("cpu").collaborative is None and not default.replay_config().rolling
+    assert default.replay_config().window_rows == ReplayConfig().window_rows
+    empty = CoDistillationSettings.from_proto(pb.CoDistillationConfig(collaborative=pb.CollaborativeCoDistillation()))
+    assert empty.core_config("cpu").collaborative == CollaborativeConfig()
+    chosen = CoDistillationSettings.from_proto(pb.CoDistillationConfig(
+        collaborative=pb.CollaborativeCoDistillation(weight=0.5, temperature=2.0, gate="gap", scale_by_t2=False),
+        drift=pb.CoDistillationDriftSettings(rolling=True, window_rows=500, windows=4)))
+    assert chosen.core_config("cpu").collaborative == CollaborativeConfig(weight=0.5, temperature=2.0, gate="gap",
+                                                                          scale_by_t2=False)
+    replay = chosen.replay_config()
+    assert (replay.rolling, replay.window_rows, replay.drift.windows) == (True, 500, 4)
+    # The plan is stored in the operation record as JSON: the options survive the round trip.
+    assert CoDistillationSettings.model_validate_json(chosen.model_dump_json()) == chosen
+    for bad, field in ((pb.CoDistillationConfig(collaborative=pb.CollaborativeCoDistillation(weight=0.0)),
+                        "config.collaborative.weight"),
+                       (pb.CoDistillationConfig(collaborative=pb.CollaborativeCoDistillation(temperature=-1.0)),
+                        "config.collaborative.temperature"),
+                       (pb.CoDistillationConfig(collaborative=pb.CollaborativeCoDistillation(gate="teacher_better")),
+                        "config.collaborative.gate"),
+                       (pb.CoDistillationConfig(collaborative=pb.CollaborativeCoDistillation(gate="")),
+                        "config.collaborative.gate"),
+                       (pb.CoDistillationConfig(collaborative=pb.CollaborativeCoDistillation(weight=float("nan"))),
+                        "config.collaborative.weight"),
+                       (pb.CoDistillationConfig(drift=pb.CoDistillationDriftSettings(rolling=True, window_rows=1)),
+                        "config.drift.window_rows")):
+        with pytest.raises(InvalidArgumentError) as error:
+            CoDistillationSettings.from_proto(bad)
+        assert error.value.field == field, (bad, error.value)
+
+
+def test_rolling_drift_and_collaborative_resume_bit_for_bit_from_the_stored_state() -> None:
+    """A rolling replay controller (its windows, rows and Δ_shift) and a collaborative teacher (its pending
+    τ-window with the student's targets) come back from the bytes a checkpoint stores (`portable_state`:
+    the controller's numpy histograms travel as tensors) and the run continues bit-for-bit."""
+    from crossadapt.transfer.online.collaborative import CollaborativeConfig
+    from services.online_codistiller.pipeline import (
+        online_extras,
+        portable_state,
+        restored_state,
+    )
+
+    stream, pool = tiny_clicks(1200, seed=3), tiny_clicks(400, seed=4)
+    config = OnlineCoDistillConfig(batch_size=50, teacher_update_interval=3, num_threads=1, window_batches=4,
+                                   collaborative=CollaborativeConfig(gate="gap"))
+    chunks = [stream.slice(i, min(i + 50, len(stream))) for i in range(0, len(stream), 50)]
+    spec = tiny_model(4).spec
+    replay_config = ReplayConfig(rolling=True, window_rows=120, theta_low=0.001, theta_high=0.5, max_ratio=0.3,
+                                 drift={"windows": 3, "bins": 8})
+
+    def build(student_seed: int = 2, teacher_seed: int = 1):
+        replay = ReplayController.from_training_pool(replay_config, pool.categorical, pool.numerical, seed=5,
+                                                     vocab_sizes=[f.vocab_size for f in spec.categorical])
+        return build_codistiller(tiny_model(4, seed=teacher_seed), tiny_model(6, seed=student_seed, dropout=0.3),
+                                 config, replay=replay, replay_pool=pool)
+
+    reference = build()
+    for chunk in chunks:
+        reference.consume(chunk)
+    ratios = {entry.ratio for entry in reference.replay.history}
+    assert len(ratios) > 1 and reference.replay.shift is not None  # the rolling estimate moved the ratio
+    expected = reference.finish()
+    for cut in (7, 11):  # inside a τ-window (pending collaborative targets) and inside a rolling window
+        first = build()
+        for chunk in chunks[:cut]:
+            first.consume(chunk)
+        saved_extras = online_extras(first)
+        state = tensor_bytes(portable_state(first.state_dict()))
+        weights = tensor_bytes({"student": first.trainer.model.state_dict(), "teacher": first.teacher.model.state_dict()})
+        assert first.teacher.pending and first.teacher._targets  # a τ-window with student targets is open
+        torch.manual_seed(777)
+        second = build(student_seed=8, teacher_seed=9)
+        saved = load_tensor_bytes(weights, "weights")
+        second.trainer.model.load_state_dict(saved["student"])
+        second.teacher.model.load_state_dict(saved["teacher"])
+        second.load_state_dict(restored_state(load_tensor_bytes(state, "state")))
+        # the rolling estimate (windows, rows, Δ_shift, ratio) and the collaborative share are the saved ones
+        assert online_extras(second) == saved_extras
+        assert saved_extras["rolling_drift"]["rows"] == cut * 50 and saved_extras["rolling_drift"]["windows"] >= 2
+        assert second.replay.history == first.replay.history
+        assert second.teacher.rows_seen == first.teacher.rows_seen and second.teacher.pending == first.teacher.pending
+        for chunk in chunks[cut:]:
+            second.consume(chunk)
+        result = second.finish()
+        for ours, theirs in ((result.student, expected.student), (result.teacher, expected.teacher)):
+            for name, value in theirs.state_dict().items():
+                assert torch.equal(ours.state_dict()[name], value), (cut, name)
+        assert result.teacher_update_steps == expected.teacher_update_steps
+        assert result.collaboration_share == expected.collaboration_share
+        assert (result.batches, result.rows, result.replay_rows) == (expected.batches, expected.rows, expected.replay_rows)
+        assert second.replay.history == reference.replay.history
 
 
 @pytest.mark.parametrize(("interval", "optimizer", "dropout"), [(3, "adam", 0.0), (1, "sgd", 0.3), (4, "adam", 0.3)])

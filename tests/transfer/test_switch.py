@@ -199,12 +199,23 @@ def test_the_platform_path_runs_kd_gate_pcvr_and_adaptive_kd_as_configured() -> 
     assert _adaptive_kd(default) is None
 
 
-def test_the_platform_path_refuses_the_online_options_its_co_distiller_does_not_take() -> None:
-    """Rolling drift re-estimation and collaborative co-distillation change the in-process student; the
-    co-distiller service has neither, so a switch asking for them is refused, not run without them."""
-    from services.switch import unsupported_options
+def test_the_platform_path_takes_rolling_drift_and_collaborative_and_refuses_what_it_cannot_honour() -> None:
+    """Rolling drift re-estimation and collaborative co-distillation go to the co-distiller service (#11), field
+    for field as the core reads them; ablations and a device other than cpu are still refused before anything runs."""
+    from services.common.proto import online_codistiller_pb2
+    from services.online_codistiller.config import CoDistillationSettings
+    from services.switch import _collaborative, unsupported_options
 
     rolling = parse_switch_config({"data": SYNTHETIC, "online": {"drift": {"rolling": True, "window_rows": 500}}})
-    assert [p.split(" ")[0] for p in unsupported_options(rolling)] == ["online.drift.rolling"]
-    collaborative = parse_switch_config({"data": SYNTHETIC, "online": {"collaborative": {}}})
-    assert [p.split(" ")[0] for p in unsupported_options(collaborative)] == ["online.collaborative"]
+    assert unsupported_options(rolling) == []
+    collaborative = parse_switch_config({"data": SYNTHETIC, "online": {"collaborative": {"gate": "gap",
+                                                                                          "weight": 0.5}}})
+    assert unsupported_options(collaborative) == []
+    # what the switch sends reads back, at the service, as the very same core config
+    sent = online_codistiller_pb2.CoDistillationConfig(collaborative=_collaborative(collaborative))
+    assert CoDistillationSettings.from_proto(sent).online.collaborative == collaborative.online.collaborative
+    assert _collaborative(rolling) is None
+    refused = parse_switch_config({"data": SYNTHETIC, "online": {"drift": {"rolling": True}},
+                                   "ablation": {"co_evolution": False}, "device": "cuda"})
+    assert [p.split(" ")[0].split("=")[0] for p in unsupported_options(refused)] == ["ablation.co_evolution",
+                                                                                     "device"]

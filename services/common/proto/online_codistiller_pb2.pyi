@@ -7,23 +7,39 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CoDistillationDriftSettings(_message.Message):
-    __slots__ = ("metric", "windows", "bins", "low", "high", "max_replay")
+    __slots__ = ("metric", "windows", "bins", "low", "high", "max_replay", "rolling", "window_rows")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     BINS_FIELD_NUMBER: _ClassVar[int]
     LOW_FIELD_NUMBER: _ClassVar[int]
     HIGH_FIELD_NUMBER: _ClassVar[int]
     MAX_REPLAY_FIELD_NUMBER: _ClassVar[int]
+    ROLLING_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_ROWS_FIELD_NUMBER: _ClassVar[int]
     metric: str
     windows: int
     bins: int
     low: float
     high: float
     max_replay: float
-    def __init__(self, metric: _Optional[str] = ..., windows: _Optional[int] = ..., bins: _Optional[int] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., max_replay: _Optional[float] = ...) -> None: ...
+    rolling: bool
+    window_rows: int
+    def __init__(self, metric: _Optional[str] = ..., windows: _Optional[int] = ..., bins: _Optional[int] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., max_replay: _Optional[float] = ..., rolling: _Optional[bool] = ..., window_rows: _Optional[int] = ...) -> None: ...
+
+class CollaborativeCoDistillation(_message.Message):
+    __slots__ = ("weight", "temperature", "gate", "scale_by_t2")
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    SCALE_BY_T2_FIELD_NUMBER: _ClassVar[int]
+    weight: float
+    temperature: float
+    gate: str
+    scale_by_t2: bool
+    def __init__(self, weight: _Optional[float] = ..., temperature: _Optional[float] = ..., gate: _Optional[str] = ..., scale_by_t2: _Optional[bool] = ...) -> None: ...
 
 class CoDistillationConfig(_message.Message):
-    __slots__ = ("teacher_update_interval", "batch_size", "kd_weight", "temperature", "checkpoint_every_batches", "drift", "dense_lr", "embedding_lr", "seed", "teacher_dense_lr", "teacher_embedding_lr", "window_batches", "grow_vocabulary", "projection_seed", "target", "kd_gate", "adaptive")
+    __slots__ = ("teacher_update_interval", "batch_size", "kd_weight", "temperature", "checkpoint_every_batches", "drift", "dense_lr", "embedding_lr", "seed", "teacher_dense_lr", "teacher_embedding_lr", "window_batches", "grow_vocabulary", "projection_seed", "target", "kd_gate", "adaptive", "collaborative")
     TEACHER_UPDATE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     KD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +57,7 @@ class CoDistillationConfig(_message.Message):
     TARGET_FIELD_NUMBER: _ClassVar[int]
     KD_GATE_FIELD_NUMBER: _ClassVar[int]
     ADAPTIVE_FIELD_NUMBER: _ClassVar[int]
+    COLLABORATIVE_FIELD_NUMBER: _ClassVar[int]
     teacher_update_interval: int
     batch_size: int
     kd_weight: float
@@ -58,7 +75,8 @@ class CoDistillationConfig(_message.Message):
     target: str
     kd_gate: str
     adaptive: _common_pb2.AdaptiveKD
-    def __init__(self, teacher_update_interval: _Optional[int] = ..., batch_size: _Optional[int] = ..., kd_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., checkpoint_every_batches: _Optional[int] = ..., drift: _Optional[_Union[CoDistillationDriftSettings, _Mapping]] = ..., dense_lr: _Optional[float] = ..., embedding_lr: _Optional[float] = ..., seed: _Optional[int] = ..., teacher_dense_lr: _Optional[float] = ..., teacher_embedding_lr: _Optional[float] = ..., window_batches: _Optional[int] = ..., grow_vocabulary: _Optional[bool] = ..., projection_seed: _Optional[int] = ..., target: _Optional[str] = ..., kd_gate: _Optional[str] = ..., adaptive: _Optional[_Union[_common_pb2.AdaptiveKD, _Mapping]] = ...) -> None: ...
+    collaborative: CollaborativeCoDistillation
+    def __init__(self, teacher_update_interval: _Optional[int] = ..., batch_size: _Optional[int] = ..., kd_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., checkpoint_every_batches: _Optional[int] = ..., drift: _Optional[_Union[CoDistillationDriftSettings, _Mapping]] = ..., dense_lr: _Optional[float] = ..., embedding_lr: _Optional[float] = ..., seed: _Optional[int] = ..., teacher_dense_lr: _Optional[float] = ..., teacher_embedding_lr: _Optional[float] = ..., window_batches: _Optional[int] = ..., grow_vocabulary: _Optional[bool] = ..., projection_seed: _Optional[int] = ..., target: _Optional[str] = ..., kd_gate: _Optional[str] = ..., adaptive: _Optional[_Union[_common_pb2.AdaptiveKD, _Mapping]] = ..., collaborative: _Optional[_Union[CollaborativeCoDistillation, _Mapping]] = ...) -> None: ...
 
 class StartCoDistillationRequest(_message.Message):
     __slots__ = ("student", "teacher", "stream", "replay", "config", "student_name", "teacher_name", "request_id", "follow")
