@@ -1,6 +1,6 @@
 """Where a method's training time goes: per-stage seconds of chosen methods, repeated, in one process.
 
-Runs the given methods (Table 1 names or Table 2 ablations) on one setting of the `standard` preset for
+Runs the given methods (Table 1 names or Table 2 ablations) on one setting of a preset (`standard` by default) for
 each seed, ``--repeat`` times each, and prints one JSON line per run: test AUC, training seconds and the
 stage split (projection, sampling, offline distillation, drift, online co-distillation; or offline and
 online for the baselines). The first optimiser's one-time import is paid before anything is timed, as
@@ -18,25 +18,30 @@ import json
 from pathlib import Path
 
 from crossadapt.transfer.experiments.paper_bench import BenchRunner, resolve_dataset
-from crossadapt.transfer.experiments.presets import STANDARD
+from crossadapt.transfer.experiments.presets import PRESETS
 from crossadapt.transfer.experiments.methods import run_method, score
 from crossadapt.transfer.switch import model_label
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    settings = [STANDARD.main, *STANDARD.extra]
-    parser.add_argument("--setting", default=STANDARD.main.name, help=f"one of {[s.name for s in settings]}")
+    parser.add_argument("--preset", default="standard", choices=sorted(PRESETS))
+    parser.add_argument("--setting", default=None, help="a setting of the preset (default: its main setting)")
     parser.add_argument("--student", default="fibinet-16", help="the student label of one of the setting's pairs")
     parser.add_argument("--methods", nargs="+", default=["Scratch", "CrossAdapt-Sample"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("out/method-times"))
     args = parser.parse_args()
-    spec = next(s for s in settings if s.name == args.setting)
+    preset = PRESETS[args.preset]
+    settings = [preset.main, *preset.extra]
+    names = [s.name for s in settings]
+    if args.setting is not None and args.setting not in names:
+        parser.error(f"--setting must be one of {names}")
+    spec = next(s for s in settings if s.name == (args.setting or preset.main.name))
     pair = next(p for p in spec.pairs if model_label(p.student) == args.student)
     args.work.mkdir(parents=True, exist_ok=True)
-    runner = BenchRunner(STANDARD, args.work, print, runs_log="method-times-runs.jsonl")
+    runner = BenchRunner(preset, args.work, print, runs_log="method-times-runs.jsonl")
     dataset = resolve_dataset(None, spec, args.work, print)
     for seed in args.seeds:
         ctx = runner.context(dataset, pair, seed)  # the runner has paid the first optimiser's import
