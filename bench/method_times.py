@@ -9,6 +9,8 @@ so ``--work out/paper-standard`` reuses that run's).
 
     .venv/bin/python bench/method_times.py --work out/paper-standard --student fibinet-16 \
         --methods Scratch CrossAdapt-Sample --repeat 2
+    .venv/bin/python bench/method_times.py --preset long-history --split 12:4:1:1 --rows 450000 \
+        --work out/lh-split --student mlp-8 --seeds 0 1 2   # the paper's D_train : D_online of 4:1
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import argparse
 import json
 from pathlib import Path
 
+from crossadapt.transfer.experiments.methods import run_method, score
 from crossadapt.transfer.experiments.paper_bench import BenchRunner, resolve_dataset
 from crossadapt.transfer.experiments.presets import PRESETS
-from crossadapt.transfer.experiments.methods import run_method, score
 from crossadapt.transfer.switch import model_label
 
 
@@ -29,6 +31,8 @@ def main() -> None:
     parser.add_argument("--setting", default=None, help="a setting of the preset (default: its main setting)")
     parser.add_argument("--student", default="fibinet-16", help="the student label of one of the setting's pairs")
     parser.add_argument("--methods", nargs="+", default=["Scratch", "CrossAdapt-Sample"])
+    parser.add_argument("--rows", type=int, help="the synthetic setting's rows instead of the preset's")
+    parser.add_argument("--split", help="H:T:O:T, hist:train:online:test instead of the preset's (long_history)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("out/method-times"))
@@ -39,6 +43,14 @@ def main() -> None:
     if args.setting is not None and args.setting not in names:
         parser.error(f"--setting must be one of {names}")
     spec = next(s for s in settings if s.name == (args.setting or preset.main.name))
+    if args.rows or args.split:
+        if spec.synthetic is None:
+            parser.error(f"{spec.name} has no synthetic source: --rows/--split do not apply")
+        update: dict = {"rows": args.rows} if args.rows else {}
+        if args.split:
+            update["split"] = tuple(float(part) for part in args.split.split(":"))
+        spec = spec.model_copy(update={"synthetic": spec.synthetic.model_validate(
+            spec.synthetic.model_dump() | update)})
     pair = next(p for p in spec.pairs if model_label(p.student) == args.student)
     args.work.mkdir(parents=True, exist_ok=True)
     runner = BenchRunner(preset, args.work, print, runs_log="method-times-runs.jsonl")
@@ -49,7 +61,7 @@ def main() -> None:
             for _ in range(args.repeat):
                 outcome = run_method(method, ctx)
                 print(json.dumps({
-                    "setting": spec.name, "student": args.student, "method": method, "seed": seed,
+                    "setting": spec.name, "data": dataset.path.name, "student": args.student, "method": method, "seed": seed,
                     "auc": round(float(score(outcome.model, ctx.splits["test"])["auc"]), 4),
                     "train_seconds": round(outcome.train_seconds, 3),
                     "stages": {k: round(v, 3) for k, v in outcome.stage_seconds.items()},

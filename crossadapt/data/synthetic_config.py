@@ -210,9 +210,24 @@ def _long_history(**overrides) -> SyntheticConfig:
     base = dict(
         rows=400_000, cardinalities=[5, 10, 30, 100, 300, 1000, 2000, 5000], num_numerical=3,
         interaction_pairs=4, shift_head=200, early_values=40, early_min_cardinality=1000, early_mass=0.12,
-        early_end=12 / 16, early_residual=0.0, early_return=14 / 16,
+        early_residual=0.0, **split_periods("long_history", LONG_HISTORY_SPLIT),
     )  # fmt: skip
     return SyntheticConfig(**(base | overrides))
+
+
+def split_periods(name: str, split: tuple[float, float, float, float]) -> dict[str, float]:
+    """A preset's periods placed on the boundaries of another hist : train : online : test split.
+
+    Only ``long_history`` ties its periods to the split (the early period is hist, the return starts the
+    online split); it exists to ask how the comparison moves with the split (e.g. the paper's D_train :
+    D_online of 4:1 instead of 2:1), with the same generator otherwise.
+    """
+    if name != "long_history":
+        raise ValueError(f"preset {name!r} does not place its periods on a split; only 'long_history' does")
+    if len(split) != 4 or any(not part > 0 for part in split):
+        raise ValueError(f"a split is four positive ratios hist:train:online:test, got {split}")
+    total = sum(split)
+    return {"early_end": split[0] / total, "early_return": (split[0] + split[1]) / total}
 
 
 PRESETS = {"criteo_like": _criteo_like, "small": _small, "strong_interactions": _strong_interactions,

@@ -62,18 +62,24 @@ def model_label(config: Any) -> str:
     return f"{config.architecture}-{config.embedding_dim}"
 
 
-def prepare_synthetic(preset: str, rows: int, seed: int, root: Path, log: Log = lambda _: None) -> "PreparedDataset":
-    """Generate and prepare a synthetic dataset under `root`, or open the one a previous run left there."""
+def prepare_synthetic(preset: str, rows: int, seed: int, root: Path, log: Log = lambda _: None,
+                      split: tuple[float, float, float, float] | None = None) -> "PreparedDataset":
+    """Generate and prepare a synthetic dataset under `root`, or open the one a previous run left there.
+
+    `split`: hist : train : online : test instead of the preset's own, its periods moved with it
+    (`crossadapt.data.synthetic_config.split_periods`; `long_history` only)."""
     from crossadapt.data.prepare import default_config, prepare_dataset
     from crossadapt.data.prepared import PreparedDataset
-    from crossadapt.data.synthetic_config import preset_split, synthetic_preset
+    from crossadapt.data.synthetic_config import preset_split, split_periods, synthetic_preset
 
-    folder = root / f"{preset}-{rows}-s{seed}"
+    suffix = "" if split is None else "-split" + "-".join(f"{part:g}" for part in split)
+    folder = root / f"{preset}-{rows}-s{seed}{suffix}"
     if (folder / "dataset.json").is_file():
         return PreparedDataset.open(folder)
     log(f"generating synthetic '{preset}' data: {rows} rows → {folder}")
-    source = synthetic_preset(preset, rows=rows, seed=seed)
-    config = default_config(source, None).model_copy(update={"split": preset_split(preset)})
+    periods = {} if split is None else split_periods(preset, split)
+    source = synthetic_preset(preset, rows=rows, seed=seed, **periods)
+    config = default_config(source, None).model_copy(update={"split": split or preset_split(preset)})
     return prepare_dataset(source, folder, config=config, overwrite=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +10,18 @@ import pytest
 from pydantic import ValidationError
 
 from crossadapt.data.synthetic import simulate
-from crossadapt.data.synthetic_config import LONG_HISTORY_SPLIT, preset_split, synthetic_preset
+from crossadapt.data.synthetic_config import (
+    LONG_HISTORY_SPLIT,
+    preset_split,
+    split_periods,
+    synthetic_preset,
+)
 
 ROWS = 48_000
 
 
-def _split_bounds(rows: int) -> list[int]:
-    return [int(round(b)) for b in np.cumsum([0.0, *LONG_HISTORY_SPLIT]) / sum(LONG_HISTORY_SPLIT) * rows]
+def _split_bounds(rows: int, split: tuple[float, ...] = LONG_HISTORY_SPLIT) -> list[int]:
+    return [int(round(b)) for b in np.cumsum([0.0, *split]) / sum(split) * rows]
 
 
 def test_early_values_fill_hist_skip_d_train_and_return_in_online_and_test() -> None:
@@ -26,7 +32,7 @@ def test_early_values_fill_hist_skip_d_train_and_return_in_online_and_test() -> 
     assert len(fields) == 3  # the fields of >= 1000 values
     for f in fields:
         world, values = sim.worlds[f], sim.categorical[config.categorical_names[f]]
-        share = [np.isin(values[a:b], world.early).mean() for a, b in zip(bounds, bounds[1:])]
+        share = [np.isin(values[a:b], world.early).mean() for a, b in pairwise(bounds)]
         hist, train, online, test = share
         assert hist > 0.10 and online > 0.10 and test > 0.10, share
         assert train < 0.01, share  # only the Zipf law's own rare draws of those tail values
@@ -65,3 +71,32 @@ def test_prepared_long_history_has_its_split_and_knows_the_early_values(tmp_path
     test_ids = dataset.split("test").categorical[:, column]
     returned = np.isin(raw_test, sim.worlds[field].early)
     assert returned.mean() > 0.10 and (test_ids[returned] > 0).all()  # none is <UNK> (id 0)
+
+
+def test_own_split_keeps_the_preset_draw_for_draw() -> None:
+    # The preset's periods are its split's boundaries: stating its own split changes nothing.
+    assert synthetic_preset("long_history", **split_periods("long_history", LONG_HISTORY_SPLIT)) \
+        == synthetic_preset("long_history")
+
+
+def test_another_split_moves_the_periods_with_it(tmp_path: Path) -> None:
+    from crossadapt.transfer.switch import prepare_synthetic
+
+    split = (12.0, 4.0, 1.0, 1.0)  # the paper's D_train : D_online of 4:1
+    dataset = prepare_synthetic("long_history", ROWS, 0, tmp_path, split=split)
+    assert dataset.path.name.endswith("-split12-4-1-1")
+    sizes = [len(dataset.split(name)) for name in ("hist", "train", "online", "test")]
+    assert sizes == list(np.diff(_split_bounds(ROWS, split)))
+    config = synthetic_preset("long_history", rows=ROWS, **split_periods("long_history", split))
+    sim = simulate(config)
+    bounds = _split_bounds(ROWS, split)
+    for f in [f for f, world in enumerate(sim.worlds) if world.early.size]:
+        values = sim.categorical[config.categorical_names[f]]
+        hist, train, online, test = (np.isin(values[a:b], sim.worlds[f].early).mean() for a, b in pairwise(bounds))
+        assert hist > 0.10 and online > 0.10 and test > 0.10 and train < 0.01
+
+
+@pytest.mark.parametrize("name, split", [("small", (4.0, 4.0, 1.0, 1.0)), ("long_history", (12.0, 0.0, 1.0, 1.0))])
+def test_split_periods_refuses_what_it_cannot_place(name: str, split: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError, match="split"):
+        split_periods(name, split)

@@ -79,7 +79,7 @@ def resolve_dataset(data: str | None, spec: SettingSpec, work_dir: Path, log: Lo
         s = spec.synthetic
         if s.preset == TWO_DOMAIN_PRESET:  # source domain = hist, target = train/online/test
             return open_two_domain(work_dir / "data", s.rows, s.seed)
-        return prepare_synthetic(s.preset, s.rows, s.seed, work_dir / "data", log)
+        return prepare_synthetic(s.preset, s.rows, s.seed, work_dir / "data", log, split=s.split)
     if data == "movielens":
         return prepare_movielens(work_dir / "data", log)
     path = Path(data)

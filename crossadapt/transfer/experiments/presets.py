@@ -37,6 +37,8 @@ class SyntheticSource(_Strict):
     preset: str
     rows: int = Field(ge=1_000)
     seed: int = 0
+    # hist : train : online : test instead of the preset's own (long_history only; None: the preset's)
+    split: tuple[float, float, float, float] | None = None
 
 
 class SettingSpec(_Strict):
