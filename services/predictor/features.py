@@ -343,7 +343,10 @@ def _bulk_v2(found: Mapping[str, Any], schema: RequestSchema, rows: int, typed_c
         return None
     if not typed_contents:  # JSON lists: each must hold numbers of its datatype's kind
         for name, data in zip(schema.numerical, number_lists):
-            values = np.asarray(data)
+            try:
+                values = np.asarray(data)
+            except ValueError:  # ragged nesting, e.g. a list among the numbers
+                return None
             if values.dtype.kind not in ("iu" if found[name].datatype in INTEGER_TYPES else "iuf") or values.ndim != 1:
                 return None
     return _bulk_columns(schema, rows, text_lists, number_lists, cohort, row_ids or None)

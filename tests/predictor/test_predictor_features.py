@@ -67,6 +67,8 @@ V2_CASES = {
     "null cohort key": (dict(user_id=("BYTES", [2], ["u1", None])), "user_id"),
     "mixed types": (dict(C1=("BYTES", [2], ["a", 1])), "C1"),
     "ragged nesting": (dict(C1=("BYTES", [2, 1], [["a"], ["b", "c"]])), "C1"),
+    # found by the REST fuzz test (text all BYTES, so the request takes the bulk path first)
+    "a list among the numbers": (dict(C2=("BYTES", [2], ["3", "4"]), I1=("FP64", [2], [1.0, [2.0, 3.0]])), "I1"),
 }
 
 
