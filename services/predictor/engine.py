@@ -1,13 +1,20 @@
 """The predictor's state and operations, independent of the transports (KServe REST/gRPC, admin gRPC).
 
     engine = PredictorEngine(settings, loader, datasets)  # loads both arms
-    result = engine.score(columns, request_id)             # route, encode, score, keep, queue shadow work
+    result = await engine.score(columns, request_id)       # route, encode, score; keeping the rows and
+                                                           # queueing their shadow work follow the response
     engine.set_split(Split(0.25, "salt")); await engine.swap(STUDENT, CheckpointSpec("ctr/student"))
     engine.add_labels(row_ids, labels); figures = await engine.figures(window_seconds=0)
 
 Everything that mutates state runs on the event loop thread; model forwards of large batches,
 shadow scoring, checkpoint loads, figures and exposure writes run in worker threads on immutable
 inputs (the arm pair and the split are replaced, never changed in place).
+
+A request's answer is all that stands between it and its response: keeping its rows in the score
+log, counting them and queueing their shadow work (`record`) is deferred to the event loop's next
+turn (`record_answered`), which comes after the response was handed to the transport and before the
+loop reads any request that arrived later. Whatever reads the kept rows (labels, figures, flushes,
+shutdown) first records what is still deferred, so no row is lost or missed.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class ScoredRows:
     probabilities: np.ndarray  # [B] float32
     unknown: np.ndarray  # [B, 2] unknown values per arm (0 where the arm did not encode the rows)
     encoded: dict[int, EncodedBatch]  # arm -> the model input of every row, for the arms encoded so far
+    scored_at: float  # unix seconds, when the rows were scored
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ class PredictorEngine:
         self._row_suffixes = np.array([f"/{row}" for row in range(settings.max_batch_rows)], dtype=object)
         self._row_positions = np.arange(settings.max_batch_rows, dtype=np.int64)
         self._row_positions.flags.writeable = False
+        self._unrecorded: list[ScoredRows] = []  # answered requests whose rows are not kept yet (see `score`)
 
     # ---- scoring ------------------------------------------------------------------------------
     def compute(self, columns: RequestColumns, request_id: str | None) -> ScoredRows:
@@ -122,7 +131,7 @@ class PredictorEngine:
         for arm, batch in encoded.items():
             unknown[:, arm - 1] = batch.unknown
         return ScoredRows(request_id or f"{self._id_prefix}-{next(self._request_numbers)}", columns, pair, buckets,
-                          served, probabilities, unknown, encoded)
+                          served, probabilities, unknown, encoded, time.time())
 
     @staticmethod
     def _encoded(loaded: LoadedArm, pair: ArmPair, columns: RequestColumns,
@@ -147,7 +156,7 @@ class PredictorEngine:
             row_ids = np.add(scored.request_id, self._row_suffixes[: columns.rows])  # "<request id>/<row>"
         shadow = (scored.buckets.astype(np.int64) * SHADOW_PERMUTATION % BUCKETS) < self._shadow_threshold
         seqs = self.score_log.append(
-            row_ids=row_ids, request_id=scored.request_id, now=time.time(), served=served, bucket=scored.buckets,
+            row_ids=row_ids, request_id=scored.request_id, now=scored.scored_at, served=served, bucket=scored.buckets,
             primary_scores=scored.probabilities, generations=(pair.teacher.generation, pair.student.generation),
             unknown=scored.unknown, shadow_pending=shadow)
         jobs = []
@@ -180,13 +189,28 @@ class PredictorEngine:
         return self._row_positions[:rows]
 
     async def score(self, columns: RequestColumns, request_id: str | None) -> ScoredRows:
-        """`compute` (in a worker thread for large batches, so the loop keeps serving) then `record`."""
+        """`compute` (in a worker thread for large batches, so the loop keeps serving), then `record` once the
+        response is out: at the loop's next turn (`record_answered`)."""
         if columns.rows <= self.settings.inline_rows:
             scored = self.compute(columns, request_id)
         else:
             scored = await asyncio.to_thread(self.compute, columns, request_id)
-        self.record(scored)
+        if not self._unrecorded:
+            asyncio.get_running_loop().call_soon(self.record_answered)
+        self._unrecorded.append(scored)
         return scored
+
+    def record_answered(self) -> None:
+        """`record` the answered requests not recorded yet, in the order they were scored (on the event loop).
+
+        Runs at the loop's next turn after a request is answered; whatever reads the kept rows calls it first."""
+        answered, self._unrecorded = self._unrecorded, []
+        for scored in answered:
+            try:
+                self.record(scored)
+            except Exception:  # noqa: BLE001 - a bug: the other requests' rows are still kept
+                log.exception("keeping a request's rows failed", extra={"request_id": scored.request_id,
+                                                                        "rows": scored.columns.rows})
 
     def _shadow_scored(self, result: ShadowScores) -> None:
         self._shadow_counters[result.arm.arm].inc(len(result.seqs))
@@ -245,6 +269,7 @@ class PredictorEngine:
             raise InvalidArgumentError("labels must be 0 or 1", field="labels")
         if not all(isinstance(r, str) for r in row_ids):
             raise InvalidArgumentError("row ids must be strings", field="row_ids")
+        self.record_answered()
         matched, unknown = self.score_log.add_labels(list(row_ids), values)
         prometheus.FEEDBACK.labels(self.model, "matched").inc(matched)
         prometheus.FEEDBACK.labels(self.model, "unknown").inc(unknown)
@@ -260,6 +285,7 @@ class PredictorEngine:
     async def figures(self, window_seconds: float) -> WindowFigures:
         """Per-arm figures and paired intervals of the rows scored since `window_start(window_seconds)`."""
         start = self.window_start(window_seconds)
+        self.record_answered()
         rows = self.score_log.since(start)
         pair, settings = self.pair, self.settings
         return await asyncio.to_thread(
@@ -279,6 +305,7 @@ class PredictorEngine:
 
         First the shadow work queued so far is scored (`drain_shadow`), so every row served before the
         call is complete and written, not held back by the shadow worker's coalescing wait."""
+        self.record_answered()  # the rows answered so far, and their shadow work
         if drain_shadow and self._tasks:
             await self.shadow.drain(self.settings.shadow_max_delay_s + 30)
         async with self._flush_lock:
@@ -336,6 +363,7 @@ class PredictorEngine:
         shadow_task, *periodic = self._tasks or [None]
         for task in periodic:
             task.cancel()
+        self.record_answered()
         if not await self.shadow.drain(timeout):
             log.warning("shadow work left at shutdown", extra={"rows": self.shadow.pending_rows})
             self.score_log.settle_all()
