@@ -260,13 +260,18 @@ def publish_student(ctx: DistillerContext, plan: DistillationPlan, inputs: Disti
                     result: OfflineDistillResult) -> PublishedCheckpoint:
     stage_seconds = {"teacher_logits": round(inputs.teacher_logit_seconds, 3),
                      **{record.name: round(record.seconds, 3) for record in result.phases},
-                     "train_total": round(result.seconds, 3)}
+                     "train_total": round(result.seconds, 3),
+                     # CPU seconds of this process (every thread) while training: against train_total, how much
+                     # of the wall time the run had the CPU (a loaded machine shows as cpu < wall × threads)
+                     "train_cpu": round(inputs.train_cpu_seconds, 3)}
     last_valid = next((record.valid[-1] for record in reversed(result.phases) if record.valid), {})
     metrics = {f"valid_{k}": v for k, v in last_valid.items() if isinstance(v, (int, float)) and k in ("auc", "logloss")}
     extra = {
         "stage_seconds": stage_seconds, "config": plan.settings.model_dump(mode="json"),
         "projected_student": plan.projected.ref, "sample": plan.sample, "rows": result.rows,
         "initial_tables": inputs.tables, "role": "student", "resumed_from": inputs.resumed_from,
+        # intra-op threads the training ran with: a worker's timing is comparable with an in-process one only if equal
+        "torch_threads": torch.get_num_threads(),
         "phases": [{"name": r.name, "epochs": r.epochs, "steps": r.steps, "train_loss": r.train_loss,
                     "task_loss": r.task_loss, "kd_loss": r.kd_loss, "kd_weight_end": r.kd_weight_end}
                    for r in result.phases],
@@ -301,10 +306,12 @@ def run_distillation(ctx: DistillerContext, plan: DistillationPlan, report: Repo
     report(0.0, force=True, details={"initial_tables": inputs.tables, "resumed_from": inputs.resumed_from,
                                      "sample_rows": len(inputs.train)})
     checkpointer = Checkpointer(ctx, plan, report, inputs.tables)
+    cpu = time.process_time()
     run, result = train(plan, inputs, checkpointer)
     trained = time.perf_counter()
+    inputs.train_cpu_seconds = time.process_time() - cpu
     log.info("training finished", extra={"operation_id": plan.operation_id, "seconds": round(trained - loaded, 3),
-                                         "world_size": plan.settings.world_size})
+                                         "world_size": plan.settings.world_size, "threads": torch.get_num_threads()})
     details: dict[str, Any] = {"history": [{"phase": r.name, "train_loss": r.train_loss, "valid": r.valid,
                                             "kd_weight_end": r.kd_weight_end} for r in result.phases]}
     adaptive = adaptive_details(run.trainer)

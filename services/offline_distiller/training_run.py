@@ -31,6 +31,7 @@ class DistillationInputs:
     vocabulary: Vocabulary | None = None
     tables: dict[str, list[str]] = field(default_factory=dict)  # {"projected": [...], "random": [...], ...}
     teacher_logit_seconds: float = 0.0
+    train_cpu_seconds: float = 0.0  # this process's CPU time during training (run_distillation sets it)
 
 
 def core_config(plan: DistillationPlan, device: str, num_threads: int | None = None) -> OfflineDistillConfig:

@@ -215,3 +215,41 @@ def test_bad_sample_rows_fail_naming_the_column() -> None:
     with pytest.raises(FailedPreconditionError) as error:
         check_rows(rows, TINY_SPEC, "sample 'x'")
     assert error.value.field == "teacher_logit"
+
+
+def test_world_size_one_trains_in_this_process_without_a_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process: the core loop on the bare model, no torch.distributed group, no DDP wrapper, no rank
+    subprocess (the worker's default path costs what the in-process switch's does)."""
+    import torch.distributed as dist
+
+    from services.offline_distiller import ddp, pipeline
+
+    def no_ddp(*_args, **_kwargs):
+        raise AssertionError("world_size 1 went through the data-parallel launcher")
+
+    monkeypatch.setattr(pipeline, "train_data_parallel", no_ddp)
+    monkeypatch.setattr(ddp, "_spawn", no_ddp)
+    monkeypatch.setattr(dist, "init_process_group", no_ddp)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", no_ddp)
+    teacher, rows = tiny_model(4, seed=1), tiny_clicks(300)
+    rows = rows.with_teacher_logit(cache_teacher_logits(teacher, rows))
+    student = tiny_model(6, seed=2)
+    run, result = train(plan_for(student, optim={"batch_size": 64}), DistillationInputs(train=rows, valid=None,
+                                                                                      student=student), None)
+    assert not run.distributed and run.world_size == 1 and not dist.is_initialized()
+    assert result.student is student and result.phases[-1].steps == 5
+
+
+def test_the_worker_imports_the_optimiser_runtime_before_its_pool_forks() -> None:
+    """`worker_init` (the worker's main process, before prefork's fork) runs the tasks module's preload, so
+    a pool process's first distillation does not import torch._dynamo on its training clock."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from celery.signals import worker_init; import services.offline_distiller.tasks as t; "
+            "assert 'torch._dynamo' not in sys.modules; "
+            "assert any(r() is t.preload_training_runtime or r is t.preload_training_runtime "
+            "for _, r in worker_init.receivers); "
+            "worker_init.send(sender=None); assert 'torch._dynamo' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
