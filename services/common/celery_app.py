@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 from functools import lru_cache
 
 from celery import Celery
 from celery.signals import setup_logging, worker_ready
 from kombu import Queue
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
 
 from services.common import registry
 from services.common.logs import configure_logging
@@ -57,6 +62,34 @@ def _precreate_exchange_tables(control_folder: Path) -> None:
             pass
         finally:
             tmp.unlink(missing_ok=True)
+
+
+class _AtomicFilesystemChannel(filesystem.Channel):
+    """kombu's filesystem channel, publishing each message complete in one step.
+
+    kombu's `_put` creates `<ms>_<uuid>.<queue>.msg` with open("wb") and only then writes it; a worker
+    polling the folder in between moves the still-empty file away, reads b"" and dies on the
+    JSONDecodeError (the task is lost with it; seen on a loaded machine, 2 switches in 5). Here the
+    message is written under a dot-name `_get` never takes (its queue part is not `<queue>.msg`) and
+    renamed into place, which is atomic on one filesystem.
+    """
+
+    def _put(self, queue: str, payload: dict, **kwargs: object) -> None:
+        name = f"{round(time.monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"  # kombu's naming
+        final = os.path.join(self.data_folder_out, name)
+        partial = os.path.join(self.data_folder_out, f".{name}.partial")
+        try:
+            with open(partial, "wb") as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class AtomicFilesystemTransport(filesystem.Transport):
+    """The embedded broker's transport (`filesystem://` with `_AtomicFilesystemChannel`)."""
+
+    Channel = _AtomicFilesystemChannel
 
 
 def broker_settings(settings: PlatformSettings) -> tuple[str, dict]:
@@ -96,6 +129,8 @@ def create_celery_app(settings: PlatformSettings) -> Celery:
     app = Celery("crossadapt", set_as_current=False)
     app.conf.update(
         broker_url=broker_url,
+        # embedded: kombu's filesystem transport with atomic publishing (see _AtomicFilesystemChannel)
+        broker_transport=AtomicFilesystemTransport if settings.embedded_broker else None,
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         result_backend=result_backend,

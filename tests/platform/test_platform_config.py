@@ -63,6 +63,36 @@ def test_existing_exchange_tables_are_kept(tmp_path: Path) -> None:
     assert json.loads((control / "projector.exchange").read_text()) == bound
 
 
+def test_embedded_broker_publishes_a_message_complete_or_not_at_all(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """kombu's filesystem transport created the message file empty and wrote it after: a worker polling in
+    between took the empty file and died (JSONDecodeError). While a message is being written a consumer
+    finds nothing; once published it reads the whole message."""
+    from queue import Empty
+
+    from services.common import celery_app
+
+    app = create_celery_app(PlatformSettings(home=tmp_path))
+    assert app.conf.broker_transport is celery_app.AtomicFilesystemTransport
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        assert isinstance(channel, celery_app._AtomicFilesystemChannel)
+        seen_while_writing = []
+        replace = celery_app.os.replace
+
+        def consume_then_replace(src: str, dst: str) -> None:
+            try:
+                seen_while_writing.append(channel._get("projector"))
+            except Empty:
+                seen_while_writing.append(None)
+            replace(src, dst)
+
+        monkeypatch.setattr(celery_app.os, "replace", consume_then_replace)
+        channel._put("projector", {"body": "x" * 10_000})
+        assert seen_while_writing == [None]
+        assert channel._get("projector") == {"body": "x" * 10_000}
+
+
 def test_redis_app_sweeps_unacknowledged_tasks_within_the_visibility_timeout(tmp_path: Path) -> None:
     settings = PlatformSettings(home=tmp_path, broker_url="redis://h:1/0", result_backend="redis://h:1/1",
                                 visibility_timeout_s=20)
