@@ -56,7 +56,7 @@ def inputs(distiller_platform: HookedPlatform, distiller_stores: Stores) -> dict
                   partitions=2)
     write_dataset(stores.datasets, "ctr/sample-raw", sample, partitions=1)
     write_dataset(stores.datasets, "ctr/valid", tiny_clicks(400, seed=12))
-    return {"teacher": teacher, "projected": projected}
+    return {"teacher": teacher, "projected": projected, "platform": distiller_platform, "stores": stores}
 
 
 def request(inputs: dict, **overrides) -> offline_distiller_pb2.StartDistillationRequest:  # noqa: ANN003
@@ -112,6 +112,32 @@ def test_distillation_reports_per_epoch_and_publishes_the_student_with_its_paren
     with pytest.raises(grpc.RpcError) as error:  # same key, other parameters
         start(platform, request(inputs, request_id="happy-1"))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in error.value.details()
+
+
+def test_adaptive_lambda_reads_the_validation_tail_and_shows_its_trace_in_the_operation(inputs: dict) -> None:
+    """Adaptive λ through gRPC and the worker: the operation's details say why λ moved (its trace, as the
+    student's manifest records it); the validation split's old partitions are never read (garbage here)."""
+    platform, stores = inputs["platform"], inputs["stores"]
+    checkpoints, datasets = stores.checkpoints, stores.datasets
+    platform.pause(0)
+    partitions = write_dataset(datasets, "ctr/valid-long", tiny_clicks(400, seed=13), partitions=5)
+    # 80 rows each: the newest two hold the 150 rows measured. Start reads the first one's footer (the
+    # schema); the task must read neither of the two before the tail.
+    for partition in partitions[1:3]:
+        datasets.objects.put_bytes(datasets._key("ctr/valid-long", partition), b"not parquet")
+    adaptive = common_pb2.AdaptiveKD(gap_onset=0.0, gap_saturation=0.01, offline_eval_every_steps=3,
+                                     offline_valid_rows=150,
+                                     offline=common_pb2.AdaptiveSchedule(warmup=0, ema_window=2, max_change=0.2))
+    operation = start(platform, request(inputs, validation=common_pb2.DatasetRef(name="ctr/valid-long"),
+                                        config={"frozen_epochs": 1, "joint_epochs": 1, "adaptive": adaptive}))
+    updates = watch_operation(platform, SERVICE, operation.id)
+    final = updates[-1]
+    assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error
+    shown = details(final)["adaptive"]
+    trace = checkpoints.resolve(final.checkpoint.name, final.checkpoint.version).manifest.extra["kd_weight_trace"]
+    assert shown["evaluations"] == len(trace) >= 6 and shown["valid_rows"] == 150 and shown["every_steps"] == 3
+    assert shown["trace"] == [[s, round(g, 5), round(w, 4)] for s, g, w in trace]  # JSON numbers: 3.0 == 3
+    assert shown["lambda"] == round(trace[-1][2], 4) < 0.5 and shown["teacher_valid_logloss"] > 0  # λ moved
 
 
 def test_frozen_phase_keeps_the_projected_tables_and_teacher_scores_a_raw_sample(
