@@ -6,8 +6,9 @@ vM then student vN with the stream position inside; the end of the stream ends t
 naming it; kill -9 of the whole worker resumes at the last checkpoint's position with 0 rows skipped
 and at most one checkpoint interval replayed (rows counted per partition), ending where an
 uninterrupted run ends; the same kill after the models grew to a newer vocabulary version (#16)
-resumes with grown models and ends at the uninterrupted growing run's grown checkpoint; bad requests
-are refused at Start.
+resumes with grown models and ends at the uninterrupted growing run's grown checkpoint; the same kill
+with a rolling drift estimate and a collaborative teacher (#11) restores both from the checkpoint and
+ends at the uninterrupted run's models; bad requests are refused at Start.
 """
 
 from __future__ import annotations
@@ -230,6 +231,67 @@ def test_killed_worker_resumes_at_its_position_without_skipping_a_row(
     reference_student, reference_teacher = reference_codistillation(stores, platform, operation.id)
     resumed, _ = load_model(stores.checkpoints, student.name, student.version)
     teacher, _ = load_model(stores.checkpoints, *student.manifest.extra["teacher"].rsplit("/", 1))
+    for ours, theirs in ((resumed, reference_student), (teacher, reference_teacher)):
+        for name, value in theirs.state_dict().items():
+            torch.testing.assert_close(ours.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_killed_worker_resumes_rolling_drift_and_a_collaborative_teacher_from_the_checkpoint(
+        distiller_platform: HookedPlatform, distiller_stores: Stores, models: dict) -> None:
+    """kill -9 of the whole worker with config.drift.rolling and config.collaborative (#11): every checkpoint's
+    run state holds the rolling Δ_shift estimate (windows, rows, shift) and the collaborative teacher's
+    schedule; the resumed run continues them and ends at the uninterrupted run's student, teacher, rolling
+    estimate and collaboration share."""
+    from crossadapt.transfer.online.replay import ReplayController
+    from services.common.training_state import read_state
+    from services.online_codistiller.pipeline import RUN_STATE_FILE, restored_state
+
+    platform, stores = distiller_platform, distiller_stores
+    stream = new_stream(stores)
+    drift = online_codistiller_pb2.CoDistillationDriftSettings(max_replay=0.3, windows=3, bins=8, low=0.001,
+                                                               high=0.5, rolling=True, window_rows=50)
+    req = request(models, stream, config={
+        "drift": drift, "collaborative": online_codistiller_pb2.CollaborativeCoDistillation(gate="all")})
+    spare_worker(platform)
+    platform.pause(0.12)
+    try:
+        operation = start(platform, req)
+        wait_for(lambda: "student" in details(get_operation(platform, SERVICE, operation.id)), 60, "a checkpoint")
+        wait_for(lambda: len(platform.hook_log(operation.id)) >= EVERY + 2, 60, "more batches")
+        kill_task_worker(platform, SERVICE, operation.id)
+        platform.pause(0)
+        final = wait_terminal(platform, SERVICE, operation.id, timeout=90)
+    finally:
+        platform.pause(0)
+    assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error
+    assert len({line[0] for line in platform.hook_log(operation.id)}) == 2  # resumed by a second worker
+    checkpoints = stores.checkpoints
+    # A mid-stream checkpoint: its run state restores the rolling estimate its manifest states.
+    first = checkpoints.resolve(req.student_name, checkpoints.versions(req.student_name)[0])
+    rolling = first.manifest.extra["rolling_drift"]
+    assert rolling["rows"] == EVERY * BATCH and rolling["windows"] == EVERY * BATCH // 50
+    state = restored_state(read_state(checkpoints, first, RUN_STATE_FILE))
+    from services.online_codistiller.plan import CoDistillationPlan
+
+    record = open_operation_store(platform_settings(platform)).get(operation.id)
+    plan_settings = CoDistillationPlan.model_validate(record.params["plan"]).settings
+    pool = tiny_clicks(600, seed=21)
+    controller = ReplayController.from_training_pool(
+        plan_settings.replay_config(), pool.categorical, pool.numerical, seed=plan_settings.seed,
+        feature_names=[f.name for f in TINY_SPEC.categorical] + list(TINY_SPEC.numerical),
+        vocab_sizes=[f.vocab_size for f in TINY_SPEC.categorical])
+    initial_shift = controller.shift  # the replay pool's Δ_shift
+    controller.load_state_dict(state["replay"])
+    assert (controller.shift, controller.ratio) == (rolling["shift"], rolling["replay_ratio"])
+    assert controller.history[-1].reason == "window" and controller.shift != initial_shift  # the stream's estimate
+    assert "collaboration" in state["teacher"]  # the collaborative teacher's schedule
+    assert first.manifest.extra["collaboration_share"] == 1.0  # gate "all": every row teaches
+    # The same plan, uninterrupted, in this process: the resumed run ends at the same models and estimate.
+    student = checkpoints.resolve(final.checkpoint.name, final.checkpoint.version)
+    assert student.manifest.extra["rolling_drift"]["rows"] == PARTITIONS * PARTITION_ROWS
+    reference_student, reference_teacher = reference_codistillation(stores, platform, operation.id)
+    resumed, _ = load_model(checkpoints, student.name, student.version)
+    teacher, _ = load_model(checkpoints, *student.manifest.extra["teacher"].rsplit("/", 1))
     for ours, theirs in ((resumed, reference_student), (teacher, reference_teacher)):
         for name, value in theirs.state_dict().items():
             torch.testing.assert_close(ours.state_dict()[name], value, rtol=1e-5, atol=1e-6)
