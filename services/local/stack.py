@@ -28,6 +28,7 @@ from services.common.registry import ServiceSpec, get_spec, queues
 from services.common.settings import PlatformSettings
 
 CLI = [sys.executable, "-c", "from crossadapt.cli import main; main()"]
+PASSED_THROUGH = ("CROSSADAPT_NUM_THREADS",)  # crossadapt.training.runtime.configure_threads
 S3_ACCESS_KEY = "crossadapt-local"
 S3_SECRET_KEY = "crossadapt-local-secret"
 S3_BUCKET = "crossadapt-local"
@@ -230,7 +231,9 @@ class LocalPlatform:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSADAPT_")}
+        # The caller's platform settings do not leak in; its torch thread count does (a core runtime knob, not
+        # a platform setting): a worker trains with the threads an in-process run here would.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSADAPT_") or k in PASSED_THROUGH}
         env.update({f"CROSSADAPT_{k.upper()}": v for k, v in self.env_settings.items()})
         env.update(CROSSADAPT_LOG_FORMAT="json", **self.extra_env)
         return env

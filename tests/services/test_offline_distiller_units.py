@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -253,3 +255,15 @@ def test_the_worker_imports_the_optimiser_runtime_before_its_pool_forks() -> Non
             "worker_init.send(sender=None); assert 'torch._dynamo' in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_local_workers_train_with_the_callers_thread_count(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A local platform's workers get the caller's CROSSADAPT_NUM_THREADS (so a worker and an in-process run
+    compare at one thread count), never its other CROSSADAPT_* settings."""
+    from services.local.stack import LocalPlatform
+
+    monkeypatch.setenv("CROSSADAPT_NUM_THREADS", "1")
+    monkeypatch.setenv("CROSSADAPT_STORE_URL", "s3://elsewhere/x")
+    env = LocalPlatform.embedded(tmp_path).env
+    assert env["CROSSADAPT_NUM_THREADS"] == "1" and "CROSSADAPT_STORE_URL" not in env
+    assert env["CROSSADAPT_HOME"] == str(tmp_path / "home")
