@@ -387,7 +387,9 @@ def grpc_columns(message: Any, schema: RequestSchema) -> RequestColumns | None:
     except KeyError:  # a required field is missing
         return None
     row_ids = text.get(schema.row_id_field, [])
-    if None in text_lists or None in number_lists or cohort is None or row_ids is None:
+    # Identity, not `None in text_lists`: that compares None with each container by value, which turns
+    # every container into a list first (a third of this function's time at batch 256).
+    if cohort is None or row_ids is None or any(v is None for v in chain(text_lists, number_lists)):
         return None
     if any(len(v) != rows for v in text_lists) or any(len(v) != rows for v in number_lists) or len(cohort) != rows or (
             row_ids and len(row_ids) != rows):
