@@ -58,6 +58,8 @@ class CoDistillationSettings(BaseModel):
     optim: OptimSection = Field(default_factory=OptimSection)
     distillation: DistillationSection = Field(default_factory=DistillationSection)
     checkpoint_every_batches: int = Field(100, ge=1)
+    # whichever comes first with checkpoint_every_batches (pipeline.checkpoint_due)
+    checkpoint_every_seconds: float = Field(60.0, gt=0.0)
     seed: int = Field(0, ge=0)
     teacher_embedding_lr: float = Field(0.1, gt=0.0)
     window_batches: int = Field(10, ge=1)

@@ -9,7 +9,8 @@
               kept before batching, so the batches are the in-process ones); each is checked and
               trained on (core CoDistiller: student every batch, teacher every τ, replayed rows at
               the drift-set ratio)
-      every `checkpoint_every_batches` batches: publish the teacher (next version of teacher_name), then
+      every `checkpoint_every_batches` batches or `checkpoint_every_seconds` seconds, whichever comes first
+              (`checkpoint_due`): publish the teacher (next version of teacher_name), then
               the student (next version of student_name) with the run state, the position and the rows
               consumed per partition in its manifest; at the end of the stream the same, finished
       follow: at the end, wait for new partitions instead (until cancelled)
@@ -187,6 +188,7 @@ class StreamRun:
     rows_by_partition: dict[str, int] = field(default_factory=dict)
     last: Checkpoint | None = None
     batches_since_checkpoint: int = 0
+    checkpointed_at: float = field(default_factory=time.monotonic)  # the last checkpoint (or the run's start)
     _partitions: list[str] = field(default_factory=list)
     _partition_tables: dict[str, TablesVersion] = field(default_factory=dict)
 
@@ -274,7 +276,9 @@ class StreamRun:
         for partition, rows in counts.items():
             self.rows_by_partition[partition] = self.rows_by_partition.get(partition, 0) + rows
         self.batches_since_checkpoint += 1
-        if self.batches_since_checkpoint >= self.plan.settings.checkpoint_every_batches:
+        settings = self.plan.settings
+        if checkpoint_due(self.batches_since_checkpoint, time.monotonic() - self.checkpointed_at,
+                          settings.checkpoint_every_batches, settings.checkpoint_every_seconds):
             self.checkpoint()
         else:
             self.report(self.fraction(), stage="stream")
@@ -327,16 +331,45 @@ class StreamRun:
             parent=self.last.student.ref if self.last else plan.student.ref, files=files,
             extra={**common, "role": "student", "teacher": teacher.ref, "rows_by_partition": self.rows_by_partition,
                    "replay_rows": distiller.replay_rows, "prequential": prequential_summary(distiller),
-                   **online_extras(distiller)})
+                   **online_extras(distiller),
+                   # adaptive λ: every batch's (batch, gap, λ), as the in-process switch's online_kd_weight_trace
+                   **({"kd_weight_trace": [list(entry) for entry in distiller.controller.history]}
+                      if distiller.controller is not None else {})})
         self.last = Checkpoint.of(student)
         self.batches_since_checkpoint = 0
+        self.checkpointed_at = time.monotonic()
         log.info("checkpoint published", extra={"operation_id": plan.operation_id, "student": student.ref,
                                                 "teacher": teacher.ref, "position": position})
         self.report(self.fraction(), force=True, stage="stream", details={
             "student": student.ref, "teacher": teacher.ref, "position": position, "batches": distiller.step,
             "rows": distiller.rows, "rows_by_partition": dict(self.rows_by_partition),
-            "prequential": prequential_summary(distiller), **online_extras(distiller)})
+            "prequential": prequential_summary(distiller), **online_extras(distiller),
+            **({"adaptive": adaptive} if (adaptive := adaptive_details(distiller)) is not None else {})})
         return self.last
+
+
+def checkpoint_due(batches: int, seconds: float, every_batches: int, every_seconds: float) -> bool:
+    """Whether to publish after a batch: `every_batches` batches or `every_seconds` seconds since the last
+    checkpoint, whichever comes first. Never before a batch was trained on since (nothing new to save).
+    The batch cadence keeps checkpoints where a fast stream's tests expect them; the time one bounds what a
+    lost worker repeats on a slow stream (large batches, a big model), where 100 batches can be an hour."""
+    return batches >= 1 and (batches >= every_batches or seconds >= every_seconds)
+
+
+TRACE_ENTRIES = 64  # the newest λ updates kept in the operation's details; the student's manifest keeps all
+
+
+def adaptive_details(distiller: CoDistiller) -> dict[str, Any] | None:
+    """Why λ moved (adaptive λ), for the operation's details, as the offline distiller shows it: λ and the
+    replay scale now, and per stream batch [batch, relative gap (EMA; > 0: the student is better), λ],
+    rounded, the newest TRACE_ENTRIES only. None with a fixed λ."""
+    controller = distiller.controller
+    if controller is None:
+        return None
+    return {"lambda": round(float(distiller.trainer.kd_weight), 4),
+            "replay_scale": round(float(controller.replay_scale), 4), "observations": len(controller.history),
+            "trace": [[int(batch), round(float(gap), 5), round(float(weight), 4)]
+                      for batch, gap, weight in controller.history[-TRACE_ENTRIES:]]}
 
 
 def _covers(sizes: tuple[int, ...], other: tuple[int, ...]) -> bool:

@@ -290,3 +290,41 @@ def test_kept_rows_are_batched_across_partitions_with_positions_in_stream_rows()
         resumed = list(rebatch(reads(batches[cut - 1][1]), 4, keep))
         assert [b.conversion.tolist() for b, _, _ in resumed] == [b.conversion.tolist() for b, _, _ in batches[cut:]]
         assert [p for _, p, _ in resumed] == [p for _, p, _ in batches[cut:]]
+
+
+def test_a_checkpoint_is_due_after_every_batches_or_every_seconds_whichever_comes_first() -> None:
+    from services.online_codistiller.pipeline import checkpoint_due
+
+    assert not checkpoint_due(3, 10.0, every_batches=4, every_seconds=60.0)
+    assert checkpoint_due(4, 10.0, every_batches=4, every_seconds=60.0)  # the batch cadence first
+    assert checkpoint_due(1, 60.0, every_batches=100, every_seconds=60.0)  # the time cadence first
+    assert checkpoint_due(7, 61.5, every_batches=4, every_seconds=60.0)
+    assert not checkpoint_due(0, 1e6, every_batches=4, every_seconds=60.0)  # nothing trained since: nothing to save
+    settings = CoDistillationSettings.from_proto(pb.CoDistillationConfig())
+    assert (settings.checkpoint_every_batches, settings.checkpoint_every_seconds) == (100, 60.0)
+    assert CoDistillationSettings.from_proto(
+        pb.CoDistillationConfig(checkpoint_every_seconds=0.5)).checkpoint_every_seconds == 0.5
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(InvalidArgumentError) as error:
+            CoDistillationSettings.from_proto(pb.CoDistillationConfig(checkpoint_every_seconds=bad))
+        assert error.value.field == "config.checkpoint_every_seconds"
+
+
+def test_adaptive_lambdas_trace_goes_into_the_operations_details() -> None:
+    """With config.adaptive the checkpoint's details say why λ moved, as the offline distiller's do: λ and the
+    replay scale now, and the newest updates' [batch, gap, λ] (the manifest keeps the whole trace)."""
+    from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
+    from services.online_codistiller.pipeline import TRACE_ENTRIES, adaptive_details
+
+    stream = tiny_clicks(4000, seed=3)
+    config = OnlineCoDistillConfig(batch_size=50, num_threads=1, adaptive=AdaptiveKDConfig(
+        gap_onset=0.0, online={"warmup": 0, "ema_window": 5}))
+    fixed = build_codistiller(tiny_model(4, seed=1), tiny_model(6, seed=2), config.model_copy(update={"adaptive": None}))
+    assert adaptive_details(fixed) is None
+    distiller = build_codistiller(tiny_model(4, seed=1), tiny_model(6, seed=2), config)
+    distiller.consume(stream)
+    details = adaptive_details(distiller)
+    history = distiller.controller.history
+    assert details["observations"] == len(history) == 80 > TRACE_ENTRIES
+    assert len(details["trace"]) == TRACE_ENTRIES and details["trace"][-1][0] == history[-1][0]
+    assert details["lambda"] == round(distiller.trainer.kd_weight, 4) == details["trace"][-1][2]

@@ -39,7 +39,7 @@ class CollaborativeCoDistillation(_message.Message):
     def __init__(self, weight: _Optional[float] = ..., temperature: _Optional[float] = ..., gate: _Optional[str] = ..., scale_by_t2: _Optional[bool] = ...) -> None: ...
 
 class CoDistillationConfig(_message.Message):
-    __slots__ = ("teacher_update_interval", "batch_size", "kd_weight", "temperature", "checkpoint_every_batches", "drift", "dense_lr", "embedding_lr", "seed", "teacher_dense_lr", "teacher_embedding_lr", "window_batches", "grow_vocabulary", "projection_seed", "target", "kd_gate", "adaptive", "collaborative")
+    __slots__ = ("teacher_update_interval", "batch_size", "kd_weight", "temperature", "checkpoint_every_batches", "drift", "dense_lr", "embedding_lr", "seed", "teacher_dense_lr", "teacher_embedding_lr", "window_batches", "grow_vocabulary", "projection_seed", "target", "kd_gate", "adaptive", "collaborative", "checkpoint_every_seconds")
     TEACHER_UPDATE_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     KD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class CoDistillationConfig(_message.Message):
     KD_GATE_FIELD_NUMBER: _ClassVar[int]
     ADAPTIVE_FIELD_NUMBER: _ClassVar[int]
     COLLABORATIVE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_EVERY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     teacher_update_interval: int
     batch_size: int
     kd_weight: float
@@ -76,7 +77,8 @@ class CoDistillationConfig(_message.Message):
     kd_gate: str
     adaptive: _common_pb2.AdaptiveKD
     collaborative: CollaborativeCoDistillation
-    def __init__(self, teacher_update_interval: _Optional[int] = ..., batch_size: _Optional[int] = ..., kd_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., checkpoint_every_batches: _Optional[int] = ..., drift: _Optional[_Union[CoDistillationDriftSettings, _Mapping]] = ..., dense_lr: _Optional[float] = ..., embedding_lr: _Optional[float] = ..., seed: _Optional[int] = ..., teacher_dense_lr: _Optional[float] = ..., teacher_embedding_lr: _Optional[float] = ..., window_batches: _Optional[int] = ..., grow_vocabulary: _Optional[bool] = ..., projection_seed: _Optional[int] = ..., target: _Optional[str] = ..., kd_gate: _Optional[str] = ..., adaptive: _Optional[_Union[_common_pb2.AdaptiveKD, _Mapping]] = ..., collaborative: _Optional[_Union[CollaborativeCoDistillation, _Mapping]] = ...) -> None: ...
+    checkpoint_every_seconds: float
+    def __init__(self, teacher_update_interval: _Optional[int] = ..., batch_size: _Optional[int] = ..., kd_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., checkpoint_every_batches: _Optional[int] = ..., drift: _Optional[_Union[CoDistillationDriftSettings, _Mapping]] = ..., dense_lr: _Optional[float] = ..., embedding_lr: _Optional[float] = ..., seed: _Optional[int] = ..., teacher_dense_lr: _Optional[float] = ..., teacher_embedding_lr: _Optional[float] = ..., window_batches: _Optional[int] = ..., grow_vocabulary: _Optional[bool] = ..., projection_seed: _Optional[int] = ..., target: _Optional[str] = ..., kd_gate: _Optional[str] = ..., adaptive: _Optional[_Union[_common_pb2.AdaptiveKD, _Mapping]] = ..., collaborative: _Optional[_Union[CollaborativeCoDistillation, _Mapping]] = ..., checkpoint_every_seconds: _Optional[float] = ...) -> None: ...
 
 class StartCoDistillationRequest(_message.Message):
     __slots__ = ("student", "teacher", "stream", "replay", "config", "student_name", "teacher_name", "request_id", "follow")
