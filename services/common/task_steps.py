@@ -322,3 +322,14 @@ class OperationSteps(Generic[P]):
                 steps.fail(self.name, exc, str(args[0] if args else kwargs.get("operation_id")))
 
         return OperationTask
+
+
+def preload_training_runtime(**_: Any) -> None:
+    """A training service's `worker_init` receiver: in the worker's main process, before the pool forks,
+    import what the first optimiser a process builds imports (torch._dynamo, ~1.5-2 s on 2 vCPUs). Each
+    pool process inherits it, so no training task pays it on its clock; in process, `crossadapt switch`
+    pays it before timing too. One function for every service, so a worker that serves several queues
+    (celery dedups a receiver connected twice) imports it once."""
+    from crossadapt.training import preload_optimizer_runtime
+
+    preload_optimizer_runtime()

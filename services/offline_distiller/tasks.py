@@ -22,7 +22,7 @@ from celery.signals import worker_init
 from services.common.operations import OperationState, open_operation_store
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
-from services.common.task_steps import OperationSteps, task_id as unit_task_id
+from services.common.task_steps import OperationSteps, preload_training_runtime, task_id as unit_task_id
 from services.offline_distiller import pipeline
 from services.offline_distiller.pipeline import DistillerContext
 from services.offline_distiller.plan import DistillationPlan
@@ -42,14 +42,8 @@ def context() -> DistillerContext:
                             operations=open_operation_store(settings))
 
 
-@worker_init.connect(weak=False)
-def preload_training_runtime(**_: Any) -> None:
-    """In the worker's main process, before the pool forks: import what the first optimiser a process builds
-    imports (torch._dynamo, ~1.5-2 s on 2 vCPUs). Each pool process inherits it, so no distillation pays it
-    on its training clock; in process, `crossadapt switch` pays it before timing too (preload_optimizer_runtime)."""
-    from crossadapt.training import preload_optimizer_runtime
-
-    preload_optimizer_runtime()
+# In the worker's main process, before the pool forks (see task_steps.preload_training_runtime).
+worker_init.connect(preload_training_runtime, weak=False)
 
 
 def load_plan(params: dict[str, Any]) -> DistillationPlan:

@@ -17,11 +17,13 @@ from functools import lru_cache
 from typing import Any
 
 from celery import Celery, Task, shared_task
+from celery.signals import worker_init
 
 from services.common.operations import OperationState, open_operation_store
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
-from services.common.task_steps import OperationSteps, task_id as unit_task_id, training_settings
+from services.common.task_steps import (OperationSteps, preload_training_runtime, task_id as unit_task_id,
+                                        training_settings)
 from services.online_codistiller import pipeline
 from services.online_codistiller.pipeline import CoDistillerContext
 from services.online_codistiller.plan import CoDistillationPlan
@@ -30,6 +32,10 @@ from services.online_codistiller.spec import SPEC
 log = logging.getLogger(__name__)
 TASK_NAME = f"{SPEC.task_prefix}.codistill"
 STAGES = ("", "prepare", "stream", "publish", "done")
+
+
+# In the worker's main process, before the pool forks (see task_steps.preload_training_runtime).
+worker_init.connect(preload_training_runtime, weak=False)
 
 
 @lru_cache(maxsize=1)

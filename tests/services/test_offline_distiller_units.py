@@ -242,16 +242,20 @@ def test_world_size_one_trains_in_this_process_without_a_process_group(monkeypat
     assert result.student is student and result.phases[-1].steps == 5
 
 
-def test_the_worker_imports_the_optimiser_runtime_before_its_pool_forks() -> None:
-    """`worker_init` (the worker's main process, before prefork's fork) runs the tasks module's preload, so
-    a pool process's first distillation does not import torch._dynamo on its training clock."""
+@pytest.mark.parametrize("modules", [["offline_distiller"], ["online_codistiller"],
+                                     ["offline_distiller", "online_codistiller"]])
+def test_the_worker_imports_the_optimiser_runtime_before_its_pool_forks(modules: list[str]) -> None:
+    """`worker_init` (the worker's main process, before prefork's fork) runs the training services' preload,
+    so a pool process's first training task does not import torch._dynamo on its clock; a worker of both
+    queues connects it once."""
     import subprocess
     import sys
 
-    code = ("import sys; from celery.signals import worker_init; import services.offline_distiller.tasks as t; "
+    imports = "; ".join(f"import services.{name}.tasks" for name in modules)
+    code = ("import sys; from celery.signals import worker_init; "
+            "from services.common.task_steps import preload_training_runtime as p; " + imports + "; "
             "assert 'torch._dynamo' not in sys.modules; "
-            "assert any(r() is t.preload_training_runtime or r is t.preload_training_runtime "
-            "for _, r in worker_init.receivers); "
+            "assert sum(1 for _, r in worker_init.receivers if r is p or (callable(r) and r() is p)) == 1; "
             "worker_init.send(sender=None); assert 'torch._dynamo' in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
