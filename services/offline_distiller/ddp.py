@@ -5,6 +5,9 @@ ranks 1..W-1 as subprocesses (`python -m services.offline_distiller.ddp JOB RANK
 build the same run from a job folder (rows, weights, resumed state, plan) and join the process group
 on 127.0.0.1. The core loop (`ProgressiveDistillation(distributed=True)`) gives each rank its share
 of every global batch and lets DistributedDataParallel average the gradients: no home-made exchange.
+Adaptive λ: rank 0 measures the student on the validation rows and broadcasts the figure (the core's
+distributed mode), so every rank's controller takes the same λ at the same step; at the end rank 0 checks
+each rank's controller is its own (`check_ranks_agree`) before the run is published.
 
 On a GPU worker each rank takes one GPU (nccl), so `world_size` is at most the GPUs it has; on CPU
 the ranks share the cores (gloo). A rank dies with its parent: it watches its parent process and
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,6 +131,8 @@ def train_data_parallel(plan: DistillationPlan, inputs: DistillationInputs, call
                 if code != 0:
                     raise InternalError(f"data-parallel rank {rank} exited with {code}: {_tail(job, rank)}",
                                         field="config.world_size")
+            check_ranks_agree(run.state_dict().get("adaptive"),
+                              [_read_adaptive(job, rank) for rank in range(1, world)])
             return run, result
         finally:
             if dist.is_initialized():
@@ -135,6 +141,28 @@ def train_data_parallel(plan: DistillationPlan, inputs: DistillationInputs, call
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(10)
+
+
+def _adaptive_path(job: Path, rank: int) -> Path:
+    return job / f"rank-{rank}-adaptive.pt"
+
+
+def _read_adaptive(job: Path, rank: int) -> dict[str, Any] | None:
+    path = _adaptive_path(job, rank)
+    return torch.load(path, weights_only=True) if path.exists() else None
+
+
+def check_ranks_agree(mine: dict[str, Any] | None, others: list[dict[str, Any] | None]) -> None:
+    """Adaptive λ: every rank's controller (its λ trace, EMAs and λ) must be rank 0's, the one the checkpoints
+    and the manifest hold. A rank that took another λ at some step trained on another loss, and DDP averaged
+    the two gradients: a run that is no run's, so it fails here rather than publish it."""
+    if mine is None:
+        return
+    for rank, theirs in enumerate(others, start=1):
+        if theirs != mine:
+            trace = (theirs or {}).get("trace")
+            raise InternalError(f"data-parallel rank {rank}'s adaptive λ differs from rank 0's: "
+                                f"rank 0 {mine['trace']}, rank {rank} {trace}", field="config.adaptive")
 
 
 def _spawn(job: Path, rank: int, world: int, init_method: str, timeout_s: float) -> subprocess.Popen:
@@ -179,7 +207,11 @@ def rank_main(argv: list[str]) -> None:
     backend, devices = backend_and_devices(world)
     _join(backend, devices[rank], init_method, rank, world, timeout_s)
     try:
-        build_run(plan, inputs, device=devices[rank], num_threads=_threads(world), distributed=True).run()
+        run = build_run(plan, inputs, device=devices[rank], num_threads=_threads(world), distributed=True)
+        run.run()
+        adaptive = run.state_dict().get("adaptive")
+        if adaptive is not None:  # rank 0 checks it is its own (check_ranks_agree)
+            torch.save(adaptive, _adaptive_path(job, rank))
     finally:
         dist.destroy_process_group()
 

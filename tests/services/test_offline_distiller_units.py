@@ -6,7 +6,8 @@
 * A run stopped at any step and resumed from its saved state (through the bytes a checkpoint stores)
   ends bit-for-bit where the uninterrupted run ends.
 * Data parallel: 2 processes (torch.distributed, gloo on 127.0.0.1) match 1 process at the same global
-  batch within 1e-5 (float summation order is all that differs).
+  batch within 1e-5 (float summation order is all that differs). With adaptive λ every rank holds rank 0's
+  controller (rank 0 measures, all observe its figure), BatchNorm students included.
 """
 
 from __future__ import annotations
@@ -182,6 +183,64 @@ def test_two_data_parallel_processes_match_one_process_at_the_same_global_batch(
     moved = float((one["embedding.table.weight"] - tiny_model(6, seed=2).state_dict()["embedding.table.weight"]).abs().max())
     assert moved > 1e-3  # they trained (the match is not two untouched models)
     assert [p.steps for p in results[2].phases] == [p.steps for p in results[1].phases] == [11, 22]
+
+
+def test_data_parallel_adaptive_lambda_is_one_controller_on_every_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adaptive λ over 2 processes: rank 0 measures the student on the validation rows and every rank's
+    controller observes that figure (a rank that took another λ would train on another loss, and DDP would
+    average the two). Rank 1's controller (λ trace, EMAs, λ) equals rank 0's, which the checkpoints and the
+    manifest hold; the trace matches the 1-process run's at the same global batch within 1e-5 and so do the
+    weights (the DDP test's tolerance: the weights differ by float summation order only, and the gap is a
+    LogLoss of those weights). With BatchNorm each rank used to measure its own shard's running statistics
+    and the ranks' controllers drifted apart; they now agree there too (the run then differs from 1 process
+    through the per-shard batch statistics, as any BatchNorm under DDP without SyncBatchNorm does)."""
+    from crossadapt.models import build_model, parse_model_config
+    from services.offline_distiller import ddp
+
+    seen: list[tuple[dict, list[dict]]] = []
+    check = ddp.check_ranks_agree
+
+    def spy(mine, others):  # records what rank 0 compares, then compares
+        seen.append((mine, others))
+        check(mine, others)
+
+    monkeypatch.setattr(ddp, "check_ranks_agree", spy)
+    teacher, rows, valid = tiny_model(4, seed=1), tiny_clicks(1000), tiny_clicks(200, seed=5)
+    rows = rows.with_teacher_logit(cache_teacher_logits(teacher, rows))
+    valid = valid.with_teacher_logit(cache_teacher_logits(teacher, valid))
+    # λ moves from the first check (no warm-up, a 1 % gap saturates), checked every 2 of the 33 steps
+    adaptive = {"gap_onset": 0.0, "gap_saturation": 0.01, "offline_eval_every_steps": 2, "offline_valid_rows": 200,
+                "offline": {"warmup": 0, "ema_window": 2, "max_change": 0.2}}
+
+    def student(batch_norm: bool = False):
+        torch.manual_seed(2)
+        return build_model(parse_model_config({"architecture": "mlp", "embedding_dim": 6, "hidden_units": [8],
+                                               "embedding_init_std": 0.05, "batch_norm": batch_norm}), TINY_SPEC)
+
+    def run(world: int, batch_norm: bool = False):
+        model = student(batch_norm)
+        plan = plan_for(model, distillation={"frozen_epochs": 1, "joint_epochs": 2}, optim={"batch_size": 96},
+                        world_size=world, adaptive=adaptive)
+        return train(plan, DistillationInputs(train=rows, valid=valid, student=model), None)
+
+    _, one = run(1)
+    assert not seen  # one process: no rank to compare
+    two_run, two = run(2)
+    (mine, others), = seen
+    assert mine == two_run.state_dict()["adaptive"] and others == [mine]  # rank 1's controller is rank 0's
+    assert [list(entry) for entry in two.kd_weight_trace] == mine["trace"]
+    assert [step for step, _, _ in two.kd_weight_trace] == [step for step, _, _ in one.kd_weight_trace] == \
+        list(range(2, 34, 2))
+    for (_, gap_1, weight_1), (_, gap_2, weight_2) in zip(one.kd_weight_trace, two.kd_weight_trace, strict=True):
+        assert abs(gap_1 - gap_2) <= 1e-5 and abs(weight_1 - weight_2) <= 1e-5
+    assert min(weight for _, _, weight in one.kd_weight_trace) < 0.2  # λ moved (0.7 to near the floor)
+    first, second = one.student.state_dict(), two.student.state_dict()
+    assert max(float((first[name] - second[name]).abs().max()) for name in first) <= 1e-5
+
+    seen.clear()
+    run(2, batch_norm=True)  # failed in check_ranks_agree before rank 0's figure was broadcast
+    (mine, others), = seen
+    assert others == [mine] and len(mine["trace"]) == 16
 
 
 def test_the_service_trains_the_cores_kd_gate_and_target() -> None:

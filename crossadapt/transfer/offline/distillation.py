@@ -293,14 +293,31 @@ class _AdaptiveOfflineTrainer(DistillationTrainer):
         self.every = every
         self.trace: list[tuple[int, float, float]] = []
 
+    #: Data parallel (set by ProgressiveDistillation): rank 0 measures the student and every rank's controller
+    #: observes that figure, so all ranks take the same λ at the same step and hold the same controller state.
+    #: Measuring on each rank is not enough: with BatchNorm a rank's running statistics are its own shard's
+    #: until DDP broadcasts rank 0's buffers at the next forward, so the ranks' LogLosses, gaps and λ differ
+    #: (and DDP would average gradients of different losses).
+    distributed = False
+
     def train_step(self, batch: Batch) -> torch.Tensor:
         loss = super().train_step(batch)
         if self.global_step % self.every == 0:
-            logits = predict_logits(self.model, self.valid, self.config.eval_batch_size)
-            student = logloss_from_logits(logits, self._valid_labels())
+            student = self._student_valid_logloss()
             self.kd_weight = self.controller.observe(student, self.teacher_valid_logloss)
             self.trace.append((self.global_step, self.controller.gap, self.kd_weight))
         return loss
+
+    def _student_valid_logloss(self) -> float:
+        if not self.distributed:
+            return logloss_from_logits(predict_logits(self.model, self.valid, self.config.eval_batch_size),
+                                       self._valid_labels())
+        value = torch.zeros((), dtype=torch.float64, device=self.device)  # on the device: nccl needs it there
+        if torch.distributed.get_rank() == 0:  # the other ranks skip the measurement and wait for its figure
+            value.fill_(logloss_from_logits(predict_logits(self.model, self.valid, self.config.eval_batch_size),
+                                            self._valid_labels()))
+        torch.distributed.broadcast(value, src=0)
+        return float(value)
 
     def _valid_labels(self) -> np.ndarray:
         column = self.valid.label if self.config.target == "click" else self.valid.conversion
@@ -387,6 +404,8 @@ class ProgressiveDistillation:
     it registers only the parameters that then require a gradient). Each rank's loss is scaled by
     ``share · world_size / batch`` so the averaged gradient is the global batch's mean gradient: the run
     equals the one-process run up to float summation order (dropout masks differ, being drawn per rank).
+    With adaptive λ rank 0 measures the student and broadcasts the LogLoss: every rank's controller observes
+    the same figures, so all take the same λ at the same step and hold rank 0's controller state.
     """
 
     def __init__(
@@ -423,6 +442,8 @@ class ProgressiveDistillation:
         # all of D_train, and scoring it every epoch could cost more than training on the sample.
         self.measured = self.trainer.valid if isinstance(self.trainer, _AdaptiveOfflineTrainer) else valid
         self.distributed = distributed
+        if isinstance(self.trainer, _AdaptiveOfflineTrainer):
+            self.trainer.distributed = distributed
         self.rank, self.world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) \
             if distributed else (0, 1)
         self.cursor = DistillCursor()
