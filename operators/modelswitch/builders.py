@@ -15,6 +15,7 @@ from typing import Any
 from operators.modelswitch.clients import (
     CheckpointRef,
     CoDistillationRequest,
+    Collaborative,
     DistillationRequest,
     DriftRequest,
     DriftSettings,
@@ -82,7 +83,17 @@ def teacher_ref(spec: ModelSwitchSpec) -> CheckpointRef:
 def drift_settings(spec: ModelSwitchSpec) -> DriftSettings:
     drift = spec.online.drift
     return DriftSettings(metric=drift.metric, windows=drift.windows, bins=drift.bins, theta_low=drift.theta_low,
-                         theta_high=drift.theta_high, max_replay=drift.max_replay)
+                         theta_high=drift.theta_high, max_replay=drift.max_replay, rolling=drift.rolling,
+                         window_rows=drift.window_rows)
+
+
+def collaborative(spec: ModelSwitchSpec) -> Collaborative | None:
+    """spec.online.collaborative for the co-distiller, or None: the paper's teacher (labels only)."""
+    section = spec.online.collaborative
+    if section is None:
+        return None
+    return Collaborative(weight=section.weight, temperature=section.temperature, gate=section.gate,
+                         scale_by_t2=section.scale_by_t2)
 
 
 def projection_request(spec: ModelSwitchSpec, prefix: str, request: str) -> ProjectionRequest:
@@ -118,7 +129,8 @@ def distillation_request(spec: ModelSwitchSpec, prefix: str, projected: Checkpoi
                                kd_weight=distillation.kd_weight, temperature=distillation.temperature,
                                frozen_epochs=distillation.frozen_epochs, joint_epochs=distillation.joint_epochs,
                                seed=spec.offline.seed, student_name=f"{prefix}/offline", student_model=model,
-                               request_id=request, task_logit_shift=task_logit_shift, optim=optimiser(spec))
+                               request_id=request, task_logit_shift=task_logit_shift, optim=optimiser(spec),
+                               kd_gate=distillation.kd_gate)
 
 
 def optimiser(spec: ModelSwitchSpec) -> Optimiser:
@@ -139,7 +151,9 @@ def codistillation_request(spec: ModelSwitchSpec, prefix: str, offline_student: 
                                  kd_weight=distillation.kd_weight, temperature=distillation.temperature,
                                  drift=drift_settings(spec), seed=spec.offline.seed,
                                  student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher",
-                                 request_id=request, optim=optimiser(spec))
+                                 request_id=request, optim=optimiser(spec),
+                                 # offline.distillation's gate, as the switch's kd_gate covers both stages
+                                 kd_gate=distillation.kd_gate, collaborative=collaborative(spec))
 
 
 def drift_figures(details: dict[str, Any]) -> dict[str, float]:

@@ -130,6 +130,7 @@ class DistillationRequest:
     request_id: str
     task_logit_shift: float = 0.0  # the prior correction for a class-balanced sample (builders.prior_shift)
     optim: Optimiser | None = None  # None: the service's defaults
+    kd_gate: str = "teacher_better"  # 'all' (the paper) or 'teacher_better' (the switch's default)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,19 @@ class DriftSettings:
     theta_low: float
     theta_high: float
     max_replay: float
+    # The co-distiller's only (the drift detector measures the history once): re-estimate from the stream.
+    rolling: bool = False
+    window_rows: int = 100_000
+
+
+@dataclass(frozen=True)
+class Collaborative:
+    """The collaborative teacher's KD term toward the student (the co-distiller's CollaborativeCoDistillation)."""
+
+    weight: float
+    temperature: float
+    gate: str
+    scale_by_t2: bool
 
 
 @dataclass(frozen=True)
@@ -165,6 +179,8 @@ class CoDistillationRequest:
     teacher_name: str
     request_id: str
     optim: Optimiser | None = None  # None: the service's defaults
+    kd_gate: str = "teacher_better"
+    collaborative: Collaborative | None = None  # None: the teacher learns from the labels only (the paper)
 
 
 class Arm(str, Enum):
@@ -288,6 +304,22 @@ def _dataset_message(name: str) -> Any:
     return _proto("common_pb2").DatasetRef(name=name)
 
 
+# What an unset field means to the distillers, and so the settings left unset on the wire. A spec without
+# the switch's newer options (kdGate, rolling drift) thus builds the very request an operator without them
+# sent: a service compares a replayed request_id's parameters as sent (request_fingerprint), so an operator
+# upgraded while a stage runs must send the same message again, or the service refuses it.
+_UNSET_KD_GATE = "teacher_better"
+
+
+def _kd_gate(kd_gate: str) -> dict[str, str]:
+    return {} if kd_gate == _UNSET_KD_GATE else {"kd_gate": kd_gate}
+
+
+def _rolling(drift: DriftSettings) -> dict[str, Any]:
+    """rolling and its window size, set only when rolling (window_rows means nothing otherwise)."""
+    return {"rolling": True, "window_rows": drift.window_rows} if drift.rolling else {}
+
+
 def _drift_config(module: Any, drift: DriftSettings) -> Any:
     return module.DriftConfig(metric=drift.metric, windows=drift.windows, bins=drift.bins, low=drift.theta_low,
                               high=drift.theta_high, max_replay=drift.max_replay)
@@ -357,7 +389,8 @@ class GrpcServices:
         config = pb.DistillationConfig(kd_weight=request.kd_weight, temperature=request.temperature,
                                        frozen_epochs=request.frozen_epochs, joint_epochs=request.joint_epochs,
                                        seed=request.seed, task_logit_shift=request.task_logit_shift,
-                                       **(request.optim.fields() if request.optim else {}))
+                                       **(request.optim.fields() if request.optim else {}),
+                                       **_kd_gate(request.kd_gate))
         model = pb.ModelSpec(architecture=request.student_model.architecture,
                              embedding_dim=request.student_model.embedding_dim,
                              hidden=list(request.student_model.hidden))
@@ -379,13 +412,20 @@ class GrpcServices:
 
     def start_codistillation(self, request: CoDistillationRequest) -> Operation:
         pb = _proto("online_codistiller_pb2")
-        drift = request.drift
+        drift, collaborative = request.drift, request.collaborative
         config = pb.CoDistillationConfig(
             teacher_update_interval=request.teacher_update_interval, kd_weight=request.kd_weight,
             temperature=request.temperature, seed=request.seed, **(request.optim.fields() if request.optim else {}),
             drift=pb.CoDistillationDriftSettings(metric=drift.metric, windows=drift.windows, bins=drift.bins,
                                                  low=drift.theta_low, high=drift.theta_high,
-                                                 max_replay=drift.max_replay))
+                                                 max_replay=drift.max_replay, **_rolling(drift)),
+            **_kd_gate(request.kd_gate))
+        if collaborative is not None:
+            # Every field set (the spec's values, defaulted as the core's), as `switch --services` sends it;
+            # the message's presence alone is what makes the teacher collaborative.
+            config.collaborative.CopyFrom(pb.CollaborativeCoDistillation(
+                weight=collaborative.weight, temperature=collaborative.temperature, gate=collaborative.gate,
+                scale_by_t2=collaborative.scale_by_t2))
         message = pb.StartCoDistillationRequest(student=_checkpoint_message(request.student),
                                                 teacher=_checkpoint_message(request.teacher),
                                                 stream=_dataset_message(request.stream),

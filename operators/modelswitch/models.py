@@ -62,6 +62,9 @@ class DistillationSpec(_Model):
     temperature: float = Field(4.0, gt=0, le=100)
     frozen_epochs: int = Field(1, ge=0, le=100)
     joint_epochs: int = Field(1, ge=0, le=100)
+    # The switch's offline.distillation.kd_gate (crossadapt.transfer.switch_config.DistillationSection): both
+    # distillers distil only the rows where the teacher's loss is below the student's, unless 'all' (the paper).
+    kd_gate: Literal["all", "teacher_better"] = "teacher_better"
 
     @model_validator(mode="after")
     def _some_epochs(self) -> DistillationSpec:
@@ -89,6 +92,11 @@ class DriftSpec(_Model):
     theta_low: float = Field(0.01, ge=0)
     theta_high: float = Field(0.05, gt=0)
     max_replay: float = Field(0.1, ge=0, le=1)
+    # The switch's online.drift.rolling / window_rows (DriftSection): the co-distiller re-estimates Δ_shift
+    # from the stream every windowRows rows. ≥ 2, as the core's DriftSection requires (its noise floor halves
+    # each window); at most int32, the co-distiller's field.
+    rolling: bool = False
+    window_rows: int = Field(100_000, ge=2, le=2_147_483_647)
 
     @model_validator(mode="after")
     def _ordered(self) -> DriftSpec:
@@ -97,10 +105,35 @@ class DriftSpec(_Model):
         return self
 
 
+class CollaborativeSpec(_Model):
+    """The switch's online.collaborative (the core's CollaborativeConfig, same defaults and ranges)."""
+
+    weight: float = Field(1.0, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    gate: Literal["student_better", "gap", "all"] = "student_better"
+    scale_by_t2: bool = True
+
+
 class OnlineSpec(_Model):
     enabled: bool = True
     teacher_update_interval: int = Field(10, ge=1, le=100000)
     drift: DriftSpec = Field(default_factory=DriftSpec)
+    # None: the teacher learns from the labels only (the paper); present, even {}, it also distils from the
+    # student (the core's defaults for what is left out).
+    collaborative: CollaborativeSpec | None = None
+
+    @model_validator(mode="after")
+    def _needs_the_online_stage(self) -> OnlineSpec:
+        # Both act only inside the co-distillation, which enabled: false skips; as the core's switch config
+        # (collaborative needs co_evolution, i.e. a teacher trained online), a setting nothing would read is
+        # an error rather than silently ignored.
+        if not self.enabled and self.collaborative is not None:
+            raise ValueError("online.collaborative trains the teacher during online co-distillation: "
+                             "it needs online.enabled true")
+        if not self.enabled and self.drift.rolling:
+            raise ValueError("online.drift.rolling re-estimates the replay ratio during online co-distillation: "
+                             "it needs online.enabled true")
+        return self
 
 
 class GatesSpec(_Model):

@@ -128,6 +128,18 @@ BAD = [
     ("paused as a string", "spec.paused", "yes", "is not of type 'boolean'"),
     ("checkpoint URL", "spec.teacher.checkpoint", "s3://models/ctr/mlp/", "does not match"),
     ("bad version", "spec.teacher.version", "3", "does not match"),
+    ("rolling as a string", "spec.online.drift.rolling", "true", "is not of type 'boolean'"),
+    ("one row per rolling window", "spec.online.drift.windowRows", 1, "less than the minimum"),
+    ("rolling window beyond int32", "spec.online.drift.windowRows", 2**31, "greater than the maximum"),
+    ("unknown drift field", "spec.online.drift.windowSize", 1000, "Additional properties"),
+    ("unknown collaborative field", "spec.online.collaborative", {"mu": 1.0}, "Additional properties"),
+    ("collaborative as a boolean", "spec.online.collaborative", True, "is not of type 'object'"),
+    ("zero collaborative weight", "spec.online.collaborative.weight", 0, "less than or equal to the minimum"),
+    ("negative collaborative temperature", "spec.online.collaborative.temperature", -1,
+     "less than or equal to the minimum"),
+    ("the student's gate for the teacher", "spec.online.collaborative.gate", "teacher_better", "is not one of"),
+    ("scaleByT2 as a string", "spec.online.collaborative.scaleByT2", "yes", "is not of type 'boolean'"),
+    ("the teacher's gate for the student", "spec.offline.distillation.kdGate", "student_better", "is not one of"),
     ("unknown status phase", "status.phase", "Deploying", "is not one of"),
     ("student share above 100", "status.studentPercent", 120, "greater than the maximum"),
 ]
@@ -185,13 +197,59 @@ def test_status_model_has_exactly_the_crd_fields(open_api_schema: dict[str, Any]
     assert _compare(ModelSwitchStatus, open_api_schema["properties"]["status"], "status") == []
 
 
-def test_crd_defaults_equal_the_model_defaults(open_api_schema: dict[str, Any]) -> None:
-    """A spec the API server defaulted reads the same as one the operator defaults itself."""
+@pytest.mark.parametrize("online", [None, {"collaborative": {}}, {"collaborative": {"gate": "gap"}}],
+                         ids=["minimal", "empty collaborative", "collaborative gate"])
+def test_crd_defaults_equal_the_model_defaults(online: dict[str, Any] | None, open_api_schema: dict[str, Any]) -> None:
+    """A spec the API server defaulted reads the same as one the operator defaults itself (an optional
+    section such as online.collaborative stays absent in both, and present gets the same defaults)."""
     spec_schema = open_api_schema["properties"]["spec"]
-    minimal = _minimal()["spec"]
+    minimal = {**_minimal()["spec"], **({"online": online} if online is not None else {})}
     by_server = apply_defaults(spec_schema, minimal)
     by_model = ModelSwitchSpec.model_validate(minimal).model_dump(by_alias=True, exclude_none=True)
     assert by_model == by_server
+    assert ("collaborative" in by_server["online"]) == (online is not None)
+
+
+def test_the_switch_options_are_accepted(open_api_schema: dict[str, Any]) -> None:
+    """The switch's rolling drift, collaborative teacher and KD gate, each spelt out, pass both checks."""
+    obj = _minimal()
+    obj["spec"]["offline"] = {"distillation": {"kdGate": "all"}}
+    obj["spec"]["online"] = {"drift": {"rolling": True, "windowRows": 2},
+                             "collaborative": {"weight": 0.5, "temperature": 2, "gate": "all", "scaleByT2": False}}
+    assert errors(open_api_schema, obj) == []
+    spec = ModelSwitchSpec.model_validate(obj["spec"])
+    assert (spec.offline.distillation.kd_gate, spec.online.drift.rolling, spec.online.drift.window_rows) == (
+        "all", True, 2)
+    assert spec.online.collaborative is not None and spec.online.collaborative.scale_by_t2 is False
+
+
+def test_the_switch_options_have_the_cores_defaults_and_ranges(open_api_schema: dict[str, Any]) -> None:
+    """The new fields default and range as the core's switch config does (crossadapt.transfer.switch_config's
+    DriftSection / DistillationSection, crossadapt.transfer.online.collaborative.CollaborativeConfig)."""
+    from crossadapt.transfer.online.collaborative import CollaborativeConfig
+    from crossadapt.transfer.switch_config import DistillationSection, DriftSection
+
+    spec = open_api_schema["properties"]["spec"]["properties"]
+    drift = spec["online"]["properties"]["drift"]["properties"]
+    collaborative = spec["online"]["properties"]["collaborative"]["properties"]
+    kd_gate = spec["offline"]["properties"]["distillation"]["properties"]["kdGate"]
+    assert (drift["rolling"]["default"], drift["windowRows"]["default"]) == (
+        DriftSection().rolling, DriftSection().window_rows)
+    assert kd_gate["default"] == DistillationSection().kd_gate
+    assert typing.get_args(DistillationSection.model_fields["kd_gate"].annotation) == tuple(kd_gate["enum"])
+    core = CollaborativeConfig()
+    assert {name: node["default"] for name, node in collaborative.items()} == {
+        "weight": core.weight, "temperature": core.temperature, "gate": core.gate, "scaleByT2": core.scale_by_t2}
+    assert set(typing.get_args(CollaborativeConfig.model_fields["gate"].annotation)) == set(
+        collaborative["gate"]["enum"])
+    # The lower bounds: the core refuses what the CRD refuses, and takes the smallest value the CRD takes.
+    with pytest.raises(ValidationError):
+        DriftSection(window_rows=drift["windowRows"]["minimum"] - 1)
+    DriftSection(rolling=True, window_rows=drift["windowRows"]["minimum"])
+    for name in ("weight", "temperature"):
+        assert collaborative[name]["exclusiveMinimum"] is True and collaborative[name]["minimum"] == 0
+        with pytest.raises(ValidationError):
+            CollaborativeConfig(**{name: 0.0})
 
 
 def test_enums_agree(open_api_schema: dict[str, Any]) -> None:
@@ -219,6 +277,11 @@ def test_architectures_are_the_core_registry() -> None:
     ("steps not increasing", {"rollout": {"steps": [50, 25]}}, "increase strictly"),
     ("thetaLow above thetaHigh", {"online": {"drift": {"thetaLow": 0.1, "thetaHigh": 0.05}}}, "thetaLow"),
     ("no epochs", {"offline": {"distillation": {"frozenEpochs": 0, "jointEpochs": 0}}}, "at least 1"),
+    # collaboration trains the teacher online (the core's co_evolution); without the online stage nothing would
+    ("collaborative without the online stage", {"online": {"enabled": False, "collaborative": {}}},
+     "collaborative trains the teacher"),
+    ("rolling drift without the online stage", {"online": {"enabled": False, "drift": {"rolling": True}}},
+     "rolling re-estimates"),
 ])
 def test_models_enforce_the_crd_cel_rules(case: str, change: dict[str, Any], message: str,
                                           open_api_schema: dict[str, Any]) -> None:
@@ -227,8 +290,8 @@ def test_models_enforce_the_crd_cel_rules(case: str, change: dict[str, Any], mes
     with pytest.raises(ValidationError, match=message):
         ModelSwitchSpec.model_validate(spec)
     rules = [rule["rule"] for _, node in walk(open_api_schema) for rule in node.get("x-kubernetes-validations", [])]
-    assert rules == ["self.frozenEpochs + self.jointEpochs >= 1", "self.thetaLow < self.thetaHigh",
-                     "self.isSorted()"]
+    assert rules == ["self.frozenEpochs + self.jointEpochs >= 1", "self.enabled || !has(self.collaborative)",
+                     "self.enabled || !self.drift.rolling", "self.thetaLow < self.thetaHigh", "self.isSorted()"]
 
 
 def test_action_annotation_is_in_the_crossadapt_domain() -> None:

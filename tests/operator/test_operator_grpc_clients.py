@@ -223,6 +223,8 @@ def test_a_switch_runs_to_promoted_over_grpc(served: tuple[FakePlatformServer, s
             drift.config.high) == ("ctr/train", "ctr/stream", "js", 0.01, 0.05)
     (codistillation,) = fake.requests["codistillation"]
     assert codistillation.student.name == "modelswitch/ml/sw/offline" and not codistillation.follow
+    # A spec without the switch's newer options leaves them unset: the request earlier operators sent.
+    assert not distillation.config.HasField("kd_gate") and not codistillation.config.HasField("collaborative")
     assert (codistillation.replay.name, codistillation.config.teacher_update_interval,
             codistillation.config.drift.max_replay) == ("ctr/train", 10, 0.1)
     assert (codistillation.config.batch_size, codistillation.config.embedding_lr,
@@ -296,3 +298,66 @@ def test_an_unset_interval_is_unknown_not_zero() -> None:
     assert not _interval(response, "delta_auc").known
     response.delta_auc.CopyFrom(predictor_pb2.ConfidenceInterval(estimate=0, lower=0, upper=0, level=0.95))
     assert _interval(response, "delta_auc").known  # a measured [0, 0] at 95% is a real figure
+
+
+# ------------------------------------------------- the switch's options, built through the real protos
+
+
+def _sent(spec: dict[str, Any]) -> tuple[Any, Any]:
+    """The offline distiller's and the co-distiller's request messages that `spec` builds (captured before
+    any channel is used)."""
+    from operators.modelswitch import builders
+    from operators.modelswitch.models import ModelSwitchSpec
+
+    services = GrpcServices({}, timeout_s=1)
+    sent: list[Any] = []
+    services._start = lambda service, module, stub, method, message: sent.append(message)  # type: ignore[method-assign]
+    parsed = ModelSwitchSpec.model_validate(spec)
+    services.start_distillation(builders.distillation_request(parsed, "p", CheckpointRef("p/projected", "v000001"),
+                                                              "p/sample", "rid-1"))
+    services.start_codistillation(builders.codistillation_request(parsed, "p", CheckpointRef("p/offline", "v000001"),
+                                                                  "rid-2"))
+    distillation, codistillation = sent
+    assert isinstance(distillation, offline_distiller_pb2.StartDistillationRequest)
+    assert isinstance(codistillation, online_codistiller_pb2.StartCoDistillationRequest)
+    return distillation, codistillation
+
+
+def test_the_switch_options_reach_both_distillers() -> None:
+    spec = {**copy.deepcopy(SPEC), "offline": {"distillation": {"kdGate": "all"}},
+            "online": {"drift": {"rolling": True, "windowRows": 5000},
+                       "collaborative": {"weight": 0.5, "gate": "gap", "scaleByT2": False}}}
+    distillation, codistillation = _sent(spec)
+    assert distillation.config.kd_gate == "all" and codistillation.config.kd_gate == "all"
+    drift = codistillation.config.drift
+    assert (drift.rolling, drift.window_rows, drift.metric, drift.max_replay) == (True, 5000, "js", 0.1)
+    collaborative = codistillation.config.collaborative
+    assert codistillation.config.HasField("collaborative")
+    # Every field set; the one the spec left out (temperature) is the core's default, 1.
+    assert {d.name: v for d, v in collaborative.ListFields()} == {
+        "weight": 0.5, "temperature": 1.0, "gate": "gap", "scale_by_t2": False}
+
+
+def test_an_empty_collaborative_section_is_the_cores_defaults() -> None:
+    _, codistillation = _sent({**copy.deepcopy(SPEC), "online": {"collaborative": {}}})
+    assert {d.name: v for d, v in codistillation.config.collaborative.ListFields()} == {
+        "weight": 1.0, "temperature": 1.0, "gate": "student_better", "scale_by_t2": True}
+
+
+def test_the_defaults_leave_the_new_fields_unset() -> None:
+    """Absent collaborative sends no message; the default kdGate and rolling: false are what the services
+    read from unset fields, so they stay unset and a default spec's request is byte for byte the one an
+    operator without these options sent (a replayed request_id must match its first parameters)."""
+    from google.protobuf.json_format import MessageToDict
+
+    distillation, codistillation = _sent(copy.deepcopy(SPEC))
+    assert not codistillation.config.HasField("collaborative")
+    assert not distillation.config.HasField("kd_gate") and not codistillation.config.HasField("kd_gate")
+    drift = codistillation.config.drift
+    assert not drift.HasField("rolling") and not drift.HasField("window_rows")
+    wire = MessageToDict(codistillation, preserving_proto_field_name=True)["config"]
+    assert "collaborative" not in wire and "kd_gate" not in wire and set(wire["drift"]) == {
+        "metric", "windows", "bins", "low", "high", "max_replay"}
+    # a window size without rolling does nothing, so it is not sent either
+    _, codistillation = _sent({**copy.deepcopy(SPEC), "online": {"drift": {"windowRows": 10}}})
+    assert not codistillation.config.drift.HasField("window_rows")

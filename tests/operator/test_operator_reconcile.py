@@ -41,6 +41,21 @@ def test_requests_follow_the_spec() -> None:
     assert (codistill.replay, codistill.stream, codistill.teacher_update_interval) == ("ctr/train", "ctr/stream", 10)
     assert (codistill.student_name, codistill.teacher_name) == ("p/student", "p/teacher")
     assert builders.artifact_prefix("ml", "sw", spec) == "modelswitch/ml/sw"
+    # the switch's options beyond the paper, at their defaults: the paper's teacher, the gate, fixed drift
+    assert (codistill.collaborative, codistill.kd_gate, codistill.drift.rolling) == (None, "teacher_better", False)
+
+
+def test_the_switch_options_follow_the_spec() -> None:
+    spec = ModelSwitchSpec.model_validate({
+        **SPEC, "offline": {"distillation": {"kdGate": "all"}},
+        "online": {"drift": {"rolling": True, "windowRows": 2}, "collaborative": {"temperature": 2.0}}})
+    distill = builders.distillation_request(spec, "p", builders.CheckpointRef("p/projected"), "p/sample", "rid")
+    codistill = builders.codistillation_request(spec, "p", builders.CheckpointRef("p/offline", "v000001"), "rid")
+    assert distill.kd_gate == codistill.kd_gate == "all"
+    assert (codistill.drift.rolling, codistill.drift.window_rows) == (True, 2)
+    assert builders.drift_request(spec, "rid").drift == codistill.drift
+    assert codistill.collaborative == builders.Collaborative(weight=1.0, temperature=2.0, gate="student_better",
+                                                             scale_by_t2=True)
 
 
 def test_the_distillation_carries_the_samples_prior_correction(driver: Driver) -> None:
