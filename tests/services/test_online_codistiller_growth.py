@@ -12,16 +12,24 @@ With ``grow_vocabulary``:
   spec, not the request's sizes) and ends bit-for-bit where the uninterrupted run ends;
 * the stream's partitions were written with their vocabulary (`write_split(vocabulary=)`), so every
   grown checkpoint carries version 2's values (`has_vocabulary`): the new users map to rows 30..35,
-  the rows the tables grew; a stream written without them still trains, its grown checkpoints carry none.
+  the rows the tables grew; a stream written without them still trains, its grown checkpoints carry none;
+* with target 'conversion' (pCVR: the clicked rows only) the run grows mid-stream as the clicked rows reach
+  version 2 and ends bit-for-bit at the student and teacher the core's `codistill_online` trains in process
+  on the whole stream (which grows both models up front): growth and the clicked-row batching compose
+  (target 'click' too).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
 from distiller_fixtures import (
+    EPOCH,
     GROWN_SPEC,
     GROWN_VOCABULARY,
     NEW_USERS,
@@ -32,8 +40,17 @@ from distiller_fixtures import (
     tiny_model,
     write_growing_stream,
 )
+from crossadapt.training import select_target_rows
+from crossadapt.transfer.online.codistillation import codistill_online
 from services.common.errors import InvalidArgumentError
-from services.common.model_io import dataset_vocabulary, load_model, load_vocabulary, publish_model, write_split
+from services.common.model_io import (
+    dataset_vocabulary,
+    load_model,
+    load_vocabulary,
+    publish_model,
+    read_all,
+    write_split,
+)
 from services.common.operations import FileOperationStore
 from services.common.proto import common_pb2
 from services.common.proto import online_codistiller_pb2 as pb
@@ -64,13 +81,14 @@ def world(tmp_path):  # noqa: ANN001, ANN201
     return ctx
 
 
-def _plan(ctx: CoDistillerContext, operation_id: str, grow: bool = True, stream: str = "stream"):  # noqa: ANN202
+def _plan(ctx: CoDistillerContext, operation_id: str, grow: bool = True, stream: str = "stream",  # noqa: ANN202
+          **config):
     request = pb.StartCoDistillationRequest(
         student=common_pb2.CheckpointRef(name="m/student"), teacher=common_pb2.CheckpointRef(name="m/teacher"),
         stream=common_pb2.DatasetRef(name=stream), student_name=f"{operation_id}/student",
         teacher_name=f"{operation_id}/teacher",
-        config=pb.CoDistillationConfig(batch_size=BATCH, checkpoint_every_batches=3, teacher_update_interval=2,
-                                       grow_vocabulary=grow, seed=3))
+        config=pb.CoDistillationConfig(**{"batch_size": BATCH, "checkpoint_every_batches": 3,
+                                          "teacher_update_interval": 2, "grow_vocabulary": grow, "seed": 3, **config}))
     return plan_codistillation(ctx.checkpoints, ctx.datasets, request, operation_id)
 
 
@@ -168,3 +186,54 @@ def test_a_stream_stores_each_vocabulary_version_and_resolves_older_hashes_from_
                     vocabulary=TINY_VOCABULARY)
     assert error.value.field == "vocabulary"
     assert datasets.objects.list_children(f"{datasets.prefix}/mismatch") == []  # nothing written
+
+
+def _with_conversions(rows, seed: int):
+    """`rows` with a conversion column: about a third of the clicks convert, no unclicked row does."""
+    rng = np.random.default_rng(seed)
+    return replace(rows, conversion=(rows.label * (rng.random(len(rows)) < 0.35)).astype(np.float32))
+
+
+@pytest.mark.parametrize("target", ["conversion", "click"])
+def test_a_growing_run_ends_at_the_in_process_student_for_either_target(world, target: str) -> None:
+    """Growth with target 'conversion' (and 'click', the same check without the row selection): the growing
+    stream of `write_growing_stream` (one version-1 partition, three of version 2 with the new users), with
+    conversions. The service batches the target's rows across partitions and grows both models before the
+    first batch holding a version-2 row (mid-stream: its first checkpoint is still of version 1); the core
+    selects the rows of the whole stream and grows up front. New rows start from the initialiser (the teacher
+    has none of the new ids either) and no row is trained before it appears, so both end at the same
+    models, bit for bit."""
+    old = _with_conversions(tiny_clicks(PARTITION_ROWS, seed=5), seed=1)
+    new = tiny_clicks(3 * PARTITION_ROWS, seed=6, first_timestamp=PARTITION_ROWS)
+    rng = np.random.default_rng(0)
+    newcomers = rng.random(len(new)) < 0.3
+    new.categorical[newcomers, 0] = rng.integers(30, 30 + NEW_USERS, int(newcomers.sum()))
+    new = _with_conversions(new, seed=2)
+    write_split(world.datasets, "converting", old, TINY_SPEC, vocab_hash=VOCAB_HASH, vocab_version=1, start=EPOCH,
+                vocabulary=TINY_VOCABULARY)
+    write_split(world.datasets, "converting", new, GROWN_SPEC, vocab_hash=GROWN_VOCABULARY.hash, vocab_version=2,
+                partitions=3, start=EPOCH.replace(hour=1), vocabulary=GROWN_VOCABULARY)
+    # pCVR trains on the clicked rows: a batch spans both versions and new users are among them
+    assert int(old.label.sum()) % BATCH and int((new.label * newcomers).sum()) > 0
+    plan = _plan(world, f"op-{target}", stream="converting", target=target, checkpoint_every_batches=1)
+    final = run_codistillation(world, plan, lambda *_, **__: None)
+    students = _students(world, f"op-{target}/student")
+    assert students[0].manifest.feature_spec == TINY_SPEC and final.manifest.feature_spec == GROWN_SPEC
+    assert (final.manifest.vocab_hash, final.manifest.extra["vocab_version"]) == (GROWN_VOCABULARY.hash, 2)
+
+    student, _ = load_model(world.checkpoints, plan.student.name, plan.student.version)
+    teacher, _ = load_model(world.checkpoints, plan.teacher.name, plan.teacher.version)
+    stream = read_all(world.datasets, "converting")  # each partition in its own version's ids
+    config = plan.settings.core_config("cpu")
+    assert (config.target, config.grow_vocabulary) == (target, True)
+    expected = codistill_online(teacher, student, stream, config)
+    rows = len(select_target_rows(stream, target))
+    assert rows == (len(stream) if target == "click" else int(old.label.sum() + new.label.sum()))
+    assert (final.manifest.extra["batches"], final.manifest.extra["rows"]) == (expected.batches, expected.rows) \
+        == (-(-rows // BATCH), rows)
+    ours, _ = load_model(world.checkpoints, final.name, final.version)
+    co_teacher, _ = load_model(world.checkpoints, *final.manifest.extra["teacher"].rsplit("/", 1))
+    for model, reference in ((ours, expected.student), (co_teacher, expected.teacher)):
+        assert model.embedding.get_table("user").shape[0] == 30 + NEW_USERS
+        for name, value in reference.state_dict().items():
+            assert torch.equal(model.state_dict()[name], value), name
