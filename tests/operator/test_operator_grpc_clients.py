@@ -361,3 +361,29 @@ def test_the_defaults_leave_the_new_fields_unset() -> None:
     # a window size without rolling does nothing, so it is not sent either
     _, codistillation = _sent({**copy.deepcopy(SPEC), "online": {"drift": {"windowRows": 10}}})
     assert not codistillation.config.drift.HasField("window_rows")
+
+
+@pytest.mark.parametrize("options", [False, True], ids=["defaults", "options"])
+def test_the_distillers_read_what_the_spec_says(options: bool) -> None:
+    """The services' own config parsing of the operator's messages (unset fields included) gives the
+    spec's settings: the defaults left unset read as the spec's defaults. Imports the core (torch)."""
+    from services.offline_distiller.config import DistillationSettings
+    from services.online_codistiller.config import CoDistillationSettings
+
+    spec = copy.deepcopy(SPEC)
+    if options:
+        spec |= {"offline": {"distillation": {"kdGate": "all"}},
+                 "online": {"drift": {"rolling": True, "windowRows": 64}, "collaborative": {"gate": "all"}}}
+    distillation, codistillation = _sent(spec)
+    offline = DistillationSettings.from_proto(distillation.config)
+    online = CoDistillationSettings.from_proto(codistillation.config)
+    gate = "all" if options else "teacher_better"
+    assert offline.distillation.kd_gate == online.distillation.kd_gate == gate
+    assert (online.online.drift.rolling, online.online.drift.window_rows) == ((True, 64) if options else
+                                                                              (False, 100_000))
+    if options:
+        assert online.online.collaborative is not None
+        assert online.online.collaborative.model_dump() == {"weight": 1.0, "temperature": 1.0, "gate": "all",
+                                                             "scale_by_t2": True}
+    else:
+        assert online.online.collaborative is None
