@@ -58,15 +58,7 @@ def prepare(platform: Any, data: Path, teacher_dir: Path, rows: int) -> dict[str
     plan = plan.model_copy(update={"student_version": checkpoints.claim_version("bench/projected",
                                                                                 owner="bench-projection")})
     ctx = projector.ProjectorContext(checkpoints=checkpoints, operations=FileOperationStore(platform.workdir / "ops-projection"))
-    for table, layout in plan.tables.items():
-        if plan.needs_stats(table):
-            for shard in range(len(layout.shards)):
-                projector.shard_stats(ctx, plan, table, shard, lambda _: None)
-    projector.fit(ctx, plan)
-    for table, layout in plan.tables.items():
-        for shard in range(len(layout.shards)):
-            projector.apply_shard(ctx, plan, table, shard, lambda _: None)
-    projected = projector.publish(ctx, plan)
+    projected = projector.run_in_process(ctx, plan)
     return {"teacher": published, "projected": projected, "rows": len(sample)}
 
 

@@ -281,3 +281,20 @@ def publish(ctx: ProjectorContext, plan: ProjectionPlan) -> PublishedCheckpoint:
 def cleanup(ctx: ProjectorContext, plan: ProjectionPlan) -> None:
     """Drop the operation's scratch objects (after publish, or after a failure)."""
     ctx.checkpoints.objects.delete_prefix(_scratch(plan))
+
+
+def run_in_process(ctx: ProjectorContext, plan: ProjectionPlan) -> PublishedCheckpoint:
+    """Every step of a planned projection one after another in this process (no Celery): what a bench or a
+    test needs when the projection is a setup step, not what it measures. The plan's student version must
+    be claimed already; the scratch objects are dropped after the publish."""
+    for field, layout in plan.tables.items():
+        if plan.needs_stats(field):
+            for shard in range(len(layout.shards)):
+                shard_stats(ctx, plan, field, shard, lambda _: None)
+    fit(ctx, plan)
+    for field, layout in plan.tables.items():
+        for shard in range(len(layout.shards)):
+            apply_shard(ctx, plan, field, shard, lambda _: None)
+    published = publish(ctx, plan)
+    cleanup(ctx, plan)
+    return published

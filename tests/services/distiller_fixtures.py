@@ -144,17 +144,7 @@ def project(checkpoints: CheckpointStore, operations, teacher, student_name: str
                                      seed=seed, fields=[])
     plan = plan.model_copy(update={"student_version": checkpoints.claim_version(student_name, owner=operation_id)})
     ctx = projector.ProjectorContext(checkpoints=checkpoints, operations=operations)
-    for table, layout in plan.tables.items():
-        if plan.needs_stats(table):
-            for shard in range(len(layout.shards)):
-                projector.shard_stats(ctx, plan, table, shard, lambda _: None)
-    projector.fit(ctx, plan)
-    for table, layout in plan.tables.items():
-        for shard in range(len(layout.shards)):
-            projector.apply_shard(ctx, plan, table, shard, lambda _: None)
-    published = projector.publish(ctx, plan)
-    projector.cleanup(ctx, plan)
-    return published
+    return projector.run_in_process(ctx, plan)
 
 
 # ---- the platform -------------------------------------------------------------------------------
