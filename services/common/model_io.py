@@ -113,8 +113,7 @@ def publish_model(  # noqa: PLR0913 - manifest fields
         paths = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
         # Each file is hashed once, as it is uploaded (write_file's entry): hashing the folder first too cost a
         # co-distiller's checkpoint a second pass over every table.
-        entries = {relpath: checkpoints.write_file(name, version, relpath, path.read_bytes())
-                   for relpath, path in paths.items()}
+        entries = checkpoints.write_files(name, version, paths)
         manifest = build_manifest({}, **fields).model_copy(update={"files": entries})
         return checkpoints.publish_manifest(name, version, manifest)
 

@@ -102,6 +102,41 @@ def test_unpublished_version_is_invisible_until_its_manifest(object_store: Objec
     assert store.claim_version("m", owner="op-2") == "v000003"  # numbers are never reused
 
 
+def test_a_versions_files_go_up_side_by_side_and_a_failed_one_stops_the_publish(
+        object_store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """write_files uploads on several threads (what a co-distiller checkpoint waits on): every file and its
+    manifest entry as write_file gives them, a local file as its bytes; one failed upload raises, and that
+    version stays unpublished."""
+    from crossadapt.checkpoint import build_manifest
+
+    store = CheckpointStore(object_store)
+    files = {f"tables/f{i}/shard-00000.bin": os.urandom(1000 + i) for i in range(12)}
+    (tmp_path / "model.bin").write_bytes(b"weights")
+    version = store.claim_version("m", owner="op-1")
+    entries = store.write_files("m", version, {**files, "model.bin": tmp_path / "model.bin"})
+    assert list(entries) == [*files, "model.bin"]
+    assert entries["model.bin"] == store.write_file("m", version, "model.bin", b"weights")
+    published = store.publish_manifest("m", version, build_manifest({}, **FIELDS).model_copy(update={"files": entries}))
+    assert all(store.read_file(published, name) == data for name, data in files.items())
+
+    threads: set[str] = set()
+    put_bytes = object_store.put_bytes
+
+    def put_or_fail(key: str, data: bytes) -> None:
+        threads.add(threading.current_thread().name)
+        if key.endswith("f7/shard-00000.bin"):
+            raise UnavailableError("store down", field=key)
+        put_bytes(key, data)
+
+    monkeypatch.setattr(object_store, "put_bytes", put_or_fail)
+    second = store.claim_version("m", owner="op-2")
+    threads.clear()  # the claim's own put ran here, on the calling thread
+    with pytest.raises(UnavailableError, match="store down"):
+        store.write_files("m", second, files)
+    assert len(threads) > 1 and threading.current_thread().name not in threads  # side by side, on the pool
+    assert store.versions("m") == [version]
+
+
 def test_reads_are_verified_against_the_manifest(object_store: ObjectStore, tmp_path: Path) -> None:
     store = CheckpointStore(object_store)
     published = store.publish_folder("m", _folder(tmp_path, {"t/x.bin": b"abcdef", "y.bin": b"y"}), **FIELDS)
