@@ -9,7 +9,8 @@
               kept before batching, so the batches are the in-process ones); each is checked and
               trained on (core CoDistiller: student every batch, teacher every τ, replayed rows at
               the drift-set ratio)
-      every `checkpoint_every_batches` batches or `checkpoint_every_seconds` seconds, whichever comes first
+      every `checkpoint_every_seconds` seconds (default 60) or, if set, `checkpoint_every_batches` batches,
+              whichever comes first
               (`checkpoint_due`): publish the teacher (next version of teacher_name), then
               the student (next version of student_name) with the run state, the position and the rows
               consumed per partition in its manifest; at the end of the stream the same, finished
@@ -189,6 +190,9 @@ class StreamRun:
     last: Checkpoint | None = None
     batches_since_checkpoint: int = 0
     checkpointed_at: float = field(default_factory=time.monotonic)  # the last checkpoint (or the run's start)
+    # Where this task's time went: reading the stream, training on it, publishing checkpoints (and, set by
+    # run_codistillation, loading the models and the replay pool); in the details and the manifests.
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("start", "read", "train", "checkpoint"), 0.0))
     _partitions: list[str] = field(default_factory=list)
     _partition_tables: dict[str, TablesVersion] = field(default_factory=dict)
 
@@ -269,9 +273,11 @@ class StreamRun:
 
     def train_batch(self, arrays: SplitArrays, position: DatasetPosition, counts: dict[str, int]) -> None:
         """One stream batch (the rows just before `position`): co-distil, count, maybe checkpoint."""
+        began = time.perf_counter()
         if self.plan.settings.online.grow_vocabulary:
             self.grow_for(counts)
         self.distiller.consume(arrays)
+        self.seconds["train"] += time.perf_counter() - began
         self.position = position
         for partition, rows in counts.items():
             self.rows_by_partition[partition] = self.rows_by_partition.get(partition, 0) + rows
@@ -285,11 +291,15 @@ class StreamRun:
 
     def consume_available(self) -> int:
         """Train on every batch the stream has now; returns how many."""
-        count = 0
-        for arrays, position, counts in self.batches():
-            self.train_batch(arrays, position, counts)
+        count, batches = 0, self.batches()
+        while True:
+            began = time.perf_counter()
+            batch = next(batches, None)
+            self.seconds["read"] += time.perf_counter() - began
+            if batch is None:
+                return count
+            self.train_batch(*batch)
             count += 1
-        return count
 
     def fraction(self) -> float:
         """Share of the known partitions consumed (partition granularity; a following stream grows)."""
@@ -305,12 +315,13 @@ class StreamRun:
 
     def checkpoint(self, *, final: bool = False) -> Checkpoint:
         """Publish the teacher, then the student with the run state and the position (manifest last each)."""
+        began = time.perf_counter()
         plan, checkpoints, distiller = self.plan, self.ctx.checkpoints, self.distiller
         state = None if final else portable_state(distiller.state_dict())
         position = self.position.model_dump(mode="json") if self.position else None
         common = {"operation_id": plan.operation_id, "stream": plan.stream, "position": position,
                   "batches": distiller.step, "rows": distiller.rows, "final": final,
-                  "vocab_version": self.tables.version}
+                  "vocab_version": self.tables.version, "teacher_updates": len(distiller.teacher.update_steps)}
         # The tables' own version: a grown model's spec and hash are its version's, not the plan's.
         tables = {"vocab_hash": self.tables.vocab_hash, "operation_id": plan.operation_id,
                   "vocabulary": self.vocabulary if self.vocabulary and self.vocabulary.hash == self.tables.vocab_hash
@@ -320,7 +331,7 @@ class StreamRun:
             checkpoints, plan.teacher_name, distiller.teacher.model, version=teacher_version,
             feature_spec=distiller.teacher.model.spec, **tables,
             parent=self.last.teacher_ref if self.last else plan.teacher.ref,
-            extra={**common, "role": "teacher", "teacher_updates": len(distiller.teacher.update_steps)})
+            extra={**common, "role": "teacher"})
         files = {OPTIMIZER_FILE: tensor_bytes(distiller.trainer.optimizer.state_dict())}
         if state is not None:
             files[RUN_STATE_FILE] = tensor_bytes(state)
@@ -336,6 +347,7 @@ class StreamRun:
                    **({"kd_weight_trace": [list(entry) for entry in distiller.controller.history]}
                       if distiller.controller is not None else {})})
         self.last = Checkpoint.of(student)
+        self.seconds["checkpoint"] += time.perf_counter() - began
         self.batches_since_checkpoint = 0
         self.checkpointed_at = time.monotonic()
         log.info("checkpoint published", extra={"operation_id": plan.operation_id, "student": student.ref,
@@ -344,16 +356,17 @@ class StreamRun:
             "student": student.ref, "teacher": teacher.ref, "position": position, "batches": distiller.step,
             "rows": distiller.rows, "rows_by_partition": dict(self.rows_by_partition),
             "prequential": prequential_summary(distiller), **online_extras(distiller),
+            "seconds": {stage: round(value, 3) for stage, value in self.seconds.items()},
             **({"adaptive": adaptive} if (adaptive := adaptive_details(distiller)) is not None else {})})
         return self.last
 
 
-def checkpoint_due(batches: int, seconds: float, every_batches: int, every_seconds: float) -> bool:
-    """Whether to publish after a batch: `every_batches` batches or `every_seconds` seconds since the last
-    checkpoint, whichever comes first. Never before a batch was trained on since (nothing new to save).
-    The batch cadence keeps checkpoints where a fast stream's tests expect them; the time one bounds what a
-    lost worker repeats on a slow stream (large batches, a big model), where 100 batches can be an hour."""
-    return batches >= 1 and (batches >= every_batches or seconds >= every_seconds)
+def checkpoint_due(batches: int, seconds: float, every_batches: int | None, every_seconds: float) -> bool:
+    """Whether to publish after a batch: `every_seconds` seconds since the last checkpoint or, if set,
+    `every_batches` batches, whichever comes first. Never before a batch was trained on since (nothing new
+    to save). The clock bounds what a lost worker repeats however slow a batch is (a fixed batch count can be
+    seconds on a small model or an hour on a big one); a batch cadence puts checkpoints at known places."""
+    return batches >= 1 and (seconds >= every_seconds or (every_batches is not None and batches >= every_batches))
 
 
 TRACE_ENTRIES = 64  # the newest λ updates kept in the operation's details; the student's manifest keeps all
@@ -409,12 +422,9 @@ def online_extras(distiller: CoDistiller) -> dict[str, Any]:
     details: the rolling Δ_shift estimate (windows and rows seen, the shift and ratio in force) and the
     share of the stream where the student taught a collaborative teacher."""
     extras: dict[str, Any] = {}
-    replay = distiller.replay
-    if replay is not None and replay.config.rolling:
-        rolling = replay.state_dict()
-        extras["rolling_drift"] = {"windows": int(rolling["windows"]), "rows": int(rolling["rows"]),
-                                   "shift": None if replay.shift is None else float(replay.shift),
-                                   "replay_ratio": float(replay.ratio)}
+    rolling = distiller.replay.rolling_summary() if distiller.replay is not None else None
+    if rolling is not None:
+        extras["rolling_drift"] = rolling
     if isinstance(distiller.teacher, CollaborativeTeacher):
         extras["collaboration_share"] = distiller.teacher.taught_share
     return extras
@@ -500,7 +510,9 @@ def run_codistillation(ctx: CoDistillerContext, plan: CoDistillationPlan, report
     resume = latest_checkpoint(ctx.checkpoints, plan)
     if resume is not None and resume.final:  # finished before the worker was lost: nothing left to do
         return resume.student
+    began = time.perf_counter()
     run = start_run(ctx, plan, report, resume)
+    run.seconds["start"] = time.perf_counter() - began
     report(run.fraction(), force=True, stage="stream", details={
         "resumed_from": resume.student.ref if resume else None, "position": run.position.model_dump(mode="json")
         if run.position else None})

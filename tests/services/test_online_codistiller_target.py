@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -137,7 +138,15 @@ def test_the_service_trains_the_in_process_student(world, target: str, kd_gate: 
     checkpoints over the whole stream with the same replay pool and the plan's core config."""
     gate = {} if kd_gate is None else {"kd_gate": kd_gate}
     plan = _plan(world, f"op-{target}-{kd_gate}", target=target, **gate)
-    final = run_codistillation(world, plan, lambda *_, **__: None)
+    reports: list[dict] = []
+    began = time.perf_counter()
+    final = run_codistillation(world, plan, lambda *_, details=None, **__: reports.append(details or {}))
+    elapsed = time.perf_counter() - began
+    # Where the task's time went, in the last checkpoint's details: every part measured, none beyond the run.
+    seconds = [d["seconds"] for d in reports if "seconds" in d][-1]
+    assert set(seconds) == {"start", "read", "train", "checkpoint"} and all(v > 0 for v in seconds.values())
+    assert sum(seconds.values()) <= elapsed
+    assert [d for d in reports if "seconds" in d][-1]["student"] == final.ref
     config = plan.settings.core_config("cpu")
     assert config.kd_gate == (kd_gate or "teacher_better")
     student, _ = load_model(world.checkpoints, plan.student.name, plan.student.version)

@@ -301,7 +301,9 @@ def test_a_checkpoint_is_due_after_every_batches_or_every_seconds_whichever_come
     assert checkpoint_due(7, 61.5, every_batches=4, every_seconds=60.0)
     assert not checkpoint_due(0, 1e6, every_batches=4, every_seconds=60.0)  # nothing trained since: nothing to save
     settings = CoDistillationSettings.from_proto(pb.CoDistillationConfig())
-    assert (settings.checkpoint_every_batches, settings.checkpoint_every_seconds) == (100, 60.0)
+    assert (settings.checkpoint_every_batches, settings.checkpoint_every_seconds) == (None, 60.0)  # the clock only
+    assert not checkpoint_due(10_000, 59.9, every_batches=None, every_seconds=60.0)
+    assert checkpoint_due(1, 60.0, every_batches=None, every_seconds=60.0)
     assert CoDistillationSettings.from_proto(
         pb.CoDistillationConfig(checkpoint_every_seconds=0.5)).checkpoint_every_seconds == 0.5
     for bad in (0.0, -1.0, float("inf")):
