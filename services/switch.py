@@ -338,6 +338,10 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
             student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher-co", request_id=f"{prefix}/codistill")))
     student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)
     facts["student_ref"] = published.ref
+    extra = published.manifest.extra  # the co-distiller's account of the stream, as the in-process details
+    facts["online"] = {"online_rows": extra.get("rows"), "replay_rows": extra.get("replay_rows"),
+                       "teacher_updates": extra.get("teacher_updates"), "rolling_drift": extra.get("rolling_drift"),
+                       "collaboration_share": extra.get("collaboration_share")}
     facts["teacher_ref"] = teacher.ref
     return student, facts
 
@@ -361,6 +365,6 @@ def run_switch_through_services(config: SwitchConfig, out_dir: Path, *, services
     outcome = MethodOutcome(name=f"CrossAdapt ({run.student_label})", model=student, train_seconds=train_seconds,
                             drift=facts["drift"], stage_seconds=stage_seconds,
                             details={"platform": services, "student_ref": facts["student_ref"],
-                                     "teacher_ref": facts["teacher_ref"]})
+                                     "teacher_ref": facts["teacher_ref"], **facts["online"]})
     return finish_switch(run, outcome, log=log, operations=client.timings, platform=services,
                          extra={"platform": services, "store_ref": facts["student_ref"]})

@@ -37,7 +37,13 @@ from crossadapt.transfer.experiments.methods import (
 )
 from crossadapt.transfer.experiments.paired import bootstrap_aucs, percentile_interval
 from crossadapt.transfer.experiments.report import write_switch_report
-from crossadapt.transfer.experiments.results import OperationTiming, PromotionVerdict, Score, SwitchResults
+from crossadapt.transfer.experiments.results import (
+    OnlineSummary,
+    OperationTiming,
+    PromotionVerdict,
+    Score,
+    SwitchResults,
+)
 from crossadapt.transfer.optim_fit import OptimChoice
 from crossadapt.transfer.switch_config import (
     ConfigError,
@@ -331,6 +337,7 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
 
     results = SwitchResults(
         teacher=teacher_score, student=student_score, baselines=baselines, curves=curves, drift=outcome.drift,
+        online=OnlineSummary.from_details(outcome.details),
         stage_seconds=outcome.stage_seconds, oracle_auc=teacher_metrics.get("oracle_auc"),
         teacher_checkpoint=str(run.teacher_path.resolve()), student_checkpoint=str(student_dir.resolve()),
         dataset=run.dataset_label, ablation=config.ablation.model_dump(), operations=operations or [],

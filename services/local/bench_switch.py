@@ -62,12 +62,21 @@ def _cached_config(config: Path, first_run: Path, work: Path) -> Path:
     return cached
 
 
+def _without_baselines(config: Path, work: Path) -> Path:
+    """The config as the untimed first run needs it: data and teacher only matter, not the baselines."""
+    data = yaml.safe_load(config.read_text())
+    data["baselines"] = []
+    prepare = work / "prepare.yaml"
+    prepare.write_text(yaml.safe_dump(data))
+    return prepare
+
+
 def run_switch_bench(config: Path, *, redis_s3: bool = True, workdir: Path | None = None) -> dict[str, Any]:
     from services.local.stack import LocalPlatform, RedisServer, SeaweedS3
 
     with tempfile.TemporaryDirectory(prefix="crossadapt-bench-switch-", dir=workdir) as tmp:
         work = Path(tmp)
-        _switch(config, work / "prepare")  # data and teacher, not timed
+        _switch(_without_baselines(config, work), work / "prepare")  # data and teacher, not timed
         cached = _cached_config(config, work / "prepare", work)
         modes = {"in_process": _switch(cached, work / "in-process")}
         local = _switch(cached, work / "local", "--services", "local")

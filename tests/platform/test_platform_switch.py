@@ -27,6 +27,9 @@ def test_the_switch_through_the_services_matches_the_in_process_switch(tmp_path:
     assert abs(platform["student"]["auc"] - in_process["student"]["auc"]) <= 0.002
     assert platform["teacher"]["auc"] == in_process["teacher"]["auc"]
     assert platform["drift"]["shift"] == pytest.approx(in_process["drift"]["shift"], abs=1e-9)
+    # The online stage's account, the same either way (no rolling estimate or collaboration unless asked).
+    assert platform["online"] == in_process["online"]
+    assert in_process["online"]["rows"] > 0 and in_process["online"]["rolling_drift"] is None
     # Every stage ran as an operation on its service, with its id and seconds.
     operations = platform["operations"]
     assert {op["service"] for op in operations} == {"projector", "sampler", "drift-detector", "offline-distiller",
@@ -113,6 +116,19 @@ def test_rolling_drift_and_collaborative_switches_through_the_services_give_the_
     details = read_manifest(tmp_path / "in-process" / "student").extra["details"]
     if option == "collaborative":
         assert details["collaboration_share"] > 0  # the student taught the teacher on some rows
+    # results.json says what the option did, the same from either path (the co-distiller's manifest).
+    online = in_process["online"]
+    assert platform["online"] == online  # the same stream, draws and windows: equal figures
+    assert online["rows"] == 2000
+    if option == "rolling":
+        assert online["replay_rows"] == 167 and online["collaboration_share"] is None
+        assert online["rolling_drift"]["windows"] == 4 and online["rolling_drift"]["rows"] == 2000
+        assert online["rolling_drift"]["shift"] is not None
+        assert "Rolling drift: 4 windows over 2,000 rows" in (tmp_path / "platform" / "report.md").read_text()
+    else:
+        assert online["rolling_drift"] is None and online["collaboration_share"] == details["collaboration_share"]
+        assert online["teacher_updates"] > 0  # τ = 2: the teacher stepped inside the stream
+        assert "The student taught the teacher on" in (tmp_path / "platform" / "report.md").read_text()
     figures = {"in_process": in_process["student"]["auc"], "platform": platform["student"]["auc"]}
     assert figures["platform"] == pytest.approx(figures["in_process"], abs=1e-9), figures
 

@@ -356,6 +356,8 @@ def _codistill_online(ctx: MethodContext, teacher: nn.Module, student: nn.Module
                                       "teacher": result.teacher_prequential.get("logloss")}
     if collaborative is not None:
         details["collaboration_share"] = result.collaboration_share  # mean a_i: where the student taught
+    if ablation.adaptive_replay and controller is not None and (rolling := controller.rolling_summary()) is not None:
+        details["rolling_drift"] = rolling  # the stream's own Δ_shift at its end (online.drift.rolling)
     if adaptive is not None:
         details["online_kd_weight_trace"] = result.kd_weight_trace  # (batch, relative gap, λ)
     return result

@@ -17,6 +17,7 @@ from crossadapt.transfer.experiments.results import (  # noqa: E402
     Curve,
     DriftSummary,
     MethodStats,
+    OnlineSummary,
     PairedDelta,
     PaperBenchResults,
     Score,
@@ -89,10 +90,25 @@ def render_switch_markdown(results: SwitchResults, *, plots: dict[str, str] | No
         top = sorted(d.per_feature.items(), key=lambda kv: kv[1], reverse=True)[:5]
         if top:
             lines.append("Most shifted fields: " + ", ".join(f"`{k}` {v:.4f}" for k, v in top) + ".")
+    if results.online is not None:
+        lines += ["", "## Online co-distillation", "", _online_line(results.online)]
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{title}]({name})" for title, name in plots.items()]
     return "\n".join(lines) + "\n"
+
+
+def _online_line(online: OnlineSummary) -> str:
+    line = (f"{online.rows:,} stream rows with {online.replay_rows:,} replayed training rows; "
+            f"the teacher stepped {online.teacher_updates} times.")
+    rolling = online.rolling_drift
+    if rolling is not None:
+        shift = "no estimate yet" if rolling.shift is None else f"Δ_shift {rolling.shift:.4f}"
+        line += (f" Rolling drift: {rolling.windows} windows over {rolling.rows:,} rows, {shift} → "
+                 f"r_enh {rolling.replay_ratio:.3f} at the end.")
+    if online.collaboration_share is not None:
+        line += f" The student taught the teacher on {online.collaboration_share:.1%} of the stream."
+    return line
 
 
 def plot_scores(scores: list[Score], path: Path) -> None:

@@ -50,6 +50,40 @@ class DriftSummary(BaseModel):
     per_feature: dict[str, float] = Field(description="Mean divergence over adjacent windows, per field.")
 
 
+class RollingDriftSummary(BaseModel):
+    """The stream's own Δ_shift estimate at the end of the online stage (`online.drift.rolling`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    windows: int = Field(ge=0)
+    rows: int = Field(ge=0)
+    shift: float | None = None  # None: fewer windows than one estimate needs
+    replay_ratio: float
+
+
+class OnlineSummary(BaseModel):
+    """What the online co-distillation did, the same from either path (in process or the co-distiller)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: int = Field(ge=0, description="Stream rows the student trained on.")
+    replay_rows: int = Field(ge=0, description="Training-pool rows replayed into the stream's batches.")
+    teacher_updates: int = Field(ge=0)
+    rolling_drift: RollingDriftSummary | None = None
+    collaboration_share: float | None = Field(
+        None, description="Collaborative teacher: the share of the stream where the student taught it.")
+
+    @classmethod
+    def from_details(cls, details: dict) -> OnlineSummary | None:
+        """From a method's details (in process) or a co-distiller checkpoint's manifest (`extra`); None if
+        no online stage ran."""
+        if details.get("online_rows") is None:
+            return None
+        return cls(rows=details["online_rows"], replay_rows=details.get("replay_rows") or 0,
+                   teacher_updates=details.get("teacher_updates") or 0, rolling_drift=details.get("rolling_drift"),
+                   collaboration_share=details.get("collaboration_share"))
+
+
 class OperationTiming(BaseModel):
     """One long-running operation a platform switch ran (service, its id, wall seconds, final state)."""
 
@@ -102,6 +136,7 @@ class SwitchResults(BaseModel):
     baselines: list[Score] = []
     curves: list[Curve] = []
     drift: DriftSummary | None = None
+    online: OnlineSummary | None = None  # the online stage's rows, replay, teacher updates and options
     stage_seconds: dict[str, float] = {}
     oracle_auc: float | None = None
     teacher_checkpoint: str

@@ -230,6 +230,14 @@ class ReplayController:
             self._record("window", rows, windows)
         return self.ratio
 
+    def rolling_summary(self) -> dict[str, Any] | None:
+        """Where the rolling estimate stands (windows and rows seen, the Δ_shift and r_enh in force), for
+        results and checkpoints; None unless rolling."""
+        if self._rolling is None:
+            return None
+        return {"windows": int(self._rolling.windows), "rows": int(self._rolling.rows),
+                "shift": None if self._shift is None else float(self._shift), "replay_ratio": float(self.ratio)}
+
     def rolling_report(self) -> DriftReport | None:
         """Per-feature table of the stream's last n windows (None before two windows completed)."""
         return self._rolling.report() if self._rolling else None
