@@ -50,25 +50,19 @@ def _switch(config: Path, out: Path, *extra: str, env: dict[str, str] | None = N
             "operations": {op["service"]: op["seconds"] for op in results.get("operations", [])}}
 
 
+def _derived_config(config: Path, work: Path, name: str, **overrides: Any) -> Path:
+    """`config` with top-level `overrides`, written as `work/<name>.yaml`."""
+    derived = work / f"{name}.yaml"
+    derived.write_text(yaml.safe_dump({**yaml.safe_load(config.read_text()), **overrides}))
+    return derived
+
+
 def _cached_config(config: Path, first_run: Path, work: Path) -> Path:
     """The config with the first run's data and teacher, so the timed runs only differ in the stages."""
-    data = yaml.safe_load(config.read_text())
     data_dirs = [p for p in (first_run / "data").iterdir() if p.is_dir()]
-    data["data"] = {"dir": str(data_dirs[0])}
-    data["teacher"] = {"checkpoint": str(first_run / "teacher")}
-    data["baselines"] = []  # the same in every mode; not what this benchmark measures
-    cached = work / "cached.yaml"
-    cached.write_text(yaml.safe_dump(data))
-    return cached
-
-
-def _without_baselines(config: Path, work: Path) -> Path:
-    """The config as the untimed first run needs it: data and teacher only matter, not the baselines."""
-    data = yaml.safe_load(config.read_text())
-    data["baselines"] = []
-    prepare = work / "prepare.yaml"
-    prepare.write_text(yaml.safe_dump(data))
-    return prepare
+    return _derived_config(config, work, "cached", data={"dir": str(data_dirs[0])},
+                           teacher={"checkpoint": str(first_run / "teacher")},
+                           baselines=[])  # the same in every mode; not what this benchmark measures
 
 
 def run_switch_bench(config: Path, *, redis_s3: bool = True, workdir: Path | None = None) -> dict[str, Any]:
@@ -76,7 +70,8 @@ def run_switch_bench(config: Path, *, redis_s3: bool = True, workdir: Path | Non
 
     with tempfile.TemporaryDirectory(prefix="crossadapt-bench-switch-", dir=workdir) as tmp:
         work = Path(tmp)
-        _switch(_without_baselines(config, work), work / "prepare")  # data and teacher, not timed
+        # data and teacher, not timed (nor are the baselines needed there)
+        _switch(_derived_config(config, work, "prepare", baselines=[]), work / "prepare")
         cached = _cached_config(config, work / "prepare", work)
         modes = {"in_process": _switch(cached, work / "in-process")}
         local = _switch(cached, work / "local", "--services", "local")

@@ -191,7 +191,7 @@ class StreamRun:
     batches_since_checkpoint: int = 0
     checkpointed_at: float = field(default_factory=time.monotonic)  # the last checkpoint (or the run's start)
     # Where this task's time went: reading the stream, training on it, publishing checkpoints (and, set by
-    # run_codistillation, loading the models and the replay pool); in the details and the manifests.
+    # run_codistillation, loading the models and the replay pool); shown in each checkpoint's details.
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("start", "read", "train", "checkpoint"), 0.0))
     _partitions: list[str] = field(default_factory=list)
     _partition_tables: dict[str, TablesVersion] = field(default_factory=dict)

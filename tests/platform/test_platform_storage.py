@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -102,11 +103,11 @@ def test_unpublished_version_is_invisible_until_its_manifest(object_store: Objec
     assert store.claim_version("m", owner="op-2") == "v000003"  # numbers are never reused
 
 
-def test_a_versions_files_go_up_side_by_side_and_a_failed_one_stops_the_publish(
-        object_store: ObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_versions_files_go_up_side_by_side_and_a_failed_one_stops_the_publish(object_store: ObjectStore,
+                                                                                 tmp_path: Path) -> None:
     """write_files uploads on several threads (what a co-distiller checkpoint waits on): every file and its
-    manifest entry as write_file gives them, a local file as its bytes; one failed upload raises, and that
-    version stays unpublished."""
+    manifest entry as write_file gives them, a local file as its bytes; one upload the store refuses raises,
+    and that version stays unpublished."""
     from crossadapt.checkpoint import build_manifest
 
     store = CheckpointStore(object_store)
@@ -119,22 +120,33 @@ def test_a_versions_files_go_up_side_by_side_and_a_failed_one_stops_the_publish(
     published = store.publish_manifest("m", version, build_manifest({}, **FIELDS).model_copy(update={"files": entries}))
     assert all(store.read_file(published, name) == data for name, data in files.items())
 
-    threads: set[str] = set()
-    put_bytes = object_store.put_bytes
-
-    def put_or_fail(key: str, data: bytes) -> None:
-        threads.add(threading.current_thread().name)
-        if key.endswith("f7/shard-00000.bin"):
-            raise UnavailableError("store down", field=key)
-        put_bytes(key, data)
-
-    monkeypatch.setattr(object_store, "put_bytes", put_or_fail)
     second = store.claim_version("m", owner="op-2")
-    threads.clear()  # the claim's own put ran here, on the calling thread
-    with pytest.raises(UnavailableError, match="store down"):
-        store.write_files("m", second, files)
-    assert len(threads) > 1 and threading.current_thread().name not in threads  # side by side, on the pool
+    with pytest.raises(InvalidArgumentError, match="invalid object key"):  # the store refuses this one key
+        store.write_files("m", second, {**files, "tables/f7/../escape.bin": b"x"})
     assert store.versions("m") == [version]
+
+
+def test_in_parallel_runs_on_pool_threads_keeps_the_order_and_raises_the_first_failure() -> None:
+    from services.common.storage.checkpoints import in_parallel
+
+    threads: set[str] = set()
+
+    def square(n: int) -> int:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.01)  # long enough that one thread cannot take every item
+        return n * n
+
+    assert in_parallel(square, range(12)) == [n * n for n in range(12)]
+    assert len(threads) > 1 and threading.current_thread().name not in threads  # side by side, on the pool
+    assert in_parallel(square, [3]) == [9]  # one item: no pool
+
+    def fail_on_five(n: int) -> int:
+        if n == 5:
+            raise UnavailableError("store down", field=str(n))
+        return n
+
+    with pytest.raises(UnavailableError, match="store down"):
+        in_parallel(fail_on_five, range(12))
 
 
 def test_reads_are_verified_against_the_manifest(object_store: ObjectStore, tmp_path: Path) -> None:

@@ -75,8 +75,8 @@ class OnlineSummary(BaseModel):
 
     @classmethod
     def from_details(cls, details: dict) -> OnlineSummary | None:
-        """From a method's details (in process) or a co-distiller checkpoint's manifest (`extra`); None if
-        no online stage ran."""
+        """From a method's details (the in-process run's, or those the platform switch reads off the
+        co-distiller's last student manifest); None if no online stage ran."""
         if details.get("online_rows") is None:
             return None
         return cls(rows=details["online_rows"], replay_rows=details.get("replay_rows") or 0,
