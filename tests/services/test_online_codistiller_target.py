@@ -145,7 +145,8 @@ def test_the_service_trains_the_in_process_student(world, target: str, kd_gate: 
     # Where the task's time went, in the last checkpoint's details: every part measured, none beyond the run.
     seconds = [d["seconds"] for d in reports if "seconds" in d][-1]
     assert set(seconds) == {"start", "read", "train", "checkpoint"} and all(v > 0 for v in seconds.values())
-    assert sum(seconds.values()) <= elapsed
+    # Each part is reported rounded to the millisecond, so the sum may pass the run's wall time by half a ms a part.
+    assert sum(seconds.values()) <= elapsed + 0.0005 * len(seconds)
     assert [d for d in reports if "seconds" in d][-1]["student"] == final.ref
     config = plan.settings.core_config("cpu")
     assert config.kd_gate == (kd_gate or "teacher_better")
