@@ -26,13 +26,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from safetensors.torch import load_file, save_file
 
 from crossadapt.models.spec import FeatureSpec
+
+if TYPE_CHECKING:  # torch loads where tensors are written or read: a reader of manifests (a gRPC server) needs none
+    import torch
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -213,6 +214,8 @@ def save_checkpoint(
     ``extra`` must be JSON-serialisable (e.g. the train config, a stream position). Raises
     :class:`CheckpointExistsError` if ``path`` exists and ``overwrite`` is false.
     """
+    from safetensors.torch import save_file
+
     target = Path(path)
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "model_dump"):
@@ -275,6 +278,8 @@ def load_checkpoint(
     Raises :class:`CheckpointNotFoundError`, :class:`ManifestError`, :class:`VocabHashMismatchError`
     (when ``expected_vocab_hash`` is given and differs) or :class:`ChecksumMismatchError`.
     """
+    from safetensors.torch import load_file
+
     from crossadapt.models import build_model, parse_model_config  # models import lazily: no cycle
 
     folder = Path(path)

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from crossadapt.models import list_models, paper_student_config, paper_teacher_config, parse_model_config
+from crossadapt.models.config import architecture_names, paper_student_config, paper_teacher_config, parse_model_config
 
 app = typer.Typer(
     help=(
@@ -20,6 +20,8 @@ app = typer.Typer(
 
 def list_models_command() -> None:
     """Print one registered architecture name per line."""
+    from crossadapt.models.registry import list_models  # the model zoo (torch) loads only for this command
+
     for name in list_models():
         typer.echo(name)
 
@@ -38,7 +40,7 @@ def list_command() -> None:
 
 @app.command("show")
 def show_command(
-    architecture: str | None = typer.Argument(None, help=f"One of: {', '.join(list_models())}."),
+    architecture: str | None = typer.Argument(None, help=f"One of: {', '.join(architecture_names())}."),
     paper: str | None = typer.Option(None, "--paper", help="teacher (MLP-8) or student (FiBiNET-16) from the paper."),
 ) -> None:
     """Print a config as JSON: an architecture's defaults, or one of the paper's example configs."""
@@ -50,7 +52,8 @@ def show_command(
             raise typer.BadParameter(f"--paper must be 'teacher' or 'student', got {paper!r}")
         config = examples[paper]()
     else:
-        if architecture not in list_models():
-            raise typer.BadParameter(f"unknown architecture {architecture!r}; choose from {', '.join(list_models())}")
+        if architecture not in architecture_names():
+            raise typer.BadParameter(
+                f"unknown architecture {architecture!r}; choose from {', '.join(architecture_names())}")
         config = parse_model_config({"architecture": architecture})
     typer.echo(json.dumps(config.model_dump(mode="json"), indent=2))

@@ -18,23 +18,49 @@ Typical use::
     append_split("data/criteo", "day_2", "day_2.gz", source_format="criteo", growth=GrowthConfig(min_count=10))
 """
 
-from crossadapt.data.arrays import SplitArrays
-from crossadapt.data.batch import Batch
-from crossadapt.data.errors import BadRow, BadRowReport, DataFormatError
-from crossadapt.data.growth import GrowthConfig, ids_for_sizes
-from crossadapt.data.iterate import iter_batches
-from crossadapt.data.movielens import fetch_movielens_100k, read_movielens_100k
-from crossadapt.data.prepare import append_split, load_source, prepare_dataset
-from crossadapt.data.prepared import DatasetManifest, PreparedDataset
-from crossadapt.data.progress import BarProgress, NoProgress, Progress
-from crossadapt.data.raw import RawData, SourceInfo
-from crossadapt.data.readers import from_table, read_avazu, read_criteo, read_csv, read_parquet, read_source
-from crossadapt.data.schema import DEFAULT_MIN_COUNT, SPLIT_NAMES, DatasetSchema, PrepareConfig
-from crossadapt.data.synthetic import generate_synthetic, synthetic_schema
-from crossadapt.data.synthetic_config import PRESETS, SyntheticConfig, synthetic_preset
-from crossadapt.data.stream_source import StreamingSource
-from crossadapt.data.synthetic_export import write_criteo_tsv
-from crossadapt.data.vocabulary import MISSING_TOKEN, UNK_TOKEN, Vocabulary, VocabularyRef, VocabularyVersion
+from typing import TYPE_CHECKING
+
+from crossadapt.lazy import lazy_members
+
+if TYPE_CHECKING:
+    from crossadapt.data.arrays import SplitArrays
+    from crossadapt.data.batch import Batch
+    from crossadapt.data.errors import BadRow, BadRowReport, DataFormatError
+    from crossadapt.data.growth import GrowthConfig, ids_for_sizes
+    from crossadapt.data.iterate import iter_batches
+    from crossadapt.data.movielens import fetch_movielens_100k, read_movielens_100k
+    from crossadapt.data.prepare import append_split, load_source, prepare_dataset
+    from crossadapt.data.prepared import DatasetManifest, PreparedDataset
+    from crossadapt.data.progress import BarProgress, NoProgress, Progress
+    from crossadapt.data.raw import RawData, SourceInfo
+    from crossadapt.data.readers import from_table, read_avazu, read_criteo, read_csv, read_parquet, read_source
+    from crossadapt.data.schema import DEFAULT_MIN_COUNT, SPLIT_NAMES, DatasetSchema, PrepareConfig
+    from crossadapt.data.synthetic import generate_synthetic, synthetic_schema
+    from crossadapt.data.synthetic_config import PRESETS, SyntheticConfig, synthetic_preset
+    from crossadapt.data.stream_source import StreamingSource
+    from crossadapt.data.synthetic_export import write_criteo_tsv
+    from crossadapt.data.vocabulary import MISSING_TOKEN, UNK_TOKEN, Vocabulary, VocabularyRef, VocabularyVersion
+
+_HOMES = {
+    **dict.fromkeys(('SplitArrays',), 'arrays'),
+    **dict.fromkeys(('Batch',), 'batch'),
+    **dict.fromkeys(('BadRow', 'BadRowReport', 'DataFormatError'), 'errors'),
+    **dict.fromkeys(('GrowthConfig', 'ids_for_sizes'), 'growth'),
+    **dict.fromkeys(('iter_batches',), 'iterate'),
+    **dict.fromkeys(('fetch_movielens_100k', 'read_movielens_100k'), 'movielens'),
+    **dict.fromkeys(('append_split', 'load_source', 'prepare_dataset'), 'prepare'),
+    **dict.fromkeys(('DatasetManifest', 'PreparedDataset'), 'prepared'),
+    **dict.fromkeys(('BarProgress', 'NoProgress', 'Progress'), 'progress'),
+    **dict.fromkeys(('RawData', 'SourceInfo'), 'raw'),
+    **dict.fromkeys(('from_table', 'read_avazu', 'read_criteo', 'read_csv', 'read_parquet', 'read_source'), 'readers'),
+    **dict.fromkeys(('DEFAULT_MIN_COUNT', 'SPLIT_NAMES', 'DatasetSchema', 'PrepareConfig'), 'schema'),
+    **dict.fromkeys(('generate_synthetic', 'synthetic_schema'), 'synthetic'),
+    **dict.fromkeys(('PRESETS', 'SyntheticConfig', 'synthetic_preset'), 'synthetic_config'),
+    **dict.fromkeys(('StreamingSource',), 'stream_source'),
+    **dict.fromkeys(('write_criteo_tsv',), 'synthetic_export'),
+    **dict.fromkeys(('MISSING_TOKEN', 'UNK_TOKEN', 'Vocabulary', 'VocabularyRef', 'VocabularyVersion'), 'vocabulary'),
+}
+__getattr__ = lazy_members(__name__, _HOMES, globals())
 
 __all__ = [
     "Batch", "BadRow", "BadRowReport", "BarProgress", "DataFormatError", "DatasetManifest", "DatasetSchema",

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from crossadapt.data.batch import Batch
+import numpy as np
+
+if TYPE_CHECKING:  # tensors only in to_batch: a process that reads and writes splits (a gRPC server) needs no torch
+    import torch
+
+    from crossadapt.data.batch import Batch
 
 #: Optional per-row columns, in Batch order; a split stores the ones it has as ``<name>.npy``.
 OPTIONAL_COLUMNS = ("conversion", "timestamp", "user", "prob", "teacher_logit")
@@ -96,6 +100,10 @@ class SplitArrays:
 
     def to_batch(self) -> Batch:
         """All rows as one ``Batch`` (categorical widened to int64; float columns shared when possible)."""
+        import torch
+
+        from crossadapt.data.batch import Batch
+
         def tensor(column: np.ndarray | None, dtype: torch.dtype) -> torch.Tensor | None:
             if column is None:
                 return None

@@ -32,25 +32,39 @@ Adding an architecture: a config class in ``config.py`` (added to the ``ModelCon
 ~50-line ``CTRModel`` subclass wiring layers from ``layers/``, and one entry in ``registry.py``.
 """
 
-from crossadapt.models.base import CTRModel
-from crossadapt.models.config import (
-    AFMConfig,
-    AutoIntConfig,
-    DCNConfig,
-    DCNv2Config,
-    DeepFMConfig,
-    FiBiNETConfig,
-    MLPConfig,
-    ModelConfig,
-    WideDeepConfig,
-    XDeepFMConfig,
-    paper_student_config,
-    paper_teacher_config,
-    parse_model_config,
-)
-from crossadapt.models.layers.embedding import NUMERICAL_TABLE, FeatureEmbedding
-from crossadapt.models.registry import MODEL_REGISTRY, build_model, list_models
-from crossadapt.models.spec import CategoricalField, FeatureSpec
+from typing import TYPE_CHECKING
+
+from crossadapt.lazy import lazy_members
+
+if TYPE_CHECKING:
+    from crossadapt.models.base import CTRModel
+    from crossadapt.models.config import (
+        AFMConfig,
+        AutoIntConfig,
+        DCNConfig,
+        DCNv2Config,
+        DeepFMConfig,
+        FiBiNETConfig,
+        MLPConfig,
+        ModelConfig,
+        WideDeepConfig,
+        XDeepFMConfig,
+        paper_student_config,
+        paper_teacher_config,
+        parse_model_config,
+    )
+    from crossadapt.models.layers.embedding import NUMERICAL_TABLE, FeatureEmbedding
+    from crossadapt.models.registry import MODEL_REGISTRY, build_model, list_models
+    from crossadapt.models.spec import CategoricalField, FeatureSpec
+
+_HOMES = {
+    **dict.fromkeys(('CTRModel',), 'base'),
+    **dict.fromkeys(('AFMConfig', 'AutoIntConfig', 'DCNConfig', 'DCNv2Config', 'DeepFMConfig', 'FiBiNETConfig', 'MLPConfig', 'ModelConfig', 'WideDeepConfig', 'XDeepFMConfig', 'paper_student_config', 'paper_teacher_config', 'parse_model_config'), 'config'),
+    **dict.fromkeys(('NUMERICAL_TABLE', 'FeatureEmbedding'), 'layers.embedding'),
+    **dict.fromkeys(('MODEL_REGISTRY', 'build_model', 'list_models'), 'registry'),
+    **dict.fromkeys(('CategoricalField', 'FeatureSpec'), 'spec'),
+}
+__getattr__ = lazy_members(__name__, _HOMES, globals())
 
 __all__ = [
     "AFMConfig",

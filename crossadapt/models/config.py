@@ -22,7 +22,7 @@ Example configs from the CrossAdapt paper (Appendix, "Model Configurations"): th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter
 
@@ -127,6 +127,12 @@ ModelConfig = Annotated[
 ]
 
 _MODEL_CONFIG_ADAPTER: TypeAdapter[ModelConfig] = TypeAdapter(ModelConfig)
+
+
+def architecture_names() -> list[str]:
+    """Every architecture a config can name, in the registry's order, without building (or importing) a model."""
+    union = get_args(ModelConfig)[0]
+    return [config.model_fields["architecture"].default for config in get_args(union)]
 
 
 def parse_model_config(data: Mapping[str, Any] | BaseModel) -> ModelConfig:

@@ -26,15 +26,17 @@ Example::
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    import torch
+
     from crossadapt.models import CTRModel
 
 ProjectionKind = Literal["copy", "expand", "pca"]
@@ -70,9 +72,18 @@ def _row_ranges(rows: int, chunk_rows: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + chunk_rows, rows)
 
 
+def _is_tensor(value: Any) -> bool:
+    """Whether `value` is a torch tensor, without importing torch: the projector's tables are numpy, and a
+    process that never imported torch (a gRPC server planning a projection) holds no tensor."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def _as_matrix(array: Any, name: str) -> np.ndarray:
     """A 2-D real numpy array (a view when possible: memmaps and CPU tensors are not copied)."""
-    if isinstance(array, torch.Tensor):
+    if _is_tensor(array):
+        import torch
+
         tensor = array.detach()
         if tensor.dtype not in (torch.float32, torch.float64):
             tensor = tensor.to(torch.float32)
@@ -325,7 +336,9 @@ def project_table(table: Any, width: int, seed: int = 0, *, chunk_rows: int = DE
             np.copyto(chunk, rows[start:stop], casting="unsafe")
         projection.apply(chunk, out=out[start:stop], first_row=start)
     report = projection.report.model_copy(update={"rows": n})
-    if isinstance(table, torch.Tensor):
+    if _is_tensor(table):
+        import torch
+
         return torch.from_numpy(out).to(table.device), report
     return out, report
 

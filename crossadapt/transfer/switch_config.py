@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crossadapt.models.config import ModelConfig, paper_student_config, paper_teacher_config
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
-from crossadapt.transfer.online.collaborative import CollaborativeConfig
-from crossadapt.transfer.warm_start import WarmStartConfig
+from crossadapt.transfer.online.config import CollaborativeConfig
+from crossadapt.transfer.warm_start_config import WarmStartConfig
 from crossadapt.transfer.optim_fit import (
     DEFAULT_STEPS_PER_EPOCH,
     PAPER_BATCH,

@@ -42,6 +42,7 @@ Settings of long tasks (`CROSSADAPT_TRAINING_*`): `lease_s`, `heartbeat_s`, `rep
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -51,10 +52,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from types import ModuleType
 from typing import Any, Generic, TypeVar
 
 from celery import Task
 from celery.exceptions import Ignore
+from celery.signals import worker_init
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -333,3 +336,19 @@ def preload_training_runtime(**_: Any) -> None:
     from crossadapt.training import preload_optimizer_runtime
 
     preload_optimizer_runtime()
+
+
+def worker_module(name: str) -> Callable[..., ModuleType]:
+    """A service's training module (torch and the engine), imported on first call instead of with the tasks.
+
+    The gRPC server imports its service's tasks only to send them; a server that loaded the engine with them
+    started seconds slower (torch's import, on every replica and every `crossadapt up`) and held ~300 MB it
+    never used. The worker imports the module in its main process before the pool forks (`worker_init`),
+    so no task pays that import on its clock.
+    """
+
+    def load(**_: Any) -> ModuleType:
+        return importlib.import_module(name)
+
+    worker_init.connect(load, weak=False)
+    return load

@@ -16,8 +16,6 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import torch
-
 from crossadapt.checkpoint import MANIFEST_NAME
 from services.common.errors import DataLossError
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
@@ -27,6 +25,8 @@ OPTIMIZER_FILE = "training/optimizer.pt"
 
 def tensor_bytes(value: Any) -> bytes:
     """`torch.save` of plain values and tensors (read back with `load_tensor_bytes`)."""
+    import torch  # here, not at the top: a gRPC server imports this module to delete checkpoints, never to train
+
     buffer = io.BytesIO()
     torch.save(value, buffer)
     return buffer.getvalue()
@@ -34,6 +34,8 @@ def tensor_bytes(value: Any) -> bytes:
 
 def load_tensor_bytes(data: bytes, where: str) -> Any:
     """The inverse of `tensor_bytes`; only plain values and tensors are accepted (no pickled code)."""
+    import torch
+
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises several types for bad bytes
@@ -61,4 +63,6 @@ def delete_checkpoint(checkpoints: CheckpointStore, name: str) -> None:
 
 def default_device() -> str:
     """Where a task trains: the GPU when the worker has one."""
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"

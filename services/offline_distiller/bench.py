@@ -103,12 +103,13 @@ def in_process(platform: Any, inputs: dict[str, Any], name: str) -> dict[str, fl
     from services.common.operations import FileOperationStore
     from services.common.storage import CheckpointStore, DatasetStore, open_object_store
     from services.offline_distiller import pipeline
+    from services.offline_distiller.context import DistillerContext
     from services.offline_distiller.plan import plan_distillation
 
     configure_threads()  # as `crossadapt switch` does
     preload_optimizer_runtime()
     objects = open_object_store(platform.settings())
-    ctx = pipeline.DistillerContext(checkpoints=CheckpointStore(objects), datasets=DatasetStore(objects),
+    ctx = DistillerContext(checkpoints=CheckpointStore(objects), datasets=DatasetStore(objects),
                                     operations=FileOperationStore(platform.workdir / "ops-in-process"))
     began = time.perf_counter()
     plan = plan_distillation(ctx.checkpoints, ctx.datasets, request(inputs, name), f"in-process-{name}")

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -42,18 +42,16 @@ from crossadapt.transfer.offline.distillation import (
 from services.common.checks import read_recent_rows, read_rows
 from services.common.errors import DataLossError
 from services.common.model_io import load_model, load_vocabulary, publish_model
-from services.common.operations import OperationStore
 from services.common.storage.checkpoints import CheckpointNotFoundError, CheckpointStore, PublishedCheckpoint
-from services.common.storage.datasets import DatasetStore
 from services.common.storage.tables import NUMERICAL_TABLE, read_table
 from services.common.training_state import (
     OPTIMIZER_FILE,
     default_device,
-    delete_checkpoint,
     delete_version,
     read_state,
     tensor_bytes,
 )
+from services.offline_distiller.context import DistillerContext
 from services.offline_distiller.ddp import train_data_parallel
 from services.offline_distiller.plan import DistillationPlan
 from services.offline_distiller.training_run import (  # DistillationInputs, build_run: this module's API too
@@ -66,15 +64,6 @@ from services.offline_distiller.training_run import (  # DistillationInputs, bui
 log = logging.getLogger(__name__)
 RUN_STATE_FILE = "training/distillation.pt"
 ReportFn = Callable[..., None]  # Reporter(fraction, *, force=False, stage=None, details=None)
-
-
-@dataclass(frozen=True)
-class DistillerContext:
-    """The stores a task works on (one per worker process)."""
-
-    checkpoints: CheckpointStore
-    datasets: DatasetStore
-    operations: OperationStore
 
 
 # ---- inputs -------------------------------------------------------------------------------------
@@ -322,13 +311,3 @@ def run_distillation(ctx: DistillerContext, plan: DistillationPlan, report: Repo
     log.info("student published", extra={"operation_id": plan.operation_id, "checkpoint": published.ref,
                                          "seconds": round(time.perf_counter() - trained, 3)})
     return published
-
-
-def discard_outputs(ctx: DistillerContext, plan: DistillationPlan) -> None:
-    """After a failure or a cancel: drop the work-in-progress checkpoints and the unpublished student files."""
-    delete_checkpoint(ctx.checkpoints, plan.wip_name)
-    if plan.student_version:
-        try:
-            ctx.checkpoints.discard(plan.student_name, plan.student_version)
-        except Exception:  # published already (a cancel lost the race with publish): keep it
-            log.warning("student version not discarded", extra={"operation_id": plan.operation_id})

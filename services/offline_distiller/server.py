@@ -27,7 +27,7 @@ from services.common.operations import open_operation_store
 from services.common.proto import common_pb2, offline_distiller_pb2, offline_distiller_pb2_grpc
 from services.common.settings import PlatformSettings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
-from services.offline_distiller.pipeline import DistillerContext, discard_outputs
+from services.offline_distiller.context import DistillerContext, discard_outputs
 from services.offline_distiller.plan import plan_distillation
 from services.offline_distiller.spec import SPEC
 from services.offline_distiller.tasks import launch, load_plan, task_id

@@ -22,9 +22,10 @@ from celery.signals import worker_init
 from services.common.operations import OperationState, open_operation_store
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
-from services.common.task_steps import OperationSteps, preload_training_runtime, task_id as unit_task_id
-from services.offline_distiller import pipeline
-from services.offline_distiller.pipeline import DistillerContext
+from services.common.task_steps import (OperationSteps, preload_training_runtime, task_id as unit_task_id,
+                                        worker_module)
+from services.common.training_state import delete_checkpoint
+from services.offline_distiller.context import DistillerContext, discard_outputs
 from services.offline_distiller.plan import DistillationPlan
 from services.offline_distiller.spec import SPEC
 
@@ -44,6 +45,7 @@ def context() -> DistillerContext:
 
 # In the worker's main process, before the pool forks (see task_steps.preload_training_runtime).
 worker_init.connect(preload_training_runtime, weak=False)
+pipeline = worker_module("services.offline_distiller.pipeline")
 
 
 def load_plan(params: dict[str, Any]) -> DistillationPlan:
@@ -53,7 +55,7 @@ def load_plan(params: dict[str, Any]) -> DistillationPlan:
 
 STEPS: OperationSteps[DistillationPlan] = OperationSteps(
     stages=STAGES, operations=lambda: context().operations, load_plan=load_plan,
-    discard=lambda plan: pipeline.discard_outputs(context(), plan))
+    discard=lambda plan: discard_outputs(context(), plan))
 
 
 def task_id(operation_id: str) -> str:
@@ -67,13 +69,13 @@ def distill_task(self: Task, operation_id: str) -> dict[str, str]:
     lease, plan = STEPS.take_lease(self, operation_id, "prepare")
     try:
         report = STEPS.lease_reporter(self, lease)
-        published = STEPS.run(self, lambda: pipeline.run_distillation(ctx, plan, report))
+        published = STEPS.run(self, lambda: pipeline().run_distillation(ctx, plan, report))
         result = {"name": published.name, "version": published.version}
         done = ctx.operations.transition(operation_id, {OperationState.RUNNING}, state=OperationState.SUCCEEDED,
                                          stage="done", result=result)
         if done is None:  # cancelled or failed while publishing: the published student stays, complete
             log.warning("operation ended while publishing", extra={"operation_id": operation_id})
-        pipeline.delete_checkpoint(ctx.checkpoints, plan.wip_name)
+        delete_checkpoint(ctx.checkpoints, plan.wip_name)
         log.info("operation succeeded", extra={"operation_id": operation_id, "checkpoint": published.ref})
         return result
     except Ignore:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crossadapt.transfer.online.codistillation import OnlineCoDistillConfig
+from crossadapt.transfer.online.config import OnlineCoDistillConfig
 from crossadapt.transfer.drift.detector import DriftConfig
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
 from crossadapt.transfer.online.replay import ReplayConfig

@@ -66,22 +66,15 @@ from services.common.model_io import (
     schema_spec,
     schema_vocab_version,
 )
-from services.common.operations import OperationStore
 from services.common.storage.checkpoints import CheckpointStore, PublishedCheckpoint
-from services.common.storage.datasets import DatasetPosition, DatasetStore
+from services.common.storage.datasets import DatasetPosition
 from services.common.training_state import OPTIMIZER_FILE, default_device, read_state, tensor_bytes
+from services.online_codistiller.context import CoDistillerContext
 from services.online_codistiller.plan import CoDistillationPlan, grows_from
 
 log = logging.getLogger(__name__)
 RUN_STATE_FILE = "training/codistillation.pt"
 ReportFn = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class CoDistillerContext:
-    checkpoints: CheckpointStore
-    datasets: DatasetStore
-    operations: OperationStore
 
 
 @dataclass(frozen=True)

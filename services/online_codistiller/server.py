@@ -26,7 +26,7 @@ from services.common.operation_api import (
 from services.common.proto import common_pb2, online_codistiller_pb2, online_codistiller_pb2_grpc
 from services.common.settings import PlatformSettings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
-from services.online_codistiller.pipeline import CoDistillerContext
+from services.online_codistiller.context import CoDistillerContext
 from services.online_codistiller.plan import plan_codistillation
 from services.online_codistiller.spec import SPEC
 from services.online_codistiller.tasks import launch, task_id

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
-
 from typing import Any
 
 from celery import Celery, Task, shared_task
@@ -23,9 +22,8 @@ from services.common.operations import OperationState, open_operation_store
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
 from services.common.task_steps import (OperationSteps, preload_training_runtime, task_id as unit_task_id,
-                                        training_settings)
-from services.online_codistiller import pipeline
-from services.online_codistiller.pipeline import CoDistillerContext
+                                        training_settings, worker_module)
+from services.online_codistiller.context import CoDistillerContext
 from services.online_codistiller.plan import CoDistillationPlan
 from services.online_codistiller.spec import SPEC
 
@@ -36,6 +34,7 @@ STAGES = ("", "prepare", "stream", "publish", "done")
 
 # In the worker's main process, before the pool forks (see task_steps.preload_training_runtime).
 worker_init.connect(preload_training_runtime, weak=False)
+pipeline = worker_module("services.online_codistiller.pipeline")
 
 
 @lru_cache(maxsize=1)
@@ -70,7 +69,7 @@ def codistill_task(self: Task, operation_id: str) -> dict[str, str]:
     lease, plan = STEPS.take_lease(self, operation_id, "prepare")
     try:
         report = STEPS.lease_reporter(self, lease)
-        published = STEPS.run(self, lambda: pipeline.run_codistillation(
+        published = STEPS.run(self, lambda: pipeline().run_codistillation(
             ctx, plan, report, follow_poll_s=training_settings().follow_poll_s))
         result = {"name": published.name, "version": published.version}
         ctx.operations.transition(operation_id, {OperationState.RUNNING}, state=OperationState.SUCCEEDED,

@@ -19,7 +19,7 @@ from celery import Celery, Task, chain, chord, shared_task
 from celery.exceptions import Ignore
 
 from services.common.operations import OperationRecord, OperationState, open_operation_store
-from services.common.task_steps import OperationSteps, task_id
+from services.common.task_steps import OperationSteps, task_id, worker_module
 from services.common.settings import get_settings
 from services.common.storage import CheckpointStore, DatasetStore, open_object_store
 from services.sampler import pipeline
@@ -29,6 +29,10 @@ from services.sampler.spec import SPEC
 log = logging.getLogger(__name__)
 STAGES = ("", "select", "score", "publish", "done")
 TASK_PREFIX = SPEC.task_prefix
+# Scoring a block needs the teacher (torch, the model zoo): both load in the worker's main process before the pool
+# forks, so no block's task pays that import on its clock, while the server imports this module without them.
+worker_module("crossadapt.models.registry")
+worker_module("crossadapt.transfer.offline.distillation")
 
 
 @lru_cache(maxsize=1)

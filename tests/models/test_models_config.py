@@ -120,3 +120,11 @@ def test_config_round_trips_through_json():
         config = parse_model_config({"architecture": name, "embedding_dim": 4, "dropout": 0.2})
         assert parse_model_config(config.model_dump(mode="json")) == config
         assert type(parse_model_config(config)) is type(config)
+
+
+def test_architecture_names_are_the_registry_s_without_building_a_model() -> None:
+    # The CLI's help lists them from the configs alone, so `crossadapt --help` and the servers never load torch.
+    from crossadapt.models.config import architecture_names
+    from crossadapt.models.registry import list_models
+
+    assert architecture_names() == list_models() and len(set(architecture_names())) == 9

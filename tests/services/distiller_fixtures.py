@@ -358,6 +358,7 @@ def reference_codistillation(stores: Stores, platform: HookedPlatform, operation
     from services.common.model_io import load_model
     from services.common.operations import open_operation_store
     from services.online_codistiller import pipeline
+    from services.online_codistiller.context import CoDistillerContext
     from services.online_codistiller.plan import CoDistillationPlan
 
     operations = open_operation_store(platform_settings(platform))
@@ -365,7 +366,7 @@ def reference_codistillation(stores: Stores, platform: HookedPlatform, operation
     suffix = uuid.uuid4().hex[:8]
     plan = plan.model_copy(update={"operation_id": f"ref-{suffix}", "student_name": f"ref/student-{suffix}",
                                    "teacher_name": f"ref/teacher-{suffix}"})
-    ctx = pipeline.CoDistillerContext(checkpoints=stores.checkpoints, datasets=stores.datasets, operations=operations)
+    ctx = CoDistillerContext(checkpoints=stores.checkpoints, datasets=stores.datasets, operations=operations)
     student = pipeline.run_codistillation(ctx, plan, lambda *args, **kwargs: None)
     model, _ = load_model(stores.checkpoints, student.name, student.version)
     teacher, _ = load_model(stores.checkpoints, *student.manifest.extra["teacher"].rsplit("/", 1))

@@ -38,6 +38,7 @@ from services.common.proto import common_pb2, offline_distiller_pb2
 from services.common.storage import CheckpointStore, DatasetStore, LocalObjectStore
 from services.offline_distiller import pipeline
 from services.offline_distiller.config import DistillationSettings
+from services.offline_distiller.context import DistillerContext
 from services.offline_distiller.plan import plan_distillation
 
 # λ moves within a few checks: the onset at no gap, two steps between checks, at most 100 validation rows
@@ -57,7 +58,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     sample, valid = tiny_clicks(500, seed=11), tiny_clicks(300, seed=12)
     write_dataset(datasets, "ctr/sample", sample, partitions=2)
     write_dataset(datasets, "ctr/valid", valid, partitions=2)
-    ctx = pipeline.DistillerContext(checkpoints=checkpoints, datasets=datasets, operations=operations)
+    ctx = DistillerContext(checkpoints=checkpoints, datasets=datasets, operations=operations)
     return {"ctx": ctx, "teacher": teacher, "projected": projected, "sample": sample, "valid": valid}
 
 

@@ -8,6 +8,7 @@ result equal to an uninterrupted run), and bad requests refused at Start before 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -109,6 +110,13 @@ def test_distillation_reports_per_epoch_and_publishes_the_student_with_its_paren
     model, _ = load_model(checkpoints, student.name, student.version)
     assert model.config.embedding_dim == 6
     assert checkpoints.versions(f"wip/offline-distiller/{operation.id}") == []  # work in progress removed
+    # The servers validated, recorded and sent the work without loading the engine; the workers loaded it before
+    # their pools forked (tests/platform/test_platform_server_imports.py has why).
+    def torch_mapped(process) -> bool:  # noqa: ANN001
+        return "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+
+    assert not any(torch_mapped(server) for server in platform.servers.values())
+    assert all(torch_mapped(worker) for worker in platform.workers.values())
     with pytest.raises(grpc.RpcError) as error:  # same key, other parameters
         start(platform, request(inputs, request_id="happy-1"))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "request_id" in error.value.details()
@@ -297,12 +305,13 @@ def wait_for_details(platform: HookedPlatform, operation_id: str, key: str) -> d
 def reference_run(stores: Stores, platform: HookedPlatform, operation_id: str):  # noqa: ANN201
     """Run the operation's plan again in this process, uninterrupted, and return the trained student."""
     from services.offline_distiller import pipeline
+    from services.offline_distiller.context import DistillerContext
     from services.offline_distiller.plan import DistillationPlan
 
     operations = open_operation_store(platform_settings(platform))
     plan = DistillationPlan.model_validate(operations.get(operation_id).params["plan"])
     plan = plan.model_copy(update={"operation_id": f"ref-{uuid.uuid4().hex[:8]}"})
-    ctx = pipeline.DistillerContext(checkpoints=stores.checkpoints, datasets=stores.datasets, operations=operations)
+    ctx = DistillerContext(checkpoints=stores.checkpoints, datasets=stores.datasets, operations=operations)
     inputs = pipeline.load_inputs(ctx, plan)
     _, result = pipeline.train(plan, inputs, None)
     return result.student

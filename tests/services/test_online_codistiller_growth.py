@@ -55,7 +55,8 @@ from services.common.operations import FileOperationStore
 from services.common.proto import common_pb2
 from services.common.proto import online_codistiller_pb2 as pb
 from services.common.storage import CheckpointStore, DatasetStore, LocalObjectStore
-from services.online_codistiller.pipeline import CoDistillerContext, run_codistillation
+from services.online_codistiller.context import CoDistillerContext
+from services.online_codistiller.pipeline import run_codistillation
 from services.online_codistiller.plan import plan_codistillation
 
 BATCH, PARTITION_ROWS = 40, 120

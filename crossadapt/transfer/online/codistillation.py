@@ -40,14 +40,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
 from crossadapt.data.batch import Batch
 from crossadapt.training.evaluate import MetricDict, evaluate_model
-from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig, AdaptiveKDController
-from crossadapt.transfer.offline.distillation import DistillationTrainer, StudentKDConfig
-from crossadapt.transfer.online.collaborative import CollaborativeConfig, CollaborativeTeacher
+from crossadapt.transfer.offline.adaptive import AdaptiveKDController
+from crossadapt.transfer.offline.distillation import DistillationTrainer
+from crossadapt.transfer.online.collaborative import CollaborativeTeacher
+from crossadapt.transfer.online.config import OnlineCoDistillConfig
 from crossadapt.transfer.online.prequential import (
     PrequentialRecorder,
     WindowRecord,
@@ -71,54 +71,6 @@ __all__ = [
     "forward_is_deterministic",
     "codistill_online",
 ]
-
-
-class OnlineCoDistillConfig(StudentKDConfig):
-    """Co-distillation settings (paper defaults: τ = 10, λ = 0.7, T = 4, Adam 0.1 / 1e-3, batch 4096).
-
-    The student's fields are :class:`~crossadapt.transfer.offline.distillation.StudentKDConfig`'s: ``batch_size`` is
-    ``|B_t|``, the stream rows per step (replay rows come on top); ``seed`` seeds dropout (the replay draws
-    are seeded by the ReplayController).
-    """
-
-    teacher_update_interval: int = Field(10, ge=1, description="τ: teacher steps at t = τ, 2τ, ...")
-    co_evolution: bool = Field(True, description="False: the teacher is frozen (ablation).")
-    asymmetric: bool = Field(True, description="False: the teacher steps every batch, τ = 1 (ablation).")
-    distillation: bool = Field(True, description="False: λ = 0 (ablation).")
-    teacher_optimizer: Literal["adam", "sgd"] = "adam"
-    teacher_embedding_lr: float = Field(0.1, gt=0.0, description="η_T for the teacher's embedding tables.")
-    teacher_dense_lr: float = Field(1e-3, gt=0.0, description="η_T for the rest of the teacher.")
-    partial_window: Literal["drop", "flush"] = Field("drop", description="What to do with < τ pending batches.")
-    window_batches: int = Field(10, ge=1, description="Batches per prequential window record.")
-    adaptive: AdaptiveKDConfig | None = Field(None, description="Gap-driven λ and replay share; None = fixed.")
-    grow_vocabulary: bool = Field(
-        False,
-        description="Stream ids beyond the tables (a newer vocabulary version) grow both models' tables (new "
-        "student rows from the teacher's projected rows where the teacher has the value; optimiser state "
-        "follows); False: such ids read as <UNK> (id 0), as a model of the older version sees them.",
-    )
-    projection_seed: int = Field(0, description="Seed of the teacher -> student projection for grown rows.")
-    target: Literal["click", "conversion"] = Field(
-        "click", description="The label both models fit: 'conversion' (pCVR) streams the clicked rows only, "
-        "where a conversion label is defined.")
-    collaborative: CollaborativeConfig | None = Field(
-        None, description="Beyond the paper: the teacher also distills from the student where the student knows "
-        "more (CrossAdapt-Collaborative; crossadapt.transfer.online.collaborative). None: the teacher learns "
-        "from the labels only, as in the paper.")
-
-    @model_validator(mode="after")
-    def _collaboration_needs_a_learning_teacher(self) -> "OnlineCoDistillConfig":
-        if self.collaborative is not None and not self.co_evolution:
-            raise ValueError("collaborative co-distillation trains the teacher: it needs co_evolution")
-        return self
-
-    @property
-    def effective_interval(self) -> int:
-        return self.teacher_update_interval if self.asymmetric else 1
-
-    @property
-    def effective_kd_weight(self) -> float:
-        return self.kd_weight if self.distillation else 0.0
 
 
 @dataclass

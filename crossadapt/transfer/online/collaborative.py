@@ -37,29 +37,13 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from crossadapt.data.batch import Batch
 from crossadapt.transfer.offline.losses import kd_cross_entropy, teacher_better_rows
+from crossadapt.transfer.online.config import CollaborationGate, CollaborativeConfig
 from crossadapt.transfer.online.teacher_schedule import AsymmetricTeacher
 
 __all__ = ["CollaborativeConfig", "CollaborativeTeacher", "collaboration_weights", "teacher_collaborative_loss"]
-
-CollaborationGate = Literal["student_better", "gap", "all"]
-
-
-class CollaborativeConfig(BaseModel):
-    """The teacher's KD term toward the student (``μ``, ``T``, which rows); see the module docstring."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    weight: float = Field(1.0, gt=0.0, description="μ: weight of the teacher's KD term toward the student.")
-    temperature: float = Field(1.0, gt=0.0, description="T of the teacher's KD term (both logits / T).")
-    gate: CollaborationGate = Field(
-        "student_better", description="Which rows teach the teacher: 'student_better' (the student's BCE on the "
-        "true label is lower), 'gap' (weighted by the relative loss gap, clipped to [0, 1]) or 'all'.")
-    scale_by_t2: bool = Field(True, description="Multiply the KD term by T² (Hinton).")
-
 
 def collaboration_weights(teacher_logits: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor,
                           gate: CollaborationGate) -> torch.Tensor:
