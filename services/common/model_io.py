@@ -7,8 +7,9 @@ into Parquet partitions and back, so every service reads and writes the same lay
 A model checkpoint in the store (`checkpoints/<name>/vNNNNNN/`)::
 
     manifest.json                                # the core CheckpointManifest (architecture, config, spec, ...)
-    model.safetensors                            # the model's state_dict (crossadapt.checkpoint format)
-    tables/<field>/shard-NNNNN.safetensors       # its embedding tables, sharded (storage.tables)
+    model.safetensors                            # the model's state_dict (crossadapt.checkpoint format); its
+                                                 # embedding tables are row ranges of it, listed as shards in
+                                                 # extra.tables (offset + sha256 each: storage.tables)
     vocab/index.json, vocab/field_NNN.parquet    # the vocabulary (raw value → row), when known
 
 A split as a dataset (`datasets/<name>/ts=…/data.parquet`): one column per categorical field
@@ -34,7 +35,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from crossadapt.checkpoint import MANIFEST_NAME, CheckpointError, build_manifest, load_checkpoint, save_checkpoint
+from crossadapt.checkpoint import (
+    MANIFEST_NAME,
+    TENSORS_NAME,
+    CheckpointError,
+    build_manifest,
+    load_checkpoint,
+    save_checkpoint,
+)
 from crossadapt.data.arrays import SplitArrays
 from crossadapt.data.vocabulary import Vocabulary
 from crossadapt.models.spec import FeatureSpec
@@ -135,28 +143,66 @@ ROWS_PER_SHARD = 1 << 20  # a table is split into shards of about this many rows
 
 
 def write_tables(folder: Path, model: Any, num_shards: int | None = None) -> dict[str, Any]:
-    """The model's embedding tables in the sharded table layout, under `folder/tables/`.
+    """The model's embedding tables in the sharded table layout (a reader such as the projector maps over shards).
 
-    `num_shards` None: ceil(rows / ROWS_PER_SHARD) per table, so the many small tables of a CTR model
-    are one file each and only the large ones are split.
+    A float32 table is not written again: its shards are row ranges of `folder/model.safetensors`, each with its
+    offset and sha256 (a table of a CTR model is most of its bytes, so a second copy nearly doubled what every
+    published checkpoint wrote and stored). A table of another dtype is written as shard files under `tables/`.
+    `num_shards` None: ceil(rows / ROWS_PER_SHARD) per table, so the many small tables of a CTR model are one
+    shard each and only the large ones are split.
     """
-    from safetensors.numpy import save_file
-
     embedding = getattr(model, "embedding", None)
     if embedding is None or not hasattr(embedding, "table_names"):
         return {}
+    stored = _stored_tensors(folder / TENSORS_NAME)
+    names = {id(parameter): name for name, parameter in model.state_dict(keep_vars=True).items()}
     layouts: dict[str, Any] = {}
     for table in embedding.table_names():
-        weights = embedding.get_table(table).detach().float().cpu().numpy()
-        shards = []
-        shards_here = num_shards or max(1, -(-len(weights) // ROWS_PER_SHARD))
-        for index, (start, stop) in enumerate(shard_bounds(len(weights), shards_here)):
-            relpath = shard_path(table, index)
-            (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
-            save_file({TABLE_TENSOR: np.ascontiguousarray(weights[start:stop])}, str(folder / relpath))
-            shards.append(ShardEntry(file=relpath, start=start, rows=stop - start))
-        layouts[table] = TableLayout(rows=len(weights), dim=weights.shape[1], shards=tuple(shards)).model_dump(mode="json")
+        parameter, first_row, rows = embedding.locate_table(table)
+        dim = int(parameter.shape[1])
+        bounds = shard_bounds(rows, num_shards or max(1, -(-rows // ROWS_PER_SHARD)))
+        where = stored.get(names.get(id(parameter), ""))
+        if where is not None and where[1] == "F32" and tuple(where[2]) == tuple(parameter.shape):
+            shards = _range_shards(folder / TENSORS_NAME, where[0] + first_row * dim * 4, bounds, dim)
+        else:
+            shards = _file_shards(folder, table, embedding.get_table(table).detach().float().cpu().numpy(), bounds)
+        layouts[table] = TableLayout(rows=rows, dim=dim, shards=tuple(shards)).model_dump(mode="json")
     return layouts
+
+
+def _stored_tensors(path: Path) -> dict[str, tuple[int, str, list[int]]]:
+    """A safetensors file's tensors: name → (first data byte in the file, dtype, shape)."""
+    with open(path, "rb") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_size))
+    return {name: (8 + header_size + int(info["data_offsets"][0]), str(info["dtype"]), list(info["shape"]))
+            for name, info in header.items() if name != "__metadata__"}
+
+
+def _range_shards(path: Path, table_offset: int, bounds: list[tuple[int, int]], dim: int) -> list[ShardEntry]:
+    """Row ranges of a table stored from byte `table_offset` of `path`, each with its own digest."""
+    import hashlib
+    import mmap
+
+    shards = []
+    with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for start, stop in bounds:
+            offset = table_offset + start * dim * 4
+            digest = hashlib.sha256(memoryview(data)[offset:offset + (stop - start) * dim * 4]).hexdigest()
+            shards.append(ShardEntry(file=TENSORS_NAME, start=start, rows=stop - start, offset=offset, sha256=digest))
+    return shards
+
+
+def _file_shards(folder: Path, table: str, weights: np.ndarray, bounds: list[tuple[int, int]]) -> list[ShardEntry]:
+    from safetensors.numpy import save_file
+
+    shards = []
+    for index, (start, stop) in enumerate(bounds):
+        relpath = shard_path(table, index)
+        (folder / relpath).parent.mkdir(parents=True, exist_ok=True)
+        save_file({TABLE_TENSOR: np.ascontiguousarray(weights[start:stop])}, str(folder / relpath))
+        shards.append(ShardEntry(file=relpath, start=start, rows=stop - start))
+    return shards
 
 
 def fetch_checkpoint(checkpoints: CheckpointStore, name: str, version: str | None, dest: Path,

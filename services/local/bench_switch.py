@@ -10,7 +10,9 @@ so what differs is only how the CrossAdapt stages run. Reported per mode:
   baselines, report), `stages_s`: the CrossAdapt stages (the student's "train s"; for the platform the
   time from the first Start to the last operation's end, upload excluded), `upload_s` (platform:
   teacher and splits into the store), `startup_s` (`local`: starting servers and workers), the
-  student's test AUC, and each mode's ratio to in-process.
+  student's test AUC, and each mode's ratio to in-process; on Redis + S3 also the object store's CPU
+  seconds during the switch (`store_cpu_s`: it shares the cores with the stages) and the MB it wrote
+  (`store_mb_written`).
 
 Redis + S3 starts redis-server and SeaweedFS on loopback, the five services and one worker, then
 runs the switch against their addresses, as a client of a deployed platform would.
@@ -87,8 +89,11 @@ def run_switch_bench(config: Path, *, redis_s3: bool = True, workdir: Path | Non
                     startup = time.perf_counter() - begun
                     addresses = ",".join(f"{name}={platform.address(name)}" for name in BACKEND)
                     env = {**platform.env}
+                    cpu, written = _cpu_seconds(s3.proc.pid), _bytes_under(work / "s3" / "data")
                     mode = _switch(cached, work / "redis-s3", "--services", addresses, env=env)
                     mode["startup_s"] = round(startup, 2)
+                    mode["store_cpu_s"] = round(_cpu_seconds(s3.proc.pid) - cpu, 2)
+                    mode["store_mb_written"] = round((_bytes_under(work / "s3" / "data") - written) / 2**20, 1)
                     modes["services_redis_s3"] = mode
             finally:
                 s3.stop()
@@ -102,6 +107,17 @@ def run_switch_bench(config: Path, *, redis_s3: bool = True, workdir: Path | Non
                                + base["stages_s"], 2)
     return {"config": str(config), "modes": modes, "cores": os.cpu_count(), "load_avg": os.getloadavg(),
             **run_metadata()}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _bytes_under(folder: Path) -> int:
+    """Bytes of the files under `folder`: SeaweedFS appends to its volume files, so growth is what was written."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
 def _mkdir(path: Path) -> Path:

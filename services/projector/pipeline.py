@@ -36,8 +36,8 @@ from services.common.storage.tables import (
     TABLES_ARCHITECTURE,
     ShardEntry,
     TableLayout,
-    decode_shard,
     encode_shard,
+    read_shard,
     shard_path,
     table_layouts,
 )
@@ -171,7 +171,7 @@ def _chunks(rows: int, chunk_rows: int) -> Iterator[tuple[int, int]]:
 def _read_teacher_shard(ctx: ProjectorContext, plan: ProjectionPlan, field: str, shard: int) -> np.ndarray:
     layout = plan.tables[field]
     entry: ShardEntry = layout.shards[shard]
-    return decode_shard(ctx.checkpoints.read_file(_teacher(ctx, plan), entry.file), entry, layout.dim)
+    return read_shard(ctx.checkpoints, _teacher(ctx, plan), entry, layout.dim)
 
 
 def shard_stats(ctx: ProjectorContext, plan: ProjectionPlan, field: str, shard: int, progress: ProgressFn) -> int:
@@ -251,7 +251,9 @@ def student_manifest(ctx: ProjectorContext, plan: ProjectionPlan) -> CheckpointM
             except ObjectNotFoundError:
                 raise NotReadyError(f"student shard {shard} of {field} not written yet") from None
             files[shard_path(field, shard)] = FileEntry.model_validate_json(raw)
-        shards = tuple(s.model_copy(update={"file": shard_path(field, i)}) for i, s in enumerate(layout.shards))
+        # The student's shards are files of their own, whether the teacher's were files or ranges of its model.
+        shards = tuple(ShardEntry(file=shard_path(field, i), start=s.start, rows=s.rows)
+                       for i, s in enumerate(layout.shards))
         tables[field] = TableLayout(rows=layout.rows, dim=plan.width, shards=shards).model_dump(mode="json")
         reports[field] = _projection(ctx, plan, field).report.model_dump(mode="json")
     return CheckpointManifest(

@@ -97,7 +97,69 @@ def test_small_tables_are_one_shard_and_large_ones_are_split(stores: tuple[Check
     published = model_io.publish_model(checkpoints, "t/sharded", model, feature_spec=SPEC, vocab_hash="h")
     tables = published.manifest.extra["tables"]
     assert len(tables["user"]["shards"]) == 2 and len(tables["item"]["shards"]) == 1
-    assert np.array_equal(read_table(checkpoints, published, "user"), model.embedding.get_table("user").detach().numpy())
+    for name in model.embedding.table_names():
+        assert np.array_equal(read_table(checkpoints, published, name), model.embedding.get_table(name).numpy())
+
+
+def test_a_model_s_tables_are_stored_once_as_ranges_of_its_weights(stores: tuple[CheckpointStore, DatasetStore]) -> None:
+    """The tables are row ranges of model.safetensors (no second copy); a range is verified by its own digest, so a
+    flipped byte in a table fails that table's read, and one elsewhere in the file fails only the model's load."""
+    from services.common.errors import DataLossError
+
+    checkpoints, _ = stores
+    torch.manual_seed(0)
+    model = build_model(parse_model_config({"architecture": "mlp", "embedding_dim": 4, "hidden_units": [8]}), SPEC)
+    published = model_io.publish_model(checkpoints, "t/once", model, feature_spec=SPEC, vocab_hash="h")
+    files = published.manifest.files
+    assert set(files) == {"model.safetensors"}
+    shards = [shard for layout in published.manifest.extra["tables"].values() for shard in layout["shards"]]
+    assert shards and all(shard["file"] == "model.safetensors" and shard["offset"] > 0 for shard in shards)
+    # The ranges hold the embedding rows and nothing else: 30 + 12 rows of 4 float32 and the one numerical vector.
+    assert sum(shard["rows"] for shard in shards) * 4 * 4 == (30 + 12 + 1) * 16
+    key = "checkpoints/t/once/v000001/model.safetensors"
+    original = checkpoints.objects.get_bytes(key)
+    item = published.manifest.extra["tables"]["item"]["shards"][0]
+    flipped = bytearray(original)
+    flipped[item["offset"] + 5] ^= 0x01
+    checkpoints.objects.put_bytes(key, bytes(flipped))
+    with pytest.raises(DataLossError, match="sha256"):
+        read_table(checkpoints, published, "item")
+    assert np.array_equal(read_table(checkpoints, published, "user"), model.embedding.get_table("user").numpy())
+    with pytest.raises(DataLossError):
+        model_io.load_model(checkpoints, "t/once")
+    checkpoints.objects.put_bytes(key, original)
+    assert np.array_equal(read_table(checkpoints, published, "item"), model.embedding.get_table("item").numpy())
+
+
+def test_a_table_of_another_dtype_is_written_as_shard_files(stores: tuple[CheckpointStore, DatasetStore]) -> None:
+    # Ranges are float32 rows; a float64 model's tables are written (as float32) beside it, as before.
+    checkpoints, _ = stores
+    model = build_model(parse_model_config({"architecture": "mlp", "embedding_dim": 4, "hidden_units": [8]}), SPEC)
+    model = model.double()
+    published = model_io.publish_model(checkpoints, "t/f64", model, feature_spec=SPEC, vocab_hash="h")
+    shards = published.manifest.extra["tables"]["user"]["shards"]
+    assert [shard["file"] for shard in shards] == ["tables/user/shard-00000.safetensors"]
+    assert shards[0].get("offset") is None and "tables/user/shard-00000.safetensors" in published.manifest.files
+    expected = model.embedding.get_table("user").float().numpy()
+    assert np.array_equal(read_table(checkpoints, published, "user"), expected)
+
+
+def test_a_range_shard_must_carry_its_digest_and_lie_inside_its_file() -> None:
+    from pydantic import ValidationError
+
+    from crossadapt.checkpoint import CheckpointManifest, FileEntry
+    from services.common.errors import DataLossError
+    from services.common.storage.tables import ShardEntry, table_layouts
+
+    with pytest.raises(ValidationError, match="offset and sha256"):
+        ShardEntry(file="model.safetensors", start=0, rows=3, offset=64)
+    shard = {"file": "model.safetensors", "start": 0, "rows": 30, "offset": 64, "sha256": "0" * 64}
+    manifest = CheckpointManifest(
+        architecture="mlp", config={}, feature_spec=SPEC, vocab_hash="h",
+        files={"model.safetensors": FileEntry(sha256="0" * 64, size=64 + 30 * 16 - 1)}, created_at="2026-12-06T00:00:00Z",
+        extra={"tables": {"user": {"rows": 30, "dim": 4, "shards": [shard]}}})
+    with pytest.raises(DataLossError, match="beyond model.safetensors"):
+        table_layouts(manifest, "t/bad")
 
 
 def test_a_model_published_into_a_claimed_version_lists_what_was_uploaded(

@@ -1,7 +1,7 @@
 """The gRPC servers are thin adapters: they validate, record and send tasks, and never load the engine.
 
 A server that imported torch with its tasks started ~2.5 s slower on 2 vCPUs (every replica, every `crossadapt up`:
-five servers beside five workers) and held ~380 MB instead of ~90 MB. The training modules load in the workers,
+five servers beside five workers) and held ~380 MB instead of ~120-130 MB. The training modules load in the workers,
 before their pools fork (services.common.task_steps.worker_module).
 """
 

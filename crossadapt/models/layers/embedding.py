@@ -168,8 +168,8 @@ class FeatureEmbedding(nn.Module):
             names.append(NUMERICAL_TABLE)
         return names
 
-    def _locate(self, name: str) -> tuple[torch.Tensor, int, int]:
-        """(parameter, first row, rows) holding table ``name``."""
+    def locate_table(self, name: str) -> tuple[torch.Tensor, int, int]:
+        """(parameter, first row, rows) holding table ``name`` (a checkpoint stores a table as those rows of it)."""
         if name in self._row_ranges:
             start, rows = self._row_ranges[name]
             return self.table.weight, start, rows
@@ -179,12 +179,12 @@ class FeatureEmbedding(nn.Module):
 
     def get_table(self, name: str) -> torch.Tensor:
         """A detached copy of table ``name``: ``[V_k, D]`` for a categorical field, ``[N, D]`` for numerical."""
-        weight, start, rows = self._locate(name)
+        weight, start, rows = self.locate_table(name)
         return weight.detach()[start : start + rows].clone()
 
     def set_table(self, name: str, values: torch.Tensor) -> None:
         """Overwrite table ``name`` in place (no autograd); ``values`` must be ``[V_k, D]`` and finite."""
-        weight, start, rows = self._locate(name)
+        weight, start, rows = self.locate_table(name)
         if not isinstance(values, torch.Tensor):
             raise TypeError(f"table {name!r}: expected a torch.Tensor, got {type(values).__name__}")
         expected = (rows, self.embedding_dim)

@@ -165,6 +165,30 @@ class CheckpointStore:
             )
         return data
 
+    def read_range(self, checkpoint: PublishedCheckpoint, relpath: str, offset: int, length: int,
+                   sha256: str) -> bytes:
+        """`length` bytes of a listed file from `offset`, verified against `sha256` (the range's own digest, which
+        the manifest records beside the range: a table stored inside model.safetensors)."""
+        entry = checkpoint.manifest.files.get(relpath)
+        if entry is None:
+            raise NotFoundError(f"{checkpoint.ref} has no file {relpath!r}", field=relpath)
+        key = self._key(checkpoint.name, checkpoint.version, relpath)
+        if offset < 0 or length < 0 or offset + length > entry.size:
+            raise DataLossError(f"{self.objects.uri(key)}: bytes [{offset}, {offset + length}) lie beyond its "
+                                f"{entry.size} bytes", field=relpath)
+        try:
+            data = self.objects.get_range(key, offset, length)
+        except ObjectNotFoundError:
+            raise DataLossError(f"{self.objects.uri(key)}: listed in the manifest but missing", field=relpath) from None
+        if len(data) != length:
+            raise DataLossError(f"{self.objects.uri(key)}: {len(data)} bytes at {offset}, expected {length}",
+                                field=relpath)
+        digest = sha256_bytes(data)
+        if digest != sha256:
+            raise DataLossError(f"{self.objects.uri(key)}: bytes [{offset}, {offset + length}) have sha256 "
+                                f"{digest[:12]}…, the manifest says {sha256[:12]}…", field=relpath)
+        return data
+
     def fetch(self, name: str, version: str | None, dest: Path) -> PublishedCheckpoint:
         """Download a checkpoint into folder `dest` and verify every file (core `verify_files`)."""
         checkpoint = self.resolve(name, version)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 from safetensors.numpy import save_file as save_safetensors_file
@@ -46,6 +46,17 @@ class ShardEntry(BaseModel):
     file: str
     start: int = Field(ge=0)
     rows: int = Field(ge=1)
+    # A shard that is a row range inside a larger file rather than a file of its own: a published model's
+    # tables are its model.safetensors' bytes, stored once. `offset` is the range's first byte (rows are
+    # little-endian float32, row-major) and `sha256` the range's digest, so a reader verifies what it reads.
+    offset: int | None = Field(None, ge=0)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _range_needs_its_digest(self) -> ShardEntry:
+        if (self.offset is None) != (self.sha256 is None):
+            raise ValueError("a shard inside a file needs both offset and sha256")
+        return self
 
 
 class TableLayout(BaseModel):
@@ -95,6 +106,9 @@ def table_layouts(manifest: CheckpointManifest, where: str) -> dict[str, TableLa
             if shard.start != covered or shard.file not in manifest.files:
                 raise DataLossError(f"{where}: table {field!r} shard {shard.file} is not contiguous or not listed",
                                     field=shard.file)
+            if shard.offset is not None and shard.offset + shard.rows * layout.dim * 4 > manifest.files[shard.file].size:
+                raise DataLossError(f"{where}: table {field!r} rows [{shard.start}, {shard.start + shard.rows}) lie "
+                                    f"beyond {shard.file}", field=shard.file)
             covered += shard.rows
         if covered != layout.rows:
             raise DataLossError(f"{where}: table {field!r} shards cover {covered} of {layout.rows} rows", field=field)
@@ -118,6 +132,14 @@ def decode_shard(data: bytes, shard: ShardEntry, dim: int) -> np.ndarray:
             field=shard.file,
         )
     return array
+
+
+def read_shard(store: CheckpointStore, checkpoint: PublishedCheckpoint, shard: ShardEntry, dim: int) -> np.ndarray:
+    """One shard's rows [shard.rows, dim] float32 (read-only), a shard file or a row range, verified either way."""
+    if shard.offset is None:
+        return decode_shard(store.read_file(checkpoint, shard.file), shard, dim)
+    data = store.read_range(checkpoint, shard.file, shard.offset, shard.rows * dim * 4, shard.sha256 or "")
+    return np.frombuffer(data, dtype="<f4").reshape(shard.rows, dim)
 
 
 def _default_spec(tables: Mapping[str, np.ndarray]) -> FeatureSpec:
@@ -181,7 +203,7 @@ def read_table(store: CheckpointStore, checkpoint: PublishedCheckpoint, field: s
     layout = layouts[field]
     out = np.empty((layout.rows, layout.dim), dtype=np.float32)
     for shard in layout.shards:
-        out[shard.start : shard.start + shard.rows] = decode_shard(store.read_file(checkpoint, shard.file), shard, layout.dim)
+        out[shard.start : shard.start + shard.rows] = read_shard(store, checkpoint, shard, layout.dim)
     return out
 
 
