@@ -342,7 +342,7 @@ def worker_module(name: str) -> Callable[..., ModuleType]:
     """A service's training module (torch and the engine), imported on first call instead of with the tasks.
 
     The gRPC server imports its service's tasks only to send them; a server that loaded the engine with them
-    started seconds slower (torch's import, on every replica and every `crossadapt up`) and held ~300 MB it
+    started seconds slower (torch's import, on every replica and every `crossadapt up`) and held ~180 MB it
     never used. The worker imports the module in its main process before the pool forks (`worker_init`),
     so no task pays that import on its clock.
     """

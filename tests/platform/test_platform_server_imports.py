@@ -1,8 +1,9 @@
 """The gRPC servers are thin adapters: they validate, record and send tasks, and never load the engine.
 
-A server that imported torch with its tasks started ~2.5 s slower on 2 vCPUs (every replica, every `crossadapt up`:
-five servers beside five workers) and held ~380 MB instead of ~120-130 MB. The training modules load in the workers,
-before their pools fork (services.common.task_steps.worker_module).
+A server that imported torch with its tasks made the local stack (five servers and a worker) take 8.7-9.8 s to
+start instead of 5.1-5.9 s on 2 vCPUs, and each running server held ~343 MB instead of ~163 MB
+(`python -m services.local.bench_startup`). The training modules load in the workers, before their pools fork
+(services.common.task_steps.worker_module).
 """
 
 from __future__ import annotations
