@@ -6,7 +6,6 @@ Symbols: ``n`` rows, ``C`` categorical fields, ``N`` numerical fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-
 from typing import TYPE_CHECKING
 
 import numpy as np

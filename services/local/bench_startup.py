@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from crossadapt.bench.common import run_metadata
+from services.local.bench_switch import BACKEND
 from services.local.stack import LocalPlatform
-
-BACKEND = ("projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller")
 
 
 def resident_mb(pid: int) -> int:

@@ -146,47 +146,41 @@ class CheckpointStore:
 
     def read_file(self, checkpoint: PublishedCheckpoint, relpath: str) -> bytes:
         """One file's bytes, verified against the manifest (size, then sha256)."""
-        entry = checkpoint.manifest.files.get(relpath)
-        if entry is None:
-            raise NotFoundError(f"{checkpoint.ref} has no file {relpath!r}", field=relpath)
-        key = self._key(checkpoint.name, checkpoint.version, relpath)
-        try:
-            data = self.objects.get_bytes(key)
-        except ObjectNotFoundError:
-            raise DataLossError(f"{self.objects.uri(key)}: listed in the manifest but missing", field=relpath) from None
-        if len(data) != entry.size:
-            raise DataLossError(
-                f"{self.objects.uri(key)}: {len(data)} bytes, manifest says {entry.size}", field=relpath
-            )
-        digest = sha256_bytes(data)
-        if digest != entry.sha256:
-            raise DataLossError(
-                f"{self.objects.uri(key)}: sha256 {digest[:12]}…, manifest says {entry.sha256[:12]}…", field=relpath
-            )
-        return data
+        entry = self._listed(checkpoint, relpath)
+        return self._read_verified(checkpoint, relpath, 0, entry.size, entry.sha256, whole=True)
 
     def read_range(self, checkpoint: PublishedCheckpoint, relpath: str, offset: int, length: int,
                    sha256: str) -> bytes:
         """`length` bytes of a listed file from `offset`, verified against `sha256` (the range's own digest, which
         the manifest records beside the range: a table stored inside model.safetensors)."""
+        entry = self._listed(checkpoint, relpath)
+        if offset < 0 or length < 0 or offset + length > entry.size:
+            key = self._key(checkpoint.name, checkpoint.version, relpath)
+            raise DataLossError(f"{self.objects.uri(key)}: bytes [{offset}, {offset + length}) lie beyond its "
+                                f"{entry.size} bytes", field=relpath)
+        return self._read_verified(checkpoint, relpath, offset, length, sha256, whole=False)
+
+    @staticmethod
+    def _listed(checkpoint: PublishedCheckpoint, relpath: str) -> FileEntry:
         entry = checkpoint.manifest.files.get(relpath)
         if entry is None:
             raise NotFoundError(f"{checkpoint.ref} has no file {relpath!r}", field=relpath)
+        return entry
+
+    def _read_verified(self, checkpoint: PublishedCheckpoint, relpath: str, offset: int, length: int, sha256: str,
+                       *, whole: bool) -> bytes:
+        """The file's bytes (`whole`) or `length` bytes from `offset`; DataLossError if missing, short or altered."""
         key = self._key(checkpoint.name, checkpoint.version, relpath)
-        if offset < 0 or length < 0 or offset + length > entry.size:
-            raise DataLossError(f"{self.objects.uri(key)}: bytes [{offset}, {offset + length}) lie beyond its "
-                                f"{entry.size} bytes", field=relpath)
+        where = self.objects.uri(key) if whole else f"{self.objects.uri(key)} bytes [{offset}, {offset + length})"
         try:
-            data = self.objects.get_range(key, offset, length)
+            data = self.objects.get_bytes(key) if whole else self.objects.get_range(key, offset, length)
         except ObjectNotFoundError:
             raise DataLossError(f"{self.objects.uri(key)}: listed in the manifest but missing", field=relpath) from None
         if len(data) != length:
-            raise DataLossError(f"{self.objects.uri(key)}: {len(data)} bytes at {offset}, expected {length}",
-                                field=relpath)
+            raise DataLossError(f"{where}: {len(data)} bytes, manifest says {length}", field=relpath)
         digest = sha256_bytes(data)
         if digest != sha256:
-            raise DataLossError(f"{self.objects.uri(key)}: bytes [{offset}, {offset + length}) have sha256 "
-                                f"{digest[:12]}…, the manifest says {sha256[:12]}…", field=relpath)
+            raise DataLossError(f"{where}: sha256 {digest[:12]}…, manifest says {sha256[:12]}…", field=relpath)
         return data
 
     def fetch(self, name: str, version: str | None, dest: Path) -> PublishedCheckpoint:

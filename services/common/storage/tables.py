@@ -106,8 +106,8 @@ def table_layouts(manifest: CheckpointManifest, where: str) -> dict[str, TableLa
             if shard.start != covered or shard.file not in manifest.files:
                 raise DataLossError(f"{where}: table {field!r} shard {shard.file} is not contiguous or not listed",
                                     field=shard.file)
-            end = None if shard.offset is None else shard.offset + shard.rows * layout.dim * 4
-            if end is not None and end > manifest.files[shard.file].size:
+            if shard.offset is not None and (shard.offset + shard.rows * layout.dim * 4
+                                             > manifest.files[shard.file].size):
                 raise DataLossError(f"{where}: table {field!r} rows [{shard.start}, {shard.start + shard.rows}) lie "
                                     f"beyond {shard.file}", field=shard.file)
             covered += shard.rows
