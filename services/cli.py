@@ -146,21 +146,27 @@ def bench_switch_platform(
     config: Annotated[Path, typer.Option(help="The switch config to time.")] = Path("configs/demo.yaml"),
     redis_s3: Annotated[bool, typer.Option(help="Also time services on Redis + S3 (starts redis-server, weed).")
                         ] = True,
+    rounds: Annotated[int, typer.Option(min=1, help="Run every mode this many times, interleaved; ratios are "
+                                                   "per round, reported as median and range.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """One switch in process, through `--services local`, and through services on Redis + S3: wall times and ratios."""
+    """The switch in process, through `--services local`, and through services on Redis + S3: wall times and ratios."""
     import json
 
     from services.local.bench_switch import run_switch_bench
 
-    result = run_switch_bench(config, redis_s3=redis_s3)
+    result = run_switch_bench(config, redis_s3=redis_s3, rounds=rounds)
     if as_json:
         typer.echo(json.dumps(result))
         return
-    typer.echo(f"{'mode':<20} {'wall s':>8} {'stages s':>9} {'upload s':>9} {'AUC %':>7} {'wall ×':>7} {'stages ×':>9}")
+    typer.echo(f"medians of {result['rounds']} round(s); ratios per round, [min, max]")
+    typer.echo(f"{'mode':<20} {'wall s':>8} {'stages s':>9} {'upload s':>9} {'AUC %':>7} {'wall ×':>18} {'stages ×':>18}")
     for name, mode in result["modes"].items():
+        wall_lo, wall_hi = mode["wall_ratio_range"]
+        stages_lo, stages_hi = mode["stages_ratio_range"]
         typer.echo(f"{name:<20} {mode['wall_s']:>8.1f} {mode['stages_s']:>9.1f} {mode['upload_s']:>9.1f} "
-                   f"{mode['student_auc']:>7.2f} {mode['wall_ratio']:>7.2f} {mode['stages_ratio']:>9.2f}")
+                   f"{mode['student_auc']:>7.2f} {mode['wall_ratio']:>6.2f} [{wall_lo:.2f}, {wall_hi:.2f}] "
+                   f"{mode['stages_ratio']:>6.2f} [{stages_lo:.2f}, {stages_hi:.2f}]")
 
 
 def register(root: typer.Typer) -> None:

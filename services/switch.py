@@ -51,6 +51,9 @@ from services.common.storage.datasets import DatasetStore
 Log = Callable[[str], None]
 BACKEND_SERVICES = ("projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller")
 STREAM_PARTITIONS = 10  # the online split as a stream of time partitions
+# A stack the switch started stops while the student is scored: long enough for an idle worker's warm
+# shutdown (~7 s on two cores), so its pool exits cleanly instead of being SIGKILLed.
+LOCAL_STACK_GRACE_S = 15.0
 T = TypeVar("T")
 
 
@@ -90,6 +93,7 @@ class PlatformClient:
     settings: PlatformSettings
     channels: dict[str, grpc.Channel] = field(default_factory=dict)
     timings: list[OperationTiming] = field(default_factory=list)
+    on_close: Callable[[], None] | None = None
 
     def channel(self, service: str) -> grpc.Channel:
         if service not in self.channels:
@@ -100,8 +104,12 @@ class PlatformClient:
         return get_spec(service).stub_class()(self.channel(service))
 
     def close(self) -> None:
+        """Close the channels; a stack started for this client begins stopping (`on_close`)."""
         for channel in self.channels.values():
             channel.close()
+        self.channels.clear()
+        if self.on_close is not None:
+            self.on_close()
 
     def run(self, service: str, start: Callable[[Any], Any], timeout_s: float = 3600.0) -> common_pb2.Operation:
         """Start an operation with `start(stub)`, follow it to the end; raise unless it SUCCEEDED."""
@@ -160,12 +168,13 @@ def connect(services: str, out_dir: Path, log: Log, meanwhile: Callable[[], T]) 
                 starting.result().stop()
             raise
         platform = starting.result()
-    client = PlatformClient({name: platform.address(name) for name in BACKEND_SERVICES}, platform.settings())
+    client = PlatformClient({name: platform.address(name) for name in BACKEND_SERVICES}, platform.settings(),
+                            on_close=platform.begin_stop)
     try:
         yield client, result
     finally:
         client.close()
-        platform.stop()
+        platform.stop(grace_s=LOCAL_STACK_GRACE_S)
 
 
 # ---- the stages -------------------------------------------------------------------------------------
@@ -359,12 +368,14 @@ def run_switch_through_services(config: SwitchConfig, out_dir: Path, *, services
         started = time.perf_counter()
         student, facts = run_stages(client, run, prefix, log)
         train_seconds = time.perf_counter() - started - facts["upload_s"]
-    stage_seconds: dict[str, float] = {"upload": round(facts["upload_s"], 3)}
-    for timing in client.timings:
-        stage_seconds[timing.kind] = stage_seconds.get(timing.kind, 0.0) + timing.seconds
-    outcome = MethodOutcome(name=f"CrossAdapt ({run.student_label})", model=student, train_seconds=train_seconds,
-                            drift=facts["drift"], stage_seconds=stage_seconds,
-                            details={"platform": services, "student_ref": facts["student_ref"],
-                                     "teacher_ref": facts["teacher_ref"], **facts["online"]})
-    return finish_switch(run, outcome, log=log, operations=client.timings, platform=services,
-                         extra={"platform": services, "store_ref": facts["student_ref"]})
+        # The services are done: a stack started here shuts down while the student is scored and reported.
+        client.close()
+        stage_seconds: dict[str, float] = {"upload": round(facts["upload_s"], 3)}
+        for timing in client.timings:
+            stage_seconds[timing.kind] = stage_seconds.get(timing.kind, 0.0) + timing.seconds
+        outcome = MethodOutcome(name=f"CrossAdapt ({run.student_label})", model=student,
+                                train_seconds=train_seconds, drift=facts["drift"], stage_seconds=stage_seconds,
+                                details={"platform": services, "student_ref": facts["student_ref"],
+                                         "teacher_ref": facts["teacher_ref"], **facts["online"]})
+        return finish_switch(run, outcome, log=log, operations=client.timings, platform=services,
+                             extra={"platform": services, "store_ref": facts["student_ref"]})

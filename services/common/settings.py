@@ -51,7 +51,7 @@ class PlatformSettings(BaseSettings):
         default=4, ge=1, description="Starts of one task (redeliveries after lost workers) before its operation fails."
     )
     task_retry_backoff_max_s: float = Field(default=60.0, gt=0)
-    broker_polling_interval_s: float = Field(default=0.1, gt=0, description="filesystem:// transport poll.")
+    broker_polling_interval_s: float = Field(default=0.05, gt=0, description="filesystem:// transport poll.")
     # Storage
     store_url: str | None = Field(
         default=None,

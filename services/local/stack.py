@@ -71,10 +71,12 @@ def start_process(args: list[str], log: Path, env: dict[str, str] | None = None,
     return subprocess.Popen(args, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
 
 
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
-    """Signal the process (its whole session on the final SIGKILL); return its exit code."""
+def stop_process(proc: subprocess.Popen, sig: int | None = signal.SIGTERM, timeout: float = 20.0) -> int:
+    """Signal the process (None: it was signalled already), wait up to `timeout`, then SIGKILL its whole
+    session; return its exit code."""
     if proc.poll() is None:
-        proc.send_signal(sig)
+        if sig is not None:
+            proc.send_signal(sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -228,6 +230,7 @@ class LocalPlatform:
     ports: dict[str, int] = field(default_factory=dict)  # service -> gRPC port
     metrics_ports: dict[str, int] = field(default_factory=dict)
     _channels: dict[str, grpc.Channel] = field(default_factory=dict)
+    _stop_signalled_at: float | None = None  # time.monotonic() of begin_stop's SIGTERM
 
     @property
     def env(self) -> dict[str, str]:
@@ -329,17 +332,32 @@ class LocalPlatform:
 
         return operations_pb2_grpc.OperationsServiceStub(self.channel(service))
 
-    def stop(self) -> None:
+    def begin_stop(self) -> None:
+        """SIGTERM every server and worker, all at once (their warm shutdowns overlap), without waiting.
+
+        An idle worker takes ~7 s to shut down warm on two cores (Celery's sync loop drains the broker
+        for 2 s between looks at the stop flag, then joins its pool and timer threads): a caller with
+        work left that needs no service (the switch's scoring and report) starts the stop here first.
+        """
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
-        procs = [*self.servers.values(), *self.workers.values()]
-        for proc in procs:  # signal all first: their warm shutdowns overlap
+        if self._stop_signalled_at is not None:
+            return
+        for proc in [*self.servers.values(), *self.workers.values()]:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5  # an idle worker's warm shutdown can wait ~10 s on Celery's timer thread
-        for proc in procs:
-            stop_process(proc, timeout=max(deadline - time.monotonic(), 0.1))
+        self._stop_signalled_at = time.monotonic()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop everything: a process still running `grace_s` after `begin_stop`'s signal is SIGKILLed
+        with its session (the default keeps a test's teardown short; the switch, which signalled early,
+        waits out the warm shutdown)."""
+        self.begin_stop()
+        deadline = self._stop_signalled_at + grace_s
+        for proc in [*self.servers.values(), *self.workers.values()]:
+            stop_process(proc, sig=None, timeout=max(deadline - time.monotonic(), 0.1))
+        self._stop_signalled_at = None
 
     def __enter__(self) -> LocalPlatform:
         return self

@@ -74,3 +74,40 @@ def test_unknown_service_is_refused() -> None:
         raise AssertionError("unknown service accepted")
     except ValueError as exc:
         assert "nope" in str(exc)
+
+
+def test_begin_stop_lets_an_idle_worker_finish_its_warm_shutdown(tmp_path: Path) -> None:
+    """The switch signals its stack to stop before scoring the student and waits after the report: the worker's
+    warm shutdown (seconds of Celery's loop and pool joins) runs meanwhile and ends cleanly, not by SIGKILL."""
+    from services.local.stack import LocalPlatform
+
+    platform = LocalPlatform.embedded(tmp_path / "stack")
+    try:
+        worker = platform.start_worker("w1", ("projector",))
+        platform.begin_stop()
+        signalled = time.monotonic()
+        platform.begin_stop()  # a second call sends nothing more
+        wait_for(lambda: worker.poll() is not None, 60, "the worker's warm shutdown")
+        shutdown_s = time.monotonic() - signalled
+        platform.stop()  # already down: returns at once
+        assert worker.returncode == 0, log_tail(platform.log("w1"))
+        assert "Warm shutdown" in platform.log("w1").read_text()
+        # Not instant (so overlapping it with other work is worth it), but within stop()'s default grace: the
+        # embedded transport gives way to the stop flag every quarter second (it sat ~4 s in one 2-s drain
+        # after another, and a stop took ~7 s, past the grace, ending in SIGKILL).
+        assert 0.5 < shutdown_s < 5.0, shutdown_s
+    finally:
+        platform.stop()
+
+
+def test_stop_kills_what_outlasts_its_grace(tmp_path: Path) -> None:
+    from services.local.stack import LocalPlatform
+
+    platform = LocalPlatform.embedded(tmp_path / "stack")
+    try:
+        worker = platform.start_worker("w1", ("projector",))
+        began = time.monotonic()
+        platform.stop(grace_s=0.2)
+        assert worker.returncode == -signal.SIGKILL and time.monotonic() - began < 5
+    finally:
+        platform.stop()
