@@ -4,7 +4,7 @@
 #   bench/run_all.sh [OUT_DIR]          # default OUT_DIR: out/bench/<UTC timestamp>
 #
 # Environment:
-#   ONLY="train-mlp data"     run just these (train-mlp train-fibinet data projection drift platform startup growth paper)
+#   ONLY="train-mlp data"     run just these (train-mlp train-fibinet data projection drift platform switch-platform startup growth paper)
 #   PAPER_PRESET=smoke        preset of the paper benchmark (micro | smoke | standard)
 #   PROJECTION_ROWS=10000000  table rows of the projection benchmarks
 # A failing benchmark is reported and the others still run; the exit code is 1 if any failed.
@@ -16,7 +16,7 @@ out=${1:-out/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 cli=.venv/bin/crossadapt
 [ -x "$cli" ] || cli=crossadapt
-only=" ${ONLY:-train-mlp train-fibinet data projection drift platform startup growth paper} "
+only=" ${ONLY:-train-mlp train-fibinet data projection drift platform switch-platform startup growth paper} "
 failed=()
 
 wanted() { case "$only" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -38,6 +38,7 @@ run data           "$cli" bench data --json
 run projection     "$cli" bench projection --rows "${PROJECTION_ROWS:-10000000}" --json
 run drift          "$cli" bench drift --json
 run platform       "$cli" bench platform --rows "${PROJECTION_ROWS:-10000000}" --json
+run switch-platform "$cli" bench switch-platform --rounds 3 --json
 python=.venv/bin/python
 [ -x "$python" ] || python=python3
 run startup        "$python" -m services.local.bench_startup --repeats 3
