@@ -51,7 +51,6 @@ from services.common.storage.checkpoints import CheckpointNotFoundError, Checkpo
 from services.common.storage.datasets import DatasetPosition, DatasetStore
 from services.common.storage.tables import TABLE_TENSOR, ShardEntry, TableLayout, shard_bounds, shard_path
 
-TABLES_PREFIX = "tables/"
 VOCAB_DIR = "vocab"
 VOCAB_INDEX = "index.json"  # a saved vocabulary's index (crossadapt.data.vocabulary), written last
 DATASET_VOCAB_DIR = "_vocabulary"  # beside a dataset's partitions: a folder per stored version
