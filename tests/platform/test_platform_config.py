@@ -93,6 +93,29 @@ def test_embedded_broker_publishes_a_message_complete_or_not_at_all(tmp_path: Pa
         assert channel._get("projector") == {"body": "x" * 10_000}
 
 
+@pytest.mark.parametrize("stopping", [False, True])
+def test_embedded_drain_waits_its_timeout_unless_the_worker_is_stopping(tmp_path: Path, stopping: bool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A drain that finds nothing waits out its timeout (a `control.ping` collecting replies needs all of it),
+    but gives way within a quarter second once the worker's stop flag is up (its warm shutdown begins then)."""
+    import time
+
+    from celery.worker import state
+    from kombu import Consumer, Queue
+
+    monkeypatch.setattr(state, "should_stop", 0 if stopping else None)  # 0: EX_OK, what SIGTERM sets
+    app = create_celery_app(PlatformSettings(home=tmp_path))
+    with app.connection_for_read() as connection, Consumer(connection, queues=[Queue("projector")]):
+        began = time.monotonic()
+        with pytest.raises(TimeoutError):  # socket.timeout
+            connection.drain_events(timeout=1.5)
+        waited = time.monotonic() - began
+    if stopping:
+        assert waited < 0.6, waited
+    else:
+        assert waited >= 1.5, waited
+
+
 def test_redis_app_sweeps_unacknowledged_tasks_within_the_visibility_timeout(tmp_path: Path) -> None:
     settings = PlatformSettings(home=tmp_path, broker_url="redis://h:1/0", result_backend="redis://h:1/1",
                                 visibility_timeout_s=20)
