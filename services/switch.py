@@ -51,8 +51,8 @@ from services.common.storage.datasets import DatasetStore
 Log = Callable[[str], None]
 BACKEND_SERVICES = ("projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller")
 STREAM_PARTITIONS = 10  # the online split as a stream of time partitions
-# A stack the switch started stops while the student is scored: long enough for an idle worker's warm
-# shutdown (~7 s on two cores), so its pool exits cleanly instead of being SIGKILLed.
+# A stack the switch started stops while the student is scored; its grace is ample for an idle worker's
+# warm shutdown (~3 s on two cores) on a busy machine, so the pool exits by itself, not by SIGKILL.
 LOCAL_STACK_GRACE_S = 15.0
 T = TypeVar("T")
 

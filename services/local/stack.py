@@ -335,9 +335,9 @@ class LocalPlatform:
     def begin_stop(self) -> None:
         """SIGTERM every server and worker, all at once (their warm shutdowns overlap), without waiting.
 
-        An idle worker takes ~7 s to shut down warm on two cores (Celery's sync loop drains the broker
-        for 2 s between looks at the stop flag, then joins its pool and timer threads): a caller with
-        work left that needs no service (the switch's scoring and report) starts the stop here first.
+        An idle worker still takes ~3 s to shut down warm on two cores (it joins its pool process and its
+        pool and timer threads): a caller with work left that needs no service (the switch's scoring and
+        report) starts the stop here first.
         """
         for channel in self._channels.values():
             channel.close()
