@@ -93,27 +93,23 @@ def test_embedded_broker_publishes_a_message_complete_or_not_at_all(tmp_path: Pa
         assert channel._get("projector") == {"body": "x" * 10_000}
 
 
-@pytest.mark.parametrize("stopping", [False, True])
-def test_embedded_drain_waits_its_timeout_unless_the_worker_is_stopping(tmp_path: Path, stopping: bool,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A drain that finds nothing waits out its timeout (a `control.ping` collecting replies needs all of it),
-    but gives way within a quarter second once the worker's stop flag is up (its warm shutdown begins then)."""
+def test_embedded_drain_outside_a_stopping_worker_waits_its_whole_timeout(tmp_path: Path) -> None:
+    """The embedded transport drains in quarter-second slices so that a stopping worker leaves within one
+    (a real worker's warm shutdown, tests/platform/test_platform_up.py: 6.4 s without that, ~3.2 s with it);
+    any other drain that finds nothing still waits out its timeout, as a `control.ping` collecting replies
+    (`crossadapt worker-health`) needs."""
     import time
 
     from celery.worker import state
     from kombu import Consumer, Queue
 
-    monkeypatch.setattr(state, "should_stop", 0 if stopping else None)  # 0: EX_OK, what SIGTERM sets
+    assert state.should_stop is None and state.should_terminate is None  # no worker runs in this process
     app = create_celery_app(PlatformSettings(home=tmp_path))
     with app.connection_for_read() as connection, Consumer(connection, queues=[Queue("projector")]):
         began = time.monotonic()
         with pytest.raises(TimeoutError):  # socket.timeout
             connection.drain_events(timeout=1.5)
-        waited = time.monotonic() - began
-    if stopping:
-        assert waited < 0.6, waited
-    else:
-        assert waited >= 1.5, waited
+        assert time.monotonic() - began >= 1.5
 
 
 def test_redis_app_sweeps_unacknowledged_tasks_within_the_visibility_timeout(tmp_path: Path) -> None:
