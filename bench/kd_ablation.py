@@ -36,7 +36,8 @@ def _test_auc(model, test) -> tuple[float, np.ndarray]:  # noqa: ANN001
     return 100 * auc(labels, probabilities), 100 * bootstrap_aucs(labels, probabilities)
 
 # name -> changes to offline.distillation (the frozen stage is `frozen_epochs`; 0 = none, joint gets 2);
-# a "method" key runs that Table 2 ablation of CrossAdapt-Sample instead.
+# a "method" key runs that Table 2 ablation of CrossAdapt-Sample instead; a "sampling" key changes
+# offline.sampling (history-value rows).
 # Since the gate became the default, the other rows vary the gated default (λ, T, ...); "paper" is all rows.
 VARIANTS: dict[str, dict] = {
     "paper (λ 0.7, T 4, KD on all rows)": {"kd_gate": "all"},
@@ -47,6 +48,8 @@ VARIANTS: dict[str, dict] = {
     "no frozen stage": {"frozen_epochs": 0, "joint_epochs": 2},
     "w/o projection": {"method": "w/o projection"},
     "w/o sampling (all of D_train)": {"method": "w/o sampling"},
+    "history values 1": {"sampling": {"history_values": 1.0}},
+    "history values 2": {"sampling": {"history_values": 2.0}},
 }
 
 
@@ -63,29 +66,42 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"some of {list(VARIANTS)}")
     parser.add_argument("--work", type=Path, default=Path("out/kd-ablation"))
+    parser.add_argument("--rows", type=int, help="the synthetic main setting's rows instead of the preset's")
+    parser.add_argument("--split", help="H:T:O:T, hist:train:online:test instead of the preset's (long_history)")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
-    spec = preset.main
+    try:
+        spec = preset.main.resized(args.rows, tuple(float(p) for p in args.split.split(":")) if args.split else None)
+    except ValueError as error:
+        parser.error(str(error))
     args.work.mkdir(parents=True, exist_ok=True)
     runner = BenchRunner(preset, args.work, print, runs_log="kd-ablation-runs.jsonl")
     dataset = resolve_dataset(None, spec, args.work, print)
     for pair in spec.pairs:
         scratch: dict[int, float] = {}
         scratch_rows: dict[int, np.ndarray] = {}
+        scratch_seconds: dict[int, float] = {}
         first: tuple[str, dict[int, float], dict[int, np.ndarray]] | None = None
         for seed in args.seeds:
             ctx = runner.context(dataset, pair, seed)
-            scratch[seed], scratch_rows[seed] = _test_auc(run_method("Scratch", ctx).model, ctx.splits["test"])
+            outcome = run_method("Scratch", ctx)
+            scratch[seed], scratch_rows[seed] = _test_auc(outcome.model, ctx.splits["test"])
+            scratch_seconds[seed] = outcome.train_seconds
         for variant in args.variants:
             aucs: dict[int, float] = {}
             rows: dict[int, np.ndarray] = {}
+            time_share: dict[int, float] = {}
             for seed in args.seeds:
                 ctx = runner.context(dataset, pair, seed)
                 changes = dict(VARIANTS[variant])
                 method = changes.pop("method", "CrossAdapt-Sample")
+                sampling = ctx.offline.sampling.model_copy(update=changes.pop("sampling", {}))
                 distillation = ctx.offline.distillation.model_copy(update=changes)
-                ctx = dataclasses.replace(ctx, offline=ctx.offline.model_copy(update={"distillation": distillation}))
-                aucs[seed], rows[seed] = _test_auc(run_method(method, ctx).model, ctx.splits["test"])
+                ctx = dataclasses.replace(ctx, offline=ctx.offline.model_copy(
+                    update={"distillation": distillation, "sampling": sampling}))
+                outcome = run_method(method, ctx)
+                aucs[seed], rows[seed] = _test_auc(outcome.model, ctx.splits["test"])
+                time_share[seed] = outcome.train_seconds / scratch_seconds[seed]
             mean, half = paired_interval([aucs[s] - scratch[s] for s in args.seeds])
             line = {
                 "student": type(pair.student).__name__,
@@ -94,6 +110,7 @@ def main() -> None:
                 "delta_vs_scratch": round(mean, 2), "ci95_half_width": round(half, 2),
                 "rows_ci95_vs_scratch": _rows_ci(rows, scratch_rows, args.seeds),
                 "per_seed_delta": {s: round(aucs[s] - scratch[s], 3) for s in args.seeds},
+                "time_vs_scratch": round(statistics.median(time_share.values()), 3),
             }
             if first is None:
                 first = (variant, aucs, rows)

@@ -43,14 +43,10 @@ def main() -> None:
     if args.setting is not None and args.setting not in names:
         parser.error(f"--setting must be one of {names}")
     spec = next(s for s in settings if s.name == (args.setting or preset.main.name))
-    if args.rows or args.split:
-        if spec.synthetic is None:
-            parser.error(f"{spec.name} has no synthetic source: --rows/--split do not apply")
-        update: dict = {"rows": args.rows} if args.rows else {}
-        if args.split:
-            update["split"] = tuple(float(part) for part in args.split.split(":"))
-        spec = spec.model_copy(update={"synthetic": spec.synthetic.model_validate(
-            spec.synthetic.model_dump() | update)})
+    try:
+        spec = spec.resized(args.rows, tuple(float(part) for part in args.split.split(":")) if args.split else None)
+    except ValueError as error:
+        parser.error(str(error))
     pair = next(p for p in spec.pairs if model_label(p.student) == args.student)
     args.work.mkdir(parents=True, exist_ok=True)
     runner = BenchRunner(preset, args.work, print, runs_log="method-times-runs.jsonl")

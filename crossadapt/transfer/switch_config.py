@@ -123,6 +123,16 @@ class SamplingSection(_Section):
         "'conversion'.",
     )
 
+    history_values: float = Field(
+        0.0,
+        ge=0.0,
+        le=10.0,
+        description="Beyond the paper: history-value rows per offline row (crossadapt.transfer.offline.history_values): "
+        "copies of offline rows with one field's value drawn from what the teacher's vocabulary counts show and "
+        "D_train lacks, labelled by the teacher, so the student learns to read the projected rows of values only "
+        "the teacher's history held. 0 = off (the paper); needs the teacher's vocabulary counts.",
+    )
+
     @model_validator(mode="after")
     def _unclicked_needs_conversion(self) -> "SamplingSection":
         if self.unclicked_ratio > 0 and self.target != "conversion":
@@ -186,6 +196,13 @@ class OnlineSection(_Section):
 
     teacher_update_interval: int = Field(10, ge=1)
     teacher_lr: float = Field(1e-3, gt=0.0)
+    teacher_embedding_lr: float | None = Field(
+        None, gt=0.0,
+        description="η_T of the teacher's embedding tables online; None (the default): the student's embedding lr "
+        "(optim.embedding_lr, fitted to the batch like the student's; the paper's 0.1 under optim: paper). The "
+        "teacher was trained at that scale: a fixed 0.1 at batch 128 moved its rows ~30x too far per step and "
+        "cost it 1.1 AUC points over the long-history stream.",
+    )
     drift: DriftSection = DriftSection()
     grow_vocabulary: bool = Field(
         False,

@@ -2,6 +2,8 @@
 
     teacher_update_interval, teacher_dense_lr, drift.*, grow_vocabulary → OnlineSection (drift: DriftSection,
                                                           drift.rolling / drift.window_rows included)
+    teacher_embedding_lr                                → OnlineSection.teacher_embedding_lr (unset: the
+                                                          student's embedding_lr, as in process)
     collaborative                                       → OnlineSection.collaborative (the core's
                                                           CollaborativeConfig; absent: the paper's teacher)
     batch_size, dense_lr, embedding_lr                  → OptimSection
@@ -29,6 +31,7 @@ from services.common.errors import InvalidArgumentError
 _MAPPING = {
     "teacher_update_interval": ("online", "teacher_update_interval"),
     "teacher_dense_lr": ("online", "teacher_lr"),
+    "teacher_embedding_lr": ("online", "teacher_embedding_lr"),
     "grow_vocabulary": ("online", "grow_vocabulary"),
     "batch_size": ("optim", "batch_size"),
     "dense_lr": ("optim", "dense_lr"),
@@ -64,7 +67,6 @@ class CoDistillationSettings(BaseModel):
     checkpoint_every_batches: int | None = Field(None, ge=1)
     checkpoint_every_seconds: float = Field(60.0, gt=0.0)
     seed: int = Field(0, ge=0)
-    teacher_embedding_lr: float = Field(0.1, gt=0.0)
     window_batches: int = Field(10, ge=1)
     projection_seed: int | None = Field(None, ge=0, description="Projection of grown rows; None: `seed`.")
     target: Literal["click", "conversion"] = "click"
@@ -102,7 +104,7 @@ class CoDistillationSettings(BaseModel):
             batch_size=self.optim.batch_size, kd_weight=self.distillation.kd_weight,
             temperature=self.distillation.temperature, kd_gate=self.distillation.kd_gate,
             teacher_update_interval=self.online.teacher_update_interval,
-            teacher_dense_lr=self.online.teacher_lr, teacher_embedding_lr=self.teacher_embedding_lr,
+            teacher_dense_lr=self.online.teacher_lr, teacher_embedding_lr=self.online.teacher_embedding_lr or self.optim.embedding_lr,
             embedding_lr=self.optim.embedding_lr, dense_lr=self.optim.dense_lr, seed=self.seed, device=device,
             num_threads=num_threads, window_batches=self.window_batches,
             grow_vocabulary=self.online.grow_vocabulary, target=self.target,

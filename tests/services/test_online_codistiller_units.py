@@ -35,6 +35,11 @@ def test_settings_map_onto_the_cores_config_with_its_defaults() -> None:
             config.seed) == (3, 64, 0.0, 0.01, 4)
     assert (replay.drift.metric, replay.drift.windows, replay.theta_low, replay.theta_high, replay.max_ratio) == (
         "kl", 4, 0.02, 0.2, 0.0)
+    # The teacher's embedding lr follows the student's unless set (both were fitted to the same batch).
+    assert CoDistillationSettings.from_proto(pb.CoDistillationConfig(embedding_lr=0.02)).core_config(
+        "cpu").teacher_embedding_lr == 0.02
+    assert CoDistillationSettings.from_proto(pb.CoDistillationConfig(
+        embedding_lr=0.02, teacher_embedding_lr=0.3)).core_config("cpu").teacher_embedding_lr == 0.3
     with pytest.raises(InvalidArgumentError) as error:
         CoDistillationSettings.from_proto(pb.CoDistillationConfig(drift=pb.CoDistillationDriftSettings(bins=1)))
     assert error.value.field == "config.drift.bins"

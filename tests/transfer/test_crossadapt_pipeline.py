@@ -121,3 +121,25 @@ def test_pcvr_rows_label_unclicked_exposures_with_the_teachers_pcvr(tiny_data) -
     assert np.array_equal(out.conversion[:10], rows.conversion[clicked])
     np.testing.assert_allclose(out.conversion[10:], 1 / (1 + np.exp(-logits)), rtol=1e-6)
     assert np.array_equal(out.categorical, rows.categorical[np.concatenate([clicked, unclicked])])
+
+
+def test_the_teachers_online_embedding_steps_follow_the_students_embedding_lr(tiny_data, tiny_model,
+                                                                               tiny_spec) -> None:
+    """Adam moves a parameter by at most ~lr per step, so after U teacher updates no teacher table entry has
+    moved by more than U × its embedding lr. The teacher learns online at the student's (batch-fitted)
+    embedding lr unless `online.teacher_embedding_lr` says otherwise; a fixed 0.1 at a small batch moved
+    its rows ~30x too far and made it worse over the long-history stream."""
+    from crossadapt.transfer.switch_config import OnlineSection
+
+    moved = {}
+    for teacher_lr in (None, 0.05):
+        ctx = _context(tiny_data, tiny_model, tiny_spec)
+        ctx.optim = OptimSection(batch_size=64, embedding_lr=1e-3)
+        ctx.online = OnlineSection(teacher_update_interval=2, teacher_embedding_lr=teacher_lr)
+        before = _tables(ctx.teacher)
+        outcome = run_crossadapt(ctx, AblationSection())
+        updates = outcome.details["teacher_updates"]
+        assert updates >= 3
+        moved[teacher_lr] = max(float((b - a).abs().max()) for a, b in zip(before, _tables(outcome.teacher)))
+        assert moved[teacher_lr] <= updates * (teacher_lr or 1e-3) * 1.05
+    assert moved[0.05] > 10 * moved[None] > 0

@@ -49,6 +49,15 @@ class SettingSpec(_Strict):
     pairs: list[PairSpec]
     methods: list[str]
 
+    def resized(self, rows: int | None = None, split: tuple[float, float, float, float] | None = None) -> "SettingSpec":
+        """This setting with the synthetic source's rows and/or hist : train : online : test split replaced."""
+        if rows is None and split is None:
+            return self
+        if self.synthetic is None:
+            raise ValueError(f"{self.name} has no synthetic source: rows and split do not apply")
+        update = {k: v for k, v in (("rows", rows), ("split", split)) if v is not None}
+        return self.model_copy(update={"synthetic": SyntheticSource.model_validate(self.synthetic.model_dump() | update)})
+
 
 class AblationPlan(_Strict):
     """Table 2 on the main setting: CrossAdapt-Sample and the listed ablations, for `pair`."""
