@@ -36,8 +36,7 @@ def _test_auc(model, test) -> tuple[float, np.ndarray]:  # noqa: ANN001
     return 100 * auc(labels, probabilities), 100 * bootstrap_aucs(labels, probabilities)
 
 # name -> changes to offline.distillation (the frozen stage is `frozen_epochs`; 0 = none, joint gets 2);
-# a "method" key runs that Table 2 ablation of CrossAdapt-Sample instead; a "sampling" key changes
-# offline.sampling (history-value rows).
+# a "method" key runs that Table 2 ablation of CrossAdapt-Sample instead.
 # Since the gate became the default, the other rows vary the gated default (λ, T, ...); "paper" is all rows.
 VARIANTS: dict[str, dict] = {
     "paper (λ 0.7, T 4, KD on all rows)": {"kd_gate": "all"},
@@ -48,8 +47,6 @@ VARIANTS: dict[str, dict] = {
     "no frozen stage": {"frozen_epochs": 0, "joint_epochs": 2},
     "w/o projection": {"method": "w/o projection"},
     "w/o sampling (all of D_train)": {"method": "w/o sampling"},
-    "history values 1": {"sampling": {"history_values": 1.0}},
-    "history values 2": {"sampling": {"history_values": 2.0}},
 }
 
 
@@ -95,10 +92,8 @@ def main() -> None:
                 ctx = runner.context(dataset, pair, seed)
                 changes = dict(VARIANTS[variant])
                 method = changes.pop("method", "CrossAdapt-Sample")
-                sampling = ctx.offline.sampling.model_copy(update=changes.pop("sampling", {}))
                 distillation = ctx.offline.distillation.model_copy(update=changes)
-                ctx = dataclasses.replace(ctx, offline=ctx.offline.model_copy(
-                    update={"distillation": distillation, "sampling": sampling}))
+                ctx = dataclasses.replace(ctx, offline=ctx.offline.model_copy(update={"distillation": distillation}))
                 outcome = run_method(method, ctx)
                 aucs[seed], rows[seed] = _test_auc(outcome.model, ctx.splits["test"])
                 time_share[seed] = outcome.train_seconds / scratch_seconds[seed]

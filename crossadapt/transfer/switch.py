@@ -44,7 +44,6 @@ from crossadapt.transfer.experiments.results import (
     Score,
     SwitchResults,
 )
-from crossadapt.transfer.offline.history_values import vocabulary_counts
 from crossadapt.transfer.optim_fit import OptimChoice
 from crossadapt.transfer.switch_config import (
     ConfigError,
@@ -288,7 +287,7 @@ def begin_switch(config: SwitchConfig, out_dir: Path, *, log: Log = lambda _: No
         splits=splits, feature_spec=teacher.spec, teacher=teacher, student_config=config.student.model,
         seed=config.seed, offline=config.offline, online=config.online, optim=_concrete(config),
         baseline_epochs=config.baseline_training.epochs, device=config.device, threads=config.threads,
-        warm_start=config.warm_start, value_counts=vocabulary_counts(dataset.vocabulary, teacher.spec),
+        warm_start=config.warm_start,
     )
     return SwitchRun(config, out_dir, dataset, dataset_label, teacher, Path(teacher_path), splits, ctx, optim)
 

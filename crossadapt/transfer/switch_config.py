@@ -123,16 +123,6 @@ class SamplingSection(_Section):
         "'conversion'.",
     )
 
-    history_values: float = Field(
-        0.0,
-        ge=0.0,
-        le=10.0,
-        description="Beyond the paper: history-value rows per offline row (crossadapt.transfer.offline.history_values): "
-        "copies of offline rows with one field's value drawn from what the teacher's vocabulary counts show and "
-        "D_train lacks, labelled by the teacher, so the student learns to read the projected rows of values only "
-        "the teacher's history held. 0 = off (the paper); needs the teacher's vocabulary counts.",
-    )
-
     @model_validator(mode="after")
     def _unclicked_needs_conversion(self) -> "SamplingSection":
         if self.unclicked_ratio > 0 and self.target != "conversion":

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -83,9 +83,6 @@ class MethodContext:
     threads: int | None = None
     #: CrossDomain-WarmStart's levels and source models (None: their defaults); the source domain is `hist`.
     warm_start: "WarmStartConfig | None" = None
-    #: Per categorical field, the teacher's vocabulary counts by id (`history_values.vocabulary_counts`): what
-    #: history-value rows draw from (None: the teacher's counts are unknown and those rows are not made).
-    value_counts: "tuple[np.ndarray, ...] | None" = None
 
 
 @dataclass
@@ -237,9 +234,6 @@ def run_crossadapt(
         if ablation.sampling:  # lines 10-15: D'_train, class-balanced per temporal block (and Eq. 9 for pCVR)
             offline_rows, task_logit_shift = _strategic_sample(ctx, teacher, details)
             clock.lap("sampling")
-        if ctx.offline.sampling.history_values > 0:  # beyond the paper: values only the teacher's history held
-            offline_rows = _with_history_values(ctx, teacher, offline_rows, task_logit_shift, details)
-            clock.lap("history_values")
         # lines 16-26: phase 1 with the embeddings frozen, phase 2 joint
         student, optimizer_state = _distill_offline(ctx, teacher, student, offline_rows, task_logit_shift,
                                                     ablation, adaptive_config, details)
@@ -296,27 +290,6 @@ def _strategic_sample(ctx: MethodContext, teacher: nn.Module, details: dict[str,
         shift = prior_shift(sample.report.positive_rate, positive_rate(train, s.target))
         details["task_logit_shift"] = shift
     return rows, shift
-
-
-def _with_history_values(ctx: MethodContext, teacher: nn.Module, rows: "SplitArrays", task_logit_shift: float,
-                         details: dict[str, Any]) -> "SplitArrays":
-    """The offline rows plus ``history_values`` × as many history-value rows, labelled by the teacher."""
-    from crossadapt.data import SplitArrays
-    from crossadapt.training import predict_logits
-    from crossadapt.transfer.offline.history_values import history_value_rows, label_with_teacher, value_deficits
-
-    if ctx.value_counts is None:
-        raise ValueError("offline.sampling.history_values needs the teacher's vocabulary counts (MethodContext.value_counts)")
-    deficits = value_deficits(ctx.value_counts, ctx.splits["train"].categorical)
-    wanted = int(round(ctx.offline.sampling.history_values * len(rows)))
-    extra = history_value_rows(rows, deficits, wanted, np.random.default_rng([ctx.seed, 20261206]))
-    details["history_value_rows"] = len(extra)
-    details["history_value_mass"] = [round(float(m), 4) for m in deficits.mass]
-    if not len(extra):
-        return rows
-    logits = predict_logits(teacher, extra, batch_size=EVAL_BATCH_ROWS)
-    labelled = label_with_teacher(extra, logits, ctx.offline.sampling.target, task_logit_shift)
-    return SplitArrays.concat([rows, replace(labelled, teacher_logit=None) if rows.teacher_logit is None else labelled])
 
 
 def _distill_offline(ctx: MethodContext, teacher: nn.Module, student: nn.Module, rows: "SplitArrays",

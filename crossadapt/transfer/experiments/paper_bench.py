@@ -34,7 +34,6 @@ from crossadapt.transfer.experiments.methods import (
     score,
 )
 from crossadapt.transfer.experiments.paired import bootstrap_aucs, percentile_interval, seed_interval
-from crossadapt.transfer.offline.history_values import vocabulary_counts
 from crossadapt.transfer.experiments.report import CONVERGENCE_PNG, plot_convergence, render_bench_markdown
 from crossadapt.transfer.experiments.results import (
     AblationRow,
@@ -147,7 +146,7 @@ class BenchRunner:
         return MethodContext(
             splits=splits, feature_spec=dataset.feature_spec, teacher=teacher, student_config=pair.student,
             seed=seed, offline=p.offline, online=p.online, optim=p.optim, baseline_epochs=p.baseline_epochs,
-            threads=p.threads, value_counts=vocabulary_counts(dataset.vocabulary, dataset.feature_spec),
+            threads=p.threads,
         )
 
     def run(self, setting: str, dataset: "PreparedDataset", pair: PairSpec, method: str, seed: int) -> RunRecord:
