@@ -41,6 +41,7 @@ def _test_auc(model, test) -> tuple[float, np.ndarray]:  # noqa: ANN001
 VARIANTS: dict[str, dict] = {
     "paper (λ 0.7, T 4, KD on all rows)": {"kd_gate": "all"},
     "kd_gate teacher_better (default)": {"kd_gate": "teacher_better"},
+    "kd_gate teacher_better_batch": {"kd_gate": "teacher_better_batch"},
     "λ 0 (no KD)": {"kd_weight": 0.0},
     "λ 0.3": {"kd_weight": 0.3},
     "T 1": {"temperature": 1.0},
@@ -63,12 +64,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help=f"some of {list(VARIANTS)}")
     parser.add_argument("--work", type=Path, default=Path("out/kd-ablation"))
+    parser.add_argument("--setting", default=None, help="a setting of the preset (default: its main setting)")
     parser.add_argument("--rows", type=int, help="the synthetic main setting's rows instead of the preset's")
     parser.add_argument("--split", help="H:T:O:T, hist:train:online:test instead of the preset's (long_history)")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
+    settings = {s.name: s for s in (preset.main, *preset.extra)}
+    if args.setting is not None and args.setting not in settings:
+        parser.error(f"--setting must be one of {sorted(settings)}")
     try:
-        spec = preset.main.resized(args.rows, tuple(float(p) for p in args.split.split(":")) if args.split else None)
+        spec = settings[args.setting or preset.main.name].resized(args.rows, tuple(float(p) for p in args.split.split(":")) if args.split else None)
     except ValueError as error:
         parser.error(str(error))
     args.work.mkdir(parents=True, exist_ok=True)
