@@ -41,7 +41,6 @@ def _test_auc(model, test) -> tuple[float, np.ndarray]:  # noqa: ANN001
 VARIANTS: dict[str, dict] = {
     "paper (λ 0.7, T 4, KD on all rows)": {"kd_gate": "all"},
     "kd_gate teacher_better (default)": {"kd_gate": "teacher_better"},
-    "kd_gate teacher_better_batch": {"kd_gate": "teacher_better_batch"},
     "λ 0 (no KD)": {"kd_weight": 0.0},
     "λ 0.3": {"kd_weight": 0.3},
     "T 1": {"temperature": 1.0},

@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from crossadapt.models.config import ModelConfig, paper_student_config, paper_teacher_config
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
-from crossadapt.transfer.offline.config import KDGate
 from crossadapt.transfer.online.config import CollaborativeConfig
 from crossadapt.transfer.warm_start_config import WarmStartConfig
 from crossadapt.transfer.optim_fit import (
@@ -138,7 +137,7 @@ class DistillationSection(_Section):
     temperature: float = Field(4.0, gt=0.0)
     frozen_epochs: int = Field(1, ge=0)
     joint_epochs: int = Field(1, ge=0)
-    kd_gate: KDGate = Field(
+    kd_gate: Literal["all", "teacher_better"] = Field(
         "teacher_better", description="Beyond the paper (the default): 'teacher_better' distills only rows where "
         "the teacher's loss on the true label is below the student's (offline and online), so a student that "
         "outgrows its teacher is not pulled back to it; 'all' = the paper. Gate − paper, paired over 5 seeds: "

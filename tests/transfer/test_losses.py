@@ -7,9 +7,7 @@ import math
 import pytest
 import torch
 
-from crossadapt.transfer.offline.losses import (
-    bce, hint_mse, kd_cross_entropy, kd_kl, rkd_angle, rkd_distance, sample_rows, teacher_better_batch, teacher_better_rows,
-)
+from crossadapt.transfer.offline.losses import bce, hint_mse, kd_cross_entropy, kd_kl, rkd_angle, rkd_distance, sample_rows, teacher_better_rows
 
 
 def _sigmoid(x: float) -> float:
@@ -164,15 +162,3 @@ def test_teacher_better_rows_marks_rows_the_teacher_predicts_better_and_weights_
     assert kd_kl(student, teacher, 2.0, row_weights=torch.zeros(4)).item() == 0.0
     with pytest.raises(ValueError, match="row_weights"):
         kd_cross_entropy(student, teacher, 2.0, row_weights=torch.ones(3))
-
-
-def test_teacher_better_batch_distills_the_whole_batch_while_the_teachers_mean_loss_is_lower():
-    labels = torch.tensor([1.0, 0.0, 1.0, 0.0])
-    student = torch.tensor([2.0, -2.0, -1.0, 1.0])  # BCE 0.127, 0.127, 1.313, 1.313: mean 0.720
-    teacher = torch.tensor([1.0, -3.0, 1.0, -1.0])  # BCE 0.313, 0.049, 0.313, 0.313: mean 0.247
-    assert teacher_better_batch(student, teacher, labels).tolist() == [1.0] * 4  # rows the student wins too
-    assert teacher_better_batch(teacher, student, labels).tolist() == [0.0] * 4  # roles swapped: none
-    # The per-row gate would keep 3 of these 4 rows; the batch gate follows the means only.
-    assert teacher_better_rows(student, teacher, labels).tolist() == [0.0, 1.0, 1.0, 1.0]
-    with pytest.raises(ValueError, match="shapes differ"):
-        teacher_better_batch(student, teacher[:3], labels)

@@ -11,11 +11,6 @@ from crossadapt.training.config import TrainConfig
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
 
 
-#: Which rows the KD term covers (crossadapt.transfer.offline.losses): 'all' (the paper), 'teacher_better'
-#: (rows where the teacher's BCE is below the student's), 'teacher_better_batch' (whole batches where its mean is).
-KDGate = Literal["all", "teacher_better", "teacher_better_batch"]
-
-
 class StudentKDConfig(BaseModel):
     """The student's optimiser and KD-loss settings that the offline, online and baseline configs share
     (paper defaults: λ = 0.7, T = 4, Adam 0.1 / 1e-3, batch 4096). ``lambda`` is accepted for ``kd_weight``."""
@@ -26,12 +21,11 @@ class StudentKDConfig(BaseModel):
     kd_weight: float = Field(0.7, alias="lambda", ge=0.0, description="λ: weight of the KD term.")
     temperature: float = Field(4.0, gt=0.0, description="T: both models' logits are divided by T.")
     scale_kd_by_t2: bool = Field(True, description="Multiply the KD term by T² (Hinton).")
-    kd_gate: KDGate = Field(
+    kd_gate: Literal["all", "teacher_better"] = Field(
         "all",
-        description="Which rows are distilled: 'all' (the paper); 'teacher_better': only rows where the "
+        description="Which rows are distilled: 'all' (the paper), or 'teacher_better': only rows where the "
         "teacher's loss on the true label is below the student's at that step (the KD term is still divided "
-        "by the batch size, so it shrinks as the student overtakes the teacher); 'teacher_better_batch': the "
-        "whole batch where the teacher's mean loss on it is below the student's, no row otherwise.",
+        "by the batch size, so it shrinks as the student overtakes the teacher).",
     )
     embedding_lr: float = Field(0.1, gt=0.0, description="Student embedding lr.")
     dense_lr: float = Field(1e-3, gt=0.0, description="Student interaction-network lr.")

@@ -42,8 +42,8 @@ from crossadapt.training import TrainConfig, Trainer
 from crossadapt.training.trainer import TrainingDivergedError
 from crossadapt.training.evaluate import MetricDict, predict_logits
 from crossadapt.transfer.offline.adaptive import AdaptiveKDController
-from crossadapt.transfer.offline.config import KDGate, OfflineDistillConfig, StudentKDConfig
-from crossadapt.transfer.offline.losses import kd_cross_entropy, kd_kl, teacher_better_batch, teacher_better_rows
+from crossadapt.transfer.offline.config import OfflineDistillConfig, StudentKDConfig
+from crossadapt.transfer.offline.losses import kd_cross_entropy, kd_kl, teacher_better_rows
 
 if TYPE_CHECKING:
     from crossadapt.data import SplitArrays
@@ -94,11 +94,6 @@ def forward_with_features(
     return logits, captured[0]
 
 
-#: The KD gates other than 'all': row weights [B] from (student logits, teacher logits, labels).
-KD_GATES: dict[str, Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "teacher_better": teacher_better_rows, "teacher_better_batch": teacher_better_batch}
-
-
 class DistillationTrainer(Trainer):
     """A :class:`Trainer` whose loss is ``BCE + λ · KD(student, batch.teacher_logit)`` (Eq. 5-6, Eq. 10).
 
@@ -123,11 +118,11 @@ class DistillationTrainer(Trainer):
         scale_kd_by_t2: bool = True,
         kd_loss: Literal["cross_entropy", "kl"] = "cross_entropy",
         task_logit_shift: float = 0.0,
-        kd_gate: KDGate = "all",
+        kd_gate: Literal["all", "teacher_better"] = "all",
     ):
         super().__init__(model, config)
-        if kd_gate not in ("all", *KD_GATES):
-            raise ValueError(f"kd_gate must be one of {['all', *KD_GATES]}, got {kd_gate!r}")
+        if kd_gate not in ("all", "teacher_better"):
+            raise ValueError(f"kd_gate must be 'all' or 'teacher_better', got {kd_gate!r}")
         self.kd_gate = kd_gate
         self.kd_weight = float(kd_weight)
         self.task_logit_shift = float(task_logit_shift)
@@ -156,8 +151,8 @@ class DistillationTrainer(Trainer):
             return task * self.loss_scale if self.loss_scale != 1.0 else task
         if batch.teacher_logit is None:
             raise ValueError("distillation needs teacher logits: the batch has no teacher_logit column")
-        gate = KD_GATES.get(self.kd_gate)
-        rows = None if gate is None else gate(logits, batch.teacher_logit, self.target(batch))
+        rows = (teacher_better_rows(logits, batch.teacher_logit, self.target(batch))
+                if self.kd_gate == "teacher_better" else None)
         kd = self.kd_loss(logits, batch.teacher_logit, self.temperature, scale_by_t2=self.scale_kd_by_t2,
                           row_weights=rows)
         self._parts += torch.stack([task.detach(), kd.detach(), torch.ones_like(task)])

@@ -130,26 +130,6 @@ def teacher_better_rows(student_logits: torch.Tensor, teacher_logits: torch.Tens
     it better than the student, so a student that outgrows its teacher is no longer pulled toward the
     teacher's errors, and the effective KD weight falls with the share of rows the teacher still wins.
     """
-    student_loss, teacher_loss = _row_losses(student_logits, teacher_logits, labels)
-    return (teacher_loss < student_loss).to(student_loss.dtype)
-
-
-def teacher_better_batch(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``[B]`` all 1.0 if the teacher's mean BCE over the batch is below the student's, else all 0.0 (detached).
-
-    The KD gate ``kd_gate="teacher_better_batch"``: the whole batch is distilled while the teacher is the
-    better model on it, nothing once the student is. Unlike the per-row gate it keeps the KD term on the rows
-    the student already gets right (the teacher's soft targets there are what regularises), and the share of
-    batches distilled follows the two models' measured gap: all while the teacher is clearly ahead, about
-    half as they meet, few once the student is clearly ahead.
-    """
-    student_loss, teacher_loss = _row_losses(student_logits, teacher_logits, labels)
-    return (teacher_loss.mean() < student_loss.mean()).to(student_loss.dtype).expand_as(student_loss)
-
-
-def _row_losses(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B]`` BCE of the student's and of the teacher's logits on the true labels (detached)."""
     if not (student_logits.shape == teacher_logits.shape == labels.shape):
         raise ValueError(f"shapes differ: student {tuple(student_logits.shape)}, teacher "
                          f"{tuple(teacher_logits.shape)}, labels {tuple(labels.shape)}")
@@ -157,7 +137,7 @@ def _row_losses(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     y = labels.to(z_s.dtype)
     student_loss = F.binary_cross_entropy_with_logits(z_s, y, reduction="none")
     teacher_loss = F.binary_cross_entropy_with_logits(teacher_logits.detach().to(z_s.dtype), y, reduction="none")
-    return student_loss, teacher_loss
+    return (teacher_loss < student_loss).to(z_s.dtype)
 
 
 def hint_mse(projected_student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
