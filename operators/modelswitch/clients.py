@@ -130,7 +130,7 @@ class DistillationRequest:
     request_id: str
     task_logit_shift: float = 0.0  # the prior correction for a class-balanced sample (builders.prior_shift)
     optim: Optimiser | None = None  # None: the service's defaults
-    kd_gate: str = "all"  # 'all' (the paper, the switch's default) or 'teacher_better'
+    kd_gate: str = "teacher_better"  # 'all' (the paper) or 'teacher_better' (the switch's default)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class CoDistillationRequest:
     teacher_name: str
     request_id: str
     optim: Optimiser | None = None  # None: the service's defaults
-    kd_gate: str = "all"
+    kd_gate: str = "teacher_better"
     collaborative: Collaborative | None = None  # None: the teacher learns from the labels only (the paper)
 
 
@@ -308,7 +308,7 @@ def _dataset_message(name: str) -> Any:
 # the switch's newer options (kdGate, rolling drift) thus builds the very request an operator without them
 # sent: a service compares a replayed request_id's parameters as sent (request_fingerprint), so an operator
 # upgraded while a stage runs must send the same message again, or the service refuses it.
-_UNSET_KD_GATE = "all"
+_UNSET_KD_GATE = "teacher_better"
 
 
 def _kd_gate(kd_gate: str) -> dict[str, str]:

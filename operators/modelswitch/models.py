@@ -63,9 +63,8 @@ class DistillationSpec(_Model):
     frozen_epochs: int = Field(1, ge=0, le=100)
     joint_epochs: int = Field(1, ge=0, le=100)
     # The switch's offline.distillation.kd_gate (crossadapt.transfer.switch_config.DistillationSection): both
-    # distillers distil every row ('all', the paper), or with 'teacher_better' only the rows where the teacher's
-    # loss is below the student's.
-    kd_gate: Literal["all", "teacher_better"] = "all"
+    # distillers distil only the rows where the teacher's loss is below the student's, unless 'all' (the paper).
+    kd_gate: Literal["all", "teacher_better"] = "teacher_better"
 
     @model_validator(mode="after")
     def _some_epochs(self) -> DistillationSpec:

@@ -8,7 +8,7 @@
                                                           CollaborativeConfig; absent: the paper's teacher)
     batch_size, dense_lr, embedding_lr                  → OptimSection
     kd_weight, temperature, kd_gate                     → DistillationSection (kd_gate unset: the switch's
-                                                          default 'all')
+                                                          default 'teacher_better')
     adaptive                                            → the core's AdaptiveKDConfig (absent: fixed λ)
 """
 

@@ -324,11 +324,11 @@ def _sent(spec: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def test_the_switch_options_reach_both_distillers() -> None:
-    spec = {**copy.deepcopy(SPEC), "offline": {"distillation": {"kdGate": "teacher_better"}},
+    spec = {**copy.deepcopy(SPEC), "offline": {"distillation": {"kdGate": "all"}},
             "online": {"drift": {"rolling": True, "windowRows": 5000},
                        "collaborative": {"weight": 0.5, "gate": "gap", "scaleByT2": False}}}
     distillation, codistillation = _sent(spec)
-    assert distillation.config.kd_gate == "teacher_better" and codistillation.config.kd_gate == "teacher_better"
+    assert distillation.config.kd_gate == "all" and codistillation.config.kd_gate == "all"
     drift = codistillation.config.drift
     assert (drift.rolling, drift.window_rows, drift.metric, drift.max_replay) == (True, 5000, "js", 0.1)
     collaborative = codistillation.config.collaborative
@@ -372,12 +372,12 @@ def test_the_distillers_read_what_the_spec_says(options: bool) -> None:
 
     spec = copy.deepcopy(SPEC)
     if options:
-        spec |= {"offline": {"distillation": {"kdGate": "teacher_better"}},
+        spec |= {"offline": {"distillation": {"kdGate": "all"}},
                  "online": {"drift": {"rolling": True, "windowRows": 64}, "collaborative": {"gate": "all"}}}
     distillation, codistillation = _sent(spec)
     offline = DistillationSettings.from_proto(distillation.config)
     online = CoDistillationSettings.from_proto(codistillation.config)
-    gate = "teacher_better" if options else "all"
+    gate = "all" if options else "teacher_better"
     assert offline.distillation.kd_gate == online.distillation.kd_gate == gate
     assert (online.online.drift.rolling, online.online.drift.window_rows) == ((True, 64) if options else
                                                                               (False, 100_000))

@@ -42,7 +42,7 @@ def test_requests_follow_the_spec() -> None:
     assert (codistill.student_name, codistill.teacher_name) == ("p/student", "p/teacher")
     assert builders.artifact_prefix("ml", "sw", spec) == "modelswitch/ml/sw"
     # the switch's options beyond the paper, at their defaults: the paper's teacher, the gate, fixed drift
-    assert (codistill.collaborative, codistill.kd_gate, codistill.drift.rolling) == (None, "all", False)
+    assert (codistill.collaborative, codistill.kd_gate, codistill.drift.rolling) == (None, "teacher_better", False)
 
 
 def test_the_switch_options_follow_the_spec() -> None:

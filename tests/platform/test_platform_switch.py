@@ -50,7 +50,7 @@ def test_the_switch_through_the_services_matches_the_in_process_switch(tmp_path:
 def test_a_pcvr_switch_runs_end_to_end_through_the_services(tmp_path: Path) -> None:
     """target 'conversion' with unclicked-exposure augmentation: the sampler draws the clicked rows by their
     conversion and adds teacher-labelled unclicked ones, the offline distiller fits the conversion column
-    (at the default kd_gate 'all'), the co-distiller streams the clicked rows."""
+    (at the default kd_gate 'teacher_better'), the co-distiller streams the clicked rows."""
     raw = yaml.safe_load(CONFIG.read_text())
     raw["offline"]["sampling"].update(target="conversion", unclicked_ratio=0.5)
     config = tmp_path / "pcvr.yaml"

@@ -63,11 +63,10 @@ def test_settings_default_to_the_cores_and_map_onto_its_configs() -> None:
     defaults = OfflineDistillConfig()
     assert (core.kd_weight, core.joint_epochs, core.batch_size, core.dense_lr, core.seed) == (0.0, 3, 64, 0.01, 9)
     assert (core.temperature, core.embedding_lr, core.progressive) == (defaults.temperature, defaults.embedding_lr, True)
-    assert (core.kd_gate, core.target) == ("all", "click")  # the switch's default gate
-    gated = DistillationSettings.from_proto(offline_distiller_pb2.DistillationConfig(kd_gate="teacher_better",
-                                                                                     target="conversion"))
+    assert (core.kd_gate, core.target) == ("teacher_better", "click")  # the switch's default gate
+    gated = DistillationSettings.from_proto(offline_distiller_pb2.DistillationConfig(kd_gate="all", target="conversion"))
     core = core_config(plan_for(tiny_model(), **gated.model_dump()), "cpu")
-    assert (core.kd_gate, core.target) == ("teacher_better", "conversion")
+    assert (core.kd_gate, core.target) == ("all", "conversion")
     for bad, field in ((dict(batch_size=0), "config.batch_size"), (dict(world_size=65), "config.world_size"),
                        (dict(kd_weight=float("inf")), "config.kd_weight"), (dict(kd_gate="some"), "config.kd_gate"),
                        (dict(target="purchase"), "config.target")):

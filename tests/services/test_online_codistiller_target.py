@@ -7,7 +7,7 @@
 * the whole run (stream through checkpoints, replay, teacher τ-steps) ends bit-for-bit at the student the
   core's `codistill_online` trains on the same models and stream, for both KD gates and both targets; a run
   stopped after a checkpoint with target 'conversion' resumes to that same student;
-* kd_gate: unset is the switch's default 'all'; a bad value, or target 'conversion' on a stream
+* kd_gate: unset is the switch's default 'teacher_better'; a bad value, or target 'conversion' on a stream
   without a conversion column, is INVALID_ARGUMENT naming the field.
 """
 
@@ -88,9 +88,9 @@ def _equal_models(ours: torch.nn.Module, theirs: torch.nn.Module) -> None:
 
 def test_kd_gate_defaults_to_the_switchs_and_bad_values_name_their_field(world) -> None:
     default = CoDistillationSettings.from_proto(pb.CoDistillationConfig())
-    assert default.core_config("cpu").kd_gate == "all"  # crossadapt switch's offline.distillation.kd_gate
-    chosen = CoDistillationSettings.from_proto(pb.CoDistillationConfig(kd_gate="teacher_better", target="conversion"))
-    assert (chosen.core_config("cpu").kd_gate, chosen.core_config("cpu").target) == ("teacher_better", "conversion")
+    assert default.core_config("cpu").kd_gate == "teacher_better"  # crossadapt switch's offline.distillation.kd_gate
+    chosen = CoDistillationSettings.from_proto(pb.CoDistillationConfig(kd_gate="all", target="conversion"))
+    assert (chosen.core_config("cpu").kd_gate, chosen.core_config("cpu").target) == ("all", "conversion")
     for bad, field in (({"kd_gate": "some"}, "config.kd_gate"), ({"target": "purchase"}, "config.target")):
         with pytest.raises(InvalidArgumentError) as error:
             CoDistillationSettings.from_proto(pb.CoDistillationConfig(**bad))
@@ -149,7 +149,7 @@ def test_the_service_trains_the_in_process_student(world, target: str, kd_gate: 
     assert sum(seconds.values()) <= elapsed + 0.0005 * len(seconds)
     assert [d for d in reports if "seconds" in d][-1]["student"] == final.ref
     config = plan.settings.core_config("cpu")
-    assert config.kd_gate == (kd_gate or "all")
+    assert config.kd_gate == (kd_gate or "teacher_better")
     student, _ = load_model(world.checkpoints, plan.student.name, plan.student.version)
     teacher, _ = load_model(world.checkpoints, plan.teacher.name, plan.teacher.version)
     controller, pool = pipeline._replay(world, plan)

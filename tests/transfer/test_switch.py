@@ -188,9 +188,9 @@ def test_the_platform_path_runs_kd_gate_pcvr_and_adaptive_kd_as_configured() -> 
     from services.switch import _adaptive_kd, unsupported_options
 
     default = parse_switch_config({"data": SYNTHETIC})
-    assert default.offline.distillation.kd_gate == "all" and unsupported_options(default) == []
+    assert default.offline.distillation.kd_gate == "teacher_better" and unsupported_options(default) == []
     pcvr = parse_switch_config({"data": SYNTHETIC, "offline": {
-        "sampling": {"target": "conversion", "unclicked_ratio": 0.5}, "distillation": {"kd_gate": "teacher_better"}}})
+        "sampling": {"target": "conversion", "unclicked_ratio": 0.5}, "distillation": {"kd_gate": "all"}}})
     assert unsupported_options(pcvr) == []
     adaptive = parse_switch_config({"data": SYNTHETIC, "adaptive_kd": {"lambda_floor": 0.2, "offline": {"warmup": 0}}})
     assert unsupported_options(adaptive) == []  # the distillers take it (#11)
