@@ -4,10 +4,14 @@ Runs Scratch and CrossAdapt-Sample under several distillation settings (λ, T, t
 stage) on one setting of a `bench paper` preset (default: `smoke`'s main setting, 100k `small` rows) and
 prints, per variant and student, the mean test AUC and the paired delta against Scratch (same seed, same
 teacher, same data) with a 95% t-interval over seeds and a 95% paired bootstrap interval over the test
-rows; every variant after the first is also paired against the first (the paper's KD on all rows). Teachers and data are cached under ``--work`` in
-the layout of `crossadapt bench paper --out`.
+rows; every variant after the first is also paired against the first (the paper's KD on all rows). Each
+line also has the median time share of Scratch's training time and the mean test PCOC (calibration).
+Teachers and data are cached under ``--work`` in the layout of `crossadapt bench paper --out`;
+``--setting``, ``--rows`` and ``--split`` pick another setting of the preset or resize its synthetic data.
 
     nice -n 10 .venv/bin/python bench/kd_ablation.py --preset smoke --seeds 0 1 2 --work out/kd-ablation
+    nice -n 10 .venv/bin/python bench/kd_ablation.py --preset long-history --split 12:4:1:1 --rows 450000 \
+        --seeds 0 1 2 --work out/lh4 --variants "paper (λ 0.7, T 4, KD on all rows)" "kd_gate teacher_better (default)"
 """
 
 from __future__ import annotations
@@ -28,12 +32,14 @@ from crossadapt.transfer.experiments.methods import run_method
 from crossadapt.transfer.experiments.paired import bootstrap_aucs, percentile_interval, seed_interval
 
 
-def _test_auc(model, test) -> tuple[float, np.ndarray]:  # noqa: ANN001
-    """Test AUC (pp) and the AUC (pp) on each paired bootstrap resample of the test rows."""
+def _test_auc(model, test) -> tuple[float, np.ndarray, float]:  # noqa: ANN001
+    """Test AUC (pp), the AUC (pp) on each paired bootstrap resample of the test rows, and the PCOC (mean
+    prediction over observed rate: the calibration a rollout gate reads)."""
     from crossadapt.metrics import auc
 
     labels, probabilities = np.asarray(test.label), predict_proba(model, test)
-    return 100 * auc(labels, probabilities), 100 * bootstrap_aucs(labels, probabilities)
+    pcoc = float(np.mean(probabilities) / np.mean(labels))
+    return 100 * auc(labels, probabilities), 100 * bootstrap_aucs(labels, probabilities), pcoc
 
 # name -> changes to offline.distillation (the frozen stage is `frozen_epochs`; 0 = none, joint gets 2);
 # a "method" key runs that Table 2 ablation of CrossAdapt-Sample instead.
@@ -82,16 +88,18 @@ def main() -> None:
         scratch: dict[int, float] = {}
         scratch_rows: dict[int, np.ndarray] = {}
         scratch_seconds: dict[int, float] = {}
+        scratch_pcoc: dict[int, float] = {}
         first: tuple[str, dict[int, float], dict[int, np.ndarray]] | None = None
         for seed in args.seeds:
             ctx = runner.context(dataset, pair, seed)
             outcome = run_method("Scratch", ctx)
-            scratch[seed], scratch_rows[seed] = _test_auc(outcome.model, ctx.splits["test"])
+            scratch[seed], scratch_rows[seed], scratch_pcoc[seed] = _test_auc(outcome.model, ctx.splits["test"])
             scratch_seconds[seed] = outcome.train_seconds
         for variant in args.variants:
             aucs: dict[int, float] = {}
             rows: dict[int, np.ndarray] = {}
             time_share: dict[int, float] = {}
+            pcoc: dict[int, float] = {}
             for seed in args.seeds:
                 ctx = runner.context(dataset, pair, seed)
                 changes = dict(VARIANTS[variant])
@@ -99,7 +107,7 @@ def main() -> None:
                 distillation = ctx.offline.distillation.model_copy(update=changes)
                 ctx = dataclasses.replace(ctx, offline=ctx.offline.model_copy(update={"distillation": distillation}))
                 outcome = run_method(method, ctx)
-                aucs[seed], rows[seed] = _test_auc(outcome.model, ctx.splits["test"])
+                aucs[seed], rows[seed], pcoc[seed] = _test_auc(outcome.model, ctx.splits["test"])
                 time_share[seed] = outcome.train_seconds / scratch_seconds[seed]
             mean, half = paired_interval([aucs[s] - scratch[s] for s in args.seeds])
             line = {
@@ -110,6 +118,8 @@ def main() -> None:
                 "rows_ci95_vs_scratch": _rows_ci(rows, scratch_rows, args.seeds),
                 "per_seed_delta": {s: round(aucs[s] - scratch[s], 3) for s in args.seeds},
                 "time_vs_scratch": round(statistics.median(time_share.values()), 3),
+                "pcoc": round(statistics.fmean(pcoc.values()), 3),
+                "scratch_pcoc": round(statistics.fmean(scratch_pcoc.values()), 3),
             }
             if first is None:
                 first = (variant, aucs, rows)
