@@ -60,7 +60,7 @@ def test_a_pcvr_switch_runs_end_to_end_through_the_services(tmp_path: Path) -> N
     assert platform["teacher"]["auc"] == in_process["teacher"]["auc"]  # the same pCVR teacher, scored on conversions
     assert {op["service"] for op in platform["operations"] if op["state"] == "SUCCEEDED"} == {
         "projector", "sampler", "drift-detector", "offline-distiller", "online-codistiller"}
-    # The issue's bar, as for clicks (seed 0: 0.540110 both ways): the co-distiller service batches the
+    # The issue's bar, as for clicks (seed 0 before 3376efd: 0.540110 both ways): the co-distiller service batches the
     # clicked rows as the in-process co-distiller does and distils at the same kd_gate.
     figures = {"in_process": in_process["student"]["auc"], "platform": platform["student"]["auc"]}
     assert abs(figures["platform"] - figures["in_process"]) <= 0.002, figures
@@ -71,8 +71,9 @@ def test_an_adaptive_kd_switch_through_the_services_gives_the_in_process_student
     """adaptive_kd (#11): the offline distiller checks the student against the teacher on the training split's
     most recent rows (uploaded as its validation rows) and the co-distiller on every stream batch, as in
     process. A weak teacher (one epoch, 4 hidden units), batches of 128 and a fast schedule make λ move
-    online (seed 0: 0.7 → 0.65 over the stream's 16 batches). Seed 0: the student's test AUC is 0.703713 in
-    process and through the services (the fixed λ gives 0.703661), held here to the issue's 0.2-point bar."""
+    online (seed 0: 0.7 → 0.65 over the stream's 16 batches). Seed 0 (before 3376efd's teacher lr): the student's
+    test AUC was 0.703713 in process and through the services (the fixed λ 0.703661), held here to the issue's
+    0.2-point bar."""
     raw = yaml.safe_load(CONFIG.read_text())
     raw["teacher"]["train"].update(epochs=1, model={**raw["teacher"]["train"]["model"], "hidden_units": [4]})
     raw["optim"]["batch_size"] = 128
@@ -96,7 +97,8 @@ def test_rolling_drift_and_collaborative_switches_through_the_services_give_the_
         tmp_path: Path, option: str) -> None:
     """online.drift.rolling and online.collaborative (#11) go to the co-distiller service, which re-estimates
     Δ_shift from the stream (bins fitted on the replay pool, the training split) / trains a collaborative
-    teacher, as the in-process switch does. Seed 0, student test AUC in process and through the services:
+    teacher, as the in-process switch does. Seed 0, student test AUC in process and through the services (before
+    3376efd's teacher lr):
     rolling (windows of 500 of the 2000 stream rows; the ratio moves, 167 replayed rows instead of 199)
     0.705852 both ways (0.705661 with the fixed ratio); collaborative (τ = 2 and batches of 128, so the
     teacher steps inside the stream and its KD targets change) 0.705195 both ways (0.705006 without).
