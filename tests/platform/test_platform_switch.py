@@ -70,13 +70,16 @@ def test_a_pcvr_switch_runs_end_to_end_through_the_services(tmp_path: Path) -> N
 def test_an_adaptive_kd_switch_through_the_services_gives_the_in_process_student(tmp_path: Path) -> None:
     """adaptive_kd (#11): the offline distiller checks the student against the teacher on the training split's
     most recent rows (uploaded as its validation rows) and the co-distiller on every stream batch, as in
-    process. A weak teacher (one epoch, 4 hidden units), batches of 128 and a fast schedule make λ move
-    online (seed 0: 0.7 → 0.65 over the stream's 16 batches). Seed 0 (before 3376efd's teacher lr): the student's
-    test AUC was 0.703713 in process and through the services (the fixed λ 0.703661), held here to the issue's
-    0.2-point bar."""
+    process. A weak teacher (one epoch, 4 hidden units) that steps its tables online at 8x the student's
+    embedding lr (`online.teacher_embedding_lr` 0.1: it gets worse over the stream, so the student overtakes
+    it), batches of 128 and a fast schedule make λ move online (seed 0: 0.7 → 0.65 over the stream's 16
+    batches; at the student's lr the teacher stays ahead and λ stays 0.7). Seed 0: the student's test AUC is
+    0.703713 in process and through the services (the fixed λ 0.703661), held here to the issue's 0.2-point
+    bar."""
     raw = yaml.safe_load(CONFIG.read_text())
     raw["teacher"]["train"].update(epochs=1, model={**raw["teacher"]["train"]["model"], "hidden_units": [4]})
     raw["optim"]["batch_size"] = 128
+    raw["online"]["teacher_embedding_lr"] = 0.1
     raw["adaptive_kd"] = {"gap_onset": 0.0, "offline_eval_every_steps": 5, "offline": {"warmup": 0},
                           "online": {"warmup": 0, "ema_window": 10}}
     config = tmp_path / "adaptive.yaml"
