@@ -78,7 +78,7 @@ def main() -> None:
     if args.setting is not None and args.setting not in settings:
         parser.error(f"--setting must be one of {sorted(settings)}")
     try:
-        spec = settings[args.setting or preset.main.name].resized(args.rows, tuple(float(p) for p in args.split.split(":")) if args.split else None)
+        spec = settings[args.setting or preset.main.name].resized(args.rows, args.split)
     except ValueError as error:
         parser.error(str(error))
     args.work.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ def main() -> None:
         parser.error(f"--setting must be one of {names}")
     spec = next(s for s in settings if s.name == (args.setting or preset.main.name))
     try:
-        spec = spec.resized(args.rows, tuple(float(part) for part in args.split.split(":")) if args.split else None)
+        spec = spec.resized(args.rows, args.split)
     except ValueError as error:
         parser.error(str(error))
     pair = next(p for p in spec.pairs if model_label(p.student) == args.student)

@@ -337,7 +337,7 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 teacher_update_interval=o.teacher_update_interval, batch_size=config.optim.batch_size,
                 kd_weight=d.kd_weight, temperature=d.temperature, dense_lr=config.optim.dense_lr,
                 embedding_lr=config.optim.embedding_lr, teacher_dense_lr=o.teacher_lr,
-                teacher_embedding_lr=o.teacher_embedding_lr or config.optim.embedding_lr, seed=config.seed,
+                teacher_embedding_lr=o.teacher_embedding_lr_for(config.optim.embedding_lr), seed=config.seed,
                 window_batches=window_batches(run.ctx), grow_vocabulary=o.grow_vocabulary,
                 projection_seed=config.seed, target=s.target, kd_gate=d.kd_gate, adaptive=adaptive,
                 collaborative=_collaborative(config),

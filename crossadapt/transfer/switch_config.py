@@ -193,6 +193,10 @@ class OnlineSection(_Section):
         "teacher was trained at that scale: a fixed 0.1 at batch 128 moved its rows ~30x too far per step and "
         "cost it 1.1 AUC points over the long-history stream.",
     )
+
+    def teacher_embedding_lr_for(self, student_embedding_lr: float) -> float:
+        """The teacher's online embedding lr: `teacher_embedding_lr` if set, else the student's."""
+        return self.teacher_embedding_lr if self.teacher_embedding_lr is not None else student_embedding_lr
     drift: DriftSection = DriftSection()
     grow_vocabulary: bool = Field(
         False,

@@ -338,7 +338,7 @@ def _codistill_online(ctx: MethodContext, teacher: nn.Module, student: nn.Module
             batch_size=ctx.optim.batch_size, kd_weight=d.kd_weight, temperature=d.temperature, kd_gate=d.kd_gate,
             teacher_update_interval=o.teacher_update_interval, co_evolution=ablation.co_evolution,
             asymmetric=ablation.asymmetry, teacher_dense_lr=o.teacher_lr, embedding_lr=ctx.optim.embedding_lr,
-            teacher_embedding_lr=o.teacher_embedding_lr or ctx.optim.embedding_lr,
+            teacher_embedding_lr=o.teacher_embedding_lr_for(ctx.optim.embedding_lr),
             dense_lr=ctx.optim.dense_lr, seed=ctx.seed, device=ctx.device, num_threads=ctx.threads,
             adaptive=adaptive, window_batches=window_batches(ctx),
             grow_vocabulary=o.grow_vocabulary, projection_seed=ctx.seed,
@@ -375,9 +375,10 @@ def run_baseline_method(ctx: MethodContext, name: str, *, student: nn.Module | N
     config = BaselineConfig(
         offline_epochs=ctx.baseline_epochs, batch_size=ctx.optim.batch_size, embedding_lr=ctx.optim.embedding_lr,
         dense_lr=ctx.optim.dense_lr, kd_weight=d.kd_weight, temperature=d.temperature,
-        teacher_dense_lr=ctx.online.teacher_lr, teacher_embedding_lr=ctx.online.teacher_embedding_lr or ctx.optim.embedding_lr,
-        seed=ctx.seed, device=ctx.device, num_threads=ctx.threads, window_batches=window_batches(ctx), grow_vocabulary=ctx.online.grow_vocabulary,
-        target=ctx.offline.sampling.target,
+        teacher_dense_lr=ctx.online.teacher_lr,
+        teacher_embedding_lr=ctx.online.teacher_embedding_lr_for(ctx.optim.embedding_lr),
+        seed=ctx.seed, device=ctx.device, num_threads=ctx.threads, window_batches=window_batches(ctx),
+        grow_vocabulary=ctx.online.grow_vocabulary, target=ctx.offline.sampling.target,
     )
     splits = {key: ctx.splits[key] for key in ("hist", "train", "online") if key in ctx.splits}
     student = student if student is not None else _fresh_student(ctx)

@@ -49,13 +49,16 @@ class SettingSpec(_Strict):
     pairs: list[PairSpec]
     methods: list[str]
 
-    def resized(self, rows: int | None = None, split: tuple[float, float, float, float] | None = None) -> "SettingSpec":
-        """This setting with the synthetic source's rows and/or hist : train : online : test split replaced."""
+    def resized(self, rows: int | None = None, split: str | None = None) -> "SettingSpec":
+        """This setting with the synthetic source's rows and/or its split replaced (``split``: "H:T:O:T",
+        hist : train : online : test, e.g. "12:4:1:1"). ValueError for a setting without synthetic data."""
         if rows is None and split is None:
             return self
         if self.synthetic is None:
             raise ValueError(f"{self.name} has no synthetic source: rows and split do not apply")
-        update = {k: v for k, v in (("rows", rows), ("split", split)) if v is not None}
+        update: dict = {} if rows is None else {"rows": rows}
+        if split is not None:
+            update["split"] = tuple(float(part) for part in split.split(":"))
         return self.model_copy(update={"synthetic": SyntheticSource.model_validate(self.synthetic.model_dump() | update)})
 
 
