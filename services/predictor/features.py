@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from services.common.errors import InvalidArgumentError
+from services.predictor import wire
 
 INTEGER_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
@@ -386,15 +387,16 @@ def grpc_columns(message: Any, schema: RequestSchema) -> RequestColumns | None:
         cohort = text[schema.cohort_key]
     except KeyError:  # a required field is missing
         return None
-    row_ids = text.get(schema.row_id_field, [])
+    given_row_ids = schema.row_id_field in text
+    row_ids = text[schema.row_id_field] if given_row_ids else ()
     # Identity, not `None in text_lists`: that compares None with each container by value, which turns
     # every container into a list first (a third of this function's time at batch 256).
     if cohort is None or row_ids is None or any(v is None for v in chain(text_lists, number_lists)):
         return None
     if any(len(v) != rows for v in text_lists) or any(len(v) != rows for v in number_lists) or len(cohort) != rows or (
-            row_ids and len(row_ids) != rows):
+            given_row_ids and len(row_ids) != rows):
         return None
-    return _bulk_columns(schema, rows, text_lists, number_lists, cohort, row_ids or None)
+    return _bulk_columns(schema, rows, text_lists, number_lists, cohort, row_ids if given_row_ids else None)
 
 
 _GRPC_NUMBER_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT8": "int_contents",
@@ -415,6 +417,13 @@ def _bulk_columns(schema: RequestSchema, rows: int, text_lists: Sequence[Sequenc
                                 count=len(number_lists) * rows).reshape(-1, rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
         return None
+    return _checked_columns(schema, rows, categorical, numerical, cohort, row_ids)
+
+
+def _checked_columns(schema: RequestSchema, rows: int, categorical: pa.Array, numerical: np.ndarray, cohort: pa.Array,
+                     row_ids: pa.Array | None) -> RequestColumns | None:
+    """The columns, or None if a cohort key or row id is null or a number is not allowed (the per-input path
+    says which)."""
     if cohort.null_count or (row_ids is not None and row_ids.null_count):
         return None
     if not np.isfinite(numerical).all():
@@ -424,6 +433,67 @@ def _bulk_columns(schema: RequestSchema, rows: int, text_lists: Sequence[Sequenc
     if row_ids is not None:
         row_ids = _row_ids(schema, row_ids)
     return RequestColumns(rows, schema.categorical, categorical, schema.numerical, numerical, cohort, row_ids)
+
+
+def wire_columns(raw: bytes, schema: RequestSchema) -> RequestColumns | None:
+    """The columns of a serialized gRPC `ModelInferRequest` whose tensors are all ``[B]`` typed contents, read
+    from its bytes by `wire`'s compiled loops (no Python object per value); None for anything else (the
+    protobuf path then reads it, and names the field at fault)."""
+    buffer = np.frombuffer(raw, dtype=np.uint8)
+    status, table = wire.read_tensors(buffer)
+    if status != wire.OK or not len(table) or (table[:, wire.DIMS] != 1).any():
+        return None
+    rows = int(table[0, wire.ROWS])
+    if not 0 < rows <= schema.max_rows or (table[:, wire.ROWS] != rows).any():
+        return None
+    found: dict[str, tuple[str, int]] = {}  # name -> (datatype, row of the table)
+    for index, (name_start, name_end, type_start, type_end) in enumerate(table[:, :4].tolist()):
+        if name_start < 0 or type_start < 0:
+            return None
+        try:
+            name, datatype = raw[name_start:name_end].decode(), raw[type_start:type_end].decode()
+        except UnicodeDecodeError:
+            return None
+        if name in found or name not in schema.known:
+            return None
+        found[name] = (datatype, index)
+    if any(name not in found for name in schema.required):
+        return None
+    text_fields = [*schema.categorical, schema.cohort_key] + ([schema.row_id_field] if schema.row_id_field in found
+                                                                else [])
+    if any(found[name][0] != "BYTES" for name in text_fields):
+        return None
+    number_fields = [wire.CONTENTS_FIELD.get(found[name][0], -1) for name in schema.numerical]
+    if -1 in number_fields:
+        return None
+    status, offsets, data = wire.text_values(buffer, _spans(table, [found[n][1] for n in text_fields]), rows)
+    if status != wire.OK:
+        return None
+    status, numerical = wire.number_values(buffer, _spans(table, [found[n][1] for n in schema.numerical]),
+                                           np.array(number_fields, dtype=np.int64), rows)
+    if status != wire.OK:
+        return None
+    try:
+        text = _text_block(offsets, data)
+    except pa.ArrowInvalid:  # not UTF-8
+        return None
+    fields = len(schema.categorical)
+    row_ids = text.slice((fields + 1) * rows, rows) if schema.row_id_field in found else None
+    return _checked_columns(schema, rows, text.slice(0, fields * rows), numerical, text.slice(fields * rows, rows),
+                            row_ids)
+
+
+def _spans(table: np.ndarray, rows: list[int]) -> np.ndarray:
+    """``[K, 2]`` the contents' start and stop of the tensors in table rows `rows` (empty contents: 0, 0)."""
+    spans = table[rows][:, [wire.CONTENTS_START, wire.CONTENTS_END]]
+    return np.where(spans < 0, 0, spans)
+
+
+def _text_block(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    """A large_string array over the buffers (no copy), its bytes checked to be UTF-8."""
+    text = pa.Array.from_buffers(pa.large_string(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    text.validate(full=True)
+    return text
 
 
 def _text_array(values: Sequence) -> pa.Array:

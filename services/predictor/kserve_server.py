@@ -156,21 +156,24 @@ class HostRESTServer(RESTServer):
 
 # ---- gRPC ---------------------------------------------------------------------------------------
 def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescriptor, messages: ModuleType) -> None:
-    """Register a servicer's unary methods with requests parsed in the handler (INVALID_ARGUMENT if malformed)."""
+    """Register a servicer's unary methods with requests parsed in the handler (INVALID_ARGUMENT if malformed).
+
+    A method named in the servicer's `raw_request_methods` also gets the request's bytes (a third argument)."""
     handlers = {}
+    raw_methods = getattr(servicer, "raw_request_methods", frozenset())
     for method in service.methods:
         request_type = getattr(messages, method.input_type.name)
         response_type = getattr(messages, method.output_type.name)
         behaviour = getattr(servicer, method.name)
 
         async def call(raw: bytes, context: grpc.aio.ServicerContext, behaviour=behaviour,  # noqa: ANN001
-                       request_type=request_type) -> Any:
+                       request_type=request_type, with_raw=method.name in raw_methods) -> Any:
             try:
                 request = request_type.FromString(raw)
             except (DecodeError, RuntimeWarning, ValueError) as exc:
                 raise InvalidArgumentError(f"malformed {request_type.DESCRIPTOR.name}: {exc}", field="request") from exc
             try:
-                return await behaviour(request, context)
+                return await (behaviour(request, context, raw) if with_raw else behaviour(request, context))
             except PlatformError as error:  # the field goes into a trailer: printable ASCII only
                 error.field = None if error.field is None else field_name(error.field)
                 raise
@@ -181,9 +184,9 @@ def add_service(server: grpc.aio.Server, servicer: Any, service: ServiceDescript
 
 
 def _translated(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(request: Any, context: grpc.aio.ServicerContext, *raw: bytes) -> Any:
         try:
-            return await method(request, context)
+            return await method(request, context, *raw)
         except Exception as exc:  # noqa: BLE001 - mapped through the one error table by PlatformInterceptor
             raise platform_error(exc) from exc
 
@@ -192,16 +195,17 @@ def _translated(method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
 
 class GrpcInferRequest(InferRequest):
     """KServe's `InferRequest` of a gRPC message whose inputs are built only when read: the predictor reads
-    the common request (every tensor ``[B]`` typed contents) straight from `message`, which saves KServe's
-    per-input copies (`InferRequest.from_grpc`, a third of a batch-1 request's time)."""
+    the common request (every tensor ``[B]`` typed contents) straight from its bytes (`raw`) or `message`,
+    which saves KServe's per-input copies (`InferRequest.from_grpc`, a third of a batch-1 request's time)."""
 
-    def __init__(self, message: v2_pb2.ModelInferRequest) -> None:
+    def __init__(self, message: v2_pb2.ModelInferRequest, raw: bytes | None = None) -> None:
         outputs = [RequestedOutput(name=o.name, parameters=to_http_parameters(o.parameters) if o.parameters else None)
                    for o in message.outputs]
         super().__init__(model_name=message.model_name, infer_inputs=None, request_id=message.id, from_grpc=True,
                          parameters=message.parameters, request_outputs=outputs or None,
                          model_version=message.model_version)
         self.message = message
+        self.raw = raw
 
     @property
     def inputs(self) -> list:
@@ -221,16 +225,19 @@ class GrpcInferRequest(InferRequest):
 class PredictorInferenceServicer(InferenceServicer):
     """KServe's V2 gRPC servicer; its exceptions become platform errors, undecodable tensors INVALID_ARGUMENT."""
 
+    raw_request_methods = frozenset({"ModelInfer"})  # `add_service` hands it the request's bytes too
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for method in V2_SERVICE.methods:
             setattr(self, method.name, _translated(getattr(self, method.name)))
 
-    async def ModelInfer(self, request: v2_pb2.ModelInferRequest, context: grpc.aio.ServicerContext):  # noqa: ANN201, N802
+    async def ModelInfer(self, request: v2_pb2.ModelInferRequest, context: grpc.aio.ServicerContext,  # noqa: ANN201, N802
+                         raw: bytes | None = None):
         try:
             self.validate_grpc_request(request)
             infer_request = (InferRequest.from_grpc(request) if request.raw_input_contents
-                             else GrpcInferRequest(request))
+                             else GrpcInferRequest(request, raw))
         except Exception as exc:  # noqa: BLE001 - the caller's tensors did not decode
             raise InvalidArgumentError(f"cannot read the request: {platform_error(exc).message}",
                                        field="inputs") from exc

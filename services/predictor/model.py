@@ -23,7 +23,13 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from services.common.errors import InternalError, InvalidArgumentError, PlatformError
 from services.predictor.arms import ARM_NAMES
 from services.predictor.engine import PredictorEngine, ScoredRows
-from services.predictor.features import check_request_id, grpc_columns, v1_columns, v2_columns
+from services.predictor.features import (
+    check_request_id,
+    grpc_columns,
+    v1_columns,
+    v2_columns,
+    wire_columns,
+)
 
 log = logging.getLogger(__name__)
 OUTPUTS = ("probability", "arm")
@@ -70,8 +76,11 @@ class PredictorModel(Model):
         unknown = [n for n in wanted if n not in OUTPUTS]
         if unknown:
             raise InvalidArgumentError(f"unknown output {unknown[0]!r} (the model has {list(OUTPUTS)})", field="outputs")
-        message = getattr(request, "message", None)  # a GrpcInferRequest: read the tensors from the message
-        columns = None if message is None else grpc_columns(message, self.engine.schema)
+        # A GrpcInferRequest: the common request is read from its bytes, or else from its message.
+        raw, message = getattr(request, "raw", None), getattr(request, "message", None)
+        columns = None if raw is None else wire_columns(raw, self.engine.schema)
+        if columns is None and message is not None:
+            columns = grpc_columns(message, self.engine.schema)
         if columns is None:
             columns = v2_columns(request.inputs, self.engine.schema, typed_contents=bool(request.from_grpc))
         scored = await self.engine.score(columns, request_id)

@@ -163,12 +163,15 @@ def grpc_message(**changes: Any) -> Any:
 def test_grpc_contents_read_from_the_message_equal_the_per_input_path(changes: dict[str, Any]) -> None:
     from kserve.protocol.infer_type import InferRequest
 
-    from services.predictor.features import grpc_columns
+    from services.predictor.features import grpc_columns, wire_columns
 
     message = grpc_message(**changes)
     direct = grpc_columns(message, SCHEMA)
     reference = v2_columns(InferRequest.from_grpc(message).inputs, SCHEMA, typed_contents=True)
-    assert direct is not None
+    from_wire = wire_columns(message.SerializeToString(), SCHEMA)
+    assert direct is not None and from_wire is not None
+    assert from_wire.categorical.to_pylist() == direct.categorical.to_pylist()
+    assert from_wire.numerical.tolist() == direct.numerical.tolist()
     assert direct.rows == reference.rows == 2
     assert direct.categorical.to_pylist() == reference.categorical.to_pylist() == ["a", "é", "3", "4"]
     assert direct.numerical.tolist() == reference.numerical.tolist()
@@ -189,11 +192,14 @@ def test_grpc_contents_read_from_the_message_equal_the_per_input_path(changes: d
     {"C1": ("BYTES", [2], ["a"])},  # the shape says 2, the contents hold 1
     {"I1": ("FP64", [2], [0.5, float("inf")])},
     {"row_id": ("INT64", [2], [1, 2])},
+    {"row_id": ("BYTES", [2], [])},  # row ids that the shape promises and the contents lack
     {"other": ("BYTES", [2], ["a", "b"])},
     {n: ("BYTES", [0], []) for n in GRPC_TEXT} | {"I1": ("FP64", [0], [])},
     {n: ("BYTES", [5], ["v"] * 5) for n in GRPC_TEXT} | {"I1": ("FP64", [5], [1.0] * 5)},  # more than max_rows
 ])
 def test_grpc_messages_the_direct_path_does_not_take_go_to_the_per_input_path(changes: dict[str, Any]) -> None:
-    from services.predictor.features import grpc_columns
+    from services.predictor.features import grpc_columns, wire_columns
 
-    assert grpc_columns(grpc_message(**changes), SCHEMA) is None
+    message = grpc_message(**changes)
+    assert grpc_columns(message, SCHEMA) is None
+    assert wire_columns(message.SerializeToString(), SCHEMA) is None

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 from crossadapt.data.vocabulary import MISSING_TOKEN, Vocabulary
 from services.predictor.lookup import VocabularyIndex
 
-values = st.lists(st.text(max_size=12), min_size=0, max_size=40, unique=True)
+# Up to 30 characters (up to 120 UTF-8 bytes): values of at most 16 bytes are matched by their words, longer
+# ones also byte by byte.
+values = st.lists(st.text(max_size=30), min_size=0, max_size=40, unique=True)
 
 
 @settings(max_examples=60, deadline=None, database=None)
-@given(first=values, second=values, queries=st.lists(st.one_of(st.text(max_size=12), st.none()), min_size=1,
+@given(first=values, second=values, queries=st.lists(st.one_of(st.text(max_size=30), st.none()), min_size=1,
                                                        max_size=50))
 def test_lookup_equals_vocabulary_encode(first: list[str], second: list[str], queries: list[str | None]) -> None:
     vocabulary = Vocabulary({"a": pa.array(first, pa.string()), "b": pa.array(second, pa.string())})
@@ -42,3 +44,14 @@ def test_a_large_vocabulary_has_no_collisions_and_probes_stay_short() -> None:
     expected = np.stack([vocabulary.encode(f, q) for f, q in zip(fields, queries)], 1)
     assert (index.lookup(queries) == expected).all()
     assert len(index) == 100_000 and index._max_probes < 64
+
+
+def test_long_values_that_share_their_first_16_bytes_are_told_apart() -> None:
+    prefix = "p" * 16
+    kept = [f"{prefix}{v}" for v in range(300)] + [prefix, prefix[:15]]
+    vocabulary = Vocabulary({"f": pa.array(kept)})
+    index = VocabularyIndex(vocabulary, ["f"])
+    queries = pa.array(kept + [f"{prefix}{v}" for v in range(300, 330)] + [prefix + "0" * 3, prefix[:14]])
+    ids = index.lookup([queries])[:, 0]
+    assert ids.tolist() == vocabulary.encode("f", queries).tolist()
+    assert ids[: len(kept)].tolist() == list(range(1, len(kept) + 1)) and not ids[len(kept):].any()
