@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from itertools import chain
 from typing import Any
 
@@ -441,36 +441,18 @@ def wire_columns(raw: bytes, schema: RequestSchema) -> RequestColumns | None:
     protobuf path then reads it, and names the field at fault)."""
     buffer = np.frombuffer(raw, dtype=np.uint8)
     status, table = wire.read_tensors(buffer)
-    if status != wire.OK or not len(table) or (table[:, wire.DIMS] != 1).any():
+    if status != wire.OK or not len(table):
         return None
-    rows = int(table[0, wire.ROWS])
-    if not 0 < rows <= schema.max_rows or (table[:, wire.ROWS] != rows).any():
+    rows, key = wire.layout(buffer, table)
+    if not 0 < rows <= schema.max_rows:
         return None
-    found: dict[str, tuple[str, int]] = {}  # name -> (datatype, row of the table)
-    for index, (name_start, name_end, type_start, type_end) in enumerate(table[:, :4].tolist()):
-        if name_start < 0 or type_start < 0:
-            return None
-        try:
-            name, datatype = raw[name_start:name_end].decode(), raw[type_start:type_end].decode()
-        except UnicodeDecodeError:
-            return None
-        if name in found or name not in schema.known:
-            return None
-        found[name] = (datatype, index)
-    if any(name not in found for name in schema.required):
+    key = key.tobytes()
+    found = (_wire_layout(key, len(table), schema) if len(key) <= MAX_LAYOUT_KEY_BYTES
+             else _wire_layout.__wrapped__(key, len(table), schema))
+    if found is None:
         return None
-    text_fields = [*schema.categorical, schema.cohort_key] + ([schema.row_id_field] if schema.row_id_field in found
-                                                                else [])
-    if any(found[name][0] != "BYTES" for name in text_fields):
-        return None
-    number_fields = [wire.CONTENTS_FIELD.get(found[name][0], -1) for name in schema.numerical]
-    if -1 in number_fields:
-        return None
-    status, offsets, data = wire.text_values(buffer, _spans(table, [found[n][1] for n in text_fields]), rows)
-    if status != wire.OK:
-        return None
-    status, numerical = wire.number_values(buffer, _spans(table, [found[n][1] for n in schema.numerical]),
-                                           np.array(number_fields, dtype=np.int64), rows)
+    status, offsets, data, numerical = wire.read_values(buffer, table, found.text_tensors, found.number_tensors,
+                                                        found.number_fields, rows)
     if status != wire.OK:
         return None
     try:
@@ -478,15 +460,48 @@ def wire_columns(raw: bytes, schema: RequestSchema) -> RequestColumns | None:
     except pa.ArrowInvalid:  # not UTF-8
         return None
     fields = len(schema.categorical)
-    row_ids = text.slice((fields + 1) * rows, rows) if schema.row_id_field in found else None
+    row_ids = text.slice((fields + 1) * rows, rows) if found.row_ids else None
     return _checked_columns(schema, rows, text.slice(0, fields * rows), numerical, text.slice(fields * rows, rows),
                             row_ids)
 
 
-def _spans(table: np.ndarray, rows: list[int]) -> np.ndarray:
-    """``[K, 2]`` the contents' start and stop of the tensors in table rows `rows` (empty contents: 0, 0)."""
-    spans = table[rows][:, [wire.CONTENTS_START, wire.CONTENTS_END]]
-    return np.where(spans < 0, 0, spans)
+MAX_LAYOUT_KEY_BYTES = 16_384  # longer layouts (very long names) are worked out for each request, not kept
+
+
+@dataclass(frozen=True)
+class _WireLayout:
+    """Where a request layout's fields are: table rows of the text fields (categorical, cohort key, row ids if
+    given) and of the numerical fields, and which contents field holds each one's numbers."""
+
+    text_tensors: np.ndarray
+    number_tensors: np.ndarray
+    number_fields: np.ndarray
+    row_ids: bool
+
+
+@lru_cache(maxsize=128)
+def _wire_layout(key: bytes, tensors: int, schema: RequestSchema) -> _WireLayout | None:
+    """The layout of `tensors` tensors named and typed as `key` (`wire.layout`) says, or None unless it is the
+    common request: each field of the schema once, text as BYTES, numbers as a number datatype, nothing else."""
+    parts = key.split(b"\0")[:-1]
+    if len(parts) != 2 * tensors:  # a NUL inside a name or datatype
+        return None
+    try:
+        names, datatypes = [p.decode() for p in parts[::2]], [p.decode() for p in parts[1::2]]
+    except UnicodeDecodeError:
+        return None
+    index = {name: i for i, name in enumerate(names)}
+    if len(index) != tensors or not set(index) <= schema.known or any(n not in index for n in schema.required):
+        return None
+    text = [*schema.categorical, schema.cohort_key] + ([schema.row_id_field] if schema.row_id_field in index else [])
+    number_fields = [wire.CONTENTS_FIELD.get(datatypes[index[n]], -1) for n in schema.numerical]
+    if any(datatypes[index[n]] != "BYTES" for n in text) or -1 in number_fields:
+        return None
+    arrays = [np.array([index[n] for n in text], dtype=np.int64),
+              np.array([index[n] for n in schema.numerical], dtype=np.int64), np.array(number_fields, dtype=np.int64)]
+    for array in arrays:  # shared by every request of the layout
+        array.flags.writeable = False
+    return _WireLayout(*arrays, schema.row_id_field in index)
 
 
 def _text_block(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
