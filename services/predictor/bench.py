@@ -120,7 +120,7 @@ def serve_bare(store: str, checkpoint: str, http_port: int, grpc_port: int) -> N
 
     server = ModelServer(http_port=http_port, grpc_port=grpc_port, enable_latency_logging=False)
     server._register_and_check_atleast_one_model_is_ready([BareModel()])
-    rest = HostRESTServer("127.0.0.1", lambda app: None, "kserve.model_server:app", server.dataplane,
+    rest = HostRESTServer("127.0.0.1", lambda app, server: None, "kserve.model_server:app", server.dataplane,
                           server.model_repository_extension, http_port)
     grpc_server = LoopbackGRPCServer(grpc_port, server.dataplane, server.model_repository_extension,
                                      kwargs=vars(kserve_args))

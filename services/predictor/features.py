@@ -353,6 +353,46 @@ def _bulk_v2(found: Mapping[str, Any], schema: RequestSchema, rows: int, typed_c
     return _bulk_columns(schema, rows, text_lists, number_lists, cohort, row_ids or None)
 
 
+class _JsonInput:
+    """A V2 JSON input as `_bulk_v2` reads it (name, datatype, data; never raw bytes)."""
+
+    __slots__ = ("data", "datatype", "name")
+    _raw_data = None
+
+    def __init__(self, name: str, datatype: Any, data: list) -> None:
+        self.name, self.datatype, self.data = name, datatype, data
+
+
+JSON_INPUT_KEYS = frozenset({"name", "shape", "datatype", "data"})
+JSON_REQUEST_KEYS = frozenset({"id", "inputs"})
+
+
+def json_columns(payload: Any, schema: RequestSchema) -> RequestColumns | None:
+    """The columns of a parsed V2 JSON body that is the common request: ``{"id"?, "inputs": [...]}``, every input
+    exactly ``{name, shape: [B], datatype, data: [B values]}`` and each field of the schema once; read with the
+    same checks as KServe's path (`_bulk_v2`). None for anything else (parameters, requested outputs, nested
+    data, a missing or unknown field, a wrong value...), which then takes KServe's path and its errors."""
+    if type(payload) is not dict or not payload.keys() <= JSON_REQUEST_KEYS:
+        return None
+    inputs = payload.get("inputs")
+    if type(inputs) is not list or not inputs:
+        return None
+    found: dict[str, _JsonInput] = {}
+    rows = -1
+    for item in inputs:
+        if type(item) is not dict or item.keys() != JSON_INPUT_KEYS:
+            return None
+        name, shape, data = item["name"], item["shape"], item["data"]
+        if (type(name) is not str or name in found or type(item["datatype"]) is not str or type(shape) is not list or len(shape) != 1
+                or type(data) is not list or shape[0] != len(data) or (rows >= 0 and len(data) != rows)):
+            return None
+        rows = len(data)
+        found[name] = _JsonInput(name, item["datatype"], data)
+    if not 0 < rows <= schema.max_rows or not found.keys() <= schema.known:
+        return None
+    return _bulk_v2(found, schema, rows, typed_contents=False)
+
+
 def grpc_columns(message: Any, schema: RequestSchema) -> RequestColumns | None:
     """The columns of a gRPC `ModelInferRequest` whose tensors are all ``[B]`` typed contents, read straight
     from the message (no per-input lists); None for anything else (the per-input path then reads it).

@@ -128,15 +128,16 @@ class PredictorDataPlane(DataPlane):
 
 
 class HostRESTServer(RESTServer):
-    """KServe's REST server on `host`, with the platform's error mapping and extra routes."""
+    """KServe's REST server on `host`, with the platform's error mapping and extra routes (`add_routes(app, server)`,
+    registered ahead of KServe's)."""
 
-    def __init__(self, host: str, add_routes: Callable[[FastAPI], None], *args: Any, **kwargs: Any) -> None:
+    def __init__(self, host: str, add_routes: Callable[[FastAPI, RESTServer], None], *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.host = host
         self._add_routes = add_routes
 
     def _register_endpoints(self, app: FastAPI) -> None:
-        self._add_routes(app)
+        self._add_routes(app, self)
         super()._register_endpoints(app)
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
@@ -273,7 +274,7 @@ class PredictorModelServer(ModelServer):
     """KServe's ModelServer on one host, run as a coroutine next to other coroutines."""
 
     def __init__(self, *, host: str, http_port: int, grpc_port: int, grace_s: float,
-                 add_routes: Callable[[FastAPI], None]) -> None:
+                 add_routes: Callable[[FastAPI, RESTServer], None]) -> None:
         super().__init__(http_port=http_port, grpc_port=grpc_port, workers=1, enable_grpc=True,
                          enable_latency_logging=False, grace_period=int(grace_s))
         self.host = host

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 from kserve import Model
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
 from services.common.errors import InternalError, InvalidArgumentError, PlatformError
 from services.predictor.arms import ARM_NAMES
 from services.predictor.engine import PredictorEngine, ScoredRows
 from services.predictor.features import (
+    RequestColumns,
     check_request_id,
     grpc_columns,
     v1_columns,
@@ -71,11 +72,6 @@ class PredictorModel(Model):
             raise InternalError(f"prediction failed: {type(exc).__name__}: {exc}") from exc
 
     async def _predict_v2(self, request: InferRequest) -> InferResponse:
-        request_id = check_request_id(request.id)
-        wanted = [o.name for o in request.request_outputs or []]
-        unknown = [n for n in wanted if n not in OUTPUTS]
-        if unknown:
-            raise InvalidArgumentError(f"unknown output {unknown[0]!r} (the model has {list(OUTPUTS)})", field="outputs")
         # A GrpcInferRequest: the common request is read from its bytes, or else from its message.
         raw, message = getattr(request, "raw", None), getattr(request, "message", None)
         columns = None if raw is None else wire_columns(raw, self.engine.schema)
@@ -83,8 +79,17 @@ class PredictorModel(Model):
             columns = grpc_columns(message, self.engine.schema)
         if columns is None:
             columns = v2_columns(request.inputs, self.engine.schema, typed_contents=bool(request.from_grpc))
+        return await self.answer_v2(columns, request.id, request.request_outputs, bool(request.use_binary_outputs))
+
+    async def answer_v2(self, columns: RequestColumns, request_id: Any, requested: list[RequestedOutput] | None,
+                        binary: bool) -> InferResponse:
+        """Score the columns and answer as V2 (the outputs `requested`, or all; raw bytes if `binary`)."""
+        request_id = check_request_id(request_id)
+        wanted = [o.name for o in requested or []]
+        unknown = [n for n in wanted if n not in OUTPUTS]
+        if unknown:
+            raise InvalidArgumentError(f"unknown output {unknown[0]!r} (the model has {list(OUTPUTS)})", field="outputs")
         scored = await self.engine.score(columns, request_id)
-        binary = bool(request.use_binary_outputs)
         values = {"probability": scored.probabilities, "arm": scored.served.astype(np.int32)}
         outputs = []
         for name in wanted or OUTPUTS:
@@ -97,7 +102,7 @@ class PredictorModel(Model):
             outputs.append(output)
         return InferResponse(response_id=scored.request_id, model_name=self.name, infer_outputs=outputs,
                              parameters=self._parameters(scored), use_binary_outputs=binary,
-                             requested_outputs=request.request_outputs)
+                             requested_outputs=requested)
 
     async def _predict_v1(self, payload: Any) -> dict[str, Any]:
         request_id = check_request_id(payload.get("id")) if isinstance(payload, dict) else None

@@ -24,9 +24,11 @@ import signal
 
 import grpc
 import torch
+from fastapi import FastAPI
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from kserve.protocol.rest.server import RESTServer
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
@@ -43,6 +45,7 @@ from services.predictor.engine import PredictorEngine
 from services.predictor.kserve_server import PredictorModelServer, add_service
 from services.predictor.model import PredictorModel
 from services.predictor.prometheus import FiguresCollector
+from services.predictor.rest import JsonInferRoute
 from services.predictor.settings import PredictorSettings
 
 log = logging.getLogger(__name__)
@@ -76,9 +79,15 @@ async def serve(settings: PlatformSettings, predictor: PredictorSettings) -> Non
         loop.add_signal_handler(sig, stop.set)
     objects = open_object_store(settings)
     model = PredictorModel(predictor.model_name)
+    admin_routes = add_admin_routes(lambda: model.engine)
+
+    def add_routes(app: FastAPI, rest: RESTServer) -> None:
+        JsonInferRoute(model, rest.dataplane, rest.model_repository_extension).add_to(app)
+        admin_routes(app)
+
     model_server = PredictorModelServer(host=predictor.host, http_port=predictor.http_port,
                                         grpc_port=predictor.inference_grpc_port, grace_s=settings.shutdown_grace_s,
-                                        add_routes=add_admin_routes(lambda: model.engine))
+                                        add_routes=add_routes)
     started: list[tuple[grpc.aio.Server, HealthServicer]] = []
     loading = asyncio.ensure_future(load_and_attach(settings, predictor, objects, model, started, stop))
     try:

@@ -60,6 +60,9 @@ class PredictorSettings(BaseSettings):
         default=1024, gt=0, description="Shadow rows scored together: the worker waits until this many wait "
         "(or shadow_max_delay_s passed), so small requests share one forward per arm.")
     shadow_max_delay_s: float = Field(default=0.5, ge=0, description="Longest a shadow row waits to be scored.")
+    shadow_chunk_rows: int = Field(
+        default=256, gt=0, description="Shadow rows scored between two turns of the event loop: a request that "
+        "arrives while a batch is scored waits for one chunk (~0.5 ms for an MLP-8), not for the batch.")
     max_batch_rows: int = Field(default=4096, gt=0, description="Rows per request; more is INVALID_ARGUMENT.")
     kept_rows: int = Field(default=1_000_000, gt=0,
                            description="Scored rows kept in memory for label joins and metrics (a ring).")

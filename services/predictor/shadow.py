@@ -3,10 +3,12 @@
 A request queues one `ShadowJob` per arm that has rows to shadow-score and returns at once. The
 worker lets work coalesce across requests: it starts when `min_rows` rows wait or the oldest job has
 waited `max_delay_s` (or `drain` asks), so small requests cost one forward per many requests, not
-one each. It then takes every job waiting (up to `batch_rows` rows), scores each arm's rows in one
-forward (on the loop after the responses went out, or in a worker thread above `inline_rows`
-rows), and writes the scores into the score log on the event loop. When more than
-`max_pending_rows` rows wait, new shadow work is dropped (and counted), never the request.
+one each. It then takes every job waiting (up to `batch_rows` rows) and scores them in chunks of
+about `chunk_rows` rows (each arm's rows of a chunk in one forward), on the loop after the
+responses went out, letting the requests that arrived meanwhile go first between chunks (a
+request waits for one chunk, not for a whole batch), or in a worker thread above `inline_rows`
+rows; the scores go into the score log on the event loop. When more than `max_pending_rows` rows
+wait, new shadow work is dropped (and counted), never the request.
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ class ShadowScorer:
 
     def __init__(self, score_log: ScoreLog, *, max_pending_rows: int, batch_rows: int, inline_rows: int,
                  on_scored: Callable[[ShadowScores], None], on_dropped: Callable[[int], None],
-                 min_rows: int = 1, max_delay_s: float = 0.0) -> None:
+                 min_rows: int = 1, max_delay_s: float = 0.0, chunk_rows: int | None = None) -> None:
         self.score_log = score_log
         self.max_pending_rows = max_pending_rows
         self.batch_rows = batch_rows
+        self.chunk_rows = chunk_rows or batch_rows
         self.inline_rows = inline_rows
         self.min_rows = min_rows
         self.max_delay_s = max_delay_s
@@ -133,22 +136,42 @@ class ShadowScorer:
                 jobs.append(job)
                 rows += len(job)
             self._oldest_at = loop.time()  # what is left waits at most one more period
-            try:
-                results = score_jobs(jobs) if rows <= self.inline_rows else await asyncio.to_thread(score_jobs, jobs)
-            except Exception:  # a failed shadow forward must not stop the worker or lose the rows' primary scores
-                log.exception("shadow scoring failed", extra={"rows": rows})
-                for job in jobs:
-                    self.score_log.settle(job.seqs)
-                self.on_dropped(rows)
-            else:
-                for result in results:
-                    self.score_log.fill_shadow(result.seqs, result.arm.arm, result.scores, result.arm.generation,
-                                               result.unknown)
-                    self.on_scored(result)
-            finally:
-                self._pending_rows -= rows
-                self._settled += rows
-                self._progress.set()
+            for index, chunk in enumerate(self._chunks(jobs)):
+                if index:
+                    await asyncio.sleep(0)  # requests that arrived during the last chunk go first
+                await self._score(chunk)
+
+    def _chunks(self, jobs: list[ShadowJob]) -> list[list[ShadowJob]]:
+        """Consecutive jobs in groups of at most `chunk_rows` rows (a larger job is a group of its own)."""
+        chunks: list[list[ShadowJob]] = [[]]
+        rows = 0
+        for job in jobs:
+            if chunks[-1] and rows + len(job) > self.chunk_rows:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(job)
+            rows += len(job)
+        return chunks
+
+    async def _score(self, jobs: list[ShadowJob]) -> None:
+        """Score the jobs (in a worker thread above `inline_rows` rows) and keep their scores."""
+        rows = sum(len(job) for job in jobs)
+        try:
+            results = score_jobs(jobs) if rows <= self.inline_rows else await asyncio.to_thread(score_jobs, jobs)
+        except Exception:  # a failed shadow forward must not stop the worker or lose the rows' primary scores
+            log.exception("shadow scoring failed", extra={"rows": rows})
+            for job in jobs:
+                self.score_log.settle(job.seqs)
+            self.on_dropped(rows)
+        else:
+            for result in results:
+                self.score_log.fill_shadow(result.seqs, result.arm.arm, result.scores, result.arm.generation,
+                                           result.unknown)
+                self.on_scored(result)
+        finally:
+            self._pending_rows -= rows
+            self._settled += rows
+            self._progress.set()
 
     async def drain(self, timeout: float) -> bool:
         """Score every row queued so far now (no coalescing wait); True once done, False if `timeout` passes."""
