@@ -87,7 +87,7 @@ class PredictorEngine:
                                    batch_rows=settings.shadow_batch_rows,
                                    inline_rows=settings.inline_rows, on_scored=self._shadow_scored,
                                    on_dropped=self._shadow_dropped, min_rows=settings.shadow_batch_rows,
-                                   max_delay_s=settings.shadow_max_delay_s, chunk_rows=settings.shadow_chunk_rows)
+                                   max_delay_s=settings.shadow_max_delay_s, chunk_jobs=settings.shadow_chunk_jobs)
         self.shadow_dropped_rows = 0
         self.last_swap = time.time()
         self.checkpoint_of_generation = {a.generation: a.ref for a in (self.pair.teacher, self.pair.student)}

@@ -41,8 +41,8 @@ def fmix(h):  # noqa: ANN001, ANN201 - numba infers the types
 
 
 @njit(inline="always", cache=True)
-def _word(data, start, length):  # noqa: ANN001, ANN202
-    """The little-endian word of the `length` (0..8) bytes at `start`."""
+def little_endian(data, start, length):  # noqa: ANN001, ANN201
+    """The unsigned little-endian number of the `length` (0..8) bytes at `start`."""
     word = uint64(0)
     for k in range(length):
         word |= uint64(data[start + k]) << uint64(8 * k)
@@ -52,7 +52,7 @@ def _word(data, start, length):  # noqa: ANN001, ANN202
 @njit(inline="always", cache=True)
 def _words(data, start, length):  # noqa: ANN001, ANN202
     """A value's first 16 bytes as two little-endian words, zero-padded."""
-    return _word(data, start, min(length, 8)), _word(data, start + 8, min(max(length - 8, 0), 8))
+    return little_endian(data, start, min(length, 8)), little_endian(data, start + 8, min(max(length - 8, 0), 8))
 
 
 @njit(cache=True)

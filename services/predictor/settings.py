@@ -60,11 +60,11 @@ class PredictorSettings(BaseSettings):
         default=1024, gt=0, description="Shadow rows scored together: the worker waits until this many wait "
         "(or shadow_max_delay_s passed), so small requests share one forward per arm.")
     shadow_max_delay_s: float = Field(default=0.5, ge=0, description="Longest a shadow row waits to be scored.")
-    shadow_chunk_rows: int = Field(
-        default=256, gt=0, description="Shadow rows scored between two turns of the event loop: a request that "
-        "arrives while a batch is scored waits for one chunk, not the batch (256 one-row requests' shadow work: "
-        "~0.9 ms for an MLP-8, ~0.4% of the loop's time at 1,000 requests/s; smaller chunks are shorter but "
-        "each costs two forwards, so more requests wait).")
+    shadow_chunk_jobs: int = Field(
+        default=256, gt=0, description="Requests' shadow work (a request's rows for one arm) scored between two "
+        "turns of the event loop: a request that arrives while a batch is scored waits for one chunk, not the "
+        "batch. Small requests cost per request (256 one-row requests: ~0.9 ms for an MLP-8); large ones stay "
+        "in one chunk up to shadow_batch_rows, so their forwards stay large.")
     max_batch_rows: int = Field(default=4096, gt=0, description="Rows per request; more is INVALID_ARGUMENT.")
     kept_rows: int = Field(default=1_000_000, gt=0,
                            description="Scored rows kept in memory for label joins and metrics (a ring).")

@@ -4,7 +4,7 @@ A request queues one `ShadowJob` per arm that has rows to shadow-score and retur
 worker lets work coalesce across requests: it starts when `min_rows` rows wait or the oldest job has
 waited `max_delay_s` (or `drain` asks), so small requests cost one forward per many requests, not
 one each. It then takes every job waiting (up to `batch_rows` rows) and scores them in chunks of
-about `chunk_rows` rows (each arm's rows of a chunk in one forward), on the loop after the
+`chunk_jobs` jobs (each arm's rows of a chunk in one forward), on the loop after the
 responses went out, letting the requests that arrived meanwhile go first between chunks (a
 request waits for one chunk, not for a whole batch), or in a worker thread above `inline_rows`
 rows; the scores go into the score log on the event loop. When more than `max_pending_rows` rows
@@ -72,11 +72,11 @@ class ShadowScorer:
 
     def __init__(self, score_log: ScoreLog, *, max_pending_rows: int, batch_rows: int, inline_rows: int,
                  on_scored: Callable[[ShadowScores], None], on_dropped: Callable[[int], None],
-                 min_rows: int = 1, max_delay_s: float = 0.0, chunk_rows: int | None = None) -> None:
+                 min_rows: int = 1, max_delay_s: float = 0.0, chunk_jobs: int | None = None) -> None:
         self.score_log = score_log
         self.max_pending_rows = max_pending_rows
         self.batch_rows = batch_rows
-        self.chunk_rows = chunk_rows or batch_rows
+        self.chunk_jobs = chunk_jobs or batch_rows
         self.inline_rows = inline_rows
         self.min_rows = min_rows
         self.max_delay_s = max_delay_s
@@ -142,16 +142,9 @@ class ShadowScorer:
                 await self._score(chunk)
 
     def _chunks(self, jobs: list[ShadowJob]) -> list[list[ShadowJob]]:
-        """Consecutive jobs in groups of at most `chunk_rows` rows (a larger job is a group of its own)."""
-        chunks: list[list[ShadowJob]] = [[]]
-        rows = 0
-        for job in jobs:
-            if chunks[-1] and rows + len(job) > self.chunk_rows:
-                chunks.append([])
-                rows = 0
-            chunks[-1].append(job)
-            rows += len(job)
-        return chunks
+        """Consecutive jobs in groups of at most `chunk_jobs`. A chunk's time is its jobs' Python work (~2 us each)
+        plus its forwards, so the count of jobs bounds it; large jobs (few to a batch) keep their forwards large."""
+        return [jobs[start:start + self.chunk_jobs] for start in range(0, len(jobs), self.chunk_jobs)]
 
     async def _score(self, jobs: list[ShadowJob]) -> None:
         """Score the jobs (in a worker thread above `inline_rows` rows) and keep their scores."""

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, uint64
 
+from services.predictor.lookup_kernel import little_endian
+
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 OK, FALLBACK = 0, 1
 # ModelInferRequest fields
@@ -226,27 +228,18 @@ def text_values(buf, spans, rows):  # noqa: ANN001, ANN201
 
 
 @njit(inline="always", cache=True)
-def _fixed(buf, pos, size):  # noqa: ANN001, ANN202
-    """The little-endian unsigned number of `size` bytes at `pos`."""
-    word = uint64(0)
-    for k in range(size):
-        word |= uint64(buf[pos + k]) << uint64(8 * k)
-    return word
-
-
-@njit(inline="always", cache=True)
 def _number(buf, pos, end, field, bits, doubles, bits32, floats):  # noqa: ANN001, ANN202
     """(float64 value, next position) of one element of contents field `field` at `pos`; next = -1 if
     malformed. `bits`/`doubles` and `bits32`/`floats`: one-element arrays viewing the same memory (a bit cast)."""
     if field == _DOUBLE:
         if pos + 8 > end:
             return 0.0, -1
-        bits[0] = _fixed(buf, pos, 8)
+        bits[0] = little_endian(buf, pos, 8)
         return doubles[0], pos + 8
     if field == _FLOAT:
         if pos + 4 > end:
             return 0.0, -1
-        bits32[0] = np.uint32(_fixed(buf, pos, 4))
+        bits32[0] = np.uint32(little_endian(buf, pos, 4))
         return np.float64(floats[0]), pos + 4
     raw, pos = _varint(buf, pos, end)
     if field == _INT32:  # int32 is sign-extended to 64 bits on the wire; protobuf keeps the low 32

@@ -86,7 +86,7 @@ def test_a_shadow_batch_is_scored_in_chunks_and_requests_go_first_between_them(s
 
     settings = PredictorSettings(teacher="ctr/teacher/v000001", student="ctr/student/v000001", student_weight=0.5,
                                  shadow_share=1.0, flush_interval_s=3600, metrics_refresh_s=3600, max_batch_rows=64,
-                                 shadow_batch_rows=12, shadow_chunk_rows=4, shadow_max_delay_s=30,
+                                 shadow_batch_rows=12, shadow_chunk_jobs=4, shadow_max_delay_s=30,
                                  exposure_dataset="exposures/chunks")
     engine = PredictorEngine(settings, ArmLoader(checkpoints, trace=False), DatasetStore(LocalObjectStore(store_dir)))
     events: list[int | str] = []  # rows of each shadow scoring call; "answered" when the request in between was
