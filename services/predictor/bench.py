@@ -295,8 +295,10 @@ def _wait_ready(http_port: int, proc: subprocess.Popen, log: Path, timeout: floa
 
 def run_predictor_bench(*, requests: int = 1000, big_batches: int = 200, in_flight: int = 4,
                         max_cardinality: int = 200_000, workdir: Path | None = None,
-                        rounds: int = 4) -> dict[str, Any]:
-    """Measure both servers in alternating rounds (same core); returns the figures and ratios."""
+                        rounds: int = 4, settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """Measure both servers in alternating rounds (same core); returns the figures and ratios.
+
+    `settings`: predictor settings for our server (``{"shadow_chunk_jobs": "1024"}``), over the bench's own."""
     from services.local.stack import free_port, stop_process
 
     workdir = Path(workdir or tempfile.mkdtemp(prefix="crossadapt-bench-predictor-"))
@@ -313,6 +315,7 @@ def run_predictor_bench(*, requests: int = 1000, big_batches: int = 200, in_flig
                  "OMP_NUM_THREADS": "1", "CROSSADAPT_LOG_LEVEL": "WARNING"}
     results: dict[str, Any] = {"server_cores": len(server_cores) or "shared", "requests": requests,
                                "b256_requests": big_batches, "in_flight": in_flight, "rounds": rounds,
+                               "predictor_settings": dict(settings or {}),
                                "load_average_1m_before": round(os.getloadavg()[0], 2)}
     servers: dict[str, tuple[subprocess.Popen, dict[str, int]]] = {}
     try:
@@ -333,7 +336,8 @@ def run_predictor_bench(*, requests: int = 1000, big_batches: int = 200, in_flig
                     "CROSSADAPT_PREDICTOR_STUDENT_WEIGHT": "0.5", "CROSSADAPT_PREDICTOR_SHADOW_SHARE": "1.0",
                     "CROSSADAPT_PREDICTOR_HTTP_PORT": str(ports["http"]),
                     "CROSSADAPT_PREDICTOR_INFERENCE_GRPC_PORT": str(ports["grpc"]),
-                    "CROSSADAPT_PREDICTOR_FLUSH_INTERVAL_S": "3600", "CROSSADAPT_PREDICTOR_METRICS_REFRESH_S": "3600"}
+                    "CROSSADAPT_PREDICTOR_FLUSH_INTERVAL_S": "3600", "CROSSADAPT_PREDICTOR_METRICS_REFRESH_S": "3600",
+                    **{f"CROSSADAPT_PREDICTOR_{name.upper()}": value for name, value in (settings or {}).items()}}
             proc = _start(args, env, log, server_cores)
             servers[kind] = (proc, ports)
             _wait_ready(ports["http"], proc, log)
@@ -365,14 +369,29 @@ def run_predictor_bench(*, requests: int = 1000, big_batches: int = 200, in_flig
 
 
 def bench_predictor(json_path: Path | None = None, requests: int = 1000, big_batches: int = 200,
-                    in_flight: int = 4, rounds: int = 4) -> dict[str, Any]:
+                    in_flight: int = 4, rounds: int = 4, settings: list[str] | None = None) -> dict[str, Any]:
     """Run, print, and optionally write the JSON."""
-    results = run_predictor_bench(requests=requests, big_batches=big_batches, in_flight=in_flight, rounds=rounds)
+    results = run_predictor_bench(requests=requests, big_batches=big_batches, in_flight=in_flight, rounds=rounds,
+                                  settings=parse_settings(settings or []))
     text = json.dumps(results, indent=2)
     if json_path is not None:
         Path(json_path).write_text(text + "\n")
     print(text)
     return results
+
+
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    """``NAME=VALUE`` pairs of predictor settings (PredictorSettings field names); an unknown name is an error."""
+    from services.predictor.settings import PredictorSettings
+
+    parsed = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in PredictorSettings.model_fields:
+            raise typer.BadParameter(f"{pair!r}: expected NAME=VALUE with NAME a predictor setting "
+                                     f"({', '.join(sorted(PredictorSettings.model_fields))})")
+        parsed[name] = value
+    return parsed
 
 
 # The platform CLI mounts this as `crossadapt bench predictor`: bench.command("predictor")(bench_command).
@@ -382,9 +401,11 @@ def bench_command(
     big_batches: Annotated[int, typer.Option(min=1, help="Batch-256 requests per server.")] = 200,
     in_flight: Annotated[int, typer.Option(min=1, help="Concurrent batch-256 requests.")] = 4,
     rounds: Annotated[int, typer.Option(min=1, help="Alternating measurement rounds per server.")] = 4,
+    setting: Annotated[Optional[list[str]], typer.Option(
+        help="A predictor setting for our server, NAME=VALUE (repeatable), e.g. shadow_chunk_jobs=1024.")] = None,
 ) -> None:
     """Our predictor (routing, vocabulary lookup, 100% shadow) against a bare KServe model, same MLP-8."""
-    bench_predictor(json_path, requests, big_batches, in_flight, rounds)
+    bench_predictor(json_path, requests, big_batches, in_flight, rounds, setting)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -397,6 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--big-batches", type=int, default=200)
     run.add_argument("--in-flight", type=int, default=4)
     run.add_argument("--rounds", type=int, default=4)
+    run.add_argument("--setting", action="append", default=[], help="a predictor setting, NAME=VALUE")
     bare = commands.add_parser("bare", help="serve the bare KServe model (used by `run`)")
     bare.add_argument("--store", required=True)
     bare.add_argument("--checkpoint", required=True)
@@ -406,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "bare":
         serve_bare(args.store, args.checkpoint, args.http_port, args.grpc_port)
     else:
-        bench_predictor(args.json, args.requests, args.big_batches, args.in_flight, args.rounds)
+        bench_predictor(args.json, args.requests, args.big_batches, args.in_flight, args.rounds, args.setting)
 
 
 if __name__ == "__main__":

@@ -27,3 +27,16 @@ def test_raw_and_encoded_payloads_are_the_same_rows(tmp_path: Path) -> None:
     assert (ids == payload["categorical"]).all() and (ids > 0).all()
     assert np.array_equal(numbers, payload["numerical"])
     assert len(set(raw["user_id"])) > 1
+
+
+def test_predictor_settings_for_the_bench_are_checked_by_name() -> None:
+    import pytest
+    import typer
+
+    from services.predictor.bench import parse_settings
+
+    assert parse_settings(["shadow_chunk_jobs=1024", "shadow_share=0.5"]) == {"shadow_chunk_jobs": "1024",
+                                                                              "shadow_share": "0.5"}
+    for bad in (["shadow_chunk_jobs"], ["no_such_setting=1"]):
+        with pytest.raises(typer.BadParameter):
+            parse_settings(bad)
