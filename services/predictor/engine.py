@@ -30,7 +30,7 @@ import numpy as np
 
 from services.common.errors import FailedPreconditionError, InvalidArgumentError
 from services.common.storage import DatasetStore
-from services.predictor import prometheus, wire
+from services.predictor import prometheus
 from services.predictor.arm_metrics import WindowFigures, window_figures
 from services.predictor.arms import ARM_NAMES, STUDENT, TEACHER, ArmLoader, ArmPair, EncodedBatch, LoadedArm, other
 from services.predictor.exposure import exposure_table, write_exposures
@@ -78,7 +78,6 @@ class PredictorEngine:
                             student=loader.load(STUDENT, settings.student_checkpoint))
         self.schema: RequestSchema = self.pair.schema(settings.cohort_key, settings.row_id_field,
                                                       settings.max_batch_rows)
-        wire.warm_up()
         self.split = Split(settings.student_weight, settings.salt)
         self.score_log = ScoreLog(settings.kept_rows)
         self.shadow = ShadowScorer(self.score_log, max_pending_rows=settings.shadow_queue_rows,

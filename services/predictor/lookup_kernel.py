@@ -17,6 +17,9 @@ walks slot → entry → bytes per value waits for each miss in turn: twice as s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numba import njit, uint64
 
@@ -25,11 +28,26 @@ PRIME = uint64(0x100000001B3)
 _C1 = uint64(0xFF51AFD7ED558CCD)
 _C2 = uint64(0xC4CEB9FE1A85EC53)
 _LOW32 = 0xFFFFFFFF
+
+
+def compiled(**options: Any) -> Callable[[Callable], Any]:
+    """`numba.njit` with its machine code cached on disk (NUMBA_CACHE_DIR, else beside the source) where a cache
+    folder is writable; where none is (a read-only root file system), numba refuses `cache=True` outright, so
+    the function is compiled in memory at each start instead."""
+    def decorate(function: Callable) -> Any:
+        try:
+            return njit(cache=True, **options)(function)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return njit(**options)(function)
+
+    return decorate
+
+
 # An entry record's columns.
 FIRST_WORD, SECOND_WORD, LENGTH_AND_FIELD, ROW_ID = 0, 1, 2, 3
 
 
-@njit(inline="always", cache=True)
+@compiled(inline="always")
 def fmix(h):  # noqa: ANN001, ANN201 - numba infers the types
     """MurmurHash3's 64-bit finaliser (hashing.fmix64 of one number)."""
     h ^= h >> uint64(33)
@@ -40,7 +58,7 @@ def fmix(h):  # noqa: ANN001, ANN201 - numba infers the types
     return h
 
 
-@njit(inline="always", cache=True)
+@compiled(inline="always")
 def little_endian(data, start, length):  # noqa: ANN001, ANN201
     """The unsigned little-endian number of the `length` (0..8) bytes at `start`."""
     word = uint64(0)
@@ -49,13 +67,13 @@ def little_endian(data, start, length):  # noqa: ANN001, ANN201
     return word
 
 
-@njit(inline="always", cache=True)
+@compiled(inline="always")
 def _words(data, start, length):  # noqa: ANN001, ANN202
     """A value's first 16 bytes as two little-endian words, zero-padded."""
     return little_endian(data, start, min(length, 8)), little_endian(data, start + 8, min(max(length - 8, 0), 8))
 
 
-@njit(cache=True)
+@compiled()
 def value_hash(data, start, length, seed):  # noqa: ANN001, ANN201
     """h(value) of the `length` bytes at `start` (see the module's docstring)."""
     if length > SHORT_BYTES:
@@ -67,7 +85,7 @@ def value_hash(data, start, length, seed):  # noqa: ANN001, ANN201
     return fmix(first ^ fmix(second ^ (seed + uint64(length))))
 
 
-@njit(cache=True)
+@compiled()
 def build(offsets, data, field_of, ids, seeds, mask):  # noqa: ANN001, ANN201
     """(``[mask + 1]`` int64 slots, ``[n, 4]`` uint64 entry records, longest probe) of n values
     (`offsets`/`data`: a large_string's buffers) of fields `field_of` with row ids `ids`."""
@@ -94,14 +112,14 @@ def build(offsets, data, field_of, ids, seeds, mask):  # noqa: ANN001, ANN201
     return slots, entries, longest
 
 
-@njit(inline="always", cache=True)
+@compiled(inline="always")
 def _same_head(records, row, meta, first, second):  # noqa: ANN001, ANN202
     """Entry record `row` has the value's length and field (`meta`) and first 16 bytes (`first`, `second`)."""
     return (records[row, LENGTH_AND_FIELD] == meta and records[row, FIRST_WORD] == first
             and records[row, SECOND_WORD] == second)
 
 
-@njit(inline="always", cache=True)
+@compiled(inline="always")
 def _same_tail(data, start, length, entry_bytes, entry_start):  # noqa: ANN001, ANN202
     """Bytes 16.. of a long value equal the entry's (its first 16 bytes and length already do)."""
     for k in range(SHORT_BYTES, length):
@@ -110,7 +128,7 @@ def _same_tail(data, start, length, entry_bytes, entry_start):  # noqa: ANN001, 
     return True
 
 
-@njit(cache=True)
+@compiled()
 def lookup(offsets, data, rows, seeds, mask, slots, entries, entry_offsets, entry_bytes):  # noqa: ANN001, ANN201
     """``[C·B]`` int64 ids of C·B values (field after field, `rows` per field): the id of the entry of the
     same field with the same bytes, else 0.
@@ -163,7 +181,7 @@ def lookup(offsets, data, rows, seeds, mask, slots, entries, entry_offsets, entr
     return ids
 
 
-@njit(cache=True)
+@compiled()
 def hashes(offsets, data, seeds, field_of):  # noqa: ANN001, ANN201
     """``[n]`` uint64 h(value) of n values (for tests and diagnostics)."""
     count = len(offsets) - 1

@@ -39,6 +39,7 @@ from services.common.metrics import start_metrics_server
 from services.common.proto import predictor_pb2
 from services.common.settings import PlatformSettings, get_settings
 from services.common.storage import CheckpointStore, DatasetStore, ObjectStore, open_object_store
+from services.predictor import wire
 from services.predictor.admin import SERVICE_NAME, PredictorAdminServicer, add_admin_routes
 from services.predictor.arms import ArmLoader
 from services.predictor.engine import PredictorEngine
@@ -137,6 +138,7 @@ async def load_and_attach(settings: PlatformSettings, predictor: PredictorSettin
         raise
     if engine is None:
         return
+    await asyncio.to_thread(wire.warm_up)  # the request reader's loops, compiled or loaded before the model is ready
     REGISTRY.register(FiguresCollector(predictor.model_name, lambda: engine.latest_figures,
                                        lambda: engine.split.student_weight))
     metrics_port = start_metrics_server(settings.metrics_host, settings.metrics_port)

@@ -19,9 +19,9 @@ Wire format (https://protobuf.dev/programming-guides/encoding/): a field is a va
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, uint64
+from numba import uint64
 
-from services.predictor.lookup_kernel import little_endian
+from services.predictor.lookup_kernel import compiled, little_endian
 
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 OK, FALLBACK = 0, 1
@@ -39,7 +39,7 @@ NAME_START, NAME_END, DATATYPE_START, DATATYPE_END, DIMS, ROWS, CONTENTS_START, 
 _UNSET = -1
 
 
-@njit(cache=True)
+@compiled()
 def _varint(buf, pos, end):  # noqa: ANN001, ANN202 - numba infers the types
     """(value, position after it), or (0, -1) if the varint runs past `end` or over 10 bytes."""
     value = uint64(0)
@@ -54,7 +54,7 @@ def _varint(buf, pos, end):  # noqa: ANN001, ANN202 - numba infers the types
     return uint64(0), -1
 
 
-@njit(cache=True)
+@compiled()
 def _skip(buf, pos, end, wire_type):  # noqa: ANN001, ANN202
     """The position after a value of `wire_type` at `pos`, or -1 (a group, an unknown type, truncated)."""
     if wire_type == VARINT:
@@ -72,7 +72,7 @@ def _skip(buf, pos, end, wire_type):  # noqa: ANN001, ANN202
     return -1
 
 
-@njit(cache=True)
+@compiled()
 def _field(buf, pos, end):  # noqa: ANN001, ANN202
     """(field number, wire type, value start, value end, next position) of the field at `pos`; next = -1 if
     malformed. For a length-delimited field the value is its bytes (after the length)."""
@@ -91,7 +91,7 @@ def _field(buf, pos, end):  # noqa: ANN001, ANN202
     return number, wire_type, pos, stop, stop
 
 
-@njit(cache=True)
+@compiled()
 def read_tensors(buf):  # noqa: ANN001, ANN201
     """(status, ``[T, 8]`` int64 table) of a ModelInferRequest's T input tensors: where each one's name,
     datatype and contents are, its number of dimensions and its first dimension. FALLBACK for raw input
@@ -148,7 +148,7 @@ def read_tensors(buf):  # noqa: ANN001, ANN201
     return OK, table
 
 
-@njit(cache=True)
+@compiled()
 def layout(buf, table):  # noqa: ANN001, ANN201
     """(rows, key) of a tensor table: the common first dimension when every tensor has a name, a datatype and
     one dimension of the same size (else -1), and the key, every tensor's name and datatype as
@@ -172,7 +172,7 @@ def layout(buf, table):  # noqa: ANN001, ANN201
     return rows, key
 
 
-@njit(cache=True)
+@compiled()
 def read_values(buf, table, text_tensors, number_tensors, number_fields, rows):  # noqa: ANN001, ANN201
     """(status, offsets, bytes, ``[N, rows]`` float64): `text_values` of the tensors in table rows `text_tensors`
     and `number_values` of those in `number_tensors` (one call: a compiled function's call costs microseconds)."""
@@ -193,7 +193,7 @@ def read_values(buf, table, text_tensors, number_tensors, number_fields, rows): 
     return status, offsets, data, numbers
 
 
-@njit(cache=True)
+@compiled()
 def text_values(buf, spans, rows):  # noqa: ANN001, ANN201
     """(status, ``[K·rows + 1]`` int64 offsets, uint8 bytes): the `bytes_contents` of K tensors' contents
     (``[K, 2]`` start/stop in `buf`), one after the other. FALLBACK unless each holds exactly `rows` values.
@@ -227,7 +227,7 @@ def text_values(buf, spans, rows):  # noqa: ANN001, ANN201
     return OK, offsets, data[:size]
 
 
-@njit(inline="always", cache=True)
+@compiled(inline="always")
 def _number(buf, pos, end, field, bits, doubles, bits32, floats):  # noqa: ANN001, ANN202
     """(float64 value, next position) of one element of contents field `field` at `pos`; next = -1 if
     malformed. `bits`/`doubles` and `bits32`/`floats`: one-element arrays viewing the same memory (a bit cast)."""
@@ -251,7 +251,7 @@ def _number(buf, pos, end, field, bits, doubles, bits32, floats):  # noqa: ANN00
     return np.float64(raw), pos
 
 
-@njit(cache=True)
+@compiled()
 def number_values(buf, spans, fields, rows):  # noqa: ANN001, ANN201
     """(status, ``[K, rows]`` float64) of K tensors' contents (``[K, 2]`` spans), tensor k's numbers read
     from contents field ``fields[k]`` (packed or not). FALLBACK unless each holds exactly `rows` numbers."""

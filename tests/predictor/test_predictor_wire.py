@@ -4,7 +4,11 @@ unknown fields), and on corrupted bytes, where it must never raise."""
 
 from __future__ import annotations
 
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -191,3 +195,23 @@ def test_invalid_utf8_text_is_left_to_the_message_reader() -> None:
     message.inputs[0].contents.bytes_contents[0] = b"\xff\xfe"
     assert wire_columns(message.SerializeToString(), SCHEMA) is None
     assert grpc_columns(message, SCHEMA) is None  # the per-input path then names C1
+
+
+def test_without_a_writable_cache_folder_the_loops_compile_in_memory(tmp_path: Path) -> None:
+    """A read-only root file system (the chart's pods): numba finds no cache folder and refuses `cache=True`
+    at import; the reader and the lookup must still import and work."""
+    script = """
+import numba.core.caching as caching
+caching.CacheImpl._locator_classes = []  # no cache folder anywhere, as on a read-only file system
+import pyarrow as pa
+from crossadapt.data.vocabulary import Vocabulary
+from services.predictor import lookup, wire
+wire.warm_up()
+index = lookup.VocabularyIndex(Vocabulary({"f": pa.array(["a", "b"])}), ["f"])
+print(index.lookup([pa.array(["b", "z"])]).ravel().tolist())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[2, 0]"

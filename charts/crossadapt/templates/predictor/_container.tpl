@@ -48,6 +48,10 @@ The predictor's container, the same in our Deployment and in a KServe InferenceS
       value: {{ $predictor.maxBatchRows | int64 | quote }}
     - name: CROSSADAPT_PREDICTOR_TORCH_THREADS
       value: {{ $predictor.torchThreads | int64 | quote }}
+    # The request reader's compiled loops (numba) need a writable cache folder: the root file system is
+    # read-only, so they are compiled at the pod's first start into /tmp and reused across container restarts.
+    - name: NUMBA_CACHE_DIR
+      value: /tmp/numba-cache
     {{- with $predictor.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
