@@ -8,7 +8,7 @@ that cannot match) and an entry is one 32-byte record (its first 16 bytes as two
 and field, its id), so a value of at most 16 bytes is verified without reading the vocabulary's
 bytes. The lookup runs in two passes, hashes and home slots first, then entries, so the loads of
 different values are independent and the core keeps many misses in flight (a single loop that
-walks slot → entry → bytes per value waits for each miss in turn: twice as slow as numpy).
+walks slot → entry → bytes per value waits for each miss in turn, and was no faster than the numpy form).
 
     h(value) = fmix(w0 ^ fmix(w1 ^ (seed + length)))     value of at most 16 bytes: its two little-endian words
              = seed·P^L + Σ_j (b_j + 1)·P^(L-1-j)         longer values: hashing.py's polynomial hash

@@ -2,12 +2,13 @@
 
 KServe's V2 REST route validates a body into pydantic models (`InferenceRequest`, one `RequestInput`
 per input), builds an `InferRequest` with one `InferInput` each, and serializes the answer through
-FastAPI's `jsonable_encoder`: for a Criteo row of 40 inputs about 0.2 ms, as long as the prediction
-itself. `JsonInferRoute` takes the same path ahead of KServe's route. A body that is the common request
-(`features.json_columns`: every input a flat list of its field) is parsed once with orjson, scored by the
-model (`PredictorModel.answer_v2`, the answer the gRPC and KServe paths give) and written with orjson;
-anything else (binary tensors, parameters, requested outputs, a malformed body) goes to KServe's own
-handler with KServe's validation, so its answers and errors are KServe's.
+FastAPI's `jsonable_encoder`: for a Criteo row of 40 inputs, work of the order of the prediction
+itself. `JsonInferRoute` serves the same path ahead of KServe's route. A body that is the common
+request (`features.json_columns`: every input a flat list of its field) is parsed once with orjson,
+scored by the model (`PredictorModel.answer_v2`, the answer the gRPC and KServe paths give) and
+written through KServe's response model; anything else (binary tensors, parameters, requested
+outputs, a malformed body) goes to KServe's own handler with KServe's validation, so its answers and
+errors are KServe's.
 """
 
 from __future__ import annotations

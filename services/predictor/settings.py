@@ -63,7 +63,7 @@ class PredictorSettings(BaseSettings):
     shadow_chunk_jobs: int = Field(
         default=256, gt=0, description="Requests' shadow work (a request's rows for one arm) scored between two "
         "turns of the event loop: a request that arrives while a batch is scored waits for one chunk, not the "
-        "batch. Small requests cost per request (256 one-row requests: ~0.9 ms for an MLP-8); large ones stay "
+        "batch. A chunk's time grows with its requests (their Python work and two forwards); large requests stay "
         "in one chunk up to shadow_batch_rows, so their forwards stay large.")
     max_batch_rows: int = Field(default=4096, gt=0, description="Rows per request; more is INVALID_ARGUMENT.")
     kept_rows: int = Field(default=1_000_000, gt=0,

@@ -142,7 +142,7 @@ class ShadowScorer:
                 await self._score(chunk)
 
     def _chunks(self, jobs: list[ShadowJob]) -> list[list[ShadowJob]]:
-        """Consecutive jobs in groups of at most `chunk_jobs`. A chunk's time is its jobs' Python work (~2 us each)
+        """Consecutive jobs in groups of at most `chunk_jobs`. A chunk's time is its jobs' Python work
         plus its forwards, so the count of jobs bounds it; large jobs (few to a batch) keep their forwards large."""
         return [jobs[start:start + self.chunk_jobs] for start in range(0, len(jobs), self.chunk_jobs)]
 
