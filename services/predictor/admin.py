@@ -25,6 +25,7 @@ from services.predictor.arm_metrics import ArmFigures, WindowFigures
 from services.predictor.arms import ARM_NAMES, LoadedArm
 from services.predictor.bootstrap import Interval
 from services.predictor.engine import PredictorEngine
+from services.predictor.kserve_server import validation_error
 from services.predictor.routing import Split
 from services.predictor.settings import CheckpointSpec
 
@@ -141,8 +142,7 @@ def add_admin_routes(engine_of: Callable[[], PredictorEngine | None]) -> Any:
         except orjson.JSONDecodeError as exc:
             raise InvalidArgumentError(f"the body is not JSON: {exc}", field="body") from exc
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InvalidArgumentError(first["msg"], field=".".join(str(p) for p in first["loc"]) or "body") from exc
+            raise validation_error(exc.errors()) from exc
         matched, unknown = engine.add_labels(body.row_ids, [float(v) for v in body.labels])
         return {"matched": matched, "unknown": unknown}
 

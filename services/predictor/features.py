@@ -383,8 +383,9 @@ def json_columns(payload: Any, schema: RequestSchema) -> RequestColumns | None:
         if type(item) is not dict or item.keys() != JSON_INPUT_KEYS:
             return None
         name, shape, data = item["name"], item["shape"], item["data"]
-        if (type(name) is not str or name in found or type(item["datatype"]) is not str or type(shape) is not list or len(shape) != 1
-                or type(data) is not list or shape[0] != len(data) or (rows >= 0 and len(data) != rows)):
+        if (type(name) is not str or name in found or type(item["datatype"]) is not str
+                or type(shape) is not list or len(shape) != 1 or type(data) is not list or shape[0] != len(data)
+                or (rows >= 0 and len(data) != rows)):
             return None
         rows = len(data)
         found[name] = _JsonInput(name, item["datatype"], data)

@@ -102,11 +102,16 @@ async def _platform_handler(_request: Request, error: Exception) -> JSONResponse
     return _json_error(error)
 
 
+def validation_error(errors: list[dict[str, Any]]) -> InvalidArgumentError:
+    """INVALID_ARGUMENT naming the first field at fault of pydantic's (or FastAPI's) validation errors."""
+    first = (errors or [{}])[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+    return InvalidArgumentError(str(first.get("msg", "invalid request body")), field=where)
+
+
 async def _validation_handler(_request: Request, error: RequestValidationError) -> JSONResponse:
     """FastAPI's body validation (422 by default): 400 naming the first field at fault."""
-    first = (error.errors() or [{}])[0]
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-    return _json_error(InvalidArgumentError(str(first.get("msg", "invalid request body")), field=where))
+    return _json_error(validation_error(error.errors()))
 
 
 class PredictorDataPlane(DataPlane):

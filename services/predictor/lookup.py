@@ -5,7 +5,7 @@
 fields with 10^5 values each). `VocabularyIndex` builds its table once per arm: every kept value of
 every field is hashed with a per-field seed into an open-addressing table (linear probing, at most
 half full), and a request's values of all fields are looked up together by the compiled loops of
-`lookup_kernel` (the hash, the layout and why it is two passes are explained there). A candidate
+`lookup_kernel` (the hash, the layout and why it reads in passes are explained there). A candidate
 counts only if it is the same field and the same bytes, so a hash collision can never map a value to
 another value's row. The ids equal `Vocabulary.encode`'s: a kept value k has id k + 1, anything else
 is 0 (`<UNK>`), and a missing value is looked up as `<MISSING>`.
@@ -69,10 +69,6 @@ class VocabularyIndex:
         if text.null_count:
             text = pc.fill_null(text, MISSING_TOKEN)
         offsets, data = _offsets_and_bytes(text)
-        return self.lookup_buffers(offsets, data, rows)
-
-    def lookup_buffers(self, offsets: np.ndarray, data: np.ndarray, rows: int) -> np.ndarray:
-        """`lookup_block` of values given as ``[C·B + 1]`` int64 offsets into uint8 `data` (no nulls)."""
         if len(offsets) != len(self.fields) * rows + 1:
             raise ValueError(f"expected {len(self.fields)} fields of {rows} values, got {len(offsets) - 1} values")
         if not rows or not self.fields:

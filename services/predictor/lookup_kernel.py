@@ -6,7 +6,7 @@ miss in the entry it points to. The layout keeps it at those two misses: a slot 
 (the entry's number + 1, and the top 32 bits of its hash as a tag, so a probe rarely reads an entry
 that cannot match) and an entry is one 32-byte record (its first 16 bytes as two words, its length
 and field, its id), so a value of at most 16 bytes is verified without reading the vocabulary's
-bytes. The lookup runs in two passes, hashes and home slots first, then entries, so the loads of
+bytes. The lookup runs in passes (hashes, home slots, candidate entries, verification), so the loads of
 different values are independent and the core keeps many misses in flight (a single loop that
 walks slot → entry → bytes per value waits for each miss in turn, and was no faster than the numpy form).
 
@@ -179,13 +179,3 @@ def lookup(offsets, data, rows, seeds, mask, slots, entries, entry_offsets, entr
                 ids[i] = np.int64(entries[entry, ROW_ID])
                 break
     return ids
-
-
-@compiled()
-def hashes(offsets, data, seeds, field_of):  # noqa: ANN001, ANN201
-    """``[n]`` uint64 h(value) of n values (for tests and diagnostics)."""
-    count = len(offsets) - 1
-    out = np.empty(count, dtype=np.uint64)
-    for i in range(count):
-        out[i] = value_hash(data, offsets[i], offsets[i + 1] - offsets[i], seeds[field_of[i]])
-    return out

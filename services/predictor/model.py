@@ -72,10 +72,13 @@ class PredictorModel(Model):
             raise InternalError(f"prediction failed: {type(exc).__name__}: {exc}") from exc
 
     async def _predict_v2(self, request: InferRequest) -> InferResponse:
-        # A GrpcInferRequest: the common request is read from its bytes, or else from its message.
+        # A GrpcInferRequest: the common request is read from its bytes (or from its message when it has none);
+        # both readers take exactly the same requests (tests/predictor/test_predictor_wire.py).
         raw, message = getattr(request, "raw", None), getattr(request, "message", None)
-        columns = None if raw is None else wire_columns(raw, self.engine.schema)
-        if columns is None and message is not None:
+        columns = None
+        if raw is not None:
+            columns = wire_columns(raw, self.engine.schema)
+        elif message is not None:
             columns = grpc_columns(message, self.engine.schema)
         if columns is None:
             columns = v2_columns(request.inputs, self.engine.schema, typed_contents=bool(request.from_grpc))

@@ -24,8 +24,8 @@ from kserve.protocol.rest.v2_datamodels import InferenceRequest, InferenceRespon
 from kserve.protocol.rest.v2_endpoints import V2Endpoints
 from pydantic import ValidationError
 
-from services.common.errors import InvalidArgumentError
 from services.predictor.features import json_columns
+from services.predictor.kserve_server import validation_error
 from services.predictor.model import PredictorModel
 
 BINARY_HEADER = "inference-header-content-length"  # KServe's binary tensor extension: KServe reads those
@@ -69,9 +69,7 @@ class JsonInferRoute:
             try:
                 validated = InferenceRequest.model_validate_json(body)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ())) or "body"
-                raise InvalidArgumentError(str(first.get("msg", "invalid request body")), field=where) from exc
+                raise validation_error(exc.errors()) from exc
         answer = await self.kserve.infer(request, response, model_name, validated)
         if isinstance(answer, Response):
             return answer

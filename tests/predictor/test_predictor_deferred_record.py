@@ -80,41 +80,43 @@ def test_shutdown_keeps_and_writes_answers_still_deferred(store_dir: Path, check
     assert not np.isnan(np.array(table["student_score"])).any()
 
 
-def test_a_shadow_batch_is_scored_in_chunks_and_requests_go_first_between_them(store_dir: Path, checkpoints,  # noqa: ANN001
-                                                                              monkeypatch) -> None:  # noqa: ANN001
-    from services.predictor import shadow
-
+def test_a_shadow_batch_is_scored_in_chunks_and_requests_go_first_between_them(store_dir: Path,
+                                                                              checkpoints) -> None:  # noqa: ANN001
     settings = PredictorSettings(teacher="ctr/teacher/v000001", student="ctr/student/v000001", student_weight=0.5,
                                  shadow_share=1.0, flush_interval_s=3600, metrics_refresh_s=3600, max_batch_rows=64,
                                  shadow_batch_rows=12, shadow_chunk_jobs=4, shadow_max_delay_s=30,
                                  exposure_dataset="exposures/chunks")
     engine = PredictorEngine(settings, ArmLoader(checkpoints, trace=False), DatasetStore(LocalObjectStore(store_dir)))
-    events: list[int | str] = []  # rows of each shadow scoring call; "answered" when the request in between was
-    scored_jobs = shadow.score_jobs
+    chunks: list[int | str] = []  # shadow rows scored per chunk; "answered" when the request in between was
     rng = np.random.default_rng(3)
+    kept = engine.shadow.on_scored  # called for each arm's scores of a chunk, as they are kept
 
     async def request_in_between() -> None:
         await engine.score(_columns(engine, random_rows(rng, 1)), "between")
-        events.append("answered")
+        chunks.append("answered")
 
-    def counted(jobs):  # noqa: ANN001, ANN202
-        if not events:  # a request arrives while the batch's first chunk is scored
+    def scored(result) -> None:  # noqa: ANN001 - ShadowScores
+        kept(result)
+        if not chunks:  # a request arrives while the batch's first chunk is scored
             asyncio.get_running_loop().create_task(request_in_between())
-        events.append(sum(len(job) for job in jobs))
-        return scored_jobs(jobs)
+            chunks.append(0)
+        if isinstance(chunks[-1], int):
+            chunks[-1] += len(result.seqs)
+        else:
+            chunks.append(len(result.seqs))
 
-    monkeypatch.setattr(shadow, "score_jobs", counted)
+    engine.shadow.on_scored = scored
 
     async def scenario() -> None:
         engine.start_background()
         for index in range(12):  # 12 one-row requests: the batch of 12 shadow rows is then due
             await engine.score(_columns(engine, random_rows(rng, 1)), f"c-{index}")
-        while "answered" not in events:
+        while "answered" not in chunks:
             await asyncio.sleep(0.01)
         assert await engine.shadow.drain(30)
         await engine.close(timeout=30)
 
     asyncio.run(scenario())
-    answered = events.index("answered")
-    assert events[:answered] == [4]  # answered right after the first chunk, before the other two
-    assert events[answered + 1:answered + 3] == [4, 4] and sum(events[answered + 1:]) == 9  # and its own shadow row
+    answered = chunks.index("answered")
+    assert chunks[:answered] == [4]  # answered right after the first chunk (4 rows), before the other two
+    assert sum(chunks[answered + 1:]) == 9  # the other 8 rows of the batch, and the request's own shadow row
