@@ -324,7 +324,8 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 kd_weight=d.kd_weight, temperature=d.temperature, frozen_epochs=d.frozen_epochs,
                 joint_epochs=d.joint_epochs, batch_size=config.optim.batch_size, dense_lr=config.optim.dense_lr,
                 embedding_lr=config.optim.embedding_lr, seed=config.seed, task_logit_shift=task_logit_shift,
-                kd_gate=d.kd_gate, target=s.target, base_rate=base_rate, adaptive=adaptive),
+                kd_gate=d.kd_gate, target=s.target, base_rate=base_rate, adaptive=adaptive,
+                reuse_teacher_network=config.offline.reuse_teacher_network),
             student_name=f"{prefix}/student", student_model=_model_spec(config), request_id=f"{prefix}/distillation",
             # adaptive λ compares student and teacher on the most recent training rows, as in process
             validation=common_pb2.DatasetRef(name=train_name) if adaptive is not None else None)))

@@ -153,6 +153,11 @@ class DistillationSection(_Section):
 class OfflineSection(_Section):
     sampling: SamplingSection = SamplingSection()
     distillation: DistillationSection = DistillationSection()
+    reuse_teacher_network: bool = Field(
+        True, description="Beyond the paper (the default): when the student's network outside its embedding "
+        "tables is the teacher's (the same architecture at the same width), it starts from the teacher's weights "
+        "and logit offset instead of a random init (crossadapt.transfer.network_reuse); the tables are projected "
+        "either way. Any other student is unaffected. False: the paper's student, only the tables transferred.")
 
 
 class DriftSection(_Section):

@@ -130,7 +130,7 @@ def distillation_request(spec: ModelSwitchSpec, prefix: str, projected: Checkpoi
                                frozen_epochs=distillation.frozen_epochs, joint_epochs=distillation.joint_epochs,
                                seed=spec.offline.seed, student_name=f"{prefix}/offline", student_model=model,
                                request_id=request, task_logit_shift=task_logit_shift, optim=optimiser(spec),
-                               kd_gate=distillation.kd_gate)
+                               kd_gate=distillation.kd_gate, reuse_teacher_network=spec.offline.reuse_teacher_network)
 
 
 def optimiser(spec: ModelSwitchSpec) -> Optimiser:

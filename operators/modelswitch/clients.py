@@ -131,6 +131,7 @@ class DistillationRequest:
     task_logit_shift: float = 0.0  # the prior correction for a class-balanced sample (builders.prior_shift)
     optim: Optimiser | None = None  # None: the service's defaults
     kd_gate: str = "teacher_better"  # 'all' (the paper) or 'teacher_better' (the switch's default)
+    reuse_teacher_network: bool = True  # a student of the teacher's own network starts from it (the default)
 
 
 @dataclass(frozen=True)
@@ -305,14 +306,19 @@ def _dataset_message(name: str) -> Any:
 
 
 # What an unset field means to the distillers, and so the settings left unset on the wire. A spec without
-# the switch's newer options (kdGate, rolling drift) thus builds the very request an operator without them
-# sent: a service compares a replayed request_id's parameters as sent (request_fingerprint), so an operator
-# upgraded while a stage runs must send the same message again, or the service refuses it.
+# the switch's newer options (kdGate, reuseTeacherNetwork, rolling drift) thus builds the very request an
+# operator without them sent: a service compares a replayed request_id's parameters as sent
+# (request_fingerprint), so an operator upgraded while a stage runs must send the same message again, or the
+# service refuses it.
 _UNSET_KD_GATE = "teacher_better"
 
 
 def _kd_gate(kd_gate: str) -> dict[str, str]:
     return {} if kd_gate == _UNSET_KD_GATE else {"kd_gate": kd_gate}
+
+
+def _reuse_teacher_network(reuse: bool) -> dict[str, bool]:
+    return {} if reuse else {"reuse_teacher_network": False}  # unset: true
 
 
 def _rolling(drift: DriftSettings) -> dict[str, Any]:
@@ -390,7 +396,8 @@ class GrpcServices:
                                        frozen_epochs=request.frozen_epochs, joint_epochs=request.joint_epochs,
                                        seed=request.seed, task_logit_shift=request.task_logit_shift,
                                        **(request.optim.fields() if request.optim else {}),
-                                       **_kd_gate(request.kd_gate))
+                                       **_kd_gate(request.kd_gate),
+                                       **_reuse_teacher_network(request.reuse_teacher_network))
         model = pb.ModelSpec(architecture=request.student_model.architecture,
                              embedding_dim=request.student_model.embedding_dim,
                              hidden=list(request.student_model.hidden))

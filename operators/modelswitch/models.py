@@ -77,6 +77,9 @@ class OfflineSpec(_Model):
     seed: int = Field(0, ge=0)
     sampling: SamplingSpec = Field(default_factory=SamplingSpec)
     distillation: DistillationSpec = Field(default_factory=DistillationSpec)
+    # The switch's offline.reuse_teacher_network (crossadapt.transfer.switch_config.OfflineSection): a student of
+    # the teacher's own network (same architecture and width) starts from the teacher's weights.
+    reuse_teacher_network: bool = True
 
 
 class OptimSpec(_Model):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crossadapt.models.config import ModelConfig, parse_model_config
 from crossadapt.transfer.offline.adaptive import AdaptiveKDConfig
-from crossadapt.transfer.switch_config import DistillationSection, OptimSection
+from crossadapt.transfer.switch_config import DistillationSection, OfflineSection, OptimSection
 from services.common.checks import adaptive_kd_config, validate
 from services.common.errors import InvalidArgumentError
 
@@ -40,6 +40,8 @@ class DistillationSettings(BaseModel):
     target: Literal["click", "conversion"] = "click"
     # gap-driven λ, as the switch's adaptive_kd (None: the fixed kd_weight); needs the request's validation rows
     adaptive: AdaptiveKDConfig | None = None
+    # as the switch's offline.reuse_teacher_network: a student of the teacher's own network starts from it
+    reuse_teacher_network: bool = OfflineSection.model_fields["reuse_teacher_network"].default
 
     @classmethod
     def from_proto(cls, config: Any) -> DistillationSettings:

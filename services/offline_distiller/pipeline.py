@@ -33,6 +33,7 @@ from crossadapt.data.arrays import SplitArrays
 from crossadapt.metrics import log_odds
 from crossadapt.models import build_model, parse_model_config
 from crossadapt.training import positive_rate, seed_everything, select_target_rows
+from crossadapt.transfer.network_reuse import reuse_teacher_network
 from crossadapt.transfer.offline.distillation import (
     OfflineDistillResult,
     ProgressiveDistillation,
@@ -81,6 +82,8 @@ def student_base_rate(plan: DistillationPlan, train: SplitArrays) -> float | Non
 def initial_student(checkpoints: CheckpointStore, plan: DistillationPlan, train: SplitArrays,
                     ) -> tuple[nn.Module, dict[str, list[str]]]:
     """A fresh student whose embedding tables are the projected ones; fields the teacher lacks stay random.
+    A student of the teacher's own network (``reuse_teacher_network``) then takes that network from the
+    teacher; ``teacher_network`` in the report lists the tensors it took (none for any other student).
 
     Seeded like the in-process switch (seed_everything, then build_model), so every other weight matches it.
     """
@@ -104,7 +107,21 @@ def initial_student(checkpoints: CheckpointStore, plan: DistillationPlan, train:
             values = current
         student.embedding.set_table(table, torch.from_numpy(values))
         report["projected"].append(table)
+    report["teacher_network"] = _take_teacher_network(checkpoints, plan, student)
     return student, report
+
+
+def _take_teacher_network(checkpoints: CheckpointStore, plan: DistillationPlan, student: nn.Module) -> list[str]:
+    """The tensors a student of the teacher's own network takes from it; none when not configured, when the
+    teacher's checkpoint holds no model or one over other fields, or for another network."""
+    if not plan.settings.reuse_teacher_network:
+        return []
+    teacher_checkpoint = checkpoints.resolve(plan.teacher.name, plan.teacher.version)
+    manifest = teacher_checkpoint.manifest
+    if "model.safetensors" not in manifest.files or manifest.feature_spec != plan.feature_spec:
+        return []
+    teacher, _ = load_model(checkpoints, plan.teacher.name, plan.teacher.version)
+    return reuse_teacher_network(teacher, student).copied
 
 
 def latest_work_in_progress(ctx: DistillerContext, plan: DistillationPlan,

@@ -227,7 +227,7 @@ def test_the_switch_options_have_the_cores_defaults_and_ranges(open_api_schema: 
     """The new fields default and range as the core's switch config does (crossadapt.transfer.switch_config's
     DriftSection / DistillationSection, crossadapt.transfer.online.collaborative.CollaborativeConfig)."""
     from crossadapt.transfer.online.collaborative import CollaborativeConfig
-    from crossadapt.transfer.switch_config import DistillationSection, DriftSection
+    from crossadapt.transfer.switch_config import DistillationSection, DriftSection, OfflineSection
 
     spec = open_api_schema["properties"]["spec"]["properties"]
     drift = spec["online"]["properties"]["drift"]["properties"]
@@ -236,6 +236,7 @@ def test_the_switch_options_have_the_cores_defaults_and_ranges(open_api_schema: 
     assert (drift["rolling"]["default"], drift["windowRows"]["default"]) == (
         DriftSection().rolling, DriftSection().window_rows)
     assert kd_gate["default"] == DistillationSection().kd_gate
+    assert spec["offline"]["properties"]["reuseTeacherNetwork"]["default"] == OfflineSection().reuse_teacher_network
     assert typing.get_args(DistillationSection.model_fields["kd_gate"].annotation) == tuple(kd_gate["enum"])
     core = CollaborativeConfig()
     assert {name: node["default"] for name, node in collaborative.items()} == {

@@ -324,11 +324,12 @@ def _sent(spec: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def test_the_switch_options_reach_both_distillers() -> None:
-    spec = {**copy.deepcopy(SPEC), "offline": {"distillation": {"kdGate": "all"}},
+    spec = {**copy.deepcopy(SPEC), "offline": {"distillation": {"kdGate": "all"}, "reuseTeacherNetwork": False},
             "online": {"drift": {"rolling": True, "windowRows": 5000},
                        "collaborative": {"weight": 0.5, "gate": "gap", "scaleByT2": False}}}
     distillation, codistillation = _sent(spec)
     assert distillation.config.kd_gate == "all" and codistillation.config.kd_gate == "all"
+    assert distillation.config.HasField("reuse_teacher_network") and not distillation.config.reuse_teacher_network
     drift = codistillation.config.drift
     assert (drift.rolling, drift.window_rows, drift.metric, drift.max_replay) == (True, 5000, "js", 0.1)
     collaborative = codistillation.config.collaborative
@@ -353,6 +354,7 @@ def test_the_defaults_leave_the_new_fields_unset() -> None:
     distillation, codistillation = _sent(copy.deepcopy(SPEC))
     assert not codistillation.config.HasField("collaborative")
     assert not distillation.config.HasField("kd_gate") and not codistillation.config.HasField("kd_gate")
+    assert not distillation.config.HasField("reuse_teacher_network")
     drift = codistillation.config.drift
     assert not drift.HasField("rolling") and not drift.HasField("window_rows")
     wire = MessageToDict(codistillation, preserving_proto_field_name=True)["config"]

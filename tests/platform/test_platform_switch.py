@@ -152,3 +152,22 @@ def test_a_malformed_services_address_is_refused(tmp_path: Path) -> None:
                              "--services", "projector=h:1,nope=h:2"], capture_output=True, text=True, timeout=120,
                             cwd=ROOT)
     assert result.returncode == 2 and "nope" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_student_of_the_teachers_own_network_starts_from_it_through_the_services_as_in_process(
+        tmp_path: Path) -> None:
+    """offline.reuse_teacher_network (the default): switch-tiny with the teacher's own MLP as the student. The
+    in-process switch and the offline-distiller service both start it from the teacher's network (the service
+    reports the tensors it took), and the two paths give the same student: a service that kept the random
+    network would end far from the in-process student."""
+    raw = yaml.safe_load(CONFIG.read_text())
+    raw["student"]["model"] = raw["teacher"]["train"]["model"]
+    config = tmp_path / "same-network.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    in_process = run_switch(config, tmp_path / "in-process")
+    platform = run_switch(config, tmp_path / "platform", "--services", "local")
+    reuse = read_manifest(tmp_path / "in-process" / "student").extra["details"]["network_reuse"]
+    assert reuse["reused"] and reuse["tensors"] == 9  # [64, 32, 4] and the output layer: 8 tensors; the offset
+    figures = {"in_process": in_process["student"]["auc"], "platform": platform["student"]["auc"]}
+    assert figures["platform"] == pytest.approx(figures["in_process"], abs=1e-9), figures

@@ -167,6 +167,36 @@ def test_frozen_phase_keeps_the_projected_tables_and_teacher_scores_a_raw_sample
     assert student.manifest.extra["config"]["world_size"] == 2
 
 
+def test_a_student_of_the_teachers_own_network_starts_from_it_unless_told_not_to(
+        distiller_platform: HookedPlatform, distiller_stores: Stores, inputs: dict) -> None:
+    """reuse_teacher_network (unset: true): the teacher's MLP at its own width takes the teacher's network;
+    with steps too small to move anything, the published student scores as the teacher does. false: the
+    paper's student, a random network over the projected tables."""
+    platform, checkpoints = distiller_platform, distiller_stores.checkpoints
+    platform.pause(0)
+    own_width = project(checkpoints, open_operation_store(platform_settings(platform)), inputs["teacher"],
+                        "ctr/projected-own-width", width=4)
+    teacher, _ = load_model(checkpoints, inputs["teacher"].name, inputs["teacher"].version)
+    rows = tiny_clicks(300, seed=13)
+    gaps, taken = {}, {}
+    for reuse in (None, False):
+        flag = {} if reuse is None else {"reuse_teacher_network": reuse}
+        operation = start(platform, request(
+            inputs, student=common_pb2.CheckpointRef(name=own_width.name, version=own_width.version),
+            config={"frozen_epochs": 1, "joint_epochs": 0, "dense_lr": 1e-12, "embedding_lr": 1e-12, **flag}))
+        final = wait_terminal(platform, SERVICE, operation.id)
+        assert final.state == common_pb2.OPERATION_STATE_SUCCEEDED, final.error
+        student = checkpoints.resolve(final.checkpoint.name, final.checkpoint.version)
+        taken[reuse] = student.manifest.extra["initial_tables"]["teacher_network"]
+        model, _ = load_model(checkpoints, student.name, student.version)
+        with torch.no_grad():
+            inputs_ = (torch.as_tensor(rows.categorical), torch.as_tensor(rows.numerical))
+            gaps[reuse] = float((model.eval()(*inputs_) - teacher.eval()(*inputs_)).abs().max())
+    assert taken[None] == ["dnn.layers.0.bias", "dnn.layers.0.weight", "logit_offset", "output.bias", "output.weight"]
+    assert taken[False] == []
+    assert gaps[None] < 1e-5 and gaps[False] > 1e-2, gaps
+
+
 def test_cancel_stops_the_task_and_discards_its_outputs(
         distiller_platform: HookedPlatform, distiller_stores: Stores, inputs: dict) -> None:
     platform, checkpoints = distiller_platform, distiller_stores.checkpoints

@@ -1,9 +1,9 @@
 """The method registry: every method of the paper's Table 1 as `run(ctx) -> MethodOutcome`, plus the ablations.
 
 CrossAdapt itself is one pipeline (:func:`run_crossadapt`) wired from the transfer modules:
-projection → strategic sample → progressive offline distillation → drift → asymmetric online
-co-distillation with replay. `CrossAdapt-Full` skips the sample, `CrossAdapt-Adaptive` adds the
-gap-driven λ of :mod:`crossadapt.transfer.offline.adaptive`, `CrossAdapt-Collaborative` lets the teacher
+projection (and, for a student of the teacher's own network, that network: :mod:`crossadapt.transfer.network_reuse`)
+→ strategic sample → progressive offline distillation → drift → asymmetric online co-distillation with replay.
+`CrossAdapt-Full` skips the sample, `CrossAdapt-Adaptive` adds the gap-driven λ of :mod:`crossadapt.transfer.offline.adaptive`, `CrossAdapt-Collaborative` lets the teacher
 also learn from the student online (:mod:`crossadapt.transfer.online.collaborative`; the preset's
 `online.collaborative`, else its defaults), `CrossDomain-WarmStart` starts the student from a source
 domain (`hist`) by the three levels of :mod:`crossadapt.transfer.warm_start` and trains it as Scratch,
@@ -27,6 +27,7 @@ import numpy as np
 from torch import nn
 
 from crossadapt.transfer.experiments.results import Curve, DriftSummary
+from crossadapt.transfer.network_reuse import reuse_teacher_network
 from crossadapt.transfer.online.collaborative import CollaborativeConfig
 from crossadapt.transfer.switch_config import AblationSection, OfflineSection, OnlineSection, OptimSection
 
@@ -229,6 +230,8 @@ def run_crossadapt(
     if ablation.offline_stage:
         if ablation.projection:  # Alg. 1 lines 2-9: the teacher's tables, projected to the student's width
             details["projection"] = _project_embeddings(ctx, teacher, student)
+            if ctx.offline.reuse_teacher_network:  # beyond the paper: a student of the teacher's own network
+                details["network_reuse"] = reuse_teacher_network(teacher, student).to_dict()
             clock.lap("projection")
         offline_rows, task_logit_shift = train, 0.0
         if ablation.sampling:  # lines 10-15: D'_train, class-balanced per temporal block (and Eq. 9 for pCVR)

@@ -21,7 +21,7 @@ class ModelSpec(_message.Message):
     def __init__(self, architecture: _Optional[str] = ..., embedding_dim: _Optional[int] = ..., hidden: _Optional[_Iterable[int]] = ..., options: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class DistillationConfig(_message.Message):
-    __slots__ = ("kd_weight", "temperature", "frozen_epochs", "joint_epochs", "batch_size", "dense_lr", "embedding_lr", "checkpoint_every_steps", "world_size", "seed", "task_logit_shift", "base_rate", "kd_gate", "target", "adaptive")
+    __slots__ = ("kd_weight", "temperature", "frozen_epochs", "joint_epochs", "batch_size", "dense_lr", "embedding_lr", "checkpoint_every_steps", "world_size", "seed", "task_logit_shift", "base_rate", "kd_gate", "target", "adaptive", "reuse_teacher_network")
     KD_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     FROZEN_EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class DistillationConfig(_message.Message):
     KD_GATE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     ADAPTIVE_FIELD_NUMBER: _ClassVar[int]
+    REUSE_TEACHER_NETWORK_FIELD_NUMBER: _ClassVar[int]
     kd_weight: float
     temperature: float
     frozen_epochs: int
@@ -52,7 +53,8 @@ class DistillationConfig(_message.Message):
     kd_gate: str
     target: str
     adaptive: _common_pb2.AdaptiveKD
-    def __init__(self, kd_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., frozen_epochs: _Optional[int] = ..., joint_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., dense_lr: _Optional[float] = ..., embedding_lr: _Optional[float] = ..., checkpoint_every_steps: _Optional[int] = ..., world_size: _Optional[int] = ..., seed: _Optional[int] = ..., task_logit_shift: _Optional[float] = ..., base_rate: _Optional[float] = ..., kd_gate: _Optional[str] = ..., target: _Optional[str] = ..., adaptive: _Optional[_Union[_common_pb2.AdaptiveKD, _Mapping]] = ...) -> None: ...
+    reuse_teacher_network: bool
+    def __init__(self, kd_weight: _Optional[float] = ..., temperature: _Optional[float] = ..., frozen_epochs: _Optional[int] = ..., joint_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., dense_lr: _Optional[float] = ..., embedding_lr: _Optional[float] = ..., checkpoint_every_steps: _Optional[int] = ..., world_size: _Optional[int] = ..., seed: _Optional[int] = ..., task_logit_shift: _Optional[float] = ..., base_rate: _Optional[float] = ..., kd_gate: _Optional[str] = ..., target: _Optional[str] = ..., adaptive: _Optional[_Union[_common_pb2.AdaptiveKD, _Mapping]] = ..., reuse_teacher_network: _Optional[bool] = ...) -> None: ...
 
 class StartDistillationRequest(_message.Message):
     __slots__ = ("student", "teacher", "sample", "config", "student_name", "request_id", "student_model", "validation")
