@@ -46,11 +46,11 @@ class NetworkReuse:
                 "mismatched": self.mismatched}
 
 
-def _network_state(model: "CTRModel") -> dict[str, torch.Tensor]:
+def _network_state(model: CTRModel) -> dict[str, torch.Tensor]:
     return {name: value for name, value in model.state_dict().items() if not name.startswith(_PROJECTED_PREFIX)}
 
 
-def reuse_teacher_network(teacher: "CTRModel", student: "CTRModel") -> NetworkReuse:
+def reuse_teacher_network(teacher: CTRModel, student: CTRModel) -> NetworkReuse:
     """Copy the teacher's network (everything but the main embedding tables) into ``student`` when both
     have the same architecture and the same tensors, name for name and shape for shape; otherwise leave the
     student untouched and say why. The student's tables are not read or written."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from crossadapt.data import SplitArrays
 from crossadapt.models import parse_model_config
 from crossadapt.transfer.experiments.methods import MethodContext, run_crossadapt
 from crossadapt.transfer.network_reuse import reuse_teacher_network
@@ -12,7 +13,7 @@ from crossadapt.transfer.projection import project_model_embeddings
 from crossadapt.transfer.switch_config import AblationSection, OfflineSection, OptimSection, parse_switch_config
 
 
-def _logits(model: torch.nn.Module, rows) -> torch.Tensor:  # noqa: ANN001
+def _logits(model: torch.nn.Module, rows: SplitArrays) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         return model(torch.as_tensor(rows.categorical), torch.as_tensor(rows.numerical))
