@@ -347,6 +347,10 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
                 drift=online_codistiller_pb2.CoDistillationDriftSettings(
                     **drift_config, rolling=o.drift.rolling, window_rows=o.drift.window_rows)),
             student_name=f"{prefix}/student", teacher_name=f"{prefix}/teacher-co", request_id=f"{prefix}/codistill")))
+    if config.offline.reuse_teacher_network:  # what the offline distiller took from the teacher, as in process
+        offline = checkpoints.resolve(distilled.checkpoint.name, distilled.checkpoint.version).manifest.extra
+        taken = offline.get("initial_tables", {}).get("teacher_network", [])
+        facts["network_reuse"] = {"reused": bool(taken), "tensors": len(taken)}
     student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)
     facts["student_ref"] = published.ref
     extra = published.manifest.extra  # the co-distiller's account of the stream, as the in-process details
@@ -378,6 +382,8 @@ def run_switch_through_services(config: SwitchConfig, out_dir: Path, *, services
         outcome = MethodOutcome(name=f"CrossAdapt ({run.student_label})", model=student,
                                 train_seconds=train_seconds, drift=facts["drift"], stage_seconds=stage_seconds,
                                 details={"platform": services, "student_ref": facts["student_ref"],
-                                         "teacher_ref": facts["teacher_ref"], **facts["online"]})
+                                         "teacher_ref": facts["teacher_ref"], **facts["online"],
+                                         **({"network_reuse": facts["network_reuse"]} if "network_reuse" in facts
+                                            else {})})
         return finish_switch(run, outcome, log=log, operations=client.timings, platform=services,
                              extra={"platform": services, "store_ref": facts["student_ref"]})

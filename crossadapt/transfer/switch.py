@@ -342,6 +342,7 @@ def finish_switch(run: SwitchRun, outcome: MethodOutcome, *, log: Log = lambda _
         teacher_checkpoint=str(run.teacher_path.resolve()), student_checkpoint=str(student_dir.resolve()),
         dataset=run.dataset_label, ablation=config.ablation.model_dump(), operations=operations or [],
         platform=platform, optim=run.optim, verdict=verdict,
+        network_reuse=outcome.details.get("network_reuse"),
     )
     write_switch_report(results, out_dir)
     log(f"report written to {out_dir / 'report.md'}")

@@ -169,5 +169,10 @@ def test_a_student_of_the_teachers_own_network_starts_from_it_through_the_servic
     platform = run_switch(config, tmp_path / "platform", "--services", "local")
     reuse = read_manifest(tmp_path / "in-process" / "student").extra["details"]["network_reuse"]
     assert reuse["reused"] and reuse["tensors"] == 9  # [64, 32, 4] and the output layer: 8 tensors; the offset
+    # results.json and the report say so, the same from either path (the platform's from the distiller)
+    assert in_process["network_reuse"] == platform["network_reuse"] == {
+        "reused": True, "tensors": 9, "reason": "", "mismatched": []}
+    for path in ("in-process", "platform"):
+        assert "its network started from the teacher's (9 tensors" in (tmp_path / path / "report.md").read_text()
     figures = {"in_process": in_process["student"]["auc"], "platform": platform["student"]["auc"]}
     assert figures["platform"] == pytest.approx(figures["in_process"], abs=1e-9), figures

@@ -70,6 +70,8 @@ def render_switch_markdown(results: SwitchResults, *, plots: dict[str, str] | No
         )
     if results.optim is not None:
         lines += ["", "## Optimiser", "", results.optim.reason()]
+    if results.network_reuse is not None:
+        lines += ["", "## Student initialisation", "", results.network_reuse.sentence()]
     if results.stage_seconds:
         lines += ["", "## Stage wall time", "", "| Stage | Seconds |", "|---|---:|"]
         lines += [f"| {stage} | {secs:.2f} |" for stage, secs in results.stage_seconds.items()]
