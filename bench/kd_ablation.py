@@ -52,6 +52,7 @@ VARIANTS: dict[str, dict] = {
     "λ 0.3": {"kd_weight": 0.3},
     "T 1": {"temperature": 1.0},
     "no frozen stage": {"frozen_epochs": 0, "joint_epochs": 2},
+    "frozen stage only": {"frozen_epochs": 1, "joint_epochs": 0},
     "w/o projection": {"method": "w/o projection"},
     "w/o sampling (all of D_train)": {"method": "w/o sampling"},
     "paper's student network (no reuse)": {"offline": {"reuse_teacher_network": False}},

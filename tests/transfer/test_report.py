@@ -72,6 +72,19 @@ def test_switch_markdown_lists_models_with_percent_auc_and_delta() -> None:
     assert text.index("`I1` 0.0500") < text.index("`C1` 0.0300") < text.index("`C2` 0.0010")
 
 
+def test_switch_markdown_says_where_the_students_network_started() -> None:
+    from crossadapt.transfer.experiments.results import NetworkReuseSummary
+
+    assert "Student initialisation" not in render_switch_markdown(_switch_results())  # not asked for
+    reused = _switch_results().model_copy(update={"network_reuse": NetworkReuseSummary(reused=True, tensors=9)})
+    assert ("## Student initialisation\n\nThe student has the teacher's architecture and width: its network "
+            "started from the teacher's (9 tensors, the logit offset included)") in render_switch_markdown(reused)
+    other = _switch_results().model_copy(update={"network_reuse": NetworkReuseSummary(
+        reused=False, reason="the teacher is 'mlp', the student 'fibinet'")})
+    assert ("The student's network started from its own random init (the teacher is 'mlp', the student "
+            "'fibinet'); its tables were projected.") in render_switch_markdown(other)
+
+
 def test_write_switch_report_writes_markdown_json_and_non_empty_pngs(tmp_path: Path) -> None:
     report = write_switch_report(_switch_results(), tmp_path)
     assert report == tmp_path / "report.md"
