@@ -172,6 +172,13 @@ def test_width_table_classifies_scenarios_and_delta_is_with_projection_minus_scr
     rows[0].vs_scratch = PairedDelta(method="CrossAdapt-Sample", versus="Scratch", seeds=3, delta_pp=0.19,
                                      seed_ci_pp=(-0.05, 0.43), rows_ci_pp=(0.02, 0.36))
     assert "| +0.19 | [-0.05, +0.43] | [+0.02, +0.36] |" in render_width_table(rows)
+    assert " * |" not in render_width_table(rows) and "own network" not in render_width_table(rows)
+    # a scenario whose student is the teacher's own network is marked: w/ ETP there is more than the projection
+    same = WidthRow(teacher_dim=8, student_dim=8, teacher=_stats(0.80), scratch=_stats(0.80),
+                    without_projection=_stats(0.80), with_projection=_stats(0.81), network_reused=True)
+    text = render_width_table([same, *rows])
+    assert "| 8 → 8 * | preservation |" in text and "| 8 → 16 | expansion |" in text
+    assert "\\* The student is the teacher's own network at the teacher's width" in text
 
 
 def test_method_stats_use_sample_std_over_seeds() -> None:

@@ -261,6 +261,7 @@ class BenchRunner:
                 without_projection=self.stats(spec.name, dataset, pair, "w/o projection", plan.seeds),
                 with_projection=self.stats(spec.name, dataset, pair, "CrossAdapt-Sample", plan.seeds),
                 vs_scratch=self.paired(spec.name, dataset, pair, "CrossAdapt-Sample", plan.seeds),
+                network_reused=self.preset.offline.reuse_teacher_network and pair.teacher == pair.student,
             ))
         return rows
 

@@ -9,7 +9,9 @@
 
 Every preset uses the paper's hyper-parameters (λ 0.7, T 4, r 0.1, r_pos 0.5, K 10, τ 10, JS drift,
 k 0.1, Adam with a dense lr of 1e-3); only data sizes, epochs, batch size and seed counts are scaled, and
-the embedding lr with the batch (see `scaled_embedding_lr`).
+the embedding lr with the batch (see `scaled_embedding_lr`). Beyond the paper, the switch's defaults apply
+as they do to every switch: the KD gate (`teacher_better`) and, for the MLP-8 → MLP-8 pair, whose student
+is the teacher's own network, that network taken from the teacher (`offline.reuse_teacher_network`).
 """
 
 from __future__ import annotations

@@ -356,10 +356,14 @@ def render_width_table(rows: list[WidthRow]) -> str:
         ]
         delta = 100.0 * (row.with_projection.auc_mean - row.scratch.auc_mean)
         intervals = _delta_cells(row.vs_scratch)[1:] if row.vs_scratch else ["–", "–"]
-        lines.append(f"| {row.teacher_dim} → {row.student_dim} | {kind} | " + " | ".join(cells)
+        mark = " *" if row.network_reused else ""
+        lines.append(f"| {row.teacher_dim} → {row.student_dim}{mark} | {kind} | " + " | ".join(cells)
                      + f" | {delta:+.2f} | " + " | ".join(intervals) + " |")
     if any(row.vs_scratch for row in rows):
         lines += ["", "Δ = w/ ETP − Scratch; " + _interval_note("per width seed")]
+    if any(row.network_reused for row in rows):
+        lines += ["", "\\* The student is the teacher's own network at the teacher's width: w/ ETP's student also started "
+                  "from the teacher's network (offline.reuse_teacher_network), not from the projection alone."]
     return "\n".join(lines) + "\n"
 
 

@@ -304,6 +304,8 @@ class WidthRow(BaseModel):
     without_projection: MethodStats
     with_projection: MethodStats
     vs_scratch: PairedDelta | None = None  # w/ ETP − Scratch
+    # w/ ETP's student is the teacher's own network and started from it (offline.reuse_teacher_network)
+    network_reused: bool = False
 
 
 class PaperBenchResults(BaseModel):
