@@ -187,8 +187,9 @@ STANDARD = BenchPreset(
 )
 """How `standard` fits 45 minutes on 2 cores. Measured on the 2-vCPU CI-class machine (torch with
 OMP_WAIT_POLICY=PASSIVE): the whole preset ran in 15.5 min (930 s) on 2026-11-23, in 18.6 min (1116 s, data and teachers
-generated afresh) on 2026-12-01 and in 33.6 min (2016 s, the 1M-row data and every teacher generated afresh; 765 s of
-it the 1M-row setting's training; MovieLens not prepared, so not run) on 2026-12-06.
+generated afresh) on 2026-12-01, in 33.6 min (2016 s, the 1M-row data and every teacher generated afresh; 765 s of
+it the 1M-row setting's training; MovieLens not prepared, so not run) on 2026-12-06 and in 35.8 min (2151 s, data and
+teachers cached, the machine shared with other benchmark runs) on 2026-12-07.
 
 - Per seed, training seconds on the main setting (`small` synthetic, 300k rows, 11 fields, so FiBiNET has
   55 field pairs; Criteo's 39 fields give 741 pairs and ~20x the cost per row): FiBiNET-16 student ~40 s
