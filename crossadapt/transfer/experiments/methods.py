@@ -3,11 +3,11 @@
 CrossAdapt itself is one pipeline (:func:`run_crossadapt`) wired from the transfer modules:
 projection (and, for a student of the teacher's own network, that network: :mod:`crossadapt.transfer.network_reuse`)
 → strategic sample → progressive offline distillation → drift → asymmetric online co-distillation with replay.
-`CrossAdapt-Full` skips the sample, `CrossAdapt-Adaptive` adds the gap-driven λ of :mod:`crossadapt.transfer.offline.adaptive`, `CrossAdapt-Collaborative` lets the teacher
-also learn from the student online (:mod:`crossadapt.transfer.online.collaborative`; the preset's
-`online.collaborative`, else its defaults), `CrossDomain-WarmStart` starts the student from a source
-domain (`hist`) by the three levels of :mod:`crossadapt.transfer.warm_start` and trains it as Scratch,
-and every Table 2 ablation is an
+`CrossAdapt-Full` skips the sample, `CrossAdapt-Adaptive` adds the gap-driven λ of
+:mod:`crossadapt.transfer.offline.adaptive`, `CrossAdapt-Collaborative` lets the teacher also learn from
+the student online (:mod:`crossadapt.transfer.online.collaborative`; the preset's `online.collaborative`,
+else its defaults), `CrossDomain-WarmStart` starts the student from a source domain (`hist`) by the three
+levels of :mod:`crossadapt.transfer.warm_start` and trains it as Scratch, and every Table 2 ablation is an
 :class:`AblationSection` switch. Baselines come from :mod:`crossadapt.transfer.experiments.baselines`.
 
 `train_seconds` is the student's training wall time: projection, sampling, teacher-logit caching,
