@@ -190,8 +190,8 @@ def test_a_student_of_the_teachers_own_network_starts_from_it_unless_told_not_to
         taken[reuse] = student.manifest.extra["initial_tables"]["teacher_network"]
         model, _ = load_model(checkpoints, student.name, student.version)
         with torch.no_grad():
-            inputs_ = (torch.as_tensor(rows.categorical), torch.as_tensor(rows.numerical))
-            gaps[reuse] = float((model.eval()(*inputs_) - teacher.eval()(*inputs_)).abs().max())
+            features = (torch.as_tensor(rows.categorical), torch.as_tensor(rows.numerical))
+            gaps[reuse] = float((model.eval()(*features) - teacher.eval()(*features)).abs().max())
     assert taken[None] == ["dnn.layers.0.bias", "dnn.layers.0.weight", "logit_offset", "output.bias", "output.weight"]
     assert taken[False] == []
     assert gaps[None] < 1e-5 and gaps[False] > 1e-2, gaps
