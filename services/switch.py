@@ -38,6 +38,7 @@ import grpc
 from crossadapt.data.growth import ids_for_sizes
 from crossadapt.transfer.experiments.methods import MethodOutcome, prior_shift, window_batches
 from crossadapt.transfer.experiments.results import DriftSummary, OperationTiming, SwitchResults
+from crossadapt.transfer.network_reuse import NetworkReuse
 from crossadapt.transfer.switch import SwitchRun, begin_switch, finish_switch
 from crossadapt.transfer.switch_config import SwitchConfig
 from services.common import model_io
@@ -350,7 +351,7 @@ def run_stages(client: PlatformClient, run: SwitchRun, prefix: str, log: Log) ->
     if config.offline.reuse_teacher_network:  # what the offline distiller took from the teacher, as in process
         offline = checkpoints.resolve(distilled.checkpoint.name, distilled.checkpoint.version).manifest.extra
         taken = offline.get("initial_tables", {}).get("teacher_network", [])
-        facts["network_reuse"] = {"reused": bool(taken), "tensors": len(taken)}
+        facts["network_reuse"] = NetworkReuse.of(taken).model_dump()
     student, published = model_io.load_model(checkpoints, codistilled.checkpoint.name, codistilled.checkpoint.version)
     facts["student_ref"] = published.ref
     extra = published.manifest.extra  # the co-distiller's account of the stream, as the in-process details

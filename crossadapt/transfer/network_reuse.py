@@ -15,12 +15,14 @@ layer inputs it was never trained on, which is no better than a random init and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    import torch
+
     from crossadapt.models import CTRModel
 
 __all__ = ["NetworkReuse", "reuse_teacher_network"]
@@ -29,21 +31,29 @@ __all__ = ["NetworkReuse", "reuse_teacher_network"]
 _PROJECTED_PREFIX = "embedding."
 
 
-@dataclass
-class NetworkReuse:
-    """What :func:`reuse_teacher_network` did: the tensors it copied (none: not reused) and why not."""
+class NetworkReuse(BaseModel):
+    """Whether the student's network started from the teacher's, and why not; the same from either path (the
+    in-process pipeline, or the offline distiller's `initial_tables.teacher_network`). Build it with :meth:`of`."""
 
-    copied: list[str] = field(default_factory=list)
-    reason: str = ""
-    mismatched: list[str] = field(default_factory=list)  # the first few names that differ (absent or reshaped)
+    model_config = ConfigDict(extra="forbid")
 
-    @property
-    def reused(self) -> bool:
-        return bool(self.copied)
+    reused: bool
+    tensors: int = Field(0, ge=0, description="Tensors taken from the teacher (0: the student's own random init).")
+    reason: str = Field("", description="Why not, where the path knows it.")
+    mismatched: list[str] = Field(default_factory=list, description="The first tensors that differ, if known.")
+    copied: list[str] = Field(default_factory=list, exclude=True, description="Their names (`tensors` counts them).")
 
-    def to_dict(self) -> dict[str, object]:
-        return {"reused": self.reused, "tensors": len(self.copied), "reason": self.reason,
-                "mismatched": self.mismatched}
+    @classmethod
+    def of(cls, copied: Sequence[str], *, reason: str = "", mismatched: Sequence[str] = ()) -> NetworkReuse:
+        return cls(reused=bool(copied), tensors=len(copied), reason=reason, mismatched=list(mismatched),
+                   copied=list(copied))
+
+    def sentence(self) -> str:
+        if self.reused:
+            return (f"The student has the teacher's architecture and width: its network started from the "
+                    f"teacher's ({self.tensors} tensors, the logit offset included), its tables projected.")
+        why = f" ({self.reason})" if self.reason else ""
+        return f"The student's network started from its own random init{why}; its tables were projected."
 
 
 def _network_state(model: CTRModel) -> dict[str, torch.Tensor]:
@@ -54,17 +64,19 @@ def reuse_teacher_network(teacher: CTRModel, student: CTRModel) -> NetworkReuse:
     """Copy the teacher's network (everything but the main embedding tables) into ``student`` when both
     have the same architecture and the same tensors, name for name and shape for shape; otherwise leave the
     student untouched and say why. The student's tables are not read or written."""
+    import torch
+
     if teacher.architecture != student.architecture:
-        return NetworkReuse(reason=f"the teacher is {teacher.architecture!r}, the student {student.architecture!r}")
+        return NetworkReuse.of([], reason=f"the teacher is {teacher.architecture!r}, the student {student.architecture!r}")
     theirs, ours = _network_state(teacher), _network_state(student)
     mismatched = sorted(
         name for name in theirs.keys() | ours.keys()
         if name not in theirs or name not in ours or theirs[name].shape != ours[name].shape
     )
     if mismatched:
-        return NetworkReuse(reason=f"{len(mismatched)} of the network's tensors differ in name or shape "
-                            "(another width or another tower)", mismatched=mismatched[:5])
+        return NetworkReuse.of([], reason=f"{len(mismatched)} of the network's tensors differ in name or shape "
+                               "(another width or another tower)", mismatched=mismatched[:5])
     with torch.no_grad():
         for name, value in ours.items():
             value.copy_(theirs[name].to(value.device, value.dtype))
-    return NetworkReuse(copied=sorted(ours))
+    return NetworkReuse.of(sorted(ours))

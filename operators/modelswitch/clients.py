@@ -313,12 +313,13 @@ def _dataset_message(name: str) -> Any:
 _UNSET_KD_GATE = "teacher_better"
 
 
+def _unless_unset(field: str, value: Any, unset: Any) -> dict[str, Any]:
+    """``{field: value}``, or nothing where ``value`` is what the services read from the unset field."""
+    return {} if value == unset else {field: value}
+
+
 def _kd_gate(kd_gate: str) -> dict[str, str]:
-    return {} if kd_gate == _UNSET_KD_GATE else {"kd_gate": kd_gate}
-
-
-def _reuse_teacher_network(reuse: bool) -> dict[str, bool]:
-    return {} if reuse else {"reuse_teacher_network": False}  # unset: true
+    return _unless_unset("kd_gate", kd_gate, _UNSET_KD_GATE)
 
 
 def _rolling(drift: DriftSettings) -> dict[str, Any]:
@@ -397,7 +398,7 @@ class GrpcServices:
                                        seed=request.seed, task_logit_shift=request.task_logit_shift,
                                        **(request.optim.fields() if request.optim else {}),
                                        **_kd_gate(request.kd_gate),
-                                       **_reuse_teacher_network(request.reuse_teacher_network))
+                                       **_unless_unset("reuse_teacher_network", request.reuse_teacher_network, True))
         model = pb.ModelSpec(architecture=request.student_model.architecture,
                              embedding_dim=request.student_model.embedding_dim,
                              hidden=list(request.student_model.hidden))

@@ -79,8 +79,23 @@ def student_base_rate(plan: DistillationPlan, train: SplitArrays) -> float | Non
     return 1.0 / (1.0 + math.exp(-(log_odds(rate) - plan.settings.task_logit_shift)))
 
 
+class TeacherSource:
+    """The plan's teacher: its checkpoint resolved once, its model loaded once and only when first asked for
+    (to score rows, and to give a student of its own network that network)."""
+
+    def __init__(self, checkpoints: CheckpointStore, plan: DistillationPlan) -> None:
+        self.checkpoints, self.plan = checkpoints, plan
+        self.checkpoint = checkpoints.resolve(plan.teacher.name, plan.teacher.version)
+        self._model: nn.Module | None = None
+
+    def model(self) -> nn.Module:
+        if self._model is None:
+            self._model, _ = load_model(self.checkpoints, self.plan.teacher.name, self.plan.teacher.version)
+        return self._model
+
+
 def initial_student(checkpoints: CheckpointStore, plan: DistillationPlan, train: SplitArrays,
-                    ) -> tuple[nn.Module, dict[str, list[str]]]:
+                    teacher: TeacherSource | None = None) -> tuple[nn.Module, dict[str, list[str]]]:
     """A fresh student whose embedding tables are the projected ones; fields the teacher lacks stay random.
     A student of the teacher's own network (``reuse_teacher_network``) then takes that network from the
     teacher; ``teacher_network`` in the report lists the tensors it took (none for any other student).
@@ -107,21 +122,19 @@ def initial_student(checkpoints: CheckpointStore, plan: DistillationPlan, train:
             values = current
         student.embedding.set_table(table, torch.from_numpy(values))
         report["projected"].append(table)
-    report["teacher_network"] = _take_teacher_network(checkpoints, plan, student)
+    report["teacher_network"] = _take_teacher_network(plan, teacher or TeacherSource(checkpoints, plan), student)
     return student, report
 
 
-def _take_teacher_network(checkpoints: CheckpointStore, plan: DistillationPlan, student: nn.Module) -> list[str]:
+def _take_teacher_network(plan: DistillationPlan, teacher: TeacherSource, student: nn.Module) -> list[str]:
     """The tensors a student of the teacher's own network takes from it; none when not configured, when the
     teacher's checkpoint holds no model or one over other fields, or for another network."""
     if not plan.settings.reuse_teacher_network:
         return []
-    teacher_checkpoint = checkpoints.resolve(plan.teacher.name, plan.teacher.version)
-    manifest = teacher_checkpoint.manifest
+    manifest = teacher.checkpoint.manifest
     if "model.safetensors" not in manifest.files or manifest.feature_spec != plan.feature_spec:
         return []
-    teacher, _ = load_model(checkpoints, plan.teacher.name, plan.teacher.version)
-    return reuse_teacher_network(teacher, student).copied
+    return reuse_teacher_network(teacher.model(), student).copied
 
 
 def latest_work_in_progress(ctx: DistillerContext, plan: DistillationPlan,
@@ -156,17 +169,16 @@ def read_validation(ctx: DistillerContext, plan: DistillationPlan) -> SplitArray
 def load_inputs(ctx: DistillerContext, plan: DistillationPlan) -> DistillationInputs:
     train = read_rows(ctx.datasets, plan.sample, plan.feature_spec, "sample")
     valid = read_validation(ctx, plan)
+    teacher = TeacherSource(ctx.checkpoints, plan)
     teacher_seconds = 0.0
     if plan.needs_teacher_logits or (valid is not None and plan.validation_needs_teacher_logits):
         started = time.perf_counter()
-        teacher, _ = load_model(ctx.checkpoints, plan.teacher.name, plan.teacher.version)
         if plan.needs_teacher_logits:
-            train = train.with_teacher_logit(cache_teacher_logits(teacher, train, EVAL_BATCH_ROWS))
+            train = train.with_teacher_logit(cache_teacher_logits(teacher.model(), train, EVAL_BATCH_ROWS))
         if valid is not None and plan.validation_needs_teacher_logits:  # as the core scores its slice
-            valid = valid.with_teacher_logit(cache_teacher_logits(teacher, valid, EVAL_BATCH_ROWS))
+            valid = valid.with_teacher_logit(cache_teacher_logits(teacher.model(), valid, EVAL_BATCH_ROWS))
         teacher_seconds = time.perf_counter() - started
-    teacher_ckpt = ctx.checkpoints.resolve(plan.teacher.name, plan.teacher.version)
-    vocabulary = load_vocabulary(ctx.checkpoints, teacher_ckpt)
+    vocabulary = load_vocabulary(ctx.checkpoints, teacher.checkpoint)
     if vocabulary is not None and vocabulary.hash != plan.vocab_hash:
         vocabulary = None  # validated at Start from the manifests; a disagreeing file is not passed on
     inputs = DistillationInputs(train=train, valid=valid, student=nn.Identity(), vocabulary=vocabulary,
@@ -177,7 +189,7 @@ def load_inputs(ctx: DistillerContext, plan: DistillationPlan) -> DistillationIn
         inputs.resumed_from = published.ref
         inputs.tables = published.manifest.extra.get("initial_tables", {})
     else:
-        inputs.student, inputs.tables = initial_student(ctx.checkpoints, plan, train)
+        inputs.student, inputs.tables = initial_student(ctx.checkpoints, plan, train, teacher)
     return inputs
 
 

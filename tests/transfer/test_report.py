@@ -73,13 +73,13 @@ def test_switch_markdown_lists_models_with_percent_auc_and_delta() -> None:
 
 
 def test_switch_markdown_says_where_the_students_network_started() -> None:
-    from crossadapt.transfer.experiments.results import NetworkReuseSummary
+    from crossadapt.transfer.network_reuse import NetworkReuse
 
     assert "Student initialisation" not in render_switch_markdown(_switch_results())  # not asked for
-    reused = _switch_results().model_copy(update={"network_reuse": NetworkReuseSummary(reused=True, tensors=9)})
+    reused = _switch_results().model_copy(update={"network_reuse": NetworkReuse(reused=True, tensors=9)})
     assert ("## Student initialisation\n\nThe student has the teacher's architecture and width: its network "
             "started from the teacher's (9 tensors, the logit offset included)") in render_switch_markdown(reused)
-    other = _switch_results().model_copy(update={"network_reuse": NetworkReuseSummary(
+    other = _switch_results().model_copy(update={"network_reuse": NetworkReuse(
         reused=False, reason="the teacher is 'mlp', the student 'fibinet'")})
     assert ("The student's network started from its own random init (the teacher is 'mlp', the student "
             "'fibinet'); its tables were projected.") in render_switch_markdown(other)

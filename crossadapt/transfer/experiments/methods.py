@@ -231,7 +231,7 @@ def run_crossadapt(
         if ablation.projection:  # Alg. 1 lines 2-9: the teacher's tables, projected to the student's width
             details["projection"] = _project_embeddings(ctx, teacher, student)
             if ctx.offline.reuse_teacher_network:  # beyond the paper: a student of the teacher's own network
-                details["network_reuse"] = reuse_teacher_network(teacher, student).to_dict()
+                details["network_reuse"] = reuse_teacher_network(teacher, student).model_dump()
             clock.lap("projection")
         offline_rows, task_logit_shift = train, 0.0
         if ablation.sampling:  # lines 10-15: D'_train, class-balanced per temporal block (and Eq. 9 for pCVR)

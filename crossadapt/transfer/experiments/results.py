@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from crossadapt.transfer.network_reuse import NetworkReuse
 from crossadapt.transfer.optim_fit import OptimChoice
 
 Role = Literal["teacher", "student", "baseline"]
@@ -84,25 +85,6 @@ class OnlineSummary(BaseModel):
                    collaboration_share=details.get("collaboration_share"))
 
 
-class NetworkReuseSummary(BaseModel):
-    """Whether the student's network started from the teacher's (crossadapt.transfer.network_reuse), the same
-    from either path (the in-process run's details, or the offline distiller's `initial_tables`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    reused: bool
-    tensors: int = Field(0, ge=0, description="Tensors taken from the teacher (0: the student's own random init).")
-    reason: str = Field("", description="Why not, where the path knows it.")
-    mismatched: list[str] = Field(default_factory=list, description="The first tensors that differ, if known.")
-
-    def sentence(self) -> str:
-        if self.reused:
-            return (f"The student has the teacher's architecture and width: its network started from the "
-                    f"teacher's ({self.tensors} tensors, the logit offset included), its tables projected.")
-        why = f" ({self.reason})" if self.reason else ""
-        return f"The student's network started from its own random init{why}; its tables were projected."
-
-
 class OperationTiming(BaseModel):
     """One long-running operation a platform switch ran (service, its id, wall seconds, final state)."""
 
@@ -166,7 +148,7 @@ class SwitchResults(BaseModel):
     platform: str | None = None  # where they ran: "local", or the services' address
     optim: OptimChoice | None = None  # batch and learning rates every stage trained with, and why
     verdict: PromotionVerdict | None = None  # promote the student or keep the teacher, and why
-    network_reuse: NetworkReuseSummary | None = None  # None: not asked for (or no offline stage, no projection)
+    network_reuse: NetworkReuse | None = None  # None: not asked for (or no offline stage, no projection)
 
 
 class MethodStats(BaseModel):
